@@ -1,0 +1,233 @@
+//! Accepting an operation: validation against the wallets, the idempotency protocol, and the
+//! hand-off to Kafka.
+//!
+//! The Redis marker is written as `Accepting` before producing and promoted to `Pending`
+//! after the broker's acknowledgement, so a crash between the two leaves a marker that
+//! expires instead of an operation that looks accepted but was never produced. The worker's
+//! dedupe by operation id is the backstop whatever Redis says.
+
+use actix_web::http::StatusCode;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{wallets, AppState, Problem};
+use crate::cache::{Marker, MarkerState};
+use crate::clock;
+use crate::ingest::producer::ProduceError;
+use crate::ledger::database;
+use crate::ledger::money::Amount;
+use crate::ledger::store;
+use crate::ledger::types::{Operation, OperationId, OperationKind, OperationStatus, WalletId};
+
+/// Namespace of operation ids derived from an `Idempotency-Key` header.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6a0f_5e2c_8d1b_4c7a_9b3e_2f41_d8c6_a705);
+
+/// Where the operation id comes from.
+pub enum IdSource {
+    Explicit(OperationId),
+    IdempotencyKey(String),
+    Generated,
+}
+
+/// A syntactically valid operation request, not yet checked against the wallets.
+pub struct Submission {
+    pub wallet_id: WalletId,
+    pub kind: OperationKind,
+    pub amount: Amount,
+    pub id: IdSource,
+}
+
+/// The answer to an accepted (or re-submitted) operation.
+pub struct Accepted {
+    pub id: OperationId,
+    pub wallet_id: WalletId,
+    pub status: OperationStatus,
+}
+
+pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
+    validate(state, &submission).await?;
+    let retry_safe = !matches!(submission.id, IdSource::Generated);
+    let id = match &submission.id {
+        IdSource::Explicit(id) => *id,
+        IdSource::IdempotencyKey(key) => {
+            let name = format!("{}:{key}", submission.wallet_id);
+            OperationId(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))
+        }
+        IdSource::Generated => clock::new_operation_id(),
+    };
+    let operation = Operation {
+        id,
+        wallet_id: submission.wallet_id,
+        kind: submission.kind,
+        fingerprint: fingerprint(&submission),
+        amount: submission.amount,
+        accepted_at: clock::now(),
+    };
+    let mut marker = Marker {
+        state: MarkerState::Accepting,
+        wallet_id: operation.wallet_id,
+        fingerprint: operation.fingerprint.clone(),
+        accepted_at: operation.accepted_at,
+        reason: None,
+        balance_after: None,
+        processed_at: None,
+    };
+    let claimed = match state.cache.claim(id, &marker).await {
+        Ok(claimed) => claimed,
+        Err(error) => {
+            // Without Redis the 409 for concurrent duplicates is lost, but the worker still
+            // applies an id only once.
+            tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
+            true
+        }
+    };
+    if !claimed {
+        return replay(state, &operation).await;
+    }
+    if retry_safe {
+        if let Some(stored) = stored_answer(state, &operation).await? {
+            let _ = state.cache.release(id).await;
+            return Ok(stored);
+        }
+    }
+    if let Err(error) = state.producer.produce(&operation).await {
+        if let Err(cache_error) = state.cache.release(id).await {
+            tracing::warn!(%cache_error, "cannot release the idempotency marker");
+        }
+        return Err(produce_problem(&error));
+    }
+    marker.state = MarkerState::Pending;
+    if let Err(error) = state.cache.promote(id, &marker).await {
+        tracing::warn!(%error, "cannot mark the operation pending");
+    }
+    Ok(Accepted {
+        id,
+        wallet_id: operation.wallet_id,
+        status: OperationStatus::Pending,
+    })
+}
+
+async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
+    let source = wallets::find(state, submission.wallet_id)
+        .await?
+        .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
+    submission
+        .amount
+        .check_currency(source.currency)
+        .map_err(|error| Problem::invalid("INVALID_AMOUNT", "amount", error.to_string()))?;
+    if let OperationKind::Transfer { target } = submission.kind {
+        if target == submission.wallet_id {
+            return Err(Problem::invalid(
+                "SAME_WALLET",
+                "toWalletId",
+                "a transfer needs two different wallets",
+            ));
+        }
+        let target_wallet = wallets::find(state, target).await?.ok_or_else(|| {
+            Problem::invalid(
+                "TARGET_WALLET_NOT_FOUND",
+                "toWalletId",
+                format!("wallet {target} does not exist"),
+            )
+        })?;
+        if target_wallet.currency != source.currency {
+            return Err(Problem::invalid(
+                "CURRENCY_MISMATCH",
+                "toWalletId",
+                format!(
+                    "cannot transfer {} to a {} wallet",
+                    source.currency, target_wallet.currency
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The marker exists: the same request gets the same operation, another request a 422, and a
+/// request racing the first one's produce a 409.
+async fn replay(state: &AppState, operation: &Operation) -> Result<Accepted, Problem> {
+    let Some(marker) = state.cache.marker(operation.id).await? else {
+        return Err(in_flight());
+    };
+    if marker.fingerprint != operation.fingerprint || marker.wallet_id != operation.wallet_id {
+        return Err(key_reused());
+    }
+    let status = match marker.state {
+        MarkerState::Accepting => return Err(in_flight()),
+        MarkerState::Pending => OperationStatus::Pending,
+        MarkerState::Processed => OperationStatus::Processed,
+        MarkerState::Failed => OperationStatus::Failed,
+    };
+    Ok(Accepted {
+        id: operation.id,
+        wallet_id: operation.wallet_id,
+        status,
+    })
+}
+
+/// A retry that arrives after its marker expired finds its operation in PostgreSQL.
+async fn stored_answer(
+    state: &AppState,
+    operation: &Operation,
+) -> Result<Option<Accepted>, Problem> {
+    let client = database::client(&state.pool).await?;
+    let Some(stored) = store::operation(&client, operation.id).await? else {
+        return Ok(None);
+    };
+    if stored.fingerprint != operation.fingerprint || stored.wallet_id != operation.wallet_id {
+        return Err(key_reused());
+    }
+    Ok(Some(Accepted {
+        id: stored.id,
+        wallet_id: stored.wallet_id,
+        status: stored.status,
+    }))
+}
+
+/// Identifies what a request asks for, so a reused key with other content is recognised.
+/// Amounts are compared by value (`10.5` equals `10.50`).
+fn fingerprint(submission: &Submission) -> String {
+    let target = submission
+        .kind
+        .target()
+        .map(|target| target.to_string())
+        .unwrap_or_default();
+    let canonical = format!(
+        "{}|{}|{}|{}",
+        submission.wallet_id,
+        submission.kind.operation_type().as_str(),
+        submission.amount,
+        target
+    );
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+        "Idempotency key reused",
+        "this operation id was already used for a different request",
+    )
+}
+
+fn in_flight() -> Problem {
+    let mut problem = Problem::new(
+        StatusCode::CONFLICT,
+        "REQUEST_IN_PROGRESS",
+        "Request in progress",
+        "a request with this operation id is still being accepted; retry shortly",
+    );
+    problem.retry_after_s = Some(1);
+    problem
+}
+
+fn produce_problem(error: &ProduceError) -> Problem {
+    tracing::warn!(%error, "produce failed");
+    Problem::unavailable(
+        "BROKER_UNAVAILABLE",
+        format!("the operation was not accepted: {error}; retry with the same operation id"),
+    )
+}

@@ -1,0 +1,89 @@
+//! Balance entries `wallet:{id}`, written only through a version guard so an older balance
+//! can never replace a newer one, whoever writes last.
+
+use chrono::{DateTime, Utc};
+use deadpool_redis::redis;
+use serde::{Deserialize, Serialize};
+
+use super::{Cache, CacheError};
+use crate::ledger::money::Currency;
+use crate::ledger::store::Wallet;
+use crate::ledger::types::WalletId;
+
+/// A wallet as cached: what the balance endpoint answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedWallet {
+    pub wallet_id: WalletId,
+    pub currency: Currency,
+    pub balance: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Wallet> for CachedWallet {
+    fn from(wallet: &Wallet) -> Self {
+        CachedWallet {
+            wallet_id: wallet.id,
+            currency: wallet.currency,
+            balance: wallet.currency.format(&wallet.balance),
+            version: wallet.version,
+            created_at: wallet.created_at,
+            updated_at: wallet.updated_at,
+        }
+    }
+}
+
+/// Stores ARGV[2] under KEYS[1] only when its version ARGV[1] is newer than the stored one.
+const STORE_IF_NEWER: &str = r"
+local current = redis.call('HGET', KEYS[1], 'version')
+if current and tonumber(current) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'wallet', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+fn key(id: WalletId) -> String {
+    format!("wallet:{id}")
+}
+
+impl Cache {
+    pub async fn balance(&self, id: WalletId) -> Result<Option<CachedWallet>, CacheError> {
+        self.with_connection(|mut connection| async move {
+            let stored: Option<String> = redis::cmd("HGET")
+                .arg(key(id))
+                .arg("wallet")
+                .query_async(&mut connection)
+                .await?;
+            Ok(stored.map(|text| serde_json::from_str(&text)).transpose()?)
+        })
+        .await
+    }
+
+    /// Stores every wallet whose version is newer than the cached one, in one round trip.
+    /// Returns how many entries were replaced.
+    pub async fn store_balances(&self, wallets: &[CachedWallet]) -> Result<usize, CacheError> {
+        if wallets.is_empty() {
+            return Ok(0);
+        }
+        let mut pipeline = redis::pipe();
+        for wallet in wallets {
+            pipeline
+                .cmd("EVAL")
+                .arg(STORE_IF_NEWER)
+                .arg(1)
+                .arg(key(wallet.wallet_id))
+                .arg(wallet.version)
+                .arg(serde_json::to_string(wallet)?)
+                .arg(self.balance_ttl_s);
+        }
+        self.with_connection(|mut connection| async move {
+            let replaced: Vec<i64> = pipeline.query_async(&mut connection).await?;
+            Ok(replaced.iter().filter(|&&stored| stored == 1).count())
+        })
+        .await
+    }
+}

@@ -1,0 +1,167 @@
+//! The command line: one executable, one subcommand per mode.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Parser)]
+#[command(name = "wallet", version, about = "A high-load wallet service", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API: validate requests and hand operations to Kafka.
+    Serve(ServeFlags),
+    /// Apply operations from Kafka to PostgreSQL, exactly once and in order per wallet.
+    Work(WorkFlags),
+    /// Create or update the database schema and the Kafka topics, then exit.
+    Migrate(MigrateFlags),
+    /// Run `serve` and `work` in one process (local development, small installs).
+    Run {
+        #[command(flatten)]
+        serve: ServeFlags,
+        #[command(flatten)]
+        work: WorkFlags,
+    },
+}
+
+/// Flags every mode accepts. Each overrides the configuration file and `WALLET_*` variables.
+#[derive(Debug, Args)]
+pub struct GlobalFlags {
+    /// Configuration file [default: config.toml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL URL (database.url)
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Redis URL (redis.url)
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Comma-separated Kafka bootstrap brokers (kafka.brokers)
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// Log filter, e.g. `info` or `wallet=debug` (log.level)
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: `text` or `json` (log.format)
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeFlags {
+    /// Address the HTTP API listens on (http.listen)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkFlags {
+    /// Most records applied in one transaction (worker.batch_records_max)
+    #[arg(long, value_name = "N")]
+    pub batch_records_max: Option<usize>,
+    /// Longest wait for a batch to fill, in milliseconds (worker.batch_linger_ms)
+    #[arg(long, value_name = "MS")]
+    pub batch_linger_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateFlags {
+    /// Partitions of a newly created operations topic (kafka.partitions)
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<i32>,
+}
+
+impl Cli {
+    /// The flags that were given, shaped like the configuration tree so they can be merged
+    /// over the file and the environment.
+    pub fn config_overrides(&self) -> Value {
+        let mut tree = Map::new();
+        let global = &self.global;
+        set(
+            &mut tree,
+            "database",
+            "url",
+            global.database_url.as_ref().map(|v| json!(v)),
+        );
+        set(
+            &mut tree,
+            "redis",
+            "url",
+            global.redis_url.as_ref().map(|v| json!(v)),
+        );
+        set(
+            &mut tree,
+            "kafka",
+            "brokers",
+            global.brokers.as_ref().map(|v| json!(v)),
+        );
+        set(
+            &mut tree,
+            "log",
+            "level",
+            global.log_level.as_ref().map(|v| json!(v)),
+        );
+        set(
+            &mut tree,
+            "log",
+            "format",
+            global.log_format.as_ref().map(|v| json!(v)),
+        );
+        let (serve, work) = match &self.command {
+            Command::Serve(serve) => (Some(serve), None),
+            Command::Work(work) => (None, Some(work)),
+            Command::Run { serve, work } => (Some(serve), Some(work)),
+            Command::Migrate(migrate) => {
+                set(
+                    &mut tree,
+                    "kafka",
+                    "partitions",
+                    migrate.partitions.map(|v| json!(v)),
+                );
+                (None, None)
+            }
+        };
+        if let Some(serve) = serve {
+            set(
+                &mut tree,
+                "http",
+                "listen",
+                serve.listen.map(|v| json!(v.to_string())),
+            );
+        }
+        if let Some(work) = work {
+            set(
+                &mut tree,
+                "worker",
+                "batch_records_max",
+                work.batch_records_max.map(|v| json!(v)),
+            );
+            set(
+                &mut tree,
+                "worker",
+                "batch_linger_ms",
+                work.batch_linger_ms.map(|v| json!(v)),
+            );
+        }
+        Value::Object(tree)
+    }
+}
+
+fn set(tree: &mut Map<String, Value>, section: &str, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        let section = tree
+            .entry(section)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(section) = section {
+            section.insert(key.to_owned(), value);
+        }
+    }
+}

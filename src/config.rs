@@ -1,0 +1,375 @@
+//! The one configuration tree: defaults < `config.toml` < `WALLET_*` environment < flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub kafka: KafkaConfig,
+    pub worker: WorkerConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub body_bytes_max: usize,
+    pub workers: usize,
+    pub history_limit_max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: String,
+    pub pool_size: usize,
+    pub timeout_ms: u64,
+    pub balance_ttl_s: u64,
+    pub marker_ttl_s: u64,
+    pub accepting_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    pub operations_topic: String,
+    pub events_topic: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub request_timeout_ms: u64,
+    pub produce_linger_ms: u64,
+    pub produce_batch_bytes_max: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    pub batch_records_max: usize,
+    pub batch_linger_ms: u64,
+    pub fetch_bytes_max: i32,
+    pub fetch_wait_ms: i32,
+    pub rebalance_interval_ms: u64,
+    pub retry_backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            kafka: KafkaConfig::default(),
+            worker: WorkerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_bytes_max: 16 * 1024,
+            workers: 2,
+            history_limit_max: 1000,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "postgres://postgres@127.0.0.1:5432/wallet".to_owned(),
+            pool_size: 16,
+            connect_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            pool_size: 16,
+            timeout_ms: 1_000,
+            balance_ttl_s: 3_600,
+            marker_ttl_s: 86_400,
+            accepting_ttl_s: 30,
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".to_owned(),
+            operations_topic: "wallet-operations".to_owned(),
+            events_topic: "wallet-events".to_owned(),
+            partitions: 8,
+            replication_factor: 1,
+            request_timeout_ms: 5_000,
+            produce_linger_ms: 2,
+            produce_batch_bytes_max: 7_000,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch_records_max: 4_000,
+            batch_linger_ms: 100,
+            fetch_bytes_max: 1024 * 1024,
+            fetch_wait_ms: 10,
+            rebalance_interval_ms: 1_000,
+            retry_backoff_max_ms: 5_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("configuration: {0}")]
+    Value(String),
+}
+
+impl Config {
+    /// Loads the configuration. `file` is read when given (it must then exist) or when
+    /// `config.toml` exists in the working directory; `overrides` are the command-line flags,
+    /// already shaped like the configuration tree.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: Serialized<serde_json::Value>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    message: "no such file".to_owned(),
+                })
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file_exact("config.toml")),
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("WALLET_").split("__"))
+            .merge(overrides)
+            .extract()
+            .map_err(|error| ConfigError::Value(describe(error)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(bool, &str); 12] = [
+            (
+                self.http.body_bytes_max >= 256,
+                "http.body_bytes_max must be at least 256",
+            ),
+            (self.http.workers >= 1, "http.workers must be at least 1"),
+            (
+                self.http.history_limit_max >= 1,
+                "http.history_limit_max must be at least 1",
+            ),
+            (
+                self.database.pool_size >= 2,
+                "database.pool_size must be at least 2",
+            ),
+            (
+                self.redis.pool_size >= 1,
+                "redis.pool_size must be at least 1",
+            ),
+            (
+                !self.kafka.broker_list().is_empty(),
+                "kafka.brokers must name at least one broker",
+            ),
+            (
+                (1..=1024).contains(&self.kafka.partitions),
+                "kafka.partitions must be between 1 and 1024",
+            ),
+            (
+                self.kafka.replication_factor >= 1,
+                "kafka.replication_factor must be at least 1",
+            ),
+            (
+                (512..=1_000_000).contains(&self.kafka.produce_batch_bytes_max),
+                "kafka.produce_batch_bytes_max must be between 512 and 1000000",
+            ),
+            (
+                (1..=100_000).contains(&self.worker.batch_records_max),
+                "worker.batch_records_max must be between 1 and 100000",
+            ),
+            (
+                self.worker.fetch_bytes_max >= 1024,
+                "worker.fetch_bytes_max must be at least 1024",
+            ),
+            (
+                (0..=1_000).contains(&self.worker.fetch_wait_ms),
+                "worker.fetch_wait_ms must be between 0 and 1000",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(ConfigError::Value((*message).to_owned())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl KafkaConfig {
+    pub fn broker_list(&self) -> Vec<String> {
+        self.brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|broker| !broker.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".");
+            let source = error
+                .metadata
+                .as_ref()
+                .map(|metadata| format!(" (from {})", metadata.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", error.kind)
+            } else {
+                format!("key `{key}`: {}{source}", error.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_flags() -> Serialized<serde_json::Value> {
+        Serialized::defaults(serde_json::json!({}))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[kafka]\npartitions = 4\nbrokers = \"a:1\"\n[http]\nworkers = 3\n",
+            )?;
+            jail.set_env("WALLET_KAFKA__PARTITIONS", "6");
+            let config = Config::load(None, no_flags()).unwrap();
+            assert_eq!(config.kafka.partitions, 6);
+            assert_eq!(config.kafka.broker_list(), vec!["a:1".to_owned()]);
+            assert_eq!(config.http.workers, 3);
+            let flags = Serialized::defaults(serde_json::json!({"kafka": {"partitions": 9}}));
+            let config = Config::load(None, flags).unwrap();
+            assert_eq!(config.kafka.partitions, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WALLET_KAFKA__PARTITIONS", "many");
+            let error = Config::load(None, no_flags()).unwrap_err().to_string();
+            assert!(error.contains("kafka.partitions"), "{error}");
+            jail.set_env("WALLET_KAFKA__PARTITIONS", "0");
+            let error = Config::load(None, no_flags()).unwrap_err().to_string();
+            assert!(
+                error.contains("kafka.partitions must be between"),
+                "{error}"
+            );
+            jail.clear_env();
+            jail.create_file("custom.toml", "[http]\nlisten = \"nowhere\"\n")?;
+            let error = Config::load(Some(Path::new("custom.toml")), no_flags())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("http.listen"), "{error}");
+            let error = Config::load(Some(Path::new("missing.toml")), no_flags())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("missing.toml"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "[kafka]\npartitons = 4\n")?;
+            let error = Config::load(None, no_flags()).unwrap_err().to_string();
+            assert!(error.contains("partitons"), "{error}");
+            Ok(())
+        });
+    }
+}

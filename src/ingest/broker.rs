@@ -1,0 +1,94 @@
+//! Connections to the Kafka-protocol broker, with the deadlines rskafka leaves unset.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::BackoffConfig;
+
+use crate::config::KafkaConfig;
+
+/// Connects to the cluster. rskafka retries forever by default; here every retry loop ends at
+/// the configured request timeout, and the whole connect is bounded too.
+pub async fn connect(config: &KafkaConfig) -> anyhow::Result<Client> {
+    let brokers = config.broker_list();
+    let backoff = BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(500),
+        base: 2.0,
+        deadline: Some(config.request_timeout()),
+    };
+    let build = ClientBuilder::new(brokers.clone())
+        .client_id("wallet")
+        .backoff_config(backoff)
+        .build();
+    tokio::time::timeout(config.request_timeout(), build)
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|result| result.map_err(anyhow::Error::from))
+        .with_context(|| {
+            format!(
+                "cannot connect to the Kafka broker at {}",
+                brokers.join(",")
+            )
+        })
+}
+
+/// Creates `topic` with `partitions` partitions; a topic that already exists is fine.
+pub async fn ensure_topic(
+    client: &Client,
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let controller = client.controller_client()?;
+    let timeout_ms = i32::try_from(config.request_timeout_ms).unwrap_or(i32::MAX);
+    let create = controller.create_topic(topic, partitions, config.replication_factor, timeout_ms);
+    match tokio::time::timeout(config.request_timeout(), create).await {
+        Ok(Ok(())) => {
+            tracing::info!(topic, partitions, "created topic");
+            Ok(())
+        }
+        Ok(Err(KafkaError::ServerError {
+            protocol_error: ProtocolError::TopicAlreadyExists,
+            ..
+        })) => Ok(()),
+        Ok(Err(error)) => Err(error).with_context(|| format!("creating topic {topic}")),
+        Err(elapsed) => Err(elapsed).with_context(|| format!("creating topic {topic}")),
+    }
+}
+
+/// A client for one partition. Unknown topics are errors, never an endless retry.
+pub async fn partition(
+    client: &Client,
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<Arc<PartitionClient>> {
+    let make = client.partition_client(topic, partition, UnknownTopicHandling::Error);
+    let partition_client = tokio::time::timeout(config.request_timeout(), make)
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|result| result.map_err(anyhow::Error::from))
+        .with_context(|| format!("opening partition {partition} of topic {topic}"))?;
+    Ok(Arc::new(partition_client))
+}
+
+/// The number of partitions `topic` has on the broker.
+pub async fn partition_count(
+    client: &Client,
+    config: &KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<i32> {
+    let topics = tokio::time::timeout(config.request_timeout(), client.list_topics())
+        .await
+        .context("listing topics timed out")??;
+    let found = topics
+        .into_iter()
+        .find(|candidate| candidate.name == topic)
+        .with_context(|| format!("topic {topic} does not exist; run `wallet migrate`"))?;
+    Ok(found.partitions.len() as i32)
+}

@@ -1,0 +1,129 @@
+//! The operation message on the topic: versioned, human-readable JSON.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::money::Amount;
+use crate::ledger::types::{Operation, OperationId, OperationKind, OperationType, WalletId};
+
+const MESSAGE_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationMessage {
+    v: u32,
+    operation_id: OperationId,
+    wallet_id: WalletId,
+    #[serde(rename = "type")]
+    operation_type: OperationType,
+    amount: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to_wallet_id: Option<WalletId>,
+    accepted_at: DateTime<Utc>,
+    fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not an operation message: {0}")]
+    Malformed(String),
+    #[error("unsupported message version {0}")]
+    UnsupportedVersion(u32),
+    #[error("invalid amount: {0}")]
+    Amount(String),
+    #[error("a TRANSFER needs toWalletId and only a TRANSFER may have one")]
+    Target,
+}
+
+pub fn encode(operation: &Operation) -> Vec<u8> {
+    let message = OperationMessage {
+        v: MESSAGE_VERSION,
+        operation_id: operation.id,
+        wallet_id: operation.wallet_id,
+        operation_type: operation.kind.operation_type(),
+        amount: operation.amount.to_string(),
+        to_wallet_id: operation.kind.target(),
+        accepted_at: operation.accepted_at,
+        fingerprint: operation.fingerprint.clone(),
+    };
+    // Serialising a struct of strings, ids and a timestamp into a Vec cannot fail.
+    serde_json::to_vec(&message).expect("an operation message always serialises")
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
+    let message: OperationMessage =
+        serde_json::from_slice(bytes).map_err(|error| DecodeError::Malformed(error.to_string()))?;
+    if message.v != MESSAGE_VERSION {
+        return Err(DecodeError::UnsupportedVersion(message.v));
+    }
+    let amount =
+        Amount::parse(&message.amount).map_err(|error| DecodeError::Amount(error.to_string()))?;
+    let kind = match (message.operation_type, message.to_wallet_id) {
+        (OperationType::Deposit, None) => OperationKind::Deposit,
+        (OperationType::Withdraw, None) => OperationKind::Withdraw,
+        (OperationType::Transfer, Some(target)) => OperationKind::Transfer { target },
+        _ => return Err(DecodeError::Target),
+    };
+    Ok(Operation {
+        id: message.operation_id,
+        wallet_id: message.wallet_id,
+        kind,
+        amount,
+        accepted_at: message.accepted_at,
+        fingerprint: message.fingerprint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn round_trips() {
+        let operation = Operation {
+            id: OperationId(Uuid::now_v7()),
+            wallet_id: WalletId(Uuid::new_v4()),
+            kind: OperationKind::Transfer {
+                target: WalletId(Uuid::new_v4()),
+            },
+            amount: Amount::parse("12.34").unwrap(),
+            accepted_at: Utc::now(),
+            fingerprint: "abc".to_owned(),
+        };
+        assert_eq!(decode(&encode(&operation)).unwrap(), operation);
+    }
+
+    #[test]
+    fn rejects_bad_messages() {
+        assert!(matches!(
+            decode(b"not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+        let wallet = Uuid::new_v4();
+        let op = Uuid::new_v4();
+        let message = |v: u32, kind: &str, amount: &str, to: &str| {
+            format!(
+                r#"{{"v":{v},"operationId":"{op}","walletId":"{wallet}","type":"{kind}","amount":"{amount}",{to}"acceptedAt":"2026-01-01T00:00:00Z","fingerprint":"f"}}"#
+            )
+        };
+        assert_eq!(
+            decode(message(2, "DEPOSIT", "1", "").as_bytes()),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+        assert!(matches!(
+            decode(message(1, "DEPOSIT", "-1", "").as_bytes()),
+            Err(DecodeError::Amount(_))
+        ));
+        assert_eq!(
+            decode(message(1, "TRANSFER", "1", "").as_bytes()),
+            Err(DecodeError::Target)
+        );
+        let to = format!(r#""toWalletId":"{wallet}","#);
+        assert_eq!(
+            decode(message(1, "DEPOSIT", "1", &to).as_bytes()),
+            Err(DecodeError::Target)
+        );
+        assert!(decode(message(1, "DEPOSIT", "1", "").as_bytes()).is_ok());
+    }
+}

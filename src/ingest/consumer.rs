@@ -1,0 +1,289 @@
+//! One partition's consumer: fetch from the stored position, cut batches by size or time,
+//! apply each in one transaction, then refresh the cache. Runs until cancelled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rskafka::client::partition::PartitionClient;
+use rskafka::record::RecordAndOffset;
+use tokio_util::sync::CancellationToken;
+
+use super::codec;
+use crate::cache::{Cache, CachedWallet, Marker, MarkerState};
+use crate::clock;
+use crate::config::WorkerConfig;
+use crate::ledger::database;
+use crate::ledger::money::{format_decimal, Currency};
+use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, StoreError};
+use crate::ledger::types::{OperationId, Outcome, WalletId};
+
+pub struct PartitionConsumer {
+    pub topic: String,
+    pub partition: Arc<PartitionClient>,
+    pub pool: deadpool_postgres::Pool,
+    pub cache: Cache,
+    pub config: WorkerConfig,
+    pub request_timeout: Duration,
+}
+
+/// Cache entries a failed refresh left behind, retried after the next batch.
+#[derive(Default)]
+struct StaleCache {
+    wallets: HashMap<WalletId, CachedWallet>,
+    outcomes: HashMap<OperationId, Marker>,
+}
+
+impl PartitionConsumer {
+    fn id(&self) -> i32 {
+        self.partition.partition()
+    }
+
+    #[tracing::instrument(skip_all, fields(partition = self.id()))]
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut stale = StaleCache::default();
+        let mut failures = 0u32;
+        while !cancel.is_cancelled() {
+            match self.consume(&cancel, &mut stale).await {
+                Ok(()) => return,
+                Err(error) => {
+                    failures += 1;
+                    let delay = self.backoff(failures);
+                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "partition consumer failed; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let millis = 50u64.saturating_mul(1 << failures.min(10));
+        Duration::from_millis(millis.min(self.config.retry_backoff_max_ms))
+    }
+
+    /// Consumes from the stored position until cancelled (Ok) or an error (Err; the caller
+    /// restarts from the stored position, so nothing fetched but unapplied is lost).
+    async fn consume(
+        &self,
+        cancel: &CancellationToken,
+        stale: &mut StaleCache,
+    ) -> anyhow::Result<()> {
+        let mut position = {
+            let client = self.pool.get().await?;
+            store::next_offset(&client, &self.topic, self.id()).await?
+        };
+        tracing::info!(position, "consuming partition");
+        let linger = Duration::from_millis(self.config.batch_linger_ms);
+        loop {
+            let Some(records) = self.collect(cancel, position, linger).await? else {
+                return Ok(());
+            };
+            let batch = self.batch(position, records);
+            match self.apply(&batch, cancel).await {
+                Ok(Some(report)) => {
+                    position = batch.next_offset;
+                    self.refresh_cache(report, &batch, stale).await;
+                }
+                Ok(None) => return Ok(()),
+                Err(StoreError::Fenced { stored, .. }) => {
+                    tracing::warn!(stored, "position moved by another worker; resuming from it");
+                    position = stored;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Fetches records from `position` until the batch is full or `linger` has passed since
+    /// the first record arrived. Returns None when cancelled.
+    async fn collect(
+        &self,
+        cancel: &CancellationToken,
+        position: i64,
+        linger: Duration,
+    ) -> anyhow::Result<Option<Vec<RecordAndOffset>>> {
+        let mut records: Vec<RecordAndOffset> = Vec::new();
+        let mut first_at: Option<Instant> = None;
+        let mut next = position;
+        loop {
+            let full = records.len() >= self.config.batch_records_max;
+            let lingered = first_at.is_some_and(|at| at.elapsed() >= linger);
+            if full || lingered {
+                return Ok(Some(records));
+            }
+            let fetch = self.partition.fetch_records(
+                next,
+                1..self.config.fetch_bytes_max,
+                self.config.fetch_wait_ms,
+            );
+            let fetched = tokio::select! {
+                _ = cancel.cancelled() => return Ok(None),
+                fetched = tokio::time::timeout(self.request_timeout, fetch) => fetched,
+            };
+            let (fetched, _high_watermark) =
+                fetched.map_err(|_| anyhow::anyhow!("fetch timed out"))??;
+            let room = self.config.batch_records_max - records.len();
+            let from = next;
+            for record in fetched
+                .into_iter()
+                .filter(|record| record.offset >= from)
+                .take(room)
+            {
+                next = record.offset + 1;
+                records.push(record);
+            }
+            if first_at.is_none() && !records.is_empty() {
+                first_at = Some(Instant::now());
+            }
+        }
+    }
+
+    fn batch(&self, from_offset: i64, records: Vec<RecordAndOffset>) -> Batch {
+        let next_offset = records
+            .last()
+            .map_or(from_offset, |record| record.offset + 1);
+        let mut batch = Batch {
+            topic: self.topic.clone(),
+            partition: self.id(),
+            from_offset,
+            next_offset,
+            ..Batch::default()
+        };
+        for RecordAndOffset { record, offset } in records {
+            let decoded = match record.value.as_deref() {
+                Some(value) => codec::decode(value).map_err(|error| error.to_string()),
+                None => Err("record has no value".to_owned()),
+            };
+            match decoded {
+                Ok(operation) => batch.operations.push((offset, operation)),
+                Err(reason) => batch.dead_letters.push(DeadLetter {
+                    offset,
+                    reason,
+                    payload: record.value,
+                }),
+            }
+        }
+        batch
+    }
+
+    /// Applies the batch, retrying transient database errors with backoff. Returns None when
+    /// cancelled before it committed.
+    #[tracing::instrument(skip_all, fields(from = batch.from_offset, records = batch.next_offset - batch.from_offset))]
+    async fn apply(
+        &self,
+        batch: &Batch,
+        cancel: &CancellationToken,
+    ) -> Result<Option<BatchReport>, StoreError> {
+        let mut failures = 0u32;
+        loop {
+            let attempt = async {
+                let mut client = database::client(&self.pool).await?;
+                store::apply_batch(&mut client, batch, clock::now()).await
+            };
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return Ok(None),
+                result = attempt => result,
+            };
+            match result {
+                Ok(report) => return Ok(Some(report)),
+                Err(error @ StoreError::Fenced { .. }) => return Err(error),
+                Err(error) => {
+                    failures += 1;
+                    let delay = self.backoff(failures);
+                    tracing::warn!(%error, transient = error.is_transient(), retry_in_ms = delay.as_millis() as u64, "batch not applied; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn refresh_cache(&self, report: BatchReport, batch: &Batch, stale: &mut StaleCache) {
+        let processed_at = report.processed_at;
+        let accepted: HashMap<OperationId, (&str, chrono::DateTime<chrono::Utc>)> = batch
+            .operations
+            .iter()
+            .map(|(_, operation)| {
+                (
+                    operation.id,
+                    (operation.fingerprint.as_str(), operation.accepted_at),
+                )
+            })
+            .collect();
+        let currencies: HashMap<WalletId, Currency> = report
+            .wallets
+            .iter()
+            .map(|wallet| (wallet.id, wallet.currency))
+            .collect();
+        for wallet in &report.wallets {
+            stale.wallets.insert(wallet.id, CachedWallet::from(wallet));
+        }
+        for (id, wallet_id, outcome) in report.decided {
+            let (fingerprint, accepted_at) = accepted[&id];
+            let currency = currencies.get(&wallet_id).copied();
+            let marker = final_marker(
+                wallet_id,
+                fingerprint,
+                accepted_at,
+                &outcome,
+                currency,
+                processed_at,
+            );
+            stale.outcomes.insert(id, marker);
+        }
+        let wallets: Vec<CachedWallet> = stale.wallets.values().cloned().collect();
+        let outcomes: Vec<(OperationId, Marker)> = stale
+            .outcomes
+            .iter()
+            .map(|(id, marker)| (*id, marker.clone()))
+            .collect();
+        let result = async {
+            self.cache.store_balances(&wallets).await?;
+            self.cache.store_outcomes(&outcomes).await
+        };
+        match result.await {
+            Ok(()) => *stale = StaleCache::default(),
+            Err(error) => {
+                tracing::warn!(%error, pending = wallets.len(), "cache refresh failed; will retry after the next batch")
+            }
+        }
+    }
+}
+
+fn final_marker(
+    wallet_id: WalletId,
+    fingerprint: &str,
+    accepted_at: chrono::DateTime<chrono::Utc>,
+    outcome: &Outcome,
+    currency: Option<Currency>,
+    processed_at: chrono::DateTime<chrono::Utc>,
+) -> Marker {
+    let (state, reason, balance_after) = match outcome {
+        Outcome::Processed { balance_after } => (MarkerState::Processed, None, Some(balance_after)),
+        Outcome::Failed {
+            reason,
+            balance_after,
+        } => (
+            MarkerState::Failed,
+            Some(reason.as_str().to_owned()),
+            balance_after.as_ref(),
+        ),
+    };
+    Marker {
+        state,
+        wallet_id,
+        fingerprint: fingerprint.to_owned(),
+        accepted_at,
+        reason,
+        balance_after: balance_after.map(|balance| match currency {
+            Some(currency) => currency.format(balance),
+            None => format_decimal(balance),
+        }),
+        processed_at: Some(processed_at),
+    }
+}

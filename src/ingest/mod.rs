@@ -1,0 +1,10 @@
+//! Kafka: topics, the producer, partition ownership, consumers and the message codec. No
+//! business rules live here.
+
+pub mod broker;
+pub mod codec;
+pub mod consumer;
+pub mod lease;
+pub mod partitioner;
+pub mod producer;
+pub mod worker;

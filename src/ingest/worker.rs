@@ -1,0 +1,103 @@
+//! `wallet work`: joins the group of workers, owns a fair share of the partitions and runs
+//! one consumer per owned partition until shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::broker;
+use super::consumer::PartitionConsumer;
+use super::lease::PartitionLease;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::ledger::database;
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+pub async fn run(
+    config: Config,
+    pool: deadpool_postgres::Pool,
+    cache: Cache,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = broker::connect(&config.kafka).await?;
+    let topic = config.kafka.operations_topic.clone();
+    let partitions = broker::partition_count(&client, &config.kafka, &topic).await?;
+    let interval = Duration::from_millis(config.worker.rebalance_interval_ms);
+    let mut running: HashMap<i32, Running> = HashMap::new();
+    let mut failures = 0u32;
+    while !shutdown.is_cancelled() {
+        let lease_client = match database::connect(&config.database).await {
+            Ok(lease_client) => lease_client,
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(error = %format!("{error:#}"), "cannot open the lease connection; retrying");
+                pause(&shutdown, interval * failures.min(5)).await;
+                continue;
+            }
+        };
+        let result = async {
+            let mut lease = PartitionLease::join(lease_client, partitions).await?;
+            loop {
+                let rebalance = lease.rebalance().await?;
+                for partition in rebalance.to_release {
+                    if let Some(consumer) = running.remove(&partition) {
+                        consumer.cancel.cancel();
+                        let _ = consumer.task.await;
+                    }
+                    lease.release(partition).await?;
+                    tracing::info!(partition, "released partition");
+                }
+                for partition in rebalance.acquired {
+                    let consumer = PartitionConsumer {
+                        topic: topic.clone(),
+                        partition: broker::partition(&client, &config.kafka, &topic, partition)
+                            .await?,
+                        pool: pool.clone(),
+                        cache: cache.clone(),
+                        config: config.worker.clone(),
+                        request_timeout: config.kafka.request_timeout(),
+                    };
+                    let cancel = shutdown.child_token();
+                    let task = tokio::spawn(consumer.run(cancel.clone()));
+                    running.insert(partition, Running { cancel, task });
+                    tracing::info!(partition, "acquired partition");
+                }
+                failures = 0;
+                if pause(&shutdown, interval).await {
+                    return anyhow::Ok(());
+                }
+            }
+        };
+        if let Err(error) = result.await {
+            // The lease connection is gone, and with it every lock: stop all consumers so no
+            // partition is consumed twice for long (fencing makes it harmless meanwhile).
+            tracing::warn!(error = %format!("{error:#}"), "lost the partition lease; stopping consumers");
+            stop_all(&mut running).await;
+            failures += 1;
+            pause(&shutdown, interval).await;
+        }
+    }
+    stop_all(&mut running).await;
+    Ok(())
+}
+
+/// Waits `duration`; returns true when shutdown was requested meanwhile.
+async fn pause(shutdown: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(duration) => false,
+    }
+}
+
+async fn stop_all(running: &mut HashMap<i32, Running>) {
+    for (_, consumer) in running.drain() {
+        consumer.cancel.cancel();
+        let _ = consumer.task.await;
+    }
+}

@@ -1,0 +1,128 @@
+//! PostgreSQL connections: the pool every mode uses, and single connections for migrations
+//! and partition leases.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use super::store::StoreError;
+use crate::config::DatabaseConfig;
+
+fn connection_config(config: &DatabaseConfig) -> anyhow::Result<tokio_postgres::Config> {
+    let mut pg = tokio_postgres::Config::from_str(&config.url)
+        .map_err(|error| anyhow::anyhow!("configuration: key `database.url`: {error}"))?;
+    pg.connect_timeout(config.connect_timeout());
+    pg.options(format!(
+        "-c statement_timeout={}",
+        config.statement_timeout_ms
+    ));
+    pg.application_name("wallet");
+    Ok(pg)
+}
+
+/// Builds the pool. Connections are made lazily; call [`check`] to fail fast.
+pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
+    let manager = Manager::from_config(
+        connection_config(config)?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.connect_timeout()))
+        .create_timeout(Some(config.connect_timeout()))
+        .recycle_timeout(Some(config.connect_timeout()))
+        .build()
+        .context("building the PostgreSQL pool")
+}
+
+/// Opens one dedicated connection, whose driver task runs until the client is dropped.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Client> {
+    let (client, connection) = connection_config(config)?.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Connects for `wallet migrate`, creating the database first when it does not exist yet, so
+/// a fresh server needs no manual step.
+pub async fn connect_creating(config: &DatabaseConfig) -> anyhow::Result<Client> {
+    let describe = || format!("cannot connect to PostgreSQL at {}", redact(&config.url));
+    match connect(config).await {
+        Ok(client) => Ok(client),
+        Err(error) if sql_state(&error) == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            create_database(config).await?;
+            connect(config).await.with_context(describe)
+        }
+        Err(error) => Err(error).with_context(describe),
+    }
+}
+
+fn sql_state(error: &anyhow::Error) -> Option<&SqlState> {
+    error.downcast_ref::<tokio_postgres::Error>()?.code()
+}
+
+async fn create_database(config: &DatabaseConfig) -> anyhow::Result<()> {
+    let target = connection_config(config)?;
+    let name = target
+        .get_dbname()
+        .context("configuration: key `database.url` names no database")?
+        .to_owned();
+    let mut maintenance = target.clone();
+    maintenance.dbname("postgres");
+    let (client, connection) = maintenance
+        .connect(NoTls)
+        .await
+        .context("connecting to the `postgres` database to create the wallet database")?;
+    tokio::spawn(connection);
+    let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&statement).await {
+        Ok(()) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        Err(error) if error.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("creating database {name}")),
+    }
+}
+
+/// Checks that the pool can reach the server within its timeouts.
+pub async fn check(pool: &Pool, deadline: Duration) -> anyhow::Result<()> {
+    let attempt = async {
+        let client = pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(deadline, attempt)
+        .await
+        .context("PostgreSQL did not answer in time")?
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Takes a pooled connection; a pool that cannot give one means the database is unreachable.
+pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    pool.get().await.map_err(|error| match error {
+        deadpool_postgres::PoolError::Backend(error) => StoreError::Database(error),
+        other => StoreError::Unavailable(other.to_string()),
+    })
+}

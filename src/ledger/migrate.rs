@@ -1,0 +1,67 @@
+//! Schema migrations: the ordered files of `sql/`, each applied once and recorded.
+
+use anyhow::Context;
+use tokio_postgres::Client;
+
+/// Every migration, in order. A new file in `sql/` is added here with the next number.
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "ledger", include_str!("../../sql/0001_ledger.sql"))];
+
+/// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.
+const MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_6d67;
+
+/// Applies the migrations not yet recorded and returns how many it applied. Concurrent
+/// callers queue on an advisory lock, so the second finds everything applied.
+pub async fn apply(client: &mut Client) -> anyhow::Result<usize> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .context("waiting for the migration lock")?;
+    let result = apply_locked(client).await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .context("releasing the migration lock")?;
+    result
+}
+
+async fn apply_locked(client: &mut Client) -> anyhow::Result<usize> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .context("creating schema_migrations")?;
+    let mut applied = 0;
+    for &(version, name, sql) in MIGRATIONS {
+        let transaction = client.transaction().await?;
+        let done = transaction
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[&version],
+            )
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        transaction
+            .batch_execute(sql)
+            .await
+            .with_context(|| format!("applying migration {version:04}_{name}"))?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[&version, &name],
+            )
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(version, name, "applied migration");
+        applied += 1;
+    }
+    Ok(applied)
+}

@@ -1,0 +1,9 @@
+//! The domain: money, operations, the pure rules that apply them, and their PostgreSQL
+//! persistence.
+
+pub mod database;
+pub mod migrate;
+pub mod money;
+pub mod rules;
+pub mod store;
+pub mod types;

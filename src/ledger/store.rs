@@ -1,0 +1,584 @@
+//! PostgreSQL persistence of the ledger: wallets, operations, entries and consumer positions.
+//! The rules themselves live in `rules`; this file only loads, locks and writes.
+
+use std::collections::{HashMap, HashSet};
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::money::{decimal_from_db, Currency};
+use super::rules;
+use super::types::{
+    Operation, OperationId, OperationStatus, OperationType, Outcome, WalletId, WalletState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another owner moved the partition's position; this batch must not be applied.
+    #[error("partition {partition} is at offset {stored}, not {expected}: another worker owns it")]
+    Fenced {
+        partition: i32,
+        expected: i64,
+        stored: i64,
+    },
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    #[error("no database connection: {0}")]
+    Unavailable(String),
+    #[error("the database holds a value the ledger cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Errors worth retrying: the server went away, or a conflict the next attempt can win.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(error) => {
+                error.is_closed()
+                    || error.code().is_none()
+                    || matches!(
+                        error.code(),
+                        Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                            | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+                            | Some(&SqlState::ADMIN_SHUTDOWN)
+                            | Some(&SqlState::CANNOT_CONNECT_NOW)
+                            | Some(&SqlState::QUERY_CANCELED)
+                    )
+            }
+            StoreError::Unavailable(_) => true,
+            StoreError::Fenced { .. } | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    pub id: WalletId,
+    pub currency: Currency,
+    pub balance: BigDecimal,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(Wallet),
+    Existing(Wallet),
+}
+
+const WALLET_COLUMNS: &str = "id, currency, balance::text, version, created_at, updated_at";
+
+fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
+    let currency: String = row.get(1);
+    let balance: String = row.get(2);
+    Ok(Wallet {
+        id: WalletId(row.get(0)),
+        currency: Currency::parse(&currency)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        balance: decimal_from_db(&balance)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        version: row.get(3),
+        created_at: row.get(4),
+        updated_at: row.get(5),
+    })
+}
+
+/// Creates a wallet, or returns the one that already has this id.
+pub async fn create_wallet(
+    client: &impl GenericClient,
+    id: WalletId,
+    currency: Currency,
+    now: DateTime<Utc>,
+) -> Result<Created, StoreError> {
+    let inserted = client
+        .query_opt(
+            &format!(
+                "INSERT INTO wallets (id, currency, balance, version, created_at, updated_at)
+                 VALUES ($1, $2, 0, 0, $3, $3) ON CONFLICT (id) DO NOTHING RETURNING {WALLET_COLUMNS}"
+            ),
+            &[&id.0, &currency.code(), &now],
+        )
+        .await?;
+    match inserted {
+        Some(row) => Ok(Created::New(wallet_from_row(&row)?)),
+        None => match wallet(client, id).await? {
+            Some(existing) => Ok(Created::Existing(existing)),
+            None => Err(StoreError::Corrupt(format!(
+                "wallet {id} conflicted but does not exist"
+            ))),
+        },
+    }
+}
+
+pub async fn wallet(
+    client: &impl GenericClient,
+    id: WalletId,
+) -> Result<Option<Wallet>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = $1"),
+            &[&id.0],
+        )
+        .await?;
+    row.as_ref().map(wallet_from_row).transpose()
+}
+
+/// An operation as stored once a worker has decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRecord {
+    pub id: OperationId,
+    pub wallet_id: WalletId,
+    pub operation_type: OperationType,
+    pub amount: BigDecimal,
+    pub to_wallet_id: Option<WalletId>,
+    pub status: OperationStatus,
+    pub reason: Option<String>,
+    pub balance_after: Option<BigDecimal>,
+    pub fingerprint: String,
+    pub accepted_at: DateTime<Utc>,
+    pub processed_at: DateTime<Utc>,
+}
+
+const OPERATION_COLUMNS: &str =
+    "o.id, o.wallet_id, o.type, o.amount::text, o.to_wallet_id, o.status, o.reason, \
+     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at";
+
+fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("operation {}: {what}", row.get::<_, Uuid>(0)));
+    let operation_type: String = row.get(2);
+    let status: String = row.get(5);
+    let amount: String = row.get(3);
+    let balance_after: Option<String> = row.get(7);
+    Ok(OperationRecord {
+        id: OperationId(row.get(0)),
+        wallet_id: WalletId(row.get(1)),
+        operation_type: OperationType::parse(&operation_type).ok_or_else(|| corrupt("type"))?,
+        amount: decimal_from_db(&amount).map_err(|_| corrupt("amount"))?,
+        to_wallet_id: row.get::<_, Option<Uuid>>(4).map(WalletId),
+        status: OperationStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        reason: row.get(6),
+        balance_after: balance_after
+            .map(|text| decimal_from_db(&text))
+            .transpose()
+            .map_err(|_| corrupt("balance_after"))?,
+        fingerprint: row.get(8),
+        accepted_at: row.get(9),
+        processed_at: row.get(10),
+    })
+}
+
+pub async fn operation(
+    client: &impl GenericClient,
+    id: OperationId,
+) -> Result<Option<OperationRecord>, StoreError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {OPERATION_COLUMNS} FROM operations o WHERE o.id = $1"),
+            &[&id.0],
+        )
+        .await?;
+    row.as_ref().map(operation_from_row).transpose()
+}
+
+/// One line of a wallet's history: its journal entry and the operation behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryItem {
+    pub version: i64,
+    pub delta: BigDecimal,
+    pub balance_after: BigDecimal,
+    pub operation: OperationRecord,
+}
+
+/// The wallet's entries with a version below `before_version`, newest first. Versions are
+/// assigned under the wallet's row lock, so pages never skip or repeat while new entries land.
+pub async fn history(
+    client: &impl GenericClient,
+    wallet_id: WalletId,
+    before_version: i64,
+    limit: i64,
+) -> Result<Vec<HistoryItem>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
+                 FROM entries e JOIN operations o ON o.id = e.operation_id
+                 WHERE e.wallet_id = $1 AND e.version < $2
+                 ORDER BY e.version DESC LIMIT $3"
+            ),
+            &[&wallet_id.0, &before_version, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let delta: String = row.get(12);
+            let balance_after: String = row.get(13);
+            Ok(HistoryItem {
+                version: row.get(11),
+                delta: decimal_from_db(&delta)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                balance_after: decimal_from_db(&balance_after)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                operation: operation_from_row(row)?,
+            })
+        })
+        .collect()
+}
+
+/// Where a worker resumes a partition; creates the position at offset 0 the first time.
+pub async fn next_offset(
+    client: &impl GenericClient,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, StoreError> {
+    client
+        .execute(
+            "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES ($1, $2, 0)
+             ON CONFLICT DO NOTHING",
+            &[&topic, &partition],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2",
+            &[&topic, &partition],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// A record that could not become an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub offset: i64,
+    pub reason: String,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Consecutive records of one partition, from `from_offset` up to (excluding) `next_offset`.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub topic: String,
+    pub partition: i32,
+    pub from_offset: i64,
+    pub next_offset: i64,
+    pub operations: Vec<(i64, Operation)>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// What a committed batch changed, for the cache and the logs.
+#[derive(Debug, Clone, Default)]
+pub struct BatchReport {
+    pub wallets: Vec<Wallet>,
+    pub decided: Vec<(OperationId, WalletId, Outcome)>,
+    pub duplicates: usize,
+    pub processed_at: DateTime<Utc>,
+}
+
+/// Applies a batch in one transaction: the partition's position is checked and advanced, the
+/// operations already stored are dropped, the touched wallets are locked in id order (so two
+/// workers never deadlock, transfers included), the pure rules decide, and everything is
+/// written with one statement per table.
+pub async fn apply_batch(
+    client: &mut deadpool_postgres::Object,
+    batch: &Batch,
+    now: DateTime<Utc>,
+) -> Result<BatchReport, StoreError> {
+    assert!(
+        batch.next_offset >= batch.from_offset,
+        "a batch never moves backwards"
+    );
+    let transaction = client.transaction().await?;
+    let stored: i64 = transaction
+        .query_one(
+            "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE",
+            &[&batch.topic, &batch.partition],
+        )
+        .await?
+        .get(0);
+    if stored != batch.from_offset {
+        return Err(StoreError::Fenced {
+            partition: batch.partition,
+            expected: batch.from_offset,
+            stored,
+        });
+    }
+    let (fresh, mut dead_letters, duplicates) = drop_known(&transaction, batch).await?;
+    let mut states = lock_wallets(&transaction, &fresh).await?;
+    let operations: Vec<Operation> = fresh
+        .iter()
+        .map(|(_, operation)| operation.clone())
+        .collect();
+    let applied = rules::apply(&mut states, &operations);
+    write_operations(
+        &transaction,
+        batch.partition,
+        &fresh,
+        &applied.outcomes,
+        now,
+    )
+    .await?;
+    write_entries(&transaction, &applied.entries).await?;
+    let touched: HashSet<WalletId> = applied
+        .entries
+        .iter()
+        .map(|entry| entry.wallet_id)
+        .collect();
+    let wallets = write_wallets(&transaction, &states, &touched, now).await?;
+    dead_letters.extend(batch.dead_letters.iter().cloned());
+    write_dead_letters(&transaction, batch, &dead_letters, now).await?;
+    transaction
+        .execute(
+            "UPDATE consumer_offsets SET next_offset = $3 WHERE topic = $1 AND partition = $2",
+            &[&batch.topic, &batch.partition, &batch.next_offset],
+        )
+        .await?;
+    transaction.commit().await?;
+    let decided = fresh
+        .iter()
+        .zip(applied.outcomes)
+        .map(|((_, operation), outcome)| (operation.id, operation.wallet_id, outcome))
+        .collect();
+    Ok(BatchReport {
+        wallets,
+        decided,
+        duplicates,
+        processed_at: now,
+    })
+}
+
+/// Drops operations whose id is already stored or repeats earlier in the batch. A repeat
+/// with other content is a reused idempotency key and is kept as a dead letter.
+async fn drop_known(
+    client: &impl GenericClient,
+    batch: &Batch,
+) -> Result<(Vec<(i64, Operation)>, Vec<DeadLetter>, usize), StoreError> {
+    let ids: Vec<Uuid> = batch
+        .operations
+        .iter()
+        .map(|(_, operation)| operation.id.0)
+        .collect();
+    let rows = client
+        .query(
+            "SELECT id, fingerprint FROM operations WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let mut seen: HashMap<Uuid, String> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let mut fresh = Vec::with_capacity(batch.operations.len());
+    let mut dead_letters = Vec::new();
+    let mut duplicates = 0;
+    for (offset, operation) in &batch.operations {
+        match seen.get(&operation.id.0) {
+            Some(fingerprint) if *fingerprint == operation.fingerprint => duplicates += 1,
+            Some(_) => dead_letters.push(DeadLetter {
+                offset: *offset,
+                reason: format!(
+                    "IDEMPOTENCY_KEY_REUSED: operation {} already exists with other content",
+                    operation.id
+                ),
+                payload: None,
+            }),
+            None => {
+                seen.insert(operation.id.0, operation.fingerprint.clone());
+                fresh.push((*offset, operation.clone()));
+            }
+        }
+    }
+    Ok((fresh, dead_letters, duplicates))
+}
+
+async fn lock_wallets(
+    client: &impl GenericClient,
+    operations: &[(i64, Operation)],
+) -> Result<HashMap<WalletId, WalletState>, StoreError> {
+    let mut ids: Vec<Uuid> = operations
+        .iter()
+        .flat_map(|(_, operation)| {
+            std::iter::once(operation.wallet_id).chain(operation.kind.target())
+        })
+        .map(|id| id.0)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = client
+        .query(
+            "SELECT id, currency, balance::text, version FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let currency: String = row.get(1);
+            let balance: String = row.get(2);
+            let state = WalletState {
+                currency: Currency::parse(&currency)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                balance: decimal_from_db(&balance)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                version: row.get(3),
+            };
+            Ok((WalletId(row.get(0)), state))
+        })
+        .collect()
+}
+
+async fn write_operations(
+    client: &impl GenericClient,
+    partition: i32,
+    operations: &[(i64, Operation)],
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let count = operations.len();
+    let (mut ids, mut wallets, mut types, mut amounts, mut targets) = (
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+    );
+    let (mut statuses, mut reasons, mut balances, mut fingerprints, mut offsets, mut accepted) = (
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+    );
+    for ((offset, operation), outcome) in operations.iter().zip(outcomes) {
+        ids.push(operation.id.0);
+        wallets.push(operation.wallet_id.0);
+        types.push(operation.kind.operation_type().as_str());
+        amounts.push(operation.amount.to_string());
+        targets.push(operation.kind.target().map(|target| target.0));
+        statuses.push(outcome.status().as_str());
+        let (reason, balance_after) = match outcome {
+            Outcome::Processed { balance_after } => (None, Some(balance_after)),
+            Outcome::Failed {
+                reason,
+                balance_after,
+            } => (Some(reason.as_str()), balance_after.as_ref()),
+        };
+        reasons.push(reason);
+        balances.push(balance_after.map(|balance| balance.to_plain_string()));
+        fingerprints.push(operation.fingerprint.as_str());
+        offsets.push(*offset);
+        accepted.push(operation.accepted_at);
+    }
+    client
+        .execute(
+            "INSERT INTO operations (id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
+                                     fingerprint, partition, \"offset\", accepted_at, processed_at)
+             SELECT id, wallet_id, type, amount::numeric, to_wallet_id, status, reason, balance_after::numeric,
+                    fingerprint, $10, \"offset\", accepted_at, $13
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $11::bigint[], $12::timestamptz[])
+                  AS t(id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
+                       \"offset\", accepted_at)",
+            &[
+                &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
+                &accepted, &now,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn write_entries(
+    client: &impl GenericClient,
+    entries: &[super::types::Entry],
+) -> Result<(), StoreError> {
+    let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet_id.0).collect();
+    let versions: Vec<i64> = entries.iter().map(|entry| entry.version).collect();
+    let operations: Vec<Uuid> = entries.iter().map(|entry| entry.operation_id.0).collect();
+    let deltas: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.delta.to_plain_string())
+        .collect();
+    let balances: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.balance_after.to_plain_string())
+        .collect();
+    client
+        .execute(
+            "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after)
+             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric
+             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[])
+                  AS t(wallet_id, version, operation_id, delta, balance_after)",
+            &[&wallets, &versions, &operations, &deltas, &balances],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn write_wallets(
+    client: &impl GenericClient,
+    states: &HashMap<WalletId, WalletState>,
+    touched: &HashSet<WalletId>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Wallet>, StoreError> {
+    let mut ids = Vec::with_capacity(touched.len());
+    let mut balances = Vec::with_capacity(touched.len());
+    let mut versions = Vec::with_capacity(touched.len());
+    for id in touched {
+        let state = &states[id];
+        ids.push(id.0);
+        balances.push(state.balance.to_plain_string());
+        versions.push(state.version);
+    }
+    let rows = client
+        .query(
+            &format!(
+                "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
+                 FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
+                 WHERE w.id = t.id
+                 RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at"
+            ),
+            &[&ids, &balances, &versions, &now],
+        )
+        .await?;
+    rows.iter().map(wallet_from_row).collect()
+}
+
+async fn write_dead_letters(
+    client: &impl GenericClient,
+    batch: &Batch,
+    dead_letters: &[DeadLetter],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if dead_letters.is_empty() {
+        return Ok(());
+    }
+    let offsets: Vec<i64> = dead_letters.iter().map(|letter| letter.offset).collect();
+    let reasons: Vec<&str> = dead_letters
+        .iter()
+        .map(|letter| letter.reason.as_str())
+        .collect();
+    let payloads: Vec<Option<&[u8]>> = dead_letters
+        .iter()
+        .map(|letter| letter.payload.as_deref())
+        .collect();
+    client
+        .execute(
+            "INSERT INTO dead_letters (topic, partition, \"offset\", reason, payload, recorded_at)
+             SELECT $1, $2, \"offset\", reason, payload, $6
+             FROM unnest($3::bigint[], $4::text[], $5::bytea[]) AS t(\"offset\", reason, payload)
+             ON CONFLICT DO NOTHING",
+            &[
+                &batch.topic,
+                &batch.partition,
+                &offsets,
+                &reasons,
+                &payloads,
+                &now,
+            ],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The ledger's vocabulary: identifiers, operations, wallet states and outcomes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::money::{Amount, Currency};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WalletId(pub Uuid);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OperationId(pub Uuid);
+
+macro_rules! uuid_newtype {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(text).map($name)
+            }
+        }
+    };
+}
+uuid_newtype!(WalletId);
+uuid_newtype!(OperationId);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationType {
+    Deposit,
+    Withdraw,
+    Transfer,
+}
+
+impl OperationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationType::Deposit => "DEPOSIT",
+            OperationType::Withdraw => "WITHDRAW",
+            OperationType::Transfer => "TRANSFER",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "DEPOSIT" => Some(OperationType::Deposit),
+            "WITHDRAW" => Some(OperationType::Withdraw),
+            "TRANSFER" => Some(OperationType::Transfer),
+            _ => None,
+        }
+    }
+}
+
+/// What an operation does; a transfer names the wallet that receives the money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperationKind {
+    Deposit,
+    Withdraw,
+    Transfer { target: WalletId },
+}
+
+impl OperationKind {
+    pub fn operation_type(self) -> OperationType {
+        match self {
+            OperationKind::Deposit => OperationType::Deposit,
+            OperationKind::Withdraw => OperationType::Withdraw,
+            OperationKind::Transfer { .. } => OperationType::Transfer,
+        }
+    }
+
+    pub fn target(self) -> Option<WalletId> {
+        match self {
+            OperationKind::Transfer { target } => Some(target),
+            _ => None,
+        }
+    }
+}
+
+/// An accepted request to change balances, as it travels through the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub id: OperationId,
+    pub wallet_id: WalletId,
+    pub kind: OperationKind,
+    pub amount: Amount,
+    pub accepted_at: DateTime<Utc>,
+    /// Identifies the request's content, so a reused id with other content can be told apart.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletState {
+    pub currency: Currency,
+    pub balance: BigDecimal,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureReason {
+    InsufficientFunds,
+    WalletNotFound,
+    TargetWalletNotFound,
+    CurrencyMismatch,
+    SameWallet,
+    InvalidAmount,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            FailureReason::WalletNotFound => "WALLET_NOT_FOUND",
+            FailureReason::TargetWalletNotFound => "TARGET_WALLET_NOT_FOUND",
+            FailureReason::CurrencyMismatch => "CURRENCY_MISMATCH",
+            FailureReason::SameWallet => "SAME_WALLET",
+            FailureReason::InvalidAmount => "INVALID_AMOUNT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationStatus {
+    Pending,
+    Processed,
+    Failed,
+}
+
+impl OperationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::Pending => "PENDING",
+            OperationStatus::Processed => "PROCESSED",
+            OperationStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "PENDING" => Some(OperationStatus::Pending),
+            "PROCESSED" => Some(OperationStatus::Processed),
+            "FAILED" => Some(OperationStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What became of one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied; the source wallet's balance afterwards.
+    Processed { balance_after: BigDecimal },
+    /// Rejected by the rules; `balance_after` is the unchanged source balance when the source
+    /// wallet exists.
+    Failed {
+        reason: FailureReason,
+        balance_after: Option<BigDecimal>,
+    },
+}
+
+impl Outcome {
+    pub fn status(&self) -> OperationStatus {
+        match self {
+            Outcome::Processed { .. } => OperationStatus::Processed,
+            Outcome::Failed { .. } => OperationStatus::Failed,
+        }
+    }
+}
+
+/// One line of a wallet's journal. Every operation that reaches an existing wallet writes
+/// one, failed ones with a zero delta, so a wallet's history is exactly its entries and its
+/// versions count every operation it has seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub wallet_id: WalletId,
+    pub version: i64,
+    pub operation_id: OperationId,
+    pub delta: BigDecimal,
+    pub balance_after: BigDecimal,
+}

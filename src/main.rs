@@ -1,0 +1,38 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use figment::providers::Serialized;
+use wallet::cli::{Cli, Command};
+use wallet::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(
+        cli.global.config.as_deref(),
+        Serialized::defaults(cli.config_overrides()),
+    ) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = wallet::telemetry::init(&config.log) {
+        eprintln!("error: {error:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Serve(_) => wallet::startup::serve(config),
+        Command::Work(_) => wallet::startup::work(config),
+        Command::Migrate(_) => wallet::startup::migrate(config),
+        Command::Run { .. } => wallet::startup::run(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Starting each mode from a loaded configuration.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, Application};
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::ingest::producer::OperationProducer;
+use crate::ingest::{broker, worker};
+use crate::ledger::{database, migrate as schema};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `wallet migrate`: the schema, then the topics. Every step is bounded in time.
+pub fn migrate(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let deadline = config.database.connect_timeout() * 2;
+        let mut client =
+            tokio::time::timeout(deadline, database::connect_creating(&config.database))
+                .await
+                .with_context(|| {
+                    format!(
+                        "PostgreSQL at {} did not answer within {deadline:?}",
+                        database::redact(&config.database.url)
+                    )
+                })??;
+        let applied = schema::apply(&mut client).await?;
+        let kafka = &config.kafka;
+        let client = broker::connect(kafka).await?;
+        broker::ensure_topic(&client, kafka, &kafka.operations_topic, kafka.partitions).await?;
+        broker::ensure_topic(&client, kafka, &kafka.events_topic, kafka.partitions).await?;
+        tracing::info!(applied, "migrations complete");
+        println!(
+            "migrate: {applied} migration(s) applied; topics {} and {} ready",
+            kafka.operations_topic, kafka.events_topic
+        );
+        Ok(())
+    })
+}
+
+/// `wallet serve`: runs until SIGINT or SIGTERM, then finishes in-flight requests.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let application = build_api(&config).await?;
+        tracing::info!(port = application.port, "serving the API");
+        application.server.await.context("HTTP server")
+    })
+}
+
+/// `wallet work`: runs until SIGINT or SIGTERM, abandoning any uncommitted batch.
+pub fn work(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let (pool, cache) = connect_stores(&config).await?;
+        let shutdown = shutdown_on_signal();
+        worker::run(config, pool, cache, shutdown).await
+    })
+}
+
+/// `wallet run`: the API and a worker in one process.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let application = build_api(&config).await?;
+        let (pool, cache) = connect_stores(&config).await?;
+        let shutdown = shutdown_on_signal();
+        tracing::info!(
+            port = application.port,
+            "serving the API and applying operations"
+        );
+        let worker = tokio::spawn(worker::run(config, pool, cache, shutdown.clone()));
+        let served = application.server.await.context("HTTP server");
+        shutdown.cancel();
+        worker.await.context("worker task")??;
+        served
+    })
+}
+
+async fn connect_stores(config: &Config) -> anyhow::Result<(deadpool_postgres::Pool, Cache)> {
+    let pool = database::pool(&config.database)?;
+    database::check(&pool, config.database.connect_timeout() * 2)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach PostgreSQL at {}",
+                database::redact(&config.database.url)
+            )
+        })?;
+    let cache = Cache::new(&config.redis)?;
+    if let Err(error) = cache.ping().await {
+        tracing::warn!(%error, "Redis is unavailable; reads fall back to PostgreSQL");
+    }
+    Ok((pool, cache))
+}
+
+async fn build_api(config: &Config) -> anyhow::Result<Application> {
+    let (pool, cache) = connect_stores(config).await?;
+    let producer = OperationProducer::connect(&config.kafka).await?;
+    let state = AppState {
+        pool,
+        cache,
+        producer: Arc::new(producer),
+        history_limit_max: config.http.history_limit_max,
+    };
+    Application::build(&config.http, state)
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(terminate) => terminate,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}
