@@ -198,7 +198,7 @@ impl Config {
                 })
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None => figment = figment.merge(Toml::file_exact("config.toml")),
+            None => figment = figment.merge(Toml::file("config.toml")),
         }
         let config: Config = figment
             .merge(Env::prefixed("WALLET_").split("__"))

@@ -91,7 +91,15 @@ async fn create_database(config: &DatabaseConfig) -> anyhow::Result<()> {
             tracing::info!(database = %name, "created database");
             Ok(())
         }
-        Err(error) if error.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+        // A concurrent `wallet migrate` created it first: either code can come back.
+        Err(error)
+            if matches!(
+                error.code(),
+                Some(&SqlState::DUPLICATE_DATABASE) | Some(&SqlState::UNIQUE_VIOLATION)
+            ) =>
+        {
+            Ok(())
+        }
         Err(error) => Err(error).with_context(|| format!("creating database {name}")),
     }
 }

@@ -128,3 +128,7 @@ fn record(
     });
     state.balance.clone()
 }
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what the stack and the tests need when it is missing, and prints where it is.
+#   scripts/tools.sh services  PostgreSQL and Redis server binaries (Debian packages)
+#   scripts/tools.sh tansu     the tansu broker, built once per machine and cached
+#   scripts/tools.sh pg-bin    the directory holding initdb and postgres
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+TOOLS_DIR="${WALLET_TOOLS_DIR:-$HOME/.cache/wallet}"
+TANSU_ROOT="$TOOLS_DIR/tansu-$TANSU_VERSION"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+pg_bin() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then echo "$dir"; return 0; fi
+  command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+  return 1
+}
+
+services() {
+  local missing=()
+  pg_bin >/dev/null || missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    as_root apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >&2
+  fi
+}
+
+tansu() {
+  local bin="$TANSU_ROOT/bin/tansu"
+  if [ ! -x "$bin" ]; then
+    echo "building tansu $TANSU_VERSION into $TANSU_ROOT (once per machine, 10-15 minutes)" >&2
+    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore \
+      --root "$TANSU_ROOT" >&2
+  fi
+  echo "$bin"
+}
+
+case "${1:-}" in
+  services) services ;;
+  tansu) tansu ;;
+  pg-bin) pg_bin ;;
+  *) echo "usage: $0 services|tansu|pg-bin" >&2; exit 2 ;;
+esac

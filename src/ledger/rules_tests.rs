@@ -1,0 +1,649 @@
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use bigdecimal::num_bigint::BigInt;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::*;
+use crate::ledger::money::{Amount, Currency};
+use crate::ledger::types::{OperationId, OperationStatus};
+
+// ---------------------------------------------------------------------------------------------
+// Generated scenarios
+// ---------------------------------------------------------------------------------------------
+
+/// An amount as the generator chose it, kept in integer form so the model never has to
+/// trust decimal arithmetic.
+#[derive(Debug, Clone, Copy)]
+enum AmountSpec {
+    /// Hundredths: valid for USD.
+    Cents(u64),
+    /// Thousandths with a non-zero last digit: always too precise for USD.
+    Mills(u64),
+}
+
+impl AmountSpec {
+    fn text(self) -> String {
+        match self {
+            AmountSpec::Cents(cents) => format!("{}.{:02}", cents / 100, cents % 100),
+            AmountSpec::Mills(mills) => format!("{}.{:03}", mills / 1000, mills % 1000),
+        }
+    }
+
+    fn mills(self) -> i128 {
+        match self {
+            AmountSpec::Cents(cents) => i128::from(cents) * 10,
+            AmountSpec::Mills(mills) => i128::from(mills),
+        }
+    }
+}
+
+/// Wallets are addressed by slot; slot `wallets.len()` is a wallet that does not exist.
+#[derive(Debug, Clone, Copy)]
+enum KindSpec {
+    Deposit,
+    Withdraw,
+    Transfer(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpSpec {
+    source: usize,
+    kind: KindSpec,
+    amount: AmountSpec,
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    /// Initial balance in cents and initial version of each existing wallet.
+    initial: Vec<(u64, i64)>,
+    ops: Vec<OpSpec>,
+}
+
+fn slot(wallets: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![9 => 0..wallets, 1 => Just(wallets)]
+}
+
+fn op_spec(wallets: usize) -> impl Strategy<Value = OpSpec> {
+    let kind = prop_oneof![
+        Just(KindSpec::Deposit),
+        Just(KindSpec::Withdraw),
+        slot(wallets).prop_map(KindSpec::Transfer),
+    ];
+    let amount = prop_oneof![
+        19 => (1u64..=50_000).prop_map(AmountSpec::Cents),
+        1 => (0u64..=5_000, 1u64..=9)
+            .prop_map(|(tens, last)| AmountSpec::Mills(tens * 10 + last)),
+    ];
+    (slot(wallets), kind, amount).prop_map(|(source, kind, amount)| OpSpec {
+        source,
+        kind,
+        amount,
+    })
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    // Each operation writes at most one entry per wallet, so this headroom keeps versions
+    // from overflowing even for a wallet touched by all 200 operations.
+    let version = prop_oneof![Just(0i64), 0..=i64::MAX - 256];
+    prop::collection::vec((0u64..=100_000, version), 1..=6)
+        .prop_flat_map(|initial| {
+            let ops = prop::collection::vec(op_spec(initial.len()), 0..200);
+            (Just(initial), ops)
+        })
+        .prop_map(|(initial, ops)| Scenario { initial, ops })
+}
+
+/// A scenario turned into the real types, before and after `apply`.
+struct Run {
+    ids: Vec<WalletId>,
+    initial: HashMap<WalletId, WalletState>,
+    operations: Vec<Operation>,
+    applied: Applied,
+    wallets: HashMap<WalletId, WalletState>,
+}
+
+impl Run {
+    fn new(scenario: &Scenario) -> Self {
+        let ids: Vec<WalletId> = (0..=scenario.initial.len())
+            .map(|slot| WalletId(Uuid::from_u128(slot as u128 + 1)))
+            .collect();
+        let initial: HashMap<WalletId, WalletState> = scenario
+            .initial
+            .iter()
+            .zip(&ids)
+            .map(|(&(cents, version), &id)| {
+                let state = WalletState {
+                    currency: Currency::USD,
+                    balance: BigDecimal::new(BigInt::from(cents), 2),
+                    version,
+                };
+                (id, state)
+            })
+            .collect();
+        let operations: Vec<Operation> = scenario
+            .ops
+            .iter()
+            .map(|spec| {
+                let kind = match spec.kind {
+                    KindSpec::Deposit => OperationKind::Deposit,
+                    KindSpec::Withdraw => OperationKind::Withdraw,
+                    KindSpec::Transfer(target) => OperationKind::Transfer {
+                        target: ids[target],
+                    },
+                };
+                operation(ids[spec.source], kind, &spec.amount.text())
+            })
+            .collect();
+        let mut wallets = initial.clone();
+        let applied = apply(&mut wallets, &operations);
+        Run {
+            ids,
+            initial,
+            operations,
+            applied,
+            wallets,
+        }
+    }
+
+    fn total(wallets: &HashMap<WalletId, WalletState>) -> BigDecimal {
+        wallets
+            .values()
+            .fold(BigDecimal::from(0), |sum, state| sum + &state.balance)
+    }
+
+    /// The source's balance just before `op`, read back from the journal.
+    fn source_balance_before(&self, op: &Operation) -> BigDecimal {
+        self.applied
+            .entries
+            .iter()
+            .find(|entry| entry.operation_id == op.id && entry.wallet_id == op.wallet_id)
+            .map(|entry| &entry.balance_after - &entry.delta)
+            .expect("an operation on an existing wallet writes an entry")
+    }
+
+    fn deltas_by_operation(&self) -> HashMap<OperationId, BigDecimal> {
+        let mut deltas: HashMap<OperationId, BigDecimal> = HashMap::new();
+        for entry in &self.applied.entries {
+            let sum = deltas
+                .entry(entry.operation_id)
+                .or_insert_with(|| BigDecimal::from(0));
+            *sum += &entry.delta;
+        }
+        deltas
+    }
+}
+
+fn operation(wallet_id: WalletId, kind: OperationKind, amount: &str) -> Operation {
+    Operation {
+        id: OperationId(Uuid::new_v4()),
+        wallet_id,
+        kind,
+        amount: Amount::parse(amount).expect("test amounts are well-formed"),
+        accepted_at: chrono::Utc::now(),
+        fingerprint: format!("test-{amount}"),
+    }
+}
+
+fn zero() -> BigDecimal {
+    BigDecimal::from(0)
+}
+
+fn from_mills(mills: i128) -> BigDecimal {
+    BigDecimal::new(BigInt::from(mills), 3)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sequential model
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct ModelWallet {
+    mills: i128,
+    version: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ModelOutcome {
+    status: OperationStatus,
+    reason: Option<FailureReason>,
+    balance_after_mills: Option<i128>,
+}
+
+/// The rules restated as plainly as possible over integer thousandths of a dollar.
+fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet>) {
+    let mut wallets: BTreeMap<usize, ModelWallet> = scenario
+        .initial
+        .iter()
+        .enumerate()
+        .map(|(slot, &(cents, version))| {
+            let wallet = ModelWallet {
+                mills: i128::from(cents) * 10,
+                version,
+            };
+            (slot, wallet)
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(scenario.ops.len());
+    for op in &scenario.ops {
+        let Some(source) = wallets.get(&op.source).copied() else {
+            outcomes.push(ModelOutcome {
+                status: OperationStatus::Failed,
+                reason: Some(FailureReason::WalletNotFound),
+                balance_after_mills: None,
+            });
+            continue;
+        };
+        let amount = op.amount.mills();
+        let reason = if amount % 10 != 0 {
+            Some(FailureReason::InvalidAmount)
+        } else {
+            match op.kind {
+                KindSpec::Deposit => None,
+                KindSpec::Withdraw if amount > source.mills => {
+                    Some(FailureReason::InsufficientFunds)
+                }
+                KindSpec::Withdraw => None,
+                KindSpec::Transfer(target) if target == op.source => {
+                    Some(FailureReason::SameWallet)
+                }
+                KindSpec::Transfer(target) if !wallets.contains_key(&target) => {
+                    Some(FailureReason::TargetWalletNotFound)
+                }
+                KindSpec::Transfer(_) if amount > source.mills => {
+                    Some(FailureReason::InsufficientFunds)
+                }
+                KindSpec::Transfer(_) => None,
+            }
+        };
+        let delta = match (reason, op.kind) {
+            (Some(_), _) => 0,
+            (None, KindSpec::Deposit) => amount,
+            (None, KindSpec::Withdraw | KindSpec::Transfer(_)) => -amount,
+        };
+        let wallet = wallets.get_mut(&op.source).expect("source exists");
+        wallet.mills += delta;
+        wallet.version += 1;
+        let balance_after_mills = Some(wallet.mills);
+        if let (None, KindSpec::Transfer(target)) = (reason, op.kind) {
+            let wallet = wallets.get_mut(&target).expect("target exists");
+            wallet.mills += amount;
+            wallet.version += 1;
+        }
+        outcomes.push(ModelOutcome {
+            status: if reason.is_some() {
+                OperationStatus::Failed
+            } else {
+                OperationStatus::Processed
+            },
+            reason,
+            balance_after_mills,
+        });
+    }
+    (outcomes, wallets)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    // Proves money is only created by processed deposits and destroyed by processed withdrawals.
+    #[test]
+    fn money_is_conserved(scenario in scenario()) {
+        let run = Run::new(&scenario);
+        let deltas = run.deltas_by_operation();
+        let mut net = zero();
+        for (op, outcome) in run.operations.iter().zip(&run.applied.outcomes) {
+            let source_exists = run.initial.contains_key(&op.wallet_id);
+            let valid_amount = op.amount.check_currency(Currency::USD).is_ok();
+            if source_exists && !valid_amount {
+                prop_assert_eq!(
+                    outcome,
+                    &Outcome::Failed {
+                        reason: FailureReason::InvalidAmount,
+                        balance_after: Some(run.source_balance_before(op)),
+                    }
+                );
+            }
+            let moved = deltas.get(&op.id).cloned().unwrap_or_else(zero);
+            match (outcome, op.kind) {
+                (Outcome::Processed { .. }, OperationKind::Deposit) => {
+                    prop_assert_eq!(&moved, op.amount.value());
+                    net += op.amount.value();
+                }
+                (Outcome::Processed { .. }, OperationKind::Withdraw) => {
+                    prop_assert_eq!(&moved, &-op.amount.value());
+                    net -= op.amount.value();
+                }
+                // A transfer moves money between wallets and never changes the total.
+                (Outcome::Processed { .. }, OperationKind::Transfer { .. })
+                | (Outcome::Failed { .. }, _) => prop_assert_eq!(moved, zero()),
+            }
+        }
+        prop_assert_eq!(Run::total(&run.wallets), Run::total(&run.initial) + net);
+    }
+
+    // Proves no balance ever goes negative and an overdraft is refused as InsufficientFunds.
+    #[test]
+    fn nothing_is_overdrawn(scenario in scenario()) {
+        let run = Run::new(&scenario);
+        let mut balances: HashMap<WalletId, BigDecimal> = run
+            .initial
+            .iter()
+            .map(|(&id, state)| (id, state.balance.clone()))
+            .collect();
+        let mut entries = run.applied.entries.iter().peekable();
+        for (op, outcome) in run.operations.iter().zip(&run.applied.outcomes) {
+            let before = balances.get(&op.wallet_id).cloned();
+            while let Some(entry) = entries.next_if(|entry| entry.operation_id == op.id) {
+                prop_assert!(entry.balance_after >= zero(), "negative entry {:?}", entry);
+                balances.insert(entry.wallet_id, entry.balance_after.clone());
+            }
+            let Some(before) = before else { continue };
+            let spends = matches!(op.kind, OperationKind::Withdraw | OperationKind::Transfer { .. });
+            if !spends || *op.amount.value() <= before {
+                continue;
+            }
+            let Outcome::Failed { reason, .. } = outcome else {
+                return Err(TestCaseError::fail(format!(
+                    "overdraft of {before} by {} was processed: {op:?}",
+                    op.amount
+                )));
+            };
+            let valid_amount = op.amount.check_currency(Currency::USD).is_ok();
+            let valid_target = match op.kind {
+                OperationKind::Transfer { target } => {
+                    target != op.wallet_id && run.initial.contains_key(&target)
+                }
+                _ => true,
+            };
+            if valid_amount && valid_target {
+                prop_assert_eq!(*reason, FailureReason::InsufficientFunds);
+            }
+        }
+        prop_assert!(entries.next().is_none(), "entries out of operation order");
+        for (id, state) in &run.wallets {
+            prop_assert!(state.balance >= zero(), "wallet {} ends negative", id);
+        }
+    }
+
+    // Proves each wallet's journal is gapless, in operation order, and agrees with its state.
+    #[test]
+    fn versions_and_entries_follow_operation_order(scenario in scenario()) {
+        let run = Run::new(&scenario);
+        prop_assert_eq!(run.applied.outcomes.len(), run.operations.len());
+        prop_assert_eq!(run.wallets.len(), run.initial.len());
+
+        let position: HashMap<OperationId, usize> = run
+            .operations
+            .iter()
+            .enumerate()
+            .map(|(index, op)| (op.id, index))
+            .collect();
+        let mut entry_counts = vec![0usize; run.operations.len()];
+        let mut last_position = 0;
+        for entry in &run.applied.entries {
+            let index = position[&entry.operation_id];
+            prop_assert!(index >= last_position, "entries out of operation order");
+            last_position = index;
+            entry_counts[index] += 1;
+        }
+        for ((op, outcome), count) in run
+            .operations
+            .iter()
+            .zip(&run.applied.outcomes)
+            .zip(entry_counts)
+        {
+            let expected = match (outcome, op.kind) {
+                _ if !run.initial.contains_key(&op.wallet_id) => 0,
+                (Outcome::Processed { .. }, OperationKind::Transfer { .. }) => 2,
+                _ => 1,
+            };
+            prop_assert_eq!(count, expected, "entries written for {:?}", op);
+        }
+
+        for id in &run.ids {
+            let (Some(initial), Some(last)) = (run.initial.get(id), run.wallets.get(id)) else {
+                continue;
+            };
+            let mut version = initial.version;
+            let mut balance = initial.balance.clone();
+            for entry in run.applied.entries.iter().filter(|entry| entry.wallet_id == *id) {
+                version += 1;
+                prop_assert_eq!(entry.version, version);
+                prop_assert_eq!(&entry.balance_after, &(&balance + &entry.delta));
+                balance = entry.balance_after.clone();
+            }
+            prop_assert_eq!(last.version, version);
+            prop_assert_eq!(&last.balance, &balance);
+            prop_assert_eq!(last.currency, initial.currency);
+        }
+    }
+
+    // Proves apply agrees with a plain sequential model on every outcome and final state.
+    #[test]
+    fn matches_the_sequential_model(scenario in scenario()) {
+        let run = Run::new(&scenario);
+        let (expected_outcomes, expected_wallets) = model(&scenario);
+        prop_assert_eq!(run.applied.outcomes.len(), expected_outcomes.len());
+        for (index, (actual, expected)) in
+            run.applied.outcomes.iter().zip(&expected_outcomes).enumerate()
+        {
+            let (reason, balance_after) = match actual {
+                Outcome::Processed { balance_after } => (None, Some(balance_after.clone())),
+                Outcome::Failed { reason, balance_after } => (Some(*reason), balance_after.clone()),
+            };
+            prop_assert_eq!(actual.status(), expected.status, "operation {}", index);
+            prop_assert_eq!(reason, expected.reason, "operation {}", index);
+            prop_assert_eq!(
+                balance_after,
+                expected.balance_after_mills.map(from_mills),
+                "operation {}",
+                index
+            );
+        }
+        for (slot, expected) in &expected_wallets {
+            let actual = &run.wallets[&run.ids[*slot]];
+            prop_assert_eq!(&actual.balance, &from_mills(expected.mills), "wallet {}", slot);
+            prop_assert_eq!(actual.version, expected.version, "wallet {}", slot);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Examples
+// ---------------------------------------------------------------------------------------------
+
+fn wallet_id(n: u128) -> WalletId {
+    WalletId(Uuid::from_u128(n))
+}
+
+fn state(currency: &str, balance: &str, version: i64) -> WalletState {
+    WalletState {
+        currency: Currency::parse(currency).unwrap(),
+        balance: BigDecimal::from_str(balance).unwrap(),
+        version,
+    }
+}
+
+fn dec(text: &str) -> BigDecimal {
+    BigDecimal::from_str(text).unwrap()
+}
+
+// Proves a deposit to a wallet that does not exist fails and journals nothing.
+#[test]
+fn deposit_to_missing_wallet_fails_without_entries() {
+    let mut wallets = HashMap::from([(wallet_id(1), state("USD", "10", 3))]);
+    let before = wallets.clone();
+    let ops = [operation(wallet_id(2), OperationKind::Deposit, "5")];
+
+    let applied = apply(&mut wallets, &ops);
+
+    assert_eq!(
+        applied.outcomes,
+        [Outcome::Failed {
+            reason: FailureReason::WalletNotFound,
+            balance_after: None,
+        }]
+    );
+    assert!(applied.entries.is_empty());
+    assert_eq!(wallets, before);
+}
+
+// Proves a transfer to a missing target fails with one zero-delta entry on the source.
+#[test]
+fn transfer_to_missing_target_journals_a_zero_delta_on_the_source() {
+    let source = wallet_id(1);
+    let mut wallets = HashMap::from([(source, state("USD", "10.00", 7))]);
+    let ops = [operation(
+        source,
+        OperationKind::Transfer {
+            target: wallet_id(2),
+        },
+        "4.50",
+    )];
+
+    let applied = apply(&mut wallets, &ops);
+
+    assert_eq!(
+        applied.outcomes,
+        [Outcome::Failed {
+            reason: FailureReason::TargetWalletNotFound,
+            balance_after: Some(dec("10")),
+        }]
+    );
+    assert_eq!(
+        applied.entries,
+        [Entry {
+            wallet_id: source,
+            version: 8,
+            operation_id: ops[0].id,
+            delta: zero(),
+            balance_after: dec("10"),
+        }]
+    );
+    assert_eq!(wallets[&source], state("USD", "10", 8));
+    assert!(!wallets.contains_key(&wallet_id(2)));
+}
+
+// Proves a transfer from a wallet to itself is refused as SameWallet.
+#[test]
+fn transfer_to_same_wallet_is_refused() {
+    let source = wallet_id(1);
+    let mut wallets = HashMap::from([(source, state("USD", "10", 0))]);
+    let ops = [operation(
+        source,
+        OperationKind::Transfer { target: source },
+        "1",
+    )];
+
+    let applied = apply(&mut wallets, &ops);
+
+    assert_eq!(
+        applied.outcomes,
+        [Outcome::Failed {
+            reason: FailureReason::SameWallet,
+            balance_after: Some(dec("10")),
+        }]
+    );
+    assert_eq!(applied.entries.len(), 1);
+    assert_eq!(applied.entries[0].delta, zero());
+    assert_eq!(wallets[&source], state("USD", "10", 1));
+}
+
+// Proves a transfer between wallets of different currencies is refused as CurrencyMismatch.
+#[test]
+fn transfer_between_currencies_is_refused() {
+    let (usd, eur) = (wallet_id(1), wallet_id(2));
+    let mut wallets = HashMap::from([(usd, state("USD", "10", 0)), (eur, state("EUR", "20", 5))]);
+    let ops = [operation(usd, OperationKind::Transfer { target: eur }, "1")];
+
+    let applied = apply(&mut wallets, &ops);
+
+    assert_eq!(
+        applied.outcomes,
+        [Outcome::Failed {
+            reason: FailureReason::CurrencyMismatch,
+            balance_after: Some(dec("10")),
+        }]
+    );
+    assert_eq!(applied.entries.len(), 1);
+    assert_eq!(applied.entries[0].wallet_id, usd);
+    assert_eq!(applied.entries[0].delta, zero());
+    assert_eq!(wallets[&usd], state("USD", "10", 1));
+    assert_eq!(wallets[&eur], state("EUR", "20", 5));
+}
+
+// Proves an amount finer than the currency's minor unit is refused as InvalidAmount.
+#[test]
+fn fractional_yen_is_an_invalid_amount() {
+    let yen = wallet_id(1);
+    let mut wallets = HashMap::from([(yen, state("JPY", "100", 2))]);
+    let ops = [
+        operation(yen, OperationKind::Deposit, "1.5"),
+        operation(yen, OperationKind::Deposit, "2"),
+    ];
+
+    let applied = apply(&mut wallets, &ops);
+
+    assert_eq!(
+        applied.outcomes,
+        [
+            Outcome::Failed {
+                reason: FailureReason::InvalidAmount,
+                balance_after: Some(dec("100")),
+            },
+            Outcome::Processed {
+                balance_after: dec("102"),
+            },
+        ]
+    );
+    assert_eq!(wallets[&yen], state("JPY", "102", 4));
+}
+
+// Proves a processed transfer debits the source, credits the target and reports the source.
+#[test]
+fn processed_transfer_writes_both_entries() {
+    let (source, target) = (wallet_id(1), wallet_id(2));
+    let mut wallets = HashMap::from([
+        (source, state("USD", "10.00", 4)),
+        (target, state("USD", "1.25", 9)),
+    ]);
+    let ops = [operation(
+        source,
+        OperationKind::Transfer { target },
+        "2.50",
+    )];
+
+    let applied = apply(&mut wallets, &ops);
+
+    assert_eq!(
+        applied.outcomes,
+        [Outcome::Processed {
+            balance_after: dec("7.50"),
+        }]
+    );
+    assert_eq!(
+        applied.entries,
+        [
+            Entry {
+                wallet_id: source,
+                version: 5,
+                operation_id: ops[0].id,
+                delta: dec("-2.5"),
+                balance_after: dec("7.5"),
+            },
+            Entry {
+                wallet_id: target,
+                version: 10,
+                operation_id: ops[0].id,
+                delta: dec("2.5"),
+                balance_after: dec("3.75"),
+            },
+        ]
+    );
+    assert_eq!(wallets[&source], state("USD", "7.5", 5));
+    assert_eq!(wallets[&target], state("USD", "3.75", 10));
+}

@@ -1,0 +1,216 @@
+//! An HTTP client for the API, one helper per endpoint, and a running system to point it at.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::harness::{Process, Server, Stack};
+
+pub struct Response {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub location: Option<String>,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client builds"),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Response {
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let location = header("location");
+        let text = response.text().await.expect("body reads");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response {
+            status,
+            content_type,
+            location,
+            body,
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body.to_owned());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        self.send(request).await
+    }
+
+    pub async fn create_wallet(&self, body: Value) -> Response {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/wallets", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn new_wallet(&self) -> String {
+        let response = self.create_wallet(json!({})).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
+        response.body["walletId"]
+            .as_str()
+            .expect("walletId")
+            .to_owned()
+    }
+
+    pub async fn balance(&self, wallet: &str) -> Response {
+        self.send(
+            self.http
+                .get(format!("{}/api/v1/wallets/{wallet}", self.base)),
+        )
+        .await
+    }
+
+    pub async fn submit(&self, body: &Value) -> Response {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/wallet", self.base))
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn submit_with_key(&self, wallet: &str, key: &str, body: &Value) -> Response {
+        let request = self
+            .http
+            .post(format!("{}/api/v1/wallets/{wallet}/operations", self.base))
+            .header("Idempotency-Key", key)
+            .json(body);
+        self.send(request).await
+    }
+
+    pub async fn status(&self, wallet: &str, operation: &str) -> Response {
+        self.send(self.http.get(format!(
+            "{}/api/v1/wallets/{wallet}/operations/{operation}",
+            self.base
+        )))
+        .await
+    }
+
+    pub async fn history(&self, wallet: &str, query: &str) -> Response {
+        self.send(self.http.get(format!(
+            "{}/api/v1/wallets/{wallet}/operations?{query}",
+            self.base
+        )))
+        .await
+    }
+
+    /// Polls the status until the operation is PROCESSED or FAILED.
+    pub async fn settled(&self, wallet: &str, operation: &str, deadline: Duration) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let response = self.status(wallet, operation).await;
+            if matches!(
+                response.body["status"].as_str(),
+                Some("PROCESSED" | "FAILED")
+            ) {
+                return response.body;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "operation {operation} did not settle: {:?}",
+                response.body
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Deposits `amount` and waits until it is processed.
+    pub async fn fund(&self, wallet: &str, amount: &str) {
+        let response = self.submit(&deposit(wallet, amount)).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{:?}", response.body);
+        let operation = response.body["operationId"]
+            .as_str()
+            .expect("operationId")
+            .to_owned();
+        let status = self
+            .settled(wallet, &operation, Duration::from_secs(30))
+            .await;
+        assert_eq!(status["status"], "PROCESSED", "{status}");
+    }
+}
+
+pub fn deposit(wallet: &str, amount: &str) -> Value {
+    json!({"walletId": wallet, "operationType": "DEPOSIT", "amount": amount})
+}
+
+pub fn withdraw(wallet: &str, amount: &str) -> Value {
+    json!({"walletId": wallet, "operationType": "WITHDRAW", "amount": amount})
+}
+
+pub fn transfer(wallet: &str, to: &str, amount: &str) -> Value {
+    json!({"walletId": wallet, "operationType": "TRANSFER", "amount": amount, "toWalletId": to})
+}
+
+/// The whole system: servers, one `wallet serve`, one `wallet work`, and a client.
+pub struct System {
+    pub stack: Stack,
+    pub server: Server,
+    pub worker: Process,
+    pub api: Api,
+}
+
+impl System {
+    pub fn start(partitions: i32) -> System {
+        let stack = Stack::start(partitions);
+        let server = stack.serve();
+        let worker = stack.work("work-1");
+        let api = Api::new(&server.base);
+        System {
+            stack,
+            server,
+            worker,
+            api,
+        }
+    }
+
+    pub async fn database(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.stack.postgres.url(), tokio_postgres::NoTls)
+                .await
+                .expect("connects");
+        tokio::spawn(connection);
+        client
+    }
+}

@@ -1,0 +1,201 @@
+//! `wallet migrate` and start-up behaviour of the binary.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Broker, Postgres, Redis, Stack};
+
+fn wallet() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wallet"));
+    command.current_dir(std::env::temp_dir());
+    command
+}
+
+async fn schema_versions(url: &str) -> Vec<i32> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("schema_migrations exists")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Proves migrations apply to an empty server (creating the database), re-run as a no-op,
+/// and that two concurrent runs both succeed with one schema.
+#[tokio::test]
+async fn migrate_applies_once_even_when_run_concurrently() {
+    let postgres = Postgres::start();
+    let broker = Broker::start();
+    let run = || {
+        wallet()
+            .arg("migrate")
+            .env("WALLET_DATABASE__URL", postgres.url())
+            .env("WALLET_KAFKA__BROKERS", broker.address())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wallet migrate starts")
+    };
+    let first = run().wait_with_output().expect("first run");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("1 migration(s) applied"));
+    let again = run().wait_with_output().expect("second run");
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
+    assert_eq!(schema_versions(&postgres.url()).await, vec![1]);
+
+    let fresh = Postgres::start();
+    let concurrent = || {
+        wallet()
+            .arg("migrate")
+            .env("WALLET_DATABASE__URL", fresh.url())
+            .env("WALLET_KAFKA__BROKERS", broker.address())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wallet migrate starts")
+    };
+    let (a, b) = (concurrent(), concurrent());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let applied: Vec<String> = [&a, &b]
+        .iter()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .collect();
+    assert_eq!(
+        applied
+            .iter()
+            .filter(|out| out.contains("1 migration(s) applied"))
+            .count(),
+        1,
+        "{applied:?}"
+    );
+    assert_eq!(schema_versions(&fresh.url()).await, vec![1]);
+}
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Proves `wallet migrate` fails fast and says which dependency is unreachable.
+#[test]
+fn migrate_fails_fast_when_a_dependency_is_unreachable() {
+    let postgres = Postgres::start();
+    let cases = [
+        (
+            format!("postgres://postgres@127.0.0.1:{}/wallet", closed_port()),
+            "127.0.0.1:1".to_owned(),
+            "PostgreSQL",
+        ),
+        (
+            postgres.url(),
+            format!("127.0.0.1:{}", closed_port()),
+            "Kafka broker",
+        ),
+    ];
+    for (database, brokers, expected) in cases {
+        let started = Instant::now();
+        let output = wallet()
+            .arg("migrate")
+            .env("WALLET_DATABASE__URL", &database)
+            .env("WALLET_KAFKA__BROKERS", &brokers)
+            .env("WALLET_DATABASE__CONNECT_TIMEOUT_MS", "1000")
+            .env("WALLET_KAFKA__REQUEST_TIMEOUT_MS", "1000")
+            .output()
+            .expect("wallet migrate runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Proves a bad configuration value fails at start with the key named, and flags beat the
+/// environment, which beats the file.
+#[test]
+fn configuration_errors_name_the_key_and_flags_win() {
+    let output = wallet()
+        .arg("migrate")
+        .env("WALLET_KAFKA__PARTITIONS", "lots")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("kafka.partitions"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[database]\nurl = \"postgres://file@127.0.0.1:1/x\"\nconnect_timeout_ms = 500\n",
+    )
+    .expect("write");
+    let run = |env: Option<&str>, flag: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wallet"));
+        command
+            .current_dir(dir.path())
+            .env("WALLET_KAFKA__REQUEST_TIMEOUT_MS", "500");
+        if let Some(url) = flag {
+            command.args(["--database-url", url]);
+        }
+        command.arg("migrate");
+        if let Some(url) = env {
+            command.env("WALLET_DATABASE__URL", url);
+        }
+        String::from_utf8_lossy(&command.output().expect("runs").stderr).into_owned()
+    };
+    assert!(run(None, None).contains("file@127.0.0.1:1"));
+    assert!(run(Some("postgres://env@127.0.0.1:1/x"), None).contains("env@127.0.0.1:1"));
+    assert!(run(
+        Some("postgres://env@127.0.0.1:1/x"),
+        Some("postgres://flag@127.0.0.1:1/x")
+    )
+    .contains("flag@127.0.0.1:1"));
+}
+
+/// Proves the help lists the four modes.
+#[test]
+fn help_lists_every_mode() {
+    let output = wallet().arg("--help").output().expect("runs");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for mode in ["serve", "work", "migrate", "run"] {
+        assert!(help.contains(mode), "{help}");
+    }
+}
+
+/// Proves the harness can stop and restart each server it owns.
+#[tokio::test]
+async fn harness_restarts_its_servers() {
+    let mut stack = Stack::start(2);
+    stack.postgres.stop();
+    assert!(!stack.postgres.process.is_running());
+    stack.postgres.start_again();
+    assert_eq!(schema_versions(&stack.postgres.url()).await, vec![1]);
+    stack.redis.restart();
+    assert!(stack.redis.process.is_running());
+    let _other = Redis::start();
+}

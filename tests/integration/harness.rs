@@ -1,0 +1,553 @@
+//! Throwaway servers for integration tests: PostgreSQL (initdb in a temp dir), redis-server
+//! and tansu, each on a free port, each stoppable and restartable, all killed when the test
+//! ends, passes or fails. Also `wallet` processes run against them.
+//!
+//! Binaries: `PG_BIN_DIR` (else the newest /usr/lib/postgresql/*/bin, else PATH), `REDIS_SERVER`
+//! (else PATH) and `TANSU_BIN` (else ~/.cache/wallet/tansu-0.6.0/bin/tansu, else PATH). The
+//! Makefile installs and exports them.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `condition` until it holds or `deadline` passes; returns whether it held.
+pub async fn eventually<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if condition().await {
+            return true;
+        }
+        if start.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("the OS hands out a free port")
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < START_DEADLINE,
+            "{what} did not listen on {port} within {START_DEADLINE:?}; log:\n{}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// A child process that dies with the test: killed on drop, and told by the kernel to die
+/// if the test process itself is killed.
+pub struct Process {
+    name: String,
+    command: Box<dyn Fn() -> Command + Send + Sync>,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(
+        name: &str,
+        log: PathBuf,
+        command: impl Fn() -> Command + Send + Sync + 'static,
+    ) -> Process {
+        let mut process = Process {
+            name: name.to_owned(),
+            command: Box::new(command),
+            child: None,
+            log,
+        };
+        process.start();
+        process
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file opens");
+        let mut command = (self.command)();
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file clones"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks for SIGKILL when our thread exits.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.name));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `sig` and waits for the process to exit; SIGKILL after `deadline`. Returns the
+    /// exit code when it exited on its own.
+    pub fn stop_with(&mut self, sig: i32, deadline: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        signal(&child, sig);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits for the process to exit by itself and returns its exit code.
+    pub fn wait(&mut self, deadline: Duration) -> Option<i32> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if start.elapsed() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- {} log ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log)
+            );
+        }
+        self.kill();
+    }
+}
+
+/// The uid/gid to run PostgreSQL as: it refuses to run as root.
+fn postgres_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let output = Command::new("id").args(["-u", "postgres"]).output().ok()?;
+    let uid = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()?;
+    let output = Command::new("id").args(["-g", "postgres"]).output().ok()?;
+    let gid = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()?;
+    Some((uid, gid))
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN_DIR") {
+        return Path::new(&dir).join(name);
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin").join(name))
+        .filter(|path| path.exists())
+        .max_by_key(|path| {
+            path.components()
+                .nth(4)
+                .and_then(|c| c.as_os_str().to_str()?.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+    newest.unwrap_or_else(|| PathBuf::from(name))
+}
+
+pub struct Postgres {
+    pub port: u16,
+    pub process: Process,
+    _dir: TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let user = postgres_user();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
+        }
+        let mut initdb = Command::new(pg_bin("initdb"));
+        initdb
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = user {
+            initdb.uid(uid).gid(gid);
+        }
+        let output = initdb.output().expect("initdb runs");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = free_port();
+        let socket_dir = dir.path().to_path_buf();
+        let log = dir.path().join("postgres.log");
+        let process = Process::spawn("postgres", log.clone(), move || {
+            let mut command = Command::new(pg_bin("postgres"));
+            command
+                .arg("-D")
+                .arg(&data)
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-k")
+                .arg(&socket_dir)
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                ]);
+            if let Some((uid, gid)) = user {
+                command.uid(uid).gid(gid);
+            }
+            command
+        });
+        wait_for_port(port, "postgres", &log);
+        Postgres {
+            port,
+            process,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/wallet", self.port)
+    }
+
+    /// A fast shutdown (SIGINT), as an operator's restart would do.
+    pub fn stop(&mut self) {
+        self.process
+            .stop_with(libc::SIGINT, Duration::from_secs(20));
+    }
+
+    pub fn start_again(&mut self) {
+        self.process.start();
+        wait_for_port(self.port, "postgres", &self.process.log);
+    }
+}
+
+pub struct Redis {
+    pub port: u16,
+    pub process: Process,
+    _dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("redis.log");
+        let work = dir.path().to_path_buf();
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let process = Process::spawn("redis", log.clone(), move || {
+            let mut command = Command::new(&binary);
+            command
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(&work);
+            command
+        });
+        wait_for_port(port, "redis", &log);
+        Redis {
+            port,
+            process,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        self.process
+            .stop_with(libc::SIGTERM, Duration::from_secs(10));
+        self.process.start();
+        wait_for_port(self.port, "redis", &self.process.log);
+    }
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(path);
+    }
+    let cached = std::env::var("HOME")
+        .map(|home| PathBuf::from(home).join(".cache/wallet/tansu-0.6.0/bin/tansu"))
+        .unwrap_or_default();
+    if cached.exists() {
+        cached
+    } else {
+        PathBuf::from("tansu")
+    }
+}
+
+pub struct Broker {
+    pub port: u16,
+    pub process: Process,
+    _dir: TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // tansu reads a `.env` from its working directory, so it gets an empty one of its own.
+        let work = dir.path().join("broker");
+        std::fs::create_dir(&work).expect("broker dir");
+        let port = free_port();
+        let log = dir.path().join("tansu.log");
+        let binary = tansu_bin();
+        let process = Process::spawn("tansu", log.clone(), move || {
+            let listener = format!("tcp://127.0.0.1:{port}");
+            let mut command = Command::new(&binary);
+            command
+                .current_dir(&work)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &listener,
+                    "--advertised-listener-url",
+                    &listener,
+                ])
+                .args(["--storage-engine", "sqlite://tansu.db"]);
+            command
+        });
+        wait_for_port(port, "tansu", &log);
+        Broker {
+            port,
+            process,
+            _dir: dir,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        self.process
+            .stop_with(libc::SIGTERM, Duration::from_secs(10));
+    }
+
+    pub fn start_again(&mut self) {
+        self.process.start();
+        wait_for_port(self.port, "tansu", &self.process.log);
+    }
+}
+
+/// PostgreSQL, Redis and a broker, migrated, with the environment a `wallet` process needs.
+pub struct Stack {
+    pub postgres: Postgres,
+    pub redis: Redis,
+    pub broker: Broker,
+    pub partitions: i32,
+    logs: TempDir,
+}
+
+impl Stack {
+    pub fn start(partitions: i32) -> Stack {
+        let stack = Stack {
+            postgres: Postgres::start(),
+            redis: Redis::start(),
+            broker: Broker::start(),
+            partitions,
+            logs: tempfile::tempdir().expect("temp dir"),
+        };
+        let output = stack
+            .wallet_command(&["migrate"])
+            .output()
+            .expect("wallet migrate runs");
+        assert!(
+            output.status.success(),
+            "wallet migrate failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stack
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("WALLET_DATABASE__URL".into(), self.postgres.url()),
+            ("WALLET_REDIS__URL".into(), self.redis.url()),
+            ("WALLET_KAFKA__BROKERS".into(), self.broker.address()),
+            (
+                "WALLET_KAFKA__PARTITIONS".into(),
+                self.partitions.to_string(),
+            ),
+            ("WALLET_WORKER__BATCH_LINGER_MS".into(), "20".into()),
+            ("WALLET_WORKER__REBALANCE_INTERVAL_MS".into(), "250".into()),
+            ("WALLET_LOG__LEVEL".into(), "info,wallet=debug".into()),
+        ]
+    }
+
+    /// A `wallet` command against this stack, from a directory with no `config.toml`.
+    pub fn wallet_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wallet"));
+        command
+            .args(args)
+            .current_dir(self.logs.path())
+            .envs(self.env());
+        command
+    }
+
+    /// Starts a `wallet` process with `args` and extra environment.
+    pub fn spawn_wallet(&self, name: &str, args: &[&str], extra: &[(&str, String)]) -> Process {
+        let log = self.logs.path().join(format!("{name}.log"));
+        let mut env = self.env();
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone())),
+        );
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let directory = self.logs.path().to_path_buf();
+        Process::spawn(name, log, move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_wallet"));
+            command
+                .args(&args)
+                .current_dir(&directory)
+                .envs(env.clone());
+            command
+        })
+    }
+
+    /// Starts `wallet serve` on a free port and waits until it listens.
+    pub fn serve(&self) -> Server {
+        let port = free_port();
+        let process = self.spawn_wallet(
+            &format!("serve-{port}"),
+            &["serve"],
+            &[("WALLET_HTTP__LISTEN", format!("127.0.0.1:{port}"))],
+        );
+        wait_for_port(port, "wallet serve", &process.log);
+        Server {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            process,
+        }
+    }
+
+    /// Starts `wallet work`.
+    pub fn work(&self, name: &str) -> Process {
+        self.spawn_wallet(name, &["work"], &[])
+    }
+}
+
+pub struct Server {
+    pub base: String,
+    pub port: u16,
+    pub process: Process,
+}
+
+impl Server {
+    /// Starts the same server again after it was stopped or killed.
+    pub fn start_again(&mut self) {
+        self.process.start();
+        wait_for_port(self.port, "wallet serve", &self.process.log);
+    }
+}

@@ -1,0 +1,380 @@
+//! The write path under load and failure: one hot wallet, order, idempotency, crashes,
+//! several workers and the cache's version guard.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigdecimal::BigDecimal;
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::client::{deposit, withdraw, Api, System};
+use crate::harness::eventually;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Checks the journal of `wallet`: gapless versions from 1, each balance_after the running sum
+/// of deltas and never negative, and the wallet row equal to the last entry.
+async fn assert_journal_consistent(db: &tokio_postgres::Client, wallet: &str) -> i64 {
+    let id = uuid::Uuid::parse_str(wallet).expect("uuid");
+    let rows = db
+        .query("SELECT version, delta::text, balance_after::text FROM entries WHERE wallet_id = $1 ORDER BY version", &[&id])
+        .await
+        .expect("entries");
+    let mut running = BigDecimal::from(0);
+    for (index, row) in rows.iter().enumerate() {
+        let version: i64 = row.get(0);
+        assert_eq!(version, index as i64 + 1, "versions are gapless");
+        running += row
+            .get::<_, String>(1)
+            .parse::<BigDecimal>()
+            .expect("delta");
+        let after: BigDecimal = row.get::<_, String>(2).parse().expect("balance");
+        assert_eq!(
+            after, running,
+            "balance_after is the running sum at version {version}"
+        );
+        assert!(after >= BigDecimal::from(0), "never negative");
+    }
+    let wallet_row = db
+        .query_one(
+            "SELECT balance::text, version FROM wallets WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("wallet");
+    assert_eq!(
+        wallet_row
+            .get::<_, String>(0)
+            .parse::<BigDecimal>()
+            .expect("balance"),
+        running
+    );
+    assert_eq!(wallet_row.get::<_, i64>(1), rows.len() as i64);
+    rows.len() as i64
+}
+
+async fn settle_all(api: &Api, wallet: &str, operations: &[String]) -> Vec<serde_json::Value> {
+    let mut statuses = Vec::with_capacity(operations.len());
+    for operation in operations {
+        statuses.push(api.settled(wallet, operation, SETTLE).await);
+    }
+    statuses
+}
+
+/// Proves 2,000 operations on one wallet from 32 concurrent clients all settle, the balance
+/// equals the sum of processed deltas, versions are gapless and no balance is ever negative.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_wallet_under_concurrent_clients() {
+    let system = System::start(4);
+    let api = &system.api;
+    let wallet = api.new_wallet().await;
+    api.fund(&wallet, "100.00").await;
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let clients = (0..32).map(|client| {
+        let (api, wallet, accepted) = (api.clone(), wallet.clone(), accepted.clone());
+        async move {
+            for n in 0..62 {
+                let body = if (client + n) % 3 == 0 {
+                    withdraw(&wallet, "7.25")
+                } else {
+                    deposit(&wallet, "3.10")
+                };
+                let response = api.submit(&body).await;
+                assert_eq!(response.status, StatusCode::ACCEPTED, "{:?}", response.body);
+                let id = response.body["operationId"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned();
+                accepted
+                    .lock()
+                    .await
+                    .push((id, body["operationType"].as_str().expect("type").to_owned()));
+            }
+        }
+    });
+    join_all(clients).await;
+    let accepted = accepted.lock().await.clone();
+    assert_eq!(accepted.len(), 32 * 62);
+    let ids: Vec<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
+    let statuses = settle_all(api, &wallet, &ids).await;
+    let mut expected = BigDecimal::from(100);
+    for ((_, kind), status) in accepted.iter().zip(&statuses) {
+        if status["status"] == "PROCESSED" {
+            let amount: BigDecimal = if kind == "DEPOSIT" {
+                "3.10".parse().expect("n")
+            } else {
+                "-7.25".parse().expect("n")
+            };
+            expected += amount;
+        } else {
+            assert_eq!(status["reason"], "INSUFFICIENT_FUNDS");
+        }
+    }
+    let db = system.database().await;
+    let versions = assert_journal_consistent(&db, &wallet).await;
+    assert_eq!(
+        versions,
+        1 + accepted.len() as i64,
+        "every operation has exactly one entry"
+    );
+    let balance: BigDecimal = api.balance(&wallet).await.body["balance"]
+        .as_str()
+        .expect("balance")
+        .parse()
+        .expect("n");
+    assert_eq!(balance, expected);
+}
+
+/// Proves a client that waits for each 202 sees its operations applied in exactly that
+/// order, across batches and partitions.
+#[tokio::test]
+async fn acknowledged_order_is_applied_order() {
+    let system = System::start(4);
+    let api = &system.api;
+    let wallets = vec![
+        api.new_wallet().await,
+        api.new_wallet().await,
+        api.new_wallet().await,
+    ];
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for n in 0..150 {
+        let wallet = &wallets[n % wallets.len()];
+        let response = api.submit(&deposit(wallet, &format!("{}.01", n + 1))).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED);
+        sent.push((
+            wallet.clone(),
+            response.body["operationId"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        ));
+    }
+    for (wallet, operation) in &sent {
+        api.settled(wallet, operation, SETTLE).await;
+    }
+    let db = system.database().await;
+    for wallet in &wallets {
+        let id = uuid::Uuid::parse_str(wallet).expect("uuid");
+        let applied: Vec<String> = db
+            .query(
+                "SELECT operation_id::text FROM entries WHERE wallet_id = $1 ORDER BY version",
+                &[&id],
+            )
+            .await
+            .expect("entries")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let expected: Vec<String> = sent
+            .iter()
+            .filter(|(w, _)| w == wallet)
+            .map(|(_, op)| op.clone())
+            .collect();
+        assert_eq!(applied, expected);
+    }
+}
+
+/// Proves the same request sent 50 times at once is one operation, and the same key with
+/// another body is a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_apply_once() {
+    let system = System::start(2);
+    let api = &system.api;
+    let wallet = api.new_wallet().await;
+    let body = deposit(&wallet, "10.00");
+    let responses = join_all((0..50).map(|_| {
+        let (api, wallet, body) = (api.clone(), wallet.clone(), body.clone());
+        async move { api.submit_with_key(&wallet, "payment-42", &body).await }
+    }))
+    .await;
+    let mut ids = HashSet::new();
+    for response in &responses {
+        match response.status {
+            StatusCode::ACCEPTED => {
+                ids.insert(
+                    response.body["operationId"]
+                        .as_str()
+                        .expect("id")
+                        .to_owned(),
+                );
+            }
+            StatusCode::CONFLICT => assert_eq!(response.code(), "REQUEST_IN_PROGRESS"),
+            other => panic!("unexpected {other}: {:?}", response.body),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one operation id for one key");
+    let operation = ids.into_iter().next().expect("one id");
+    api.settled(&wallet, &operation, SETTLE).await;
+    let again = api.submit_with_key(&wallet, "payment-42", &body).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body["operationId"], operation.as_str());
+    assert_eq!(again.body["status"], "PROCESSED");
+    let reused = api
+        .submit_with_key(&wallet, "payment-42", &deposit(&wallet, "11.00"))
+        .await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.code(), "IDEMPOTENCY_KEY_REUSED");
+    let explicit = json!({"walletId": wallet, "operationType": "DEPOSIT", "amount": "10", "operationId": operation});
+    let same_by_value = api.submit(&explicit).await;
+    assert_eq!(
+        same_by_value.status,
+        StatusCode::ACCEPTED,
+        "10 and 10.00 are the same amount"
+    );
+    let balance = api.balance(&wallet).await;
+    assert_eq!(balance.body["balance"], "10.00");
+    assert_eq!(balance.body["version"], 1);
+}
+
+/// Proves every acknowledged operation is applied exactly once when `wallet work` is
+/// SIGKILLed in the middle of a stream and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_crash_loses_and_doubles_nothing() {
+    let mut system = System::start(4);
+    let api = system.api.clone();
+    let wallets = vec![api.new_wallet().await, api.new_wallet().await];
+    let mut sent = Vec::new();
+    for n in 0..600 {
+        let wallet = &wallets[n % 2];
+        let response = api.submit(&deposit(wallet, "1.00")).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED);
+        sent.push((
+            wallet.clone(),
+            response.body["operationId"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        ));
+        if n == 300 {
+            system.worker.kill();
+        }
+        if n == 450 {
+            system.worker.start();
+        }
+    }
+    for (wallet, operation) in &sent {
+        let status = api.settled(wallet, operation, SETTLE).await;
+        assert_eq!(status["status"], "PROCESSED");
+    }
+    let db = system.database().await;
+    for wallet in &wallets {
+        assert_eq!(assert_journal_consistent(&db, wallet).await, 300);
+        assert_eq!(api.balance(wallet).await.body["balance"], "300.00");
+    }
+    let stored: i64 = db
+        .query_one("SELECT count(*) FROM operations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 600);
+}
+
+/// Proves two workers split the partitions, and killing one moves its partitions to the
+/// other within 5 seconds, with processing continuing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_partitions_and_take_over() {
+    let system = System::start(8);
+    let mut second = system.stack.work("work-2");
+    let db = system.database().await;
+    let owners = || async {
+        db.query_one(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = 1463897168::oid
+             GROUP BY a.pid ORDER BY count(*) LIMIT 1",
+            &[],
+        )
+        .await
+        .map(|row| row.get::<_, i64>(0))
+        .unwrap_or(0)
+    };
+    let shared = eventually(Duration::from_secs(15), || async {
+        let rows = db
+            .query(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND classid = 1463897168::oid GROUP BY pid",
+                &[],
+            )
+            .await
+            .expect("locks");
+        let counts: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+        counts.len() == 2 && counts.iter().all(|count| *count == 4)
+    })
+    .await;
+    assert!(shared, "two workers hold four partitions each");
+    assert!(owners().await == 4);
+    second.kill();
+    let took_over = eventually(Duration::from_secs(5), || async {
+        let rows = db
+            .query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND classid = 1463897168::oid GROUP BY pid", &[])
+            .await
+            .expect("locks");
+        rows.len() == 1 && rows[0].get::<_, i64>(0) == 8
+    })
+    .await;
+    assert!(
+        took_over,
+        "the survivor owns all eight partitions within 5 s"
+    );
+    let api = &system.api;
+    let wallets: Vec<String> = join_all((0..16).map(|_| api.new_wallet())).await;
+    for wallet in &wallets {
+        api.fund(wallet, "1.00").await;
+    }
+}
+
+/// Proves the version guard: an older balance never replaces a newer one in Redis.
+#[tokio::test]
+async fn stale_cache_writes_are_ignored() {
+    let system = System::start(2);
+    let config = wallet::config::RedisConfig {
+        url: system.stack.redis.url(),
+        ..Default::default()
+    };
+    let cache = wallet::cache::Cache::new(&config).expect("cache");
+    let now = chrono::Utc::now();
+    let entry = |version: i64, balance: &str| wallet::cache::CachedWallet {
+        wallet_id: wallet::ledger::types::WalletId(uuid::Uuid::nil()),
+        currency: wallet::ledger::money::Currency::USD,
+        balance: balance.to_owned(),
+        version,
+        created_at: now,
+        updated_at: now,
+    };
+    assert_eq!(
+        cache
+            .store_balances(&[entry(5, "5.00")])
+            .await
+            .expect("stored"),
+        1
+    );
+    assert_eq!(
+        cache
+            .store_balances(&[entry(4, "4.00")])
+            .await
+            .expect("ignored"),
+        0
+    );
+    assert_eq!(
+        cache
+            .store_balances(&[entry(5, "9.99")])
+            .await
+            .expect("ignored"),
+        0
+    );
+    let cached = cache
+        .balance(wallet::ledger::types::WalletId(uuid::Uuid::nil()))
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!((cached.version, cached.balance.as_str()), (5, "5.00"));
+    assert_eq!(
+        cache
+            .store_balances(&[entry(6, "6.00")])
+            .await
+            .expect("stored"),
+        1
+    );
+}
