@@ -42,7 +42,7 @@ pub fn json<T: DeserializeOwned>(request: &HttpRequest, bytes: &[u8]) -> Result<
     })
 }
 
-pub fn uuid(field: &str, text: &str) -> Result<Uuid, Problem> {
+pub fn uuid(field: &'static str, text: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(text)
         .map_err(|_| Problem::invalid("INVALID_ID", field, format!("{field} must be a UUID")))
 }

@@ -8,18 +8,28 @@ use serde::Serialize;
 use crate::cache::CacheError;
 use crate::ledger::store::StoreError;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    pub title: &'static str,
-    pub status: u16,
-    pub detail: String,
+    pub status: StatusCode,
     pub code: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    /// The request field at fault, for validation errors.
+    pub field: Option<&'static str>,
+    pub retry_after_s: Option<u32>,
+}
+
+/// The wire form of a [`Problem`].
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    problem_type: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    #[serde(skip)]
-    pub retry_after_s: Option<u64>,
+    field: Option<&'a str>,
 }
 
 impl Problem {
@@ -30,25 +40,21 @@ impl Problem {
         detail: impl Into<String>,
     ) -> Self {
         Problem {
-            problem_type: format!(
-                "urn:wallet:problem:{}",
-                code.to_ascii_lowercase().replace('_', "-")
-            ),
-            title,
-            status: status.as_u16(),
-            detail: detail.into(),
+            status,
             code,
+            title,
+            detail: detail.into(),
             field: None,
             retry_after_s: None,
         }
     }
 
-    pub fn with_field(mut self, field: &str) -> Self {
-        self.field = Some(field.to_owned());
+    pub fn with_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
         self
     }
 
-    pub fn invalid(code: &'static str, field: &str, detail: impl Into<String>) -> Self {
+    pub fn invalid(code: &'static str, field: &'static str, detail: impl Into<String>) -> Self {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             code,
@@ -87,7 +93,7 @@ impl std::fmt::Display for Problem {
 
 impl ResponseError for Problem {
     fn status_code(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        self.status
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -99,7 +105,18 @@ impl ResponseError for Problem {
         if let Some(seconds) = self.retry_after_s {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.body(serde_json::to_string(self).unwrap_or_default())
+        let body = ProblemBody {
+            problem_type: format!(
+                "urn:wallet:problem:{}",
+                self.code.to_ascii_lowercase().replace('_', "-")
+            ),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            field: self.field,
+        };
+        response.body(serde_json::to_string(&body).unwrap_or_default())
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rskafka::client::Client;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,10 +26,11 @@ pub async fn run(
     cache: Cache,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = broker::connect(&config.kafka).await?;
-    let topic = config.kafka.operations_topic.clone();
-    let partitions = broker::partition_count(&client, &config.kafka, &topic).await?;
     let interval = Duration::from_millis(config.worker.rebalance_interval_ms);
+    let topic = config.kafka.operations_topic.clone();
+    let Some((client, partitions)) = connect_broker(&config, &shutdown, interval).await else {
+        return Ok(());
+    };
     let mut running: HashMap<i32, Running> = HashMap::new();
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
@@ -85,6 +87,35 @@ pub async fn run(
     }
     stop_all(&mut running).await;
     Ok(())
+}
+
+/// Connects to the broker and reads the topic's partition count, retrying until it works so
+/// a worker may start before the broker. None when shut down first.
+async fn connect_broker(
+    config: &Config,
+    shutdown: &CancellationToken,
+    interval: Duration,
+) -> Option<(Client, i32)> {
+    let mut failures = 0u32;
+    loop {
+        let attempt = async {
+            let client = broker::connect(&config.kafka).await?;
+            let partitions =
+                broker::partition_count(&client, &config.kafka, &config.kafka.operations_topic)
+                    .await?;
+            anyhow::Ok((client, partitions))
+        };
+        match attempt.await {
+            Ok(connected) => return Some(connected),
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(error = %format!("{error:#}"), "cannot reach the broker; retrying");
+                if pause(shutdown, interval * failures.min(5)).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Waits `duration`; returns true when shutdown was requested meanwhile.

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bigdecimal::num_bigint::BigInt;
-use bigdecimal::BigDecimal;
+use bigdecimal::{BigDecimal, Zero};
 use serde::{Deserialize, Serialize};
 
 /// The most significant digits an amount may have. Anything longer is a typo or an attack.
@@ -126,7 +126,7 @@ impl Amount {
 
     pub fn from_decimal(value: BigDecimal) -> Result<Self, MoneyError> {
         let value = value.normalized();
-        if value <= BigDecimal::from(0) {
+        if value <= BigDecimal::zero() {
             return Err(MoneyError::NotPositive);
         }
         let (digits, scale) = value.as_bigint_and_exponent();

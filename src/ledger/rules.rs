@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use bigdecimal::BigDecimal;
+use bigdecimal::{BigDecimal, Zero};
 
 use super::types::{
     Entry, FailureReason, Operation, OperationKind, Outcome, WalletId, WalletState,
@@ -115,7 +115,7 @@ fn record(
     state.balance = &state.balance + &delta;
     state.version += 1;
     assert!(
-        state.balance >= BigDecimal::from(0),
+        state.balance >= BigDecimal::zero(),
         "wallet {wallet_id} would go negative"
     );
     assert_eq!(state.version, previous_version + 1);

@@ -534,12 +534,10 @@ async fn write_wallets(
     }
     let rows = client
         .query(
-            &format!(
-                "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
-                 FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
-                 WHERE w.id = t.id
-                 RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at"
-            ),
+            "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
+             WHERE w.id = t.id
+             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at",
             &[&ids, &balances, &versions, &now],
         )
         .await?;

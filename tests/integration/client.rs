@@ -11,6 +11,7 @@ pub struct Response {
     pub status: StatusCode,
     pub content_type: String,
     pub location: Option<String>,
+    pub retry_after: Option<String>,
     pub body: Value,
 }
 
@@ -38,7 +39,16 @@ impl Api {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Response {
-        let response = request.send().await.expect("the API answers");
+        self.try_send(request).await.expect("the API answers")
+    }
+
+    /// Sends a request; None when the API could not be reached.
+    async fn try_send(&self, request: reqwest::RequestBuilder) -> Option<Response> {
+        let response = request
+            .send()
+            .await
+            .map_err(|error| eprintln!("request failed: {error:?}"))
+            .ok()?;
         let status = response.status();
         let header = |name: &str| {
             response
@@ -49,14 +59,16 @@ impl Api {
         };
         let content_type = header("content-type").unwrap_or_default();
         let location = header("location");
-        let text = response.text().await.expect("body reads");
+        let retry_after = header("retry-after");
+        let text = response.text().await.ok()?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Response {
+        Some(Response {
             status,
             content_type,
             location,
+            retry_after,
             body,
-        }
+        })
     }
 
     pub async fn raw(
@@ -112,12 +124,23 @@ impl Api {
     }
 
     pub async fn submit_with_key(&self, wallet: &str, key: &str, body: &Value) -> Response {
+        self.try_submit_with_key(wallet, key, body)
+            .await
+            .expect("the API answers")
+    }
+
+    pub async fn try_submit_with_key(
+        &self,
+        wallet: &str,
+        key: &str,
+        body: &Value,
+    ) -> Option<Response> {
         let request = self
             .http
             .post(format!("{}/api/v1/wallets/{wallet}/operations", self.base))
             .header("Idempotency-Key", key)
             .json(body);
-        self.send(request).await
+        self.try_send(request).await
     }
 
     pub async fn status(&self, wallet: &str, operation: &str) -> Response {
@@ -184,10 +207,11 @@ pub fn transfer(wallet: &str, to: &str, amount: &str) -> Value {
 }
 
 /// The whole system: servers, one `wallet serve`, one `wallet work`, and a client.
+/// Fields drop in order: the processes go before the stack, whose temp dir holds their logs.
 pub struct System {
-    pub stack: Stack,
     pub server: Server,
     pub worker: Process,
+    pub stack: Stack,
     pub api: Api,
 }
 

@@ -144,38 +144,10 @@ impl Process {
         }
     }
 
-    pub fn pause(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGSTOP);
-        }
-    }
-
-    pub fn resume(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGCONT);
-        }
-    }
-
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
-        }
-    }
-
-    /// Waits for the process to exit by itself and returns its exit code.
-    pub fn wait(&mut self, deadline: Duration) -> Option<i32> {
-        let start = Instant::now();
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return status.code();
-            }
-            if start.elapsed() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -3,6 +3,7 @@
 mod api;
 mod broker;
 mod client;
+mod faults;
 mod foundation;
 mod harness;
 mod pipeline;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bigdecimal::BigDecimal;
+use bigdecimal::{BigDecimal, Zero};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -37,7 +37,7 @@ async fn assert_journal_consistent(db: &tokio_postgres::Client, wallet: &str) ->
             after, running,
             "balance_after is the running sum at version {version}"
         );
-        assert!(after >= BigDecimal::from(0), "never negative");
+        assert!(after >= BigDecimal::zero(), "never negative");
     }
     let wallet_row = db
         .query_one(

@@ -1,0 +1,106 @@
+//! The API when a dependency or the API process itself fails: clients retry with the same
+//! key and nothing is applied twice.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::client::{deposit, Api, System};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Retries a keyed submission until it is accepted, as a careful client would.
+async fn submit_until_accepted(api: &Api, wallet: &str, key: &str, amount: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(10),
+            api.try_submit_with_key(wallet, key, &deposit(wallet, amount)),
+        )
+        .await;
+        if let Ok(Some(response)) = attempt {
+            if response.status == StatusCode::ACCEPTED {
+                return response.body["operationId"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{key} was never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Proves an unreachable broker answers 503 with Retry-After, and a retry with the same key
+/// after the broker is back is applied exactly once.
+#[tokio::test]
+async fn broker_outage_is_a_retryable_503() {
+    let mut system = System::start(2);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    system.stack.broker.stop();
+    // A fresh client: the pooled connection idled while the broker stopped, and a client
+    // reusing a connection the server is closing sees a transport error instead of an answer.
+    let api = Api::new(&system.server.base);
+    let response = api
+        .submit_with_key(&wallet, "during-outage", &deposit(&wallet, "5.00"))
+        .await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.code(), "BROKER_UNAVAILABLE");
+    assert!(response.retry_after.is_some(), "Retry-After is set");
+    system.stack.broker.start_again();
+    let operation = submit_until_accepted(&api, &wallet, "during-outage", "5.00").await;
+    let status = api.settled(&wallet, &operation, SETTLE).await;
+    assert_eq!(status["status"], "PROCESSED");
+    assert_eq!(api.balance(&wallet).await.body["version"], 1);
+}
+
+/// Proves that with Redis down, writes are still accepted and applied and balances are read
+/// from PostgreSQL.
+#[tokio::test]
+async fn redis_outage_degrades_to_postgres() {
+    let mut system = System::start(2);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    api.fund(&wallet, "3.00").await;
+    system.stack.redis.process.kill();
+    api.fund(&wallet, "4.00").await;
+    let balance = api.balance(&wallet).await;
+    assert_eq!(balance.status, StatusCode::OK);
+    assert_eq!(balance.body["balance"], "7.00");
+    system.stack.redis.process.start();
+    let refreshed = crate::harness::eventually(Duration::from_secs(10), || async {
+        api.balance(&wallet).await.body["version"] == 2
+    })
+    .await;
+    assert!(refreshed);
+}
+
+/// Proves a SIGKILLed API process loses nothing: every keyed request is retried until
+/// accepted and each is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_crash_with_client_retries_applies_each_once() {
+    let mut system = System::start(4);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    let mut operations = Vec::new();
+    for n in 0..200 {
+        if n == 100 {
+            system.server.process.kill();
+            system.server.start_again();
+        }
+        operations.push(submit_until_accepted(&api, &wallet, &format!("crash-{n}"), "1.00").await);
+    }
+    for operation in &operations {
+        assert_eq!(
+            api.settled(&wallet, operation, SETTLE).await["status"],
+            "PROCESSED"
+        );
+    }
+    let balance = api.balance(&wallet).await;
+    assert_eq!(balance.body["balance"], "200.00");
+    assert_eq!(balance.body["version"], 200);
+}
