@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
+use crate::bench::{BenchOptions, Mix};
+
 #[derive(Debug, Parser)]
 #[command(name = "wallet", version, about = "A high-load wallet service", long_about = None)]
 pub struct Cli {
@@ -23,6 +25,8 @@ pub enum Command {
     Work(WorkFlags),
     /// Create or update the database schema and the Kafka topics, then exit.
     Migrate(MigrateFlags),
+    /// Load a running system, then verify every operation was applied exactly once.
+    Bench(BenchFlags),
     /// Run `serve` and `work` in one process (local development, small installs).
     Run {
         #[command(flatten)]
@@ -73,6 +77,51 @@ pub struct WorkFlags {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchFlags {
+    /// Base URL of the API
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Wallets to create and fund before the load
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub wallets: usize,
+    /// Put every operation on one wallet (same as --wallets 1)
+    #[arg(long)]
+    pub hot: bool,
+    /// Length of the load phase, in seconds
+    #[arg(long = "duration", default_value_t = 10, value_name = "SECONDS")]
+    pub duration_s: u64,
+    /// Concurrent HTTP connections
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub connections: usize,
+    /// Operation weights
+    #[arg(long, default_value = "deposit=40,withdraw=40,transfer=20")]
+    pub mix: Mix,
+    /// Constant arrival rate in operations per second (open loop); otherwise closed loop
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<u64>,
+    /// Longest wait for every accepted operation to be decided, in seconds
+    #[arg(long = "settle-timeout", default_value_t = 120, value_name = "SECONDS")]
+    pub settle_timeout_s: u64,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchFlags {
+    pub fn options(&self) -> BenchOptions {
+        BenchOptions {
+            url: self.url.trim_end_matches('/').to_owned(),
+            wallets: if self.hot { 1 } else { self.wallets.max(1) },
+            duration_s: self.duration_s,
+            connections: self.connections.max(1),
+            mix: self.mix,
+            rate: self.rate.filter(|rate| *rate > 0),
+            settle_timeout_s: self.settle_timeout_s,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct MigrateFlags {
     /// Partitions of a newly created operations topic (kafka.partitions)
     #[arg(long, value_name = "N")]
@@ -119,6 +168,7 @@ impl Cli {
             Command::Serve(serve) => (Some(serve), None),
             Command::Work(work) => (None, Some(work)),
             Command::Run { serve, work } => (Some(serve), Some(work)),
+            Command::Bench(_) => (None, None),
             Command::Migrate(migrate) => {
                 set(
                     &mut tree,

@@ -69,6 +69,7 @@ pub struct WorkerConfig {
     pub batch_linger_ms: u64,
     pub fetch_bytes_max: i32,
     pub fetch_wait_ms: i32,
+    pub idle_fetch_wait_ms: i32,
     pub rebalance_interval_ms: u64,
     pub retry_backoff_max_ms: u64,
 }
@@ -144,6 +145,7 @@ impl Default for WorkerConfig {
             batch_linger_ms: 100,
             fetch_bytes_max: 1024 * 1024,
             fetch_wait_ms: 10,
+            idle_fetch_wait_ms: 100,
             rebalance_interval_ms: 1_000,
             retry_backoff_max_ms: 5_000,
         }
@@ -197,7 +199,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -242,6 +244,10 @@ impl Config {
             (
                 (0..=1_000).contains(&self.worker.fetch_wait_ms),
                 "worker.fetch_wait_ms must be between 0 and 1000",
+            ),
+            (
+                (0..=1_000).contains(&self.worker.idle_fetch_wait_ms),
+                "worker.idle_fetch_wait_ms must be between 0 and 1000",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
@@ -297,6 +303,7 @@ fn describe(error: figment::Error) -> String {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn no_flags() -> Serialized<serde_json::Value> {
         Serialized::defaults(serde_json::json!({}))
@@ -350,6 +357,49 @@ mod tests {
             assert!(error.contains("missing.toml"), "{error}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn example_file_documents_every_key() {
+        const EXAMPLE: &str = include_str!("../config.toml.example");
+
+        // (a) The example parses (no unknown keys) and holds exactly the defaults.
+        let parsed: Config = Figment::from(Toml::string(EXAMPLE))
+            .extract()
+            .unwrap_or_else(|error| panic!("config.toml.example: {}", describe(error)));
+        assert_eq!(parsed, Config::default());
+
+        // (b) Every key of every section has its own `key =` line inside its `[section]`.
+        let mut documented: HashSet<(String, String)> = HashSet::new();
+        let mut section = String::new();
+        for line in EXAMPLE.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.trim().to_owned();
+            } else if let Some((key, _)) = line.split_once('=') {
+                if !line.starts_with('#') {
+                    documented.insert((section.clone(), key.trim().to_owned()));
+                }
+            }
+        }
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let sections = defaults.as_object().expect("Config serialises to a table");
+        for (name, keys) in sections {
+            let keys = keys
+                .as_object()
+                .unwrap_or_else(|| panic!("section `{name}` is not a table"));
+            assert!(
+                EXAMPLE
+                    .lines()
+                    .any(|line| line.trim() == format!("[{name}]")),
+                "config.toml.example lacks the section `[{name}]`"
+            );
+            for key in keys.keys() {
+                assert!(
+                    documented.contains(&(name.clone(), key.clone())),
+                    "config.toml.example lacks a `{key} =` line in `[{name}]`"
+                );
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, Application};
+use crate::bench::BenchOptions;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::ingest::producer::OperationProducer;
@@ -80,6 +81,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         worker.await.context("worker task")??;
         served
     })
+}
+
+/// `wallet bench`: fails when the ledger shows any violation.
+pub fn bench(options: BenchOptions, json: bool) -> anyhow::Result<()> {
+    let report = runtime()?.block_on(crate::bench::run(options))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print();
+    }
+    match report.violation_count() {
+        0 => Ok(()),
+        count => anyhow::bail!("{count} correctness violation(s): {:?}", report.violations),
+    }
 }
 
 async fn connect_stores(config: &Config) -> anyhow::Result<(deadpool_postgres::Pool, Cache)> {

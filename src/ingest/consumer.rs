@@ -77,8 +77,12 @@ impl PartitionConsumer {
         };
         tracing::info!(position, "consuming partition");
         let linger = Duration::from_millis(self.config.batch_linger_ms);
+        let mut high_watermark = i64::MAX;
         loop {
-            let Some(records) = self.collect(cancel, position, linger).await? else {
+            let Some(records) = self
+                .collect(cancel, position, linger, &mut high_watermark)
+                .await?
+            else {
                 return Ok(());
             };
             let batch = self.batch(position, records);
@@ -104,6 +108,7 @@ impl PartitionConsumer {
         cancel: &CancellationToken,
         position: i64,
         linger: Duration,
+        high_watermark: &mut i64,
     ) -> anyhow::Result<Option<Vec<RecordAndOffset>>> {
         let mut records: Vec<RecordAndOffset> = Vec::new();
         let mut first_at: Option<Instant> = None;
@@ -114,17 +119,24 @@ impl PartitionConsumer {
             if full || lingered {
                 return Ok(Some(records));
             }
-            let fetch = self.partition.fetch_records(
-                next,
-                1..self.config.fetch_bytes_max,
-                self.config.fetch_wait_ms,
-            );
+            // Some brokers (tansu) hold every fetch for its whole wait, data or not: wait
+            // briefly while records are known to be there, and longer once caught up, so an
+            // idle partition does not cost the broker a fetch every few milliseconds.
+            let wait_ms = if next < *high_watermark {
+                self.config.fetch_wait_ms
+            } else {
+                self.config.idle_fetch_wait_ms
+            };
+            let fetch = self
+                .partition
+                .fetch_records(next, 1..self.config.fetch_bytes_max, wait_ms);
             let fetched = tokio::select! {
                 _ = cancel.cancelled() => return Ok(None),
                 fetched = tokio::time::timeout(self.request_timeout, fetch) => fetched,
             };
-            let (fetched, _high_watermark) =
+            let (fetched, watermark) =
                 fetched.map_err(|_| anyhow::anyhow!("fetch timed out"))??;
+            *high_watermark = watermark;
             let room = self.config.batch_records_max - records.len();
             let from = next;
             for record in fetched

@@ -1,0 +1,42 @@
+# Developer and CI entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS := scripts/tools.sh
+NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
+
+.PHONY: help tools up down run migrate test lint fmt bench-smoke
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+tools: ## Install PostgreSQL, Redis and tansu when missing (tansu is built once per machine)
+	@$(TOOLS) services
+	@$(TOOLS) tansu >/dev/null
+
+up: ## Start PostgreSQL, Redis and the broker locally, reusing any already running
+	@scripts/stack.sh up
+
+down: ## Stop what `make up` started
+	@scripts/stack.sh down
+
+migrate: up ## Create the database schema and the topics
+	cargo run --quiet -- migrate
+
+run: migrate ## Run the whole system locally (API on http://127.0.0.1:8080)
+	@echo "API: http://127.0.0.1:8080/api/v1  (Ctrl-C stops it)"
+	cargo run --quiet -- run
+
+lint: ## Formatting and clippy checks
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+test: tools lint ## Lint and run every test against throwaway servers
+	export TANSU_BIN="$$($(TOOLS) tansu)" PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
+	if [ -n "$(NEXTEST)" ]; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
+
+bench-smoke: migrate ## A short load run against the local stack (release build)
+	scripts/bench-smoke.sh

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The local stack for development: PostgreSQL, Redis and tansu as local processes with their
+# data under .stack/. A service already answering on its port is reused, never touched.
+#   scripts/stack.sh up | down | status
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+STACK="$ROOT/.stack"
+PG_PORT="${PG_PORT:-5432}"
+REDIS_PORT="${REDIS_PORT:-6379}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_for() {
+  local port=$1 name=$2 log=$3
+  for _ in $(seq 1 150); do
+    listening "$port" && return 0
+    sleep 0.2
+  done
+  echo "$name did not start on port $port; see $log" >&2
+  tail -n 20 "$log" >&2 || true
+  exit 1
+}
+
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+postgres_up() {
+  if listening "$PG_PORT"; then echo "postgres: reusing 127.0.0.1:$PG_PORT"; return; fi
+  local bin data="$STACK/postgres"
+  bin="$("$ROOT/scripts/tools.sh" pg-bin)"
+  mkdir -p "$STACK"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$data"
+    as_postgres "$bin/initdb" -U postgres --auth=trust -E UTF8 -D "$data" >/dev/null
+  fi
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$STACK"
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres.log" -w \
+    -o "-p $PG_PORT -k $STACK -c listen_addresses=127.0.0.1" start >/dev/null
+  touch "$STACK/postgres.started"
+  wait_for "$PG_PORT" postgres "$STACK/postgres.log"
+  echo "postgres: started on 127.0.0.1:$PG_PORT (data in $data)"
+}
+
+redis_up() {
+  if listening "$REDIS_PORT"; then echo "redis: reusing 127.0.0.1:$REDIS_PORT"; return; fi
+  mkdir -p "$STACK/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STACK/redis" \
+    --pidfile "$STACK/redis.pid" --logfile "$STACK/redis.log" --save "" --appendonly no
+  wait_for "$REDIS_PORT" redis "$STACK/redis.log"
+  echo "redis: started on 127.0.0.1:$REDIS_PORT"
+}
+
+broker_up() {
+  if listening "$KAFKA_PORT"; then echo "broker: reusing 127.0.0.1:$KAFKA_PORT"; return; fi
+  local tansu
+  tansu="$("$ROOT/scripts/tools.sh" tansu)"
+  # tansu reads a .env file from its working directory, so it gets a directory of its own.
+  mkdir -p "$STACK/tansu"
+  (cd "$STACK/tansu" && exec nohup "$tansu" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine sqlite://tansu.db >"$STACK/tansu.log" 2>&1) &
+  echo $! >"$STACK/tansu.pid"
+  wait_for "$KAFKA_PORT" broker "$STACK/tansu.log"
+  echo "broker: started tansu on 127.0.0.1:$KAFKA_PORT"
+}
+
+stop_pid() {
+  local file=$1 name=$2 pid
+  [ -f "$file" ] || return 0
+  pid="$(cat "$file")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  rm -f "$file"
+  echo "$name: stopped"
+}
+
+down() {
+  stop_pid "$STACK/tansu.pid" broker
+  stop_pid "$STACK/redis.pid" redis
+  if [ -f "$STACK/postgres.started" ]; then
+    as_postgres "$("$ROOT/scripts/tools.sh" pg-bin)/pg_ctl" -D "$STACK/postgres" -m fast stop >/dev/null || true
+    rm -f "$STACK/postgres.started"
+    echo "postgres: stopped"
+  fi
+}
+
+status() {
+  for entry in "postgres:$PG_PORT" "redis:$REDIS_PORT" "broker:$KAFKA_PORT"; do
+    if listening "${entry#*:}"; then echo "${entry%%:*}: up on ${entry#*:}"; else echo "${entry%%:*}: down"; fi
+  done
+}
+
+case "${1:-}" in
+  up) "$ROOT/scripts/tools.sh" services; postgres_up; redis_up; broker_up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,199 @@
+//! Creating and funding the bench's wallets, then driving operations at them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bigdecimal::BigDecimal;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{BenchOptions, FUNDING};
+use crate::ledger::types::OperationType;
+
+/// An operation the server accepted with 202.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub id: Uuid,
+    pub source: usize,
+    pub target: Option<usize>,
+    pub operation_type: OperationType,
+    pub amount: BigDecimal,
+}
+
+/// What the load phase observed.
+pub struct Load {
+    pub sent: Vec<Sent>,
+    pub accept_latency_us: Histogram<u64>,
+    pub errors: BTreeMap<u16, u64>,
+    pub elapsed: Duration,
+}
+
+pub fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .pool_idle_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// A wallet the bench created, and the id of the deposit that funded it.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchWallet {
+    pub id: Uuid,
+    pub funding: Uuid,
+}
+
+/// Creates `count` wallets and submits a deposit of [`FUNDING`] to each.
+pub async fn setup(
+    http: &reqwest::Client,
+    options: &BenchOptions,
+    count: usize,
+) -> anyhow::Result<Vec<BenchWallet>> {
+    let url = &options.url;
+    stream::iter(0..count)
+        .map(|_| async move {
+            let created: Value = http
+                .post(format!("{url}/api/v1/wallets"))
+                .json(&json!({}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let id: Uuid = created["walletId"].as_str().context("walletId in the answer")?.parse()?;
+            let funding = Uuid::new_v4();
+            http.post(format!("{url}/api/v1/wallet"))
+                .json(&json!({"walletId": id, "operationType": "DEPOSIT", "amount": FUNDING, "operationId": funding}))
+                .send()
+                .await?
+                .error_for_status()?;
+            anyhow::Ok(BenchWallet { id, funding })
+        })
+        .buffer_unordered(options.connections)
+        .try_collect()
+        .await
+}
+
+/// Drives operations for `options.duration_s`, closed-loop or at a constant arrival rate.
+/// Open-loop latency is measured from the intended send time, so a slow server cannot hide
+/// its queueing (no coordinated omission).
+pub async fn run(
+    http: &reqwest::Client,
+    options: &BenchOptions,
+    wallets: Arc<Vec<BenchWallet>>,
+) -> anyhow::Result<Load> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(options.duration_s);
+    let tasks: Vec<_> = (0..options.connections)
+        .map(|task| {
+            let (http, options, wallets) = (http.clone(), options.clone(), wallets.clone());
+            tokio::spawn(
+                async move { drive(&http, &options, &wallets, task, start, deadline).await },
+            )
+        })
+        .collect();
+    let mut load = Load {
+        sent: Vec::new(),
+        accept_latency_us: new_histogram()?,
+        errors: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let part = task.await.context("a load task panicked")??;
+        load.sent.extend(part.sent);
+        load.accept_latency_us.add(&part.accept_latency_us)?;
+        for (status, count) in part.errors {
+            *load.errors.entry(status).or_default() += count;
+        }
+    }
+    load.elapsed = start.elapsed();
+    Ok(load)
+}
+
+pub fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")
+}
+
+async fn drive(
+    http: &reqwest::Client,
+    options: &BenchOptions,
+    wallets: &[BenchWallet],
+    task: usize,
+    start: Instant,
+    deadline: Instant,
+) -> anyhow::Result<Load> {
+    let mut load = Load {
+        sent: Vec::new(),
+        accept_latency_us: new_histogram()?,
+        errors: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+    };
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let mut slot = task as u64;
+    loop {
+        let intended = match options.rate {
+            Some(rate) => start + Duration::from_secs_f64(slot as f64 / rate as f64),
+            None => Instant::now(),
+        };
+        if intended >= deadline {
+            return Ok(load);
+        }
+        if options.rate.is_some() {
+            tokio::time::sleep_until(intended.into()).await;
+        }
+        slot += options.connections as u64;
+        let operation = plan(&mut rng, options, wallets.len());
+        let body = body(&operation, wallets);
+        let answer = http
+            .post(format!("{}/api/v1/wallet", options.url))
+            .json(&body)
+            .send()
+            .await;
+        let latency_us = intended.elapsed().as_micros().max(1) as u64;
+        load.accept_latency_us.saturating_record(latency_us);
+        match answer.map(|response| response.status().as_u16()) {
+            Ok(202) => load.sent.push(operation),
+            Ok(status) => *load.errors.entry(status).or_default() += 1,
+            Err(_) => *load.errors.entry(0).or_default() += 1,
+        }
+    }
+}
+
+fn plan(rng: &mut impl Rng, options: &BenchOptions, wallets: usize) -> Sent {
+    let mut operation_type = options.mix.pick(rng);
+    if wallets < 2 && operation_type == OperationType::Transfer {
+        operation_type = OperationType::Deposit;
+    }
+    let source = rng.random_range(0..wallets);
+    let target = (operation_type == OperationType::Transfer).then(|| {
+        let offset = rng.random_range(1..wallets);
+        (source + offset) % wallets
+    });
+    let cents: i64 = rng.random_range(100..1_000);
+    Sent {
+        id: Uuid::new_v4(),
+        source,
+        target,
+        operation_type,
+        amount: BigDecimal::new(cents.into(), 2),
+    }
+}
+
+fn body(operation: &Sent, wallets: &[BenchWallet]) -> Value {
+    let mut body = json!({
+        "operationId": operation.id,
+        "walletId": wallets[operation.source].id,
+        "operationType": operation.operation_type.as_str(),
+        "amount": operation.amount.to_plain_string(),
+    });
+    if let Some(target) = operation.target {
+        body["toWalletId"] = json!(wallets[target].id);
+    }
+    body
+}
