@@ -26,6 +26,7 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     pub workers: usize,
     pub history_limit_max: u32,
+    pub known_wallets_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,7 +42,6 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     pub url: String,
-    pub pool_size: usize,
     pub timeout_ms: u64,
     pub balance_ttl_s: u64,
     pub marker_ttl_s: u64,
@@ -95,6 +95,7 @@ impl Default for HttpConfig {
             body_bytes_max: 16 * 1024,
             workers: 2,
             history_limit_max: 1000,
+            known_wallets_max: 1_000_000,
         }
     }
 }
@@ -114,7 +115,6 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
-            pool_size: 16,
             timeout_ms: 1_000,
             balance_ttl_s: 3_600,
             marker_ttl_s: 86_400,
@@ -132,7 +132,7 @@ impl Default for KafkaConfig {
             partitions: 8,
             replication_factor: 1,
             request_timeout_ms: 5_000,
-            produce_linger_ms: 2,
+            produce_linger_ms: 5,
             produce_batch_bytes_max: 7_000,
         }
     }
@@ -199,7 +199,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 12] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -212,10 +212,6 @@ impl Config {
             (
                 self.database.pool_size >= 2,
                 "database.pool_size must be at least 2",
-            ),
-            (
-                self.redis.pool_size >= 1,
-                "redis.pool_size must be at least 1",
             ),
             (
                 !self.kafka.broker_list().is_empty(),

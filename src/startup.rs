@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, Application};
+use crate::api::{AppState, Application, WalletDirectory};
 use crate::bench::BenchOptions;
 use crate::cache::Cache;
 use crate::config::Config;
@@ -119,6 +119,7 @@ async fn build_api(config: &Config) -> anyhow::Result<Application> {
     let producer = OperationProducer::connect(&config.kafka).await?;
     let state = AppState {
         pool,
+        directory: WalletDirectory::new(config.http.known_wallets_max),
         cache,
         producer: Arc::new(producer),
         history_limit_max: config.http.history_limit_max,

@@ -2,6 +2,7 @@
 //! balance; operations go to Kafka and workers apply them.
 
 mod body;
+mod directory;
 mod operations;
 mod problem;
 mod submit;
@@ -14,6 +15,7 @@ use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+pub use directory::WalletDirectory;
 pub use problem::Problem;
 
 use crate::cache::Cache;
@@ -23,6 +25,7 @@ use crate::ingest::producer::OperationProducer;
 /// What every request handler can reach.
 pub struct AppState {
     pub pool: deadpool_postgres::Pool,
+    pub directory: WalletDirectory,
     pub cache: Cache,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,

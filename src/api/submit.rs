@@ -4,7 +4,10 @@
 //! The Redis marker is written as `Accepting` before producing and promoted to `Pending`
 //! after the broker's acknowledgement, so a crash between the two leaves a marker that
 //! expires instead of an operation that looks accepted but was never produced. The worker's
-//! dedupe by operation id is the backstop whatever Redis says.
+//! dedupe by operation id is the backstop whatever Redis says: once a marker has expired or
+//! Redis lost it, a repeated id is accepted again but never applied twice, and one reused
+//! with other content is kept as a dead letter instead of being answered 422. The accept path
+//! asks PostgreSQL nothing, which is what lets one wallet take thousands of operations a second.
 
 use actix_web::http::StatusCode;
 use sha2::{Digest, Sha256};
@@ -14,9 +17,7 @@ use super::{wallets, AppState, Problem};
 use crate::cache::{Marker, MarkerState};
 use crate::clock;
 use crate::ingest::producer::ProduceError;
-use crate::ledger::database;
 use crate::ledger::money::Amount;
-use crate::ledger::store;
 use crate::ledger::types::{Operation, OperationId, OperationKind, OperationStatus, WalletId};
 
 /// Namespace of operation ids derived from an `Idempotency-Key` header.
@@ -46,7 +47,6 @@ pub struct Accepted {
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
     validate(state, &submission).await?;
-    let retry_safe = !matches!(submission.id, IdSource::Generated);
     let id = match &submission.id {
         IdSource::Explicit(id) => *id,
         IdSource::IdempotencyKey(key) => {
@@ -84,12 +84,6 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
     if !claimed {
         return replay(state, &operation).await;
     }
-    if retry_safe {
-        if let Some(stored) = stored_answer(state, &operation).await? {
-            let _ = state.cache.release(id).await;
-            return Ok(stored);
-        }
-    }
     if let Err(error) = state.producer.produce(&operation).await {
         if let Err(cache_error) = state.cache.release(id).await {
             tracing::warn!(%cache_error, "cannot release the idempotency marker");
@@ -108,12 +102,12 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
 }
 
 async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
-    let source = wallets::find(state, submission.wallet_id)
+    let source = wallets::currency(state, submission.wallet_id)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
     submission
         .amount
-        .check_currency(source.currency)
+        .check_currency(source)
         .map_err(|error| Problem::invalid("INVALID_AMOUNT", "amount", error.to_string()))?;
     if let OperationKind::Transfer { target } = submission.kind {
         if target == submission.wallet_id {
@@ -123,21 +117,18 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
                 "a transfer needs two different wallets",
             ));
         }
-        let target_wallet = wallets::find(state, target).await?.ok_or_else(|| {
+        let target_currency = wallets::currency(state, target).await?.ok_or_else(|| {
             Problem::invalid(
                 "TARGET_WALLET_NOT_FOUND",
                 "toWalletId",
                 format!("wallet {target} does not exist"),
             )
         })?;
-        if target_wallet.currency != source.currency {
+        if target_currency != source {
             return Err(Problem::invalid(
                 "CURRENCY_MISMATCH",
                 "toWalletId",
-                format!(
-                    "cannot transfer {} to a {} wallet",
-                    source.currency, target_wallet.currency
-                ),
+                format!("cannot transfer {} to a {} wallet", source, target_currency),
             ));
         }
     }
@@ -164,25 +155,6 @@ async fn replay(state: &AppState, operation: &Operation) -> Result<Accepted, Pro
         wallet_id: operation.wallet_id,
         status,
     })
-}
-
-/// A retry that arrives after its marker expired finds its operation in PostgreSQL.
-async fn stored_answer(
-    state: &AppState,
-    operation: &Operation,
-) -> Result<Option<Accepted>, Problem> {
-    let client = database::client(&state.pool).await?;
-    let Some(stored) = store::operation(&client, operation.id).await? else {
-        return Ok(None);
-    };
-    if stored.fingerprint != operation.fingerprint || stored.wallet_id != operation.wallet_id {
-        return Err(key_reused());
-    }
-    Ok(Some(Accepted {
-        id: stored.id,
-        wallet_id: stored.wallet_id,
-        status: stored.status,
-    }))
 }
 
 /// Identifies what a request asks for, so a reused key with other content is recognised.

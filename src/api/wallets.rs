@@ -74,6 +74,19 @@ pub async fn balance(
     Ok(HttpResponse::Ok().json(wallet))
 }
 
+/// The wallet's currency, from this process's directory when it has seen the wallet before;
+/// None when the wallet does not exist.
+pub async fn currency(state: &AppState, id: WalletId) -> Result<Option<Currency>, Problem> {
+    if let Some(currency) = state.directory.currency(id) {
+        return Ok(Some(currency));
+    }
+    let wallet = find(state, id).await?;
+    if let Some(wallet) = &wallet {
+        state.directory.remember(id, wallet.currency);
+    }
+    Ok(wallet.map(|wallet| wallet.currency))
+}
+
 /// Looks a wallet up in the cache, falling back to PostgreSQL (and refilling the cache
 /// through its version guard) on a miss or when Redis is unavailable.
 pub async fn find(state: &AppState, id: WalletId) -> Result<Option<CachedWallet>, Problem> {

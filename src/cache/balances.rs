@@ -2,7 +2,6 @@
 //! can never replace a newer one, whoever writes last.
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
 
 use super::{Cache, CacheError};

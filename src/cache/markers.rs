@@ -2,7 +2,6 @@
 //! decided the operation, its final status.
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::redis;
 use serde::{Deserialize, Serialize};
 
 use super::{Cache, CacheError};

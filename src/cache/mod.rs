@@ -4,21 +4,25 @@
 mod balances;
 mod markers;
 
-use deadpool_redis::redis;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
 
 pub use balances::CachedWallet;
 pub use markers::{Marker, MarkerState};
 
 use crate::config::RedisConfig;
 
+/// One multiplexed connection serves every concurrent request; it reconnects by itself after
+/// a failure. (A checkout pool would add a PING round trip to every command.)
 #[derive(Clone)]
 pub struct Cache {
-    pool: Pool,
+    client: redis::Client,
+    connection: Arc<OnceCell<ConnectionManager>>,
     timeout: Duration,
     balance_ttl_s: u64,
     marker_ttl_s: u64,
@@ -29,8 +33,6 @@ pub struct Cache {
 pub enum CacheError {
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("no Redis connection: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("Redis holds an unreadable entry: {0}")]
@@ -38,38 +40,41 @@ pub enum CacheError {
 }
 
 impl Cache {
+    /// Prepares the cache; the connection is made on first use, so a process starts even while
+    /// Redis is down.
     pub fn new(config: &RedisConfig) -> anyhow::Result<Cache> {
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let mut pool_config = deadpool_redis::Config::from_url(config.url.clone());
-        pool_config.pool = Some(PoolConfig {
-            max_size: config.pool_size,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .context("configuration: key `redis.url`")?;
+        let client =
+            redis::Client::open(config.url.as_str()).context("configuration: key `redis.url`")?;
         Ok(Cache {
-            pool,
-            timeout,
+            client,
+            connection: Arc::new(OnceCell::new()),
+            timeout: Duration::from_millis(config.timeout_ms),
             balance_ttl_s: config.balance_ttl_s,
             marker_ttl_s: config.marker_ttl_s,
             accepting_ttl_s: config.accepting_ttl_s,
         })
     }
 
+    async fn connection(&self) -> Result<ConnectionManager, CacheError> {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout);
+        let connection = self
+            .connection
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await?;
+        Ok(connection.clone())
+    }
+
     /// Runs one exchange with Redis under the configured deadline.
     async fn with_connection<T, F, Fut>(&self, exchange: F) -> Result<T, CacheError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, CacheError>>,
     {
         let attempt = async {
-            let connection = self.pool.get().await?;
+            let connection = self.connection().await?;
             exchange(connection).await
         };
         tokio::time::timeout(self.timeout, attempt)

@@ -55,6 +55,15 @@ impl StoreError {
     }
 }
 
+/// Goes through the connection's statement cache, so each statement is parsed and planned
+/// once per connection instead of on every call.
+async fn prepared(
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    Ok(client.prepare_cached(sql).await?)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wallet {
     pub id: WalletId,
@@ -97,10 +106,10 @@ pub async fn create_wallet(
 ) -> Result<Created, StoreError> {
     let inserted = client
         .query_opt(
-            &format!(
+            &prepared(client, &format!(
                 "INSERT INTO wallets (id, currency, balance, version, created_at, updated_at)
                  VALUES ($1, $2, 0, 0, $3, $3) ON CONFLICT (id) DO NOTHING RETURNING {WALLET_COLUMNS}"
-            ),
+            )).await?,
             &[&id.0, &currency.code(), &now],
         )
         .await?;
@@ -121,7 +130,11 @@ pub async fn wallet(
 ) -> Result<Option<Wallet>, StoreError> {
     let row = client
         .query_opt(
-            &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = $1"),
+            &prepared(
+                client,
+                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = $1"),
+            )
+            .await?,
             &[&id.0],
         )
         .await?;
@@ -179,7 +192,11 @@ pub async fn operation(
 ) -> Result<Option<OperationRecord>, StoreError> {
     let row = client
         .query_opt(
-            &format!("SELECT {OPERATION_COLUMNS} FROM operations o WHERE o.id = $1"),
+            &prepared(
+                client,
+                &format!("SELECT {OPERATION_COLUMNS} FROM operations o WHERE o.id = $1"),
+            )
+            .await?,
             &[&id.0],
         )
         .await?;
@@ -205,12 +222,16 @@ pub async fn history(
 ) -> Result<Vec<HistoryItem>, StoreError> {
     let rows = client
         .query(
-            &format!(
-                "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
                  FROM entries e JOIN operations o ON o.id = e.operation_id
                  WHERE e.wallet_id = $1 AND e.version < $2
                  ORDER BY e.version DESC LIMIT $3"
-            ),
+                ),
+            )
+            .await?,
             &[&wallet_id.0, &before_version, &limit],
         )
         .await?;
@@ -238,14 +259,22 @@ pub async fn next_offset(
 ) -> Result<i64, StoreError> {
     client
         .execute(
-            "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES ($1, $2, 0)
+            &prepared(
+                client,
+                "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES ($1, $2, 0)
              ON CONFLICT DO NOTHING",
+            )
+            .await?,
             &[&topic, &partition],
         )
         .await?;
     let row = client
         .query_one(
-            "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2",
+            &prepared(
+                client,
+                "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2",
+            )
+            .await?,
             &[&topic, &partition],
         )
         .await?;
@@ -296,7 +325,7 @@ pub async fn apply_batch(
     let transaction = client.transaction().await?;
     let stored: i64 = transaction
         .query_one(
-            "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE",
+            &prepared(&transaction, "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE").await?,
             &[&batch.topic, &batch.partition],
         )
         .await?
@@ -334,7 +363,11 @@ pub async fn apply_batch(
     write_dead_letters(&transaction, batch, &dead_letters, now).await?;
     transaction
         .execute(
-            "UPDATE consumer_offsets SET next_offset = $3 WHERE topic = $1 AND partition = $2",
+            &prepared(
+                &transaction,
+                "UPDATE consumer_offsets SET next_offset = $3 WHERE topic = $1 AND partition = $2",
+            )
+            .await?,
             &[&batch.topic, &batch.partition, &batch.next_offset],
         )
         .await?;
@@ -365,7 +398,11 @@ async fn drop_known(
         .collect();
     let rows = client
         .query(
-            "SELECT id, fingerprint FROM operations WHERE id = ANY($1)",
+            &prepared(
+                client,
+                "SELECT id, fingerprint FROM operations WHERE id = ANY($1)",
+            )
+            .await?,
             &[&ids],
         )
         .await?;
@@ -408,7 +445,7 @@ async fn lock_wallets(
     ids.dedup();
     let rows = client
         .query(
-            "SELECT id, currency, balance::text, version FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &prepared(client, "SELECT id, currency, balance::text, version FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
             &[&ids],
         )
         .await?;
@@ -473,14 +510,14 @@ async fn write_operations(
     }
     client
         .execute(
-            "INSERT INTO operations (id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
+            &prepared(client, "INSERT INTO operations (id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
                                      fingerprint, partition, \"offset\", accepted_at, processed_at)
              SELECT id, wallet_id, type, amount::numeric, to_wallet_id, status, reason, balance_after::numeric,
                     fingerprint, $10, \"offset\", accepted_at, $13
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $11::bigint[], $12::timestamptz[])
                   AS t(id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
-                       \"offset\", accepted_at)",
+                       \"offset\", accepted_at)").await?,
             &[
                 &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
                 &accepted, &now,
@@ -507,10 +544,14 @@ async fn write_entries(
         .collect();
     client
         .execute(
-            "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after)
+            &prepared(
+                client,
+                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after)
              SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric
              FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[])
                   AS t(wallet_id, version, operation_id, delta, balance_after)",
+            )
+            .await?,
             &[&wallets, &versions, &operations, &deltas, &balances],
         )
         .await?;
@@ -534,10 +575,10 @@ async fn write_wallets(
     }
     let rows = client
         .query(
-            "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
+            &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
              FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
              WHERE w.id = t.id
-             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at",
+             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at").await?,
             &[&ids, &balances, &versions, &now],
         )
         .await?;
@@ -564,10 +605,10 @@ async fn write_dead_letters(
         .collect();
     client
         .execute(
-            "INSERT INTO dead_letters (topic, partition, \"offset\", reason, payload, recorded_at)
+            &prepared(client, "INSERT INTO dead_letters (topic, partition, \"offset\", reason, payload, recorded_at)
              SELECT $1, $2, \"offset\", reason, payload, $6
              FROM unnest($3::bigint[], $4::text[], $5::bytea[]) AS t(\"offset\", reason, payload)
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO NOTHING").await?,
             &[
                 &batch.topic,
                 &batch.partition,

@@ -77,7 +77,7 @@ async fn hot_wallet_under_concurrent_clients() {
     let clients = (0..32).map(|client| {
         let (api, wallet, accepted) = (api.clone(), wallet.clone(), accepted.clone());
         async move {
-            for n in 0..62 {
+            for n in (0..2000).filter(|n| n % 32 == client) {
                 let body = if (client + n) % 3 == 0 {
                     withdraw(&wallet, "7.25")
                 } else {
@@ -98,7 +98,7 @@ async fn hot_wallet_under_concurrent_clients() {
     });
     join_all(clients).await;
     let accepted = accepted.lock().await.clone();
-    assert_eq!(accepted.len(), 32 * 62);
+    assert_eq!(accepted.len(), 2000);
     let ids: Vec<String> = accepted.iter().map(|(id, _)| id.clone()).collect();
     let statuses = settle_all(api, &wallet, &ids).await;
     let mut expected = BigDecimal::from(100);
@@ -376,5 +376,75 @@ async fn stale_cache_writes_are_ignored() {
             .await
             .expect("stored"),
         1
+    );
+}
+
+/// Proves a record that cannot be decoded becomes a dead letter and an operation on a missing
+/// wallet becomes FAILED, and the partition moves on to the next record.
+#[tokio::test]
+async fn poison_records_do_not_stop_the_partition() {
+    let system = System::start(1);
+    let api = &system.api;
+    let wallet = api.new_wallet().await;
+    let client = rskafka::client::ClientBuilder::new(vec![system.stack.broker.address()])
+        .build()
+        .await
+        .expect("connects");
+    let partition = client
+        .partition_client(
+            "wallet-operations",
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Error,
+        )
+        .await
+        .expect("partition");
+    let missing = uuid::Uuid::new_v4();
+    let orphan = uuid::Uuid::new_v4();
+    let orphan_message = json!({
+        "v": 1, "operationId": orphan, "walletId": missing, "type": "DEPOSIT", "amount": "1",
+        "acceptedAt": chrono::Utc::now(), "fingerprint": "f"
+    });
+    let records = [
+        b"not json".to_vec(),
+        serde_json::to_vec(&orphan_message).expect("json"),
+    ]
+    .into_iter()
+    .map(|value| rskafka::record::Record {
+        key: None,
+        value: Some(value),
+        headers: Default::default(),
+        timestamp: chrono::Utc::now(),
+    })
+    .collect();
+    let offsets = partition
+        .produce(records, Default::default())
+        .await
+        .expect("produced");
+    api.fund(&wallet, "2.00").await;
+    let db = system.database().await;
+    let dead = db
+        .query_one(
+            "SELECT \"offset\", reason FROM dead_letters WHERE partition = 0",
+            &[],
+        )
+        .await
+        .expect("one dead letter");
+    assert_eq!(dead.get::<_, i64>(0), offsets[0]);
+    assert!(dead
+        .get::<_, String>(1)
+        .contains("not an operation message"));
+    let failed = db
+        .query_one(
+            "SELECT status, reason FROM operations WHERE id = $1",
+            &[&orphan],
+        )
+        .await
+        .expect("orphan recorded");
+    assert_eq!(
+        (
+            failed.get::<_, String>(0).as_str(),
+            failed.get::<_, String>(1).as_str()
+        ),
+        ("FAILED", "WALLET_NOT_FOUND")
     );
 }
