@@ -5,7 +5,7 @@ SHELL := /bin/bash
 TOOLS := scripts/tools.sh
 NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
 
-.PHONY: help tools up down run migrate test lint fmt bench-smoke
+.PHONY: help tools up down run migrate test lint fmt bench bench-smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,5 +38,8 @@ test: tools lint ## Lint and run every test against throwaway servers
 	export TANSU_BIN="$$($(TOOLS) tansu)" PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
 	if [ -n "$(NEXTEST)" ]; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
 
-bench-smoke: migrate ## A short load run against the local stack (release build)
-	scripts/bench-smoke.sh
+bench: migrate ## The three standard load scenarios against the local stack, as one table
+	scripts/bench.sh standard
+
+bench-smoke: migrate ## A short load run: one hot wallet, then 1,000 wallets (release build)
+	scripts/bench.sh smoke

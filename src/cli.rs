@@ -105,11 +105,25 @@ pub struct BenchFlags {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// Run the three standard scenarios (hot wallet; 10,000 wallets; open loop at --rate,
+    /// default 2000/s, on 1,000 wallets) and print one table
+    #[arg(long, conflicts_with_all = ["hot", "wallets"])]
+    pub standard: bool,
 }
 
+/// The open-loop rate of the standard scenarios when `--rate` is not given.
+const STANDARD_RATE_PER_S: u64 = 2_000;
+
 impl BenchFlags {
-    pub fn options(&self) -> BenchOptions {
-        BenchOptions {
+    /// The scenarios to run: the one the flags describe, or with `--standard` the three
+    /// standard ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate).
+    pub fn scenarios(&self) -> Vec<BenchOptions> {
+        let base = BenchOptions {
+            scenario: if self.hot {
+                "hot wallet".to_owned()
+            } else {
+                format!("{} wallets", self.wallets)
+            },
             url: self.url.trim_end_matches('/').to_owned(),
             wallets: if self.hot { 1 } else { self.wallets.max(1) },
             duration_s: self.duration_s,
@@ -117,7 +131,34 @@ impl BenchFlags {
             mix: self.mix,
             rate: self.rate.filter(|rate| *rate > 0),
             settle_timeout_s: self.settle_timeout_s,
+        };
+        if !self.standard {
+            return vec![base];
         }
+        let rate = self
+            .rate
+            .filter(|rate| *rate > 0)
+            .unwrap_or(STANDARD_RATE_PER_S);
+        vec![
+            BenchOptions {
+                scenario: "hot wallet".to_owned(),
+                wallets: 1,
+                rate: None,
+                ..base.clone()
+            },
+            BenchOptions {
+                scenario: "10000 wallets".to_owned(),
+                wallets: 10_000,
+                rate: None,
+                ..base.clone()
+            },
+            BenchOptions {
+                scenario: format!("open loop {rate}/s"),
+                wallets: 1_000,
+                rate: Some(rate),
+                ..base
+            },
+        ]
     }
 }
 

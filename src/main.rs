@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Command::Work(_) => wallet::startup::work(config),
         Command::Migrate(_) => wallet::startup::migrate(config),
         Command::Run { .. } => wallet::startup::run(config),
-        Command::Bench(flags) => wallet::startup::bench(flags.options(), flags.json),
+        Command::Bench(flags) => wallet::startup::bench(flags.scenarios(), flags.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

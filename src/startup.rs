@@ -6,7 +6,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, Application, WalletDirectory};
-use crate::bench::BenchOptions;
+use crate::bench::{BenchOptions, Report};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::ingest::producer::OperationProducer;
@@ -83,17 +83,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// `wallet bench`: fails when the ledger shows any violation.
-pub fn bench(options: BenchOptions, json: bool) -> anyhow::Result<()> {
-    let report = runtime()?.block_on(crate::bench::run(options))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        report.print();
+/// `wallet bench`: runs each scenario in turn; fails when the ledger shows any violation.
+pub fn bench(scenarios: Vec<BenchOptions>, json: bool) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    let mut reports = Vec::with_capacity(scenarios.len());
+    for options in scenarios {
+        reports.push(runtime.block_on(crate::bench::run(options))?);
     }
-    match report.violation_count() {
+    match (json, reports.as_slice()) {
+        (true, [report]) => println!("{}", serde_json::to_string_pretty(report)?),
+        (true, _) => println!("{}", serde_json::to_string_pretty(&reports)?),
+        (false, [report]) => report.print(),
+        (false, _) => crate::bench::print_table(&reports),
+    }
+    let violations: u64 = reports.iter().map(Report::violation_count).sum();
+    match violations {
         0 => Ok(()),
-        count => anyhow::bail!("{count} correctness violation(s): {:?}", report.violations),
+        count => anyhow::bail!("{count} correctness violation(s)"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Creating and funding the bench's wallets, then driving operations at them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::progress::Counters;
 use super::{BenchOptions, FUNDING};
 use crate::ledger::types::OperationType;
 
@@ -87,15 +89,25 @@ pub async fn run(
     http: &reqwest::Client,
     options: &BenchOptions,
     wallets: Arc<Vec<BenchWallet>>,
+    counters: Arc<Counters>,
 ) -> anyhow::Result<Load> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(options.duration_s);
     let tasks: Vec<_> = (0..options.connections)
         .map(|task| {
-            let (http, options, wallets) = (http.clone(), options.clone(), wallets.clone());
-            tokio::spawn(
-                async move { drive(&http, &options, &wallets, task, start, deadline).await },
-            )
+            let (http, options) = (http.clone(), options.clone());
+            let (wallets, counters) = (wallets.clone(), counters.clone());
+            tokio::spawn(async move {
+                drive(
+                    &http,
+                    &options,
+                    &wallets,
+                    &counters,
+                    task,
+                    (start, deadline),
+                )
+                .await
+            })
         })
         .collect();
     let mut load = Load {
@@ -124,9 +136,9 @@ async fn drive(
     http: &reqwest::Client,
     options: &BenchOptions,
     wallets: &[BenchWallet],
+    counters: &Counters,
     task: usize,
-    start: Instant,
-    deadline: Instant,
+    (start, deadline): (Instant, Instant),
 ) -> anyhow::Result<Load> {
     let mut load = Load {
         sent: Vec::new(),
@@ -158,9 +170,18 @@ async fn drive(
         let latency_us = intended.elapsed().as_micros().max(1) as u64;
         load.accept_latency_us.saturating_record(latency_us);
         match answer.map(|response| response.status().as_u16()) {
-            Ok(202) => load.sent.push(operation),
-            Ok(status) => *load.errors.entry(status).or_default() += 1,
-            Err(_) => *load.errors.entry(0).or_default() += 1,
+            Ok(202) => {
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                load.sent.push(operation);
+            }
+            Ok(status) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                *load.errors.entry(status).or_default() += 1;
+            }
+            Err(_) => {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                *load.errors.entry(0).or_default() += 1;
+            }
         }
     }
 }

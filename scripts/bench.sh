@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Load runs against the local stack (`make up` + `wallet migrate` first): starts a release
+# `wallet serve` and `wallet work`, runs `wallet bench`, and stops them again.
+#   scripts/bench.sh smoke [ARGS]     a hot wallet and BENCH_WALLETS wallets, BENCH_DURATION s each
+#   scripts/bench.sh standard [ARGS]  the three standard scenarios, printed as one table
+# ARGS go to every `wallet bench` call.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+LOGS="$ROOT/.stack/bench"
+PORT="${BENCH_PORT:-18080}"
+MODE="${1:-smoke}"
+shift || true
+DURATION="${BENCH_DURATION:-10}"
+WALLETS="${BENCH_WALLETS:-1000}"
+mkdir -p "$LOGS"
+
+cargo build --release --quiet
+WALLET="$ROOT/target/release/wallet"
+
+"$WALLET" serve --listen "127.0.0.1:$PORT" >"$LOGS/serve.log" 2>&1 &
+SERVE=$!
+"$WALLET" work >"$LOGS/work.log" 2>&1 &
+WORK=$!
+trap 'kill $SERVE $WORK 2>/dev/null; wait $SERVE $WORK 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+if ! kill -0 "$SERVE" 2>/dev/null; then
+  echo "wallet serve did not start; see $LOGS/serve.log" >&2
+  tail -n 5 "$LOGS/serve.log" >&2
+  exit 1
+fi
+
+URL="http://127.0.0.1:$PORT"
+case "$MODE" in
+  smoke)
+    echo "== hot wallet, closed loop, ${DURATION}s"
+    "$WALLET" bench --url "$URL" --hot --duration "$DURATION" "$@"
+    echo "== $WALLETS wallets, 20% transfers, closed loop, ${DURATION}s"
+    "$WALLET" bench --url "$URL" --wallets "$WALLETS" --duration "$DURATION" "$@"
+    ;;
+  standard)
+    "$WALLET" bench --url "$URL" --standard --duration "${BENCH_DURATION:-20}" --connections 64 "$@"
+    ;;
+  *)
+    echo "usage: $0 smoke|standard [wallet bench arguments]" >&2
+    exit 2
+    ;;
+esac
