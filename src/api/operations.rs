@@ -166,10 +166,10 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Problem> {
     let key = value
         .to_str()
         .ok()
-        .map(str::trim)
+        .map(|key| key.trim().trim_matches('"'))
         .filter(|key| !key.is_empty() && key.len() <= 255);
     match key {
-        Some(key) => Ok(Some(key.trim_matches('"').to_owned())),
+        Some(key) => Ok(Some(key.to_owned())),
         None => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "INVALID_IDEMPOTENCY_KEY",
@@ -277,7 +277,11 @@ pub async fn status(
             .map(|wallet| wallet.currency);
         return Ok(HttpResponse::Ok().json(StatusBody::from_record(&record, currency)));
     }
-    let marker = marker.ok_or_else(not_found)?;
+    // An `Accepting` marker is a request still being produced, or one whose process died
+    // before producing: nothing the client was told is accepted, so nothing to show yet.
+    let marker = marker
+        .filter(|marker| marker.state == MarkerState::Pending)
+        .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(StatusBody {
         operation_id: id,
         wallet_id,

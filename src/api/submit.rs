@@ -63,7 +63,7 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         amount: submission.amount,
         accepted_at: clock::now(),
     };
-    let mut marker = Marker {
+    let accepting = Marker {
         state: MarkerState::Accepting,
         wallet_id: operation.wallet_id,
         fingerprint: operation.fingerprint.clone(),
@@ -72,7 +72,7 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         balance_after: None,
         processed_at: None,
     };
-    let claimed = match state.cache.claim(id, &marker).await {
+    let claimed = match state.cache.claim(id, &accepting).await {
         Ok(claimed) => claimed,
         Err(error) => {
             // Without Redis the 409 for concurrent duplicates is lost, but the worker still
@@ -85,13 +85,16 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         return replay(state, &operation).await;
     }
     if let Err(error) = state.producer.produce(&operation).await {
-        if let Err(cache_error) = state.cache.release(id).await {
+        if let Err(cache_error) = state.cache.release(id, &accepting).await {
             tracing::warn!(%cache_error, "cannot release the idempotency marker");
         }
         return Err(produce_problem(&error));
     }
-    marker.state = MarkerState::Pending;
-    if let Err(error) = state.cache.promote(id, &marker).await {
+    let pending = Marker {
+        state: MarkerState::Pending,
+        ..accepting.clone()
+    };
+    if let Err(error) = state.cache.promote(id, &accepting, &pending).await {
         tracing::warn!(%error, "cannot mark the operation pending");
     }
     Ok(Accepted {

@@ -33,14 +33,24 @@ pub struct Marker {
     pub processed_at: Option<DateTime<Utc>>,
 }
 
-/// Marks an accepted operation as pending unless a worker already wrote its final status.
+/// Replaces this request's own `Accepting` marker (ARGV[1]) with `Pending` (ARGV[2]); also
+/// writes it when the marker has expired, but never over another request's marker or a final
+/// status a worker already wrote.
 const PROMOTE_TO_PENDING: &str = r#"
 local current = redis.call('GET', KEYS[1])
-if current and not string.find(current, '"state":"ACCEPTING"', 1, true) then
+if current and current ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
+"#;
+
+/// Deletes the marker only while it is still this request's `Accepting` marker (ARGV[1]).
+const RELEASE_OWN: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 "#;
 
 fn key(id: OperationId) -> String {
@@ -78,16 +88,26 @@ impl Cache {
         .await
     }
 
-    /// Turns an `Accepting` marker into `Pending` after the broker's acknowledgement.
-    pub async fn promote(&self, id: OperationId, marker: &Marker) -> Result<(), CacheError> {
-        let value = serde_json::to_string(marker)?;
+    /// Turns this request's `Accepting` marker into `pending` after the broker's
+    /// acknowledgement.
+    pub async fn promote(
+        &self,
+        id: OperationId,
+        accepting: &Marker,
+        pending: &Marker,
+    ) -> Result<(), CacheError> {
+        let (accepting, pending) = (
+            serde_json::to_string(accepting)?,
+            serde_json::to_string(pending)?,
+        );
         let ttl = self.marker_ttl_s;
         self.with_connection(|mut connection| async move {
             redis::cmd("EVAL")
                 .arg(PROMOTE_TO_PENDING)
                 .arg(1)
                 .arg(key(id))
-                .arg(value)
+                .arg(accepting)
+                .arg(pending)
                 .arg(ttl)
                 .query_async::<i64>(&mut connection)
                 .await?;
@@ -96,11 +116,16 @@ impl Cache {
         .await
     }
 
-    /// Forgets an `Accepting` marker whose produce failed, so the client may retry at once.
-    pub async fn release(&self, id: OperationId) -> Result<(), CacheError> {
+    /// Forgets this request's `Accepting` marker after its produce failed, so the client may
+    /// retry at once; any other marker stays.
+    pub async fn release(&self, id: OperationId, accepting: &Marker) -> Result<(), CacheError> {
+        let accepting = serde_json::to_string(accepting)?;
         self.with_connection(|mut connection| async move {
-            redis::cmd("DEL")
+            redis::cmd("EVAL")
+                .arg(RELEASE_OWN)
+                .arg(1)
                 .arg(key(id))
+                .arg(accepting)
                 .query_async::<i64>(&mut connection)
                 .await?;
             Ok(())

@@ -90,5 +90,10 @@ pub async fn partition_count(
         .into_iter()
         .find(|candidate| candidate.name == topic)
         .with_context(|| format!("topic {topic} does not exist; run `wallet migrate`"))?;
+    // A topic the broker lists with an error (no leader yet) has no partitions to use.
+    anyhow::ensure!(
+        !found.partitions.is_empty(),
+        "topic {topic} has no usable partitions yet"
+    );
     Ok(found.partitions.len() as i32)
 }

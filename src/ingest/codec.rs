@@ -1,6 +1,6 @@
 //! The operation message on the topic: versioned, human-readable JSON.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::money::Amount;
@@ -33,7 +33,13 @@ pub enum DecodeError {
     Amount(String),
     #[error("a TRANSFER needs toWalletId and only a TRANSFER may have one")]
     Target,
+    #[error("fingerprint must be 1 to {FINGERPRINT_CHARS_MAX} ASCII letters or digits")]
+    Fingerprint,
+    #[error("acceptedAt must be between the years 1970 and 9999")]
+    AcceptedAt,
 }
+
+const FINGERPRINT_CHARS_MAX: usize = 128;
 
 pub fn encode(operation: &Operation) -> Vec<u8> {
     let message = OperationMessage {
@@ -55,6 +61,17 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
         serde_json::from_slice(bytes).map_err(|error| DecodeError::Malformed(error.to_string()))?;
     if message.v != MESSAGE_VERSION {
         return Err(DecodeError::UnsupportedVersion(message.v));
+    }
+    let fingerprint_ok = (1..=FINGERPRINT_CHARS_MAX).contains(&message.fingerprint.len())
+        && message
+            .fingerprint
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric());
+    if !fingerprint_ok {
+        return Err(DecodeError::Fingerprint);
+    }
+    if !(1970..=9999).contains(&message.accepted_at.year()) {
+        return Err(DecodeError::AcceptedAt);
     }
     let amount =
         Amount::parse(&message.amount).map_err(|error| DecodeError::Amount(error.to_string()))?;
@@ -125,5 +142,10 @@ mod tests {
             Err(DecodeError::Target)
         );
         assert!(decode(message(1, "DEPOSIT", "1", "").as_bytes()).is_ok());
+        let nul = message(1, "DEPOSIT", "1", "")
+            .replace(r#""fingerprint":"f""#, r#""fingerprint":"f\u0000""#);
+        assert_eq!(decode(nul.as_bytes()), Err(DecodeError::Fingerprint));
+        let ancient = message(1, "DEPOSIT", "1", "").replace("2026-01-01", "0001-01-01");
+        assert_eq!(decode(ancient.as_bytes()), Err(DecodeError::AcceptedAt));
     }
 }

@@ -27,6 +27,21 @@ pub struct PartitionConsumer {
     pub request_timeout: Duration,
 }
 
+/// How often a batch is tried against an error that is not transient before its records are
+/// applied one by one.
+const REJECTED_ATTEMPTS_MAX: u32 = 3;
+
+enum Attempt {
+    Applied(BatchReport),
+    Cancelled,
+    Rejected(StoreError),
+}
+
+/// Cache entries written per Redis round trip.
+const CACHE_WRITE_CHUNK: usize = 500;
+/// Statuses kept for Redis while it is unreachable; beyond this they are dropped.
+const STALE_OUTCOMES_MAX: usize = 100_000;
+
 /// Cache entries a failed refresh left behind, retried after the next batch.
 #[derive(Default)]
 struct StaleCache {
@@ -85,6 +100,12 @@ impl PartitionConsumer {
             else {
                 return Ok(());
             };
+            if records.is_empty() {
+                if !stale.wallets.is_empty() || !stale.outcomes.is_empty() {
+                    self.flush_stale(stale).await;
+                }
+                continue;
+            }
             let batch = self.batch(position, records);
             match self.apply(&batch, cancel).await {
                 Ok(Some(report)) => {
@@ -102,7 +123,8 @@ impl PartitionConsumer {
     }
 
     /// Fetches records from `position` until the batch is full or `linger` has passed since
-    /// the first record arrived. Returns None when cancelled.
+    /// the first record arrived; an empty batch when the partition is caught up and idle.
+    /// Returns None when cancelled.
     async fn collect(
         &self,
         cancel: &CancellationToken,
@@ -138,6 +160,9 @@ impl PartitionConsumer {
                 fetched.map_err(|_| anyhow::anyhow!("fetch timed out"))??;
             *high_watermark = watermark;
             let room = self.config.batch_records_max - records.len();
+            if fetched.is_empty() && records.is_empty() && next >= *high_watermark {
+                return Ok(Some(records));
+            }
             let from = next;
             for record in fetched
                 .into_iter()
@@ -181,14 +206,50 @@ impl PartitionConsumer {
         batch
     }
 
-    /// Applies the batch, retrying transient database errors with backoff. Returns None when
-    /// cancelled before it committed.
+    /// Applies the batch. When it keeps failing with an error no retry can fix, its records
+    /// are applied one at a time and the one that still fails becomes a dead letter, so one
+    /// bad record never stops the partition. Returns None when cancelled before a commit.
     #[tracing::instrument(skip_all, fields(from = batch.from_offset, records = batch.next_offset - batch.from_offset))]
     async fn apply(
         &self,
         batch: &Batch,
         cancel: &CancellationToken,
     ) -> Result<Option<BatchReport>, StoreError> {
+        let error = match self.apply_retrying(batch, cancel).await? {
+            Attempt::Applied(report) => return Ok(Some(report)),
+            Attempt::Cancelled => return Ok(None),
+            Attempt::Rejected(error) => error,
+        };
+        tracing::error!(%error, "batch rejected; applying its records one at a time");
+        let mut applied = BatchReport::default();
+        for single in batch.split() {
+            let report = match self.apply_retrying(&single, cancel).await? {
+                Attempt::Applied(report) => report,
+                Attempt::Cancelled => return Ok(None),
+                Attempt::Rejected(error) => {
+                    tracing::error!(%error, offset = single.from_offset, "record rejected; keeping it as a dead letter");
+                    match self
+                        .apply_retrying(&single.rejected(&error.to_string()), cancel)
+                        .await?
+                    {
+                        Attempt::Applied(report) => report,
+                        Attempt::Cancelled => return Ok(None),
+                        Attempt::Rejected(error) => return Err(error),
+                    }
+                }
+            };
+            applied.merge(report);
+        }
+        Ok(Some(applied))
+    }
+
+    /// One batch transaction, retried with backoff: forever while the error is transient (the
+    /// database is away), a few times otherwise.
+    async fn apply_retrying(
+        &self,
+        batch: &Batch,
+        cancel: &CancellationToken,
+    ) -> Result<Attempt, StoreError> {
         let mut failures = 0u32;
         loop {
             let attempt = async {
@@ -196,21 +257,23 @@ impl PartitionConsumer {
                 store::apply_batch(&mut client, batch, clock::now()).await
             };
             let result = tokio::select! {
-                _ = cancel.cancelled() => return Ok(None),
+                _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
                 result = attempt => result,
             };
-            match result {
-                Ok(report) => return Ok(Some(report)),
+            let error = match result {
+                Ok(report) => return Ok(Attempt::Applied(report)),
                 Err(error @ StoreError::Fenced { .. }) => return Err(error),
-                Err(error) => {
-                    failures += 1;
-                    let delay = self.backoff(failures);
-                    tracing::warn!(%error, transient = error.is_transient(), retry_in_ms = delay.as_millis() as u64, "batch not applied; retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+                Err(error) => error,
+            };
+            failures += 1;
+            if !error.is_transient() && failures >= REJECTED_ATTEMPTS_MAX {
+                return Ok(Attempt::Rejected(error));
+            }
+            let delay = self.backoff(failures);
+            tracing::warn!(%error, transient = error.is_transient(), retry_in_ms = delay.as_millis() as u64, "batch not applied; retrying");
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -248,20 +311,43 @@ impl PartitionConsumer {
             );
             stale.outcomes.insert(id, marker);
         }
+        if stale.outcomes.len() > STALE_OUTCOMES_MAX {
+            // Statuses that never reach Redis are read from PostgreSQL instead; balances are
+            // one entry per wallet and always kept.
+            tracing::warn!(
+                dropped = stale.outcomes.len(),
+                "too many statuses waiting for Redis; dropping them"
+            );
+            stale.outcomes.clear();
+        }
+        self.flush_stale(stale).await;
+    }
+
+    /// Writes what the cache is missing, in bounded round trips; what fails stays for the
+    /// next attempt (after the next batch, or the next idle fetch).
+    async fn flush_stale(&self, stale: &mut StaleCache) {
         let wallets: Vec<CachedWallet> = stale.wallets.values().cloned().collect();
+        for chunk in wallets.chunks(CACHE_WRITE_CHUNK) {
+            if let Err(error) = self.cache.store_balances(chunk).await {
+                tracing::warn!(%error, pending = stale.wallets.len(), "cache refresh failed; will retry");
+                return;
+            }
+            for wallet in chunk {
+                stale.wallets.remove(&wallet.wallet_id);
+            }
+        }
         let outcomes: Vec<(OperationId, Marker)> = stale
             .outcomes
             .iter()
             .map(|(id, marker)| (*id, marker.clone()))
             .collect();
-        let result = async {
-            self.cache.store_balances(&wallets).await?;
-            self.cache.store_outcomes(&outcomes).await
-        };
-        match result.await {
-            Ok(()) => *stale = StaleCache::default(),
-            Err(error) => {
-                tracing::warn!(%error, pending = wallets.len(), "cache refresh failed; will retry after the next batch")
+        for chunk in outcomes.chunks(CACHE_WRITE_CHUNK) {
+            if let Err(error) = self.cache.store_outcomes(chunk).await {
+                tracing::warn!(%error, pending = stale.outcomes.len(), "status refresh failed; will retry");
+                return;
+            }
+            for (id, _) in chunk {
+                stale.outcomes.remove(id);
             }
         }
     }

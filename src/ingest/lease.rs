@@ -5,7 +5,11 @@
 
 use std::collections::BTreeSet;
 
+use std::future::Future;
+use std::time::Duration;
+
 use anyhow::Context;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 /// Advisory lock classes (the first key of the two-key form): one for "a worker is alive",
@@ -17,6 +21,8 @@ pub struct PartitionLease {
     client: Client,
     partitions: i32,
     owned: BTreeSet<i32>,
+    /// Bounds every call: a half-open connection must not hang the worker.
+    deadline: Duration,
 }
 
 /// What to change after a rebalance round.
@@ -28,17 +34,29 @@ pub struct Rebalance {
 
 impl PartitionLease {
     /// Joins the group of live workers on `client`, which must be used for nothing else.
-    pub async fn join(client: Client, partitions: i32) -> anyhow::Result<Self> {
-        let member = rand::random::<i32>();
-        client
-            .execute("SELECT pg_advisory_lock($1, $2)", &[&MEMBER_CLASS, &member])
+    pub async fn join(client: Client, partitions: i32, deadline: Duration) -> anyhow::Result<Self> {
+        // Member ids are random; on the rare collision with a live worker, draw again.
+        loop {
+            let member = rand::random::<i32>();
+            let joined: bool = bounded(
+                deadline,
+                client.query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&MEMBER_CLASS, &member],
+                ),
+            )
             .await
-            .context("registering as a worker")?;
-        Ok(PartitionLease {
-            client,
-            partitions,
-            owned: BTreeSet::new(),
-        })
+            .context("registering as a worker")?
+            .get(0);
+            if joined {
+                return Ok(PartitionLease {
+                    client,
+                    partitions,
+                    owned: BTreeSet::new(),
+                    deadline,
+                });
+            }
+        }
     }
 
     pub fn owned(&self) -> &BTreeSet<i32> {
@@ -48,17 +66,18 @@ impl PartitionLease {
     /// Takes free partitions up to this worker's fair share and names the partitions above it,
     /// which the caller stops and then hands back with [`release`](Self::release).
     pub async fn rebalance(&mut self) -> anyhow::Result<Rebalance> {
-        let members: i64 = self
-            .client
-            .query_one(
+        let members: i64 = bounded(
+            self.deadline,
+            self.client.query_one(
                 "SELECT count(*) FROM pg_locks
                  WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::int4::oid
                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 &[&MEMBER_CLASS],
-            )
-            .await
-            .context("counting live workers")?
-            .get(0);
+            ),
+        )
+        .await
+        .context("counting live workers")?
+        .get(0);
         let share = fair_share(self.partitions, members);
         let mut rebalance = Rebalance::default();
         if self.owned.len() > share {
@@ -71,7 +90,7 @@ impl PartitionLease {
                 .collect();
             return Ok(rebalance);
         }
-        let start = rand::random_range(0..self.partitions);
+        let start = rand::random_range(0..self.partitions.max(1));
         for step in 0..self.partitions {
             if self.owned.len() >= share {
                 break;
@@ -80,12 +99,9 @@ impl PartitionLease {
             if self.owned.contains(&partition) {
                 continue;
             }
-            let locked: bool = self
-                .client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1, $2)",
-                    &[&PARTITION_CLASS, &partition],
-                )
+            let lock = "SELECT pg_try_advisory_lock($1, $2)";
+            let keys: [&(dyn ToSql + Sync); 2] = [&PARTITION_CLASS, &partition];
+            let locked: bool = bounded(self.deadline, self.client.query_one(lock, &keys))
                 .await
                 .context("locking a partition")?
                 .get(0);
@@ -99,16 +115,24 @@ impl PartitionLease {
 
     /// Gives a partition back; call only after its consumer has stopped.
     pub async fn release(&mut self, partition: i32) -> anyhow::Result<()> {
-        self.client
-            .execute(
-                "SELECT pg_advisory_unlock($1, $2)",
-                &[&PARTITION_CLASS, &partition],
-            )
+        let unlock = "SELECT pg_advisory_unlock($1, $2)";
+        let keys: [&(dyn ToSql + Sync); 2] = [&PARTITION_CLASS, &partition];
+        bounded(self.deadline, self.client.execute(unlock, &keys))
             .await
             .context("releasing a partition")?;
         self.owned.remove(&partition);
         Ok(())
     }
+}
+
+async fn bounded<T>(
+    deadline: Duration,
+    call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("the lease connection did not answer within {deadline:?}"))?
+        .map_err(anyhow::Error::from)
 }
 
 /// Partitions per worker, rounded up so every partition has an owner.

@@ -44,8 +44,23 @@ pub async fn run(
             }
         };
         let result = async {
-            let mut lease = PartitionLease::join(lease_client, partitions).await?;
+            let mut lease =
+                PartitionLease::join(lease_client, partitions, config.database.connect_timeout())
+                    .await?;
             loop {
+                let stopped: Vec<i32> = running
+                    .iter()
+                    .filter(|(_, consumer)| consumer.task.is_finished())
+                    .map(|(partition, _)| *partition)
+                    .collect();
+                for partition in stopped {
+                    running.remove(&partition);
+                    lease.release(partition).await?;
+                    tracing::error!(
+                        partition,
+                        "partition consumer stopped unexpectedly; released it"
+                    );
+                }
                 let rebalance = lease.rebalance().await?;
                 for partition in rebalance.to_release {
                     if let Some(consumer) = running.remove(&partition) {

@@ -129,8 +129,8 @@ impl Amount {
         if value <= BigDecimal::zero() {
             return Err(MoneyError::NotPositive);
         }
-        let (digits, scale) = value.as_bigint_and_exponent();
-        let scale = scale.max(0);
+        let (digits, exponent) = value.as_bigint_and_exponent();
+        let scale = exponent.max(0);
         if scale > AMOUNT_SCALE_MAX {
             return Err(MoneyError::TooPrecise {
                 scale,
@@ -138,7 +138,8 @@ impl Amount {
                 allowed: AMOUNT_SCALE_MAX as u8,
             });
         }
-        let integer_digits = digits.to_string().len() as i64 - scale;
+        // A negative exponent stands for trailing zeros: 1e40 has 41 integer digits.
+        let integer_digits = (digits.to_string().len() as i64 - exponent).max(0);
         if integer_digits + scale > AMOUNT_DIGITS_MAX as i64 {
             return Err(MoneyError::TooLarge);
         }
@@ -282,6 +283,9 @@ mod tests {
             Amount::parse(&"9".repeat(1_000_000)),
             Err(MoneyError::TooLarge)
         );
+        assert_eq!(Amount::parse("1e40"), Err(MoneyError::TooLarge));
+        assert_eq!(Amount::parse("1e30"), Err(MoneyError::TooLarge));
+        assert!(Amount::parse("1e29").is_ok());
         assert!(matches!(
             Amount::parse("0.000000001"),
             Err(MoneyError::TooPrecise { .. })

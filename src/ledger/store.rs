@@ -157,6 +157,27 @@ pub struct OperationRecord {
     pub processed_at: DateTime<Utc>,
 }
 
+impl Default for BatchReport {
+    fn default() -> Self {
+        BatchReport {
+            wallets: Vec::new(),
+            decided: Vec::new(),
+            duplicates: 0,
+            processed_at: DateTime::<Utc>::MIN_UTC,
+        }
+    }
+}
+
+impl BatchReport {
+    /// Adds a later report of the same partition to this one.
+    pub fn merge(&mut self, later: BatchReport) {
+        self.wallets.extend(later.wallets);
+        self.decided.extend(later.decided);
+        self.duplicates += later.duplicates;
+        self.processed_at = self.processed_at.max(later.processed_at);
+    }
+}
+
 const OPERATION_COLUMNS: &str =
     "o.id, o.wallet_id, o.type, o.amount::text, o.to_wallet_id, o.status, o.reason, \
      o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at";
@@ -300,8 +321,67 @@ pub struct Batch {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+impl Batch {
+    /// One batch per record, in offset order, together covering exactly this batch's range.
+    pub fn split(&self) -> Vec<Batch> {
+        let mut records: Vec<(i64, Option<&Operation>, Option<&DeadLetter>)> = self
+            .operations
+            .iter()
+            .map(|(offset, operation)| (*offset, Some(operation), None))
+            .chain(
+                self.dead_letters
+                    .iter()
+                    .map(|letter| (letter.offset, None, Some(letter))),
+            )
+            .collect();
+        records.sort_by_key(|(offset, _, _)| *offset);
+        let mut from_offset = self.from_offset;
+        let mut singles = Vec::with_capacity(records.len());
+        for (offset, operation, letter) in records {
+            singles.push(Batch {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                from_offset,
+                next_offset: offset + 1,
+                operations: operation
+                    .map(|operation| (offset, operation.clone()))
+                    .into_iter()
+                    .collect(),
+                dead_letters: letter.cloned().into_iter().collect(),
+            });
+            from_offset = offset + 1;
+        }
+        if let Some(last) = singles.last_mut() {
+            last.next_offset = self.next_offset;
+        }
+        singles
+    }
+
+    /// The same range with every record kept as a dead letter that names `error`.
+    pub fn rejected(&self, error: &str) -> Batch {
+        let letters = self
+            .operations
+            .iter()
+            .map(|(offset, operation)| DeadLetter {
+                offset: *offset,
+                reason: format!("REJECTED: operation {}: {error}", operation.id),
+                payload: None,
+            })
+            .chain(self.dead_letters.iter().map(|letter| DeadLetter {
+                reason: format!("REJECTED: {error}"),
+                ..letter.clone()
+            }))
+            .collect();
+        Batch {
+            operations: Vec::new(),
+            dead_letters: letters,
+            ..self.clone()
+        }
+    }
+}
+
 /// What a committed batch changed, for the cache and the logs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BatchReport {
     pub wallets: Vec<Wallet>,
     pub decided: Vec<(OperationId, WalletId, Outcome)>,
@@ -595,9 +675,10 @@ async fn write_dead_letters(
         return Ok(());
     }
     let offsets: Vec<i64> = dead_letters.iter().map(|letter| letter.offset).collect();
-    let reasons: Vec<&str> = dead_letters
+    // PostgreSQL text cannot hold NUL, and a reason may quote raw input.
+    let reasons: Vec<String> = dead_letters
         .iter()
-        .map(|letter| letter.reason.as_str())
+        .map(|letter| letter.reason.replace('\0', ""))
         .collect();
     let payloads: Vec<Option<&[u8]>> = dead_letters
         .iter()
@@ -620,4 +701,52 @@ async fn write_dead_letters(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::money::Amount;
+    use crate::ledger::types::{OperationKind, WalletId};
+
+    fn operation(n: u128) -> Operation {
+        Operation {
+            id: OperationId(Uuid::from_u128(n)),
+            wallet_id: WalletId(Uuid::from_u128(1)),
+            kind: OperationKind::Deposit,
+            amount: Amount::parse("1").unwrap(),
+            accepted_at: Utc::now(),
+            fingerprint: "f".to_owned(),
+        }
+    }
+
+    /// Proves splitting keeps every record once and the sub-batches tile the whole range.
+    #[test]
+    fn split_tiles_the_range_record_by_record() {
+        let batch = Batch {
+            topic: "t".to_owned(),
+            partition: 0,
+            from_offset: 10,
+            next_offset: 16,
+            operations: vec![(10, operation(1)), (13, operation(2))],
+            dead_letters: vec![DeadLetter {
+                offset: 12,
+                reason: "bad".to_owned(),
+                payload: None,
+            }],
+        };
+        let singles = batch.split();
+        let ranges: Vec<(i64, i64)> = singles
+            .iter()
+            .map(|single| (single.from_offset, single.next_offset))
+            .collect();
+        assert_eq!(ranges, vec![(10, 11), (11, 13), (13, 16)]);
+        assert_eq!(singles[1].dead_letters.len(), 1);
+        assert_eq!(singles[2].operations[0].1.id, operation(2).id);
+        let rejected = singles[2].rejected("boom");
+        assert!(rejected.operations.is_empty());
+        assert_eq!(rejected.dead_letters[0].offset, 13);
+        assert!(rejected.dead_letters[0].reason.contains("boom"));
+        assert_eq!((rejected.from_offset, rejected.next_offset), (13, 16));
+    }
 }
