@@ -107,10 +107,18 @@ impl PartitionConsumer {
                 continue;
             }
             let batch = self.batch(position, records);
+            let started = Instant::now();
             match self.apply(&batch, cancel).await {
                 Ok(Some(report)) => {
+                    let applied_ms = started.elapsed().as_millis() as u64;
                     position = batch.next_offset;
                     self.refresh_cache(report, &batch, stale).await;
+                    tracing::debug!(
+                        records = batch.next_offset - batch.from_offset,
+                        applied_ms,
+                        cached_ms = started.elapsed().as_millis() as u64 - applied_ms,
+                        "batch applied"
+                    );
                 }
                 Ok(None) => return Ok(()),
                 Err(StoreError::Fenced { stored, .. }) => {
