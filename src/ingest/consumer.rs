@@ -10,6 +10,7 @@ use rskafka::record::RecordAndOffset;
 use tokio_util::sync::CancellationToken;
 
 use super::codec;
+use super::reader::PartitionReader;
 use crate::cache::{Cache, CachedWallet, Marker, MarkerState};
 use crate::clock;
 use crate::config::WorkerConfig;
@@ -37,6 +38,8 @@ enum Attempt {
     Rejected(StoreError),
 }
 
+/// How long an idle partition waits before retrying cache writes that failed.
+const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Cache entries written per Redis round trip.
 const CACHE_WRITE_CHUNK: usize = 500;
 /// Statuses kept for Redis while it is unreachable; beyond this they are dropped.
@@ -92,20 +95,18 @@ impl PartitionConsumer {
         };
         tracing::info!(position, "consuming partition");
         let linger = Duration::from_millis(self.config.batch_linger_ms);
-        let mut high_watermark = i64::MAX;
+        let mut reader = self.reader(position);
         loop {
-            let Some(records) = self
-                .collect(cancel, position, linger, &mut high_watermark)
-                .await?
-            else {
-                return Ok(());
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => next?,
             };
-            if records.is_empty() {
+            let Some(records) = next else {
                 if !stale.wallets.is_empty() || !stale.outcomes.is_empty() {
                     self.flush_stale(stale).await;
                 }
                 continue;
-            }
+            };
             let batch = self.batch(position, records);
             let started = Instant::now();
             match self.apply(&batch, cancel).await {
@@ -124,66 +125,20 @@ impl PartitionConsumer {
                 Err(StoreError::Fenced { stored, .. }) => {
                     tracing::warn!(stored, "position moved by another worker; resuming from it");
                     position = stored;
+                    reader = self.reader(position);
                 }
                 Err(error) => return Err(error.into()),
             }
         }
     }
 
-    /// Fetches records from `position` until the batch is full or `linger` has passed since
-    /// the first record arrived; an empty batch when the partition is caught up and idle.
-    /// Returns None when cancelled.
-    async fn collect(
-        &self,
-        cancel: &CancellationToken,
-        position: i64,
-        linger: Duration,
-        high_watermark: &mut i64,
-    ) -> anyhow::Result<Option<Vec<RecordAndOffset>>> {
-        let mut records: Vec<RecordAndOffset> = Vec::new();
-        let mut first_at: Option<Instant> = None;
-        let mut next = position;
-        loop {
-            let full = records.len() >= self.config.batch_records_max;
-            let lingered = first_at.is_some_and(|at| at.elapsed() >= linger);
-            if full || lingered {
-                return Ok(Some(records));
-            }
-            // Some brokers (tansu) hold every fetch for its whole wait, data or not: wait
-            // briefly while records are known to be there, and longer once caught up, so an
-            // idle partition does not cost the broker a fetch every few milliseconds.
-            let wait_ms = if next < *high_watermark {
-                self.config.fetch_wait_ms
-            } else {
-                self.config.idle_fetch_wait_ms
-            };
-            let fetch = self
-                .partition
-                .fetch_records(next, 1..self.config.fetch_bytes_max, wait_ms);
-            let fetched = tokio::select! {
-                _ = cancel.cancelled() => return Ok(None),
-                fetched = tokio::time::timeout(self.request_timeout, fetch) => fetched,
-            };
-            let (fetched, watermark) =
-                fetched.map_err(|_| anyhow::anyhow!("fetch timed out"))??;
-            *high_watermark = watermark;
-            let room = self.config.batch_records_max - records.len();
-            if fetched.is_empty() && records.is_empty() && next >= *high_watermark {
-                return Ok(Some(records));
-            }
-            let from = next;
-            for record in fetched
-                .into_iter()
-                .filter(|record| record.offset >= from)
-                .take(room)
-            {
-                next = record.offset + 1;
-                records.push(record);
-            }
-            if first_at.is_none() && !records.is_empty() {
-                first_at = Some(Instant::now());
-            }
-        }
+    fn reader(&self, position: i64) -> PartitionReader {
+        PartitionReader::start(
+            self.partition.clone(),
+            position,
+            self.config.clone(),
+            self.request_timeout,
+        )
     }
 
     fn batch(&self, from_offset: i64, records: Vec<RecordAndOffset>) -> Batch {

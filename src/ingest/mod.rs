@@ -7,4 +7,5 @@ pub mod consumer;
 pub mod lease;
 pub mod partitioner;
 pub mod producer;
+pub mod reader;
 pub mod worker;
