@@ -106,13 +106,13 @@ pub struct BenchFlags {
     #[arg(long)]
     pub json: bool,
     /// Run the three standard scenarios (hot wallet; 10,000 wallets; open loop at --rate,
-    /// default 2000/s, on 1,000 wallets) and print one table
+    /// default 1000/s, on 1,000 wallets) and print one table
     #[arg(long, conflicts_with_all = ["hot", "wallets"])]
     pub standard: bool,
 }
 
 /// The open-loop rate of the standard scenarios when `--rate` is not given.
-const STANDARD_RATE_PER_S: u64 = 2_000;
+const STANDARD_RATE_PER_S: u64 = 1_000;
 
 impl BenchFlags {
     /// The scenarios to run: the one the flags describe, or with `--standard` the three
