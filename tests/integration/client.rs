@@ -114,6 +114,21 @@ impl Api {
         .await
     }
 
+    /// Submits `body`, asserts the 202 and returns the operation id.
+    pub async fn submit_accepted(&self, body: &Value) -> String {
+        let response = self.submit(body).await;
+        assert_eq!(
+            response.status,
+            StatusCode::ACCEPTED,
+            "{body} → {:?}",
+            response.body
+        );
+        response.body["operationId"]
+            .as_str()
+            .expect("operationId")
+            .to_owned()
+    }
+
     pub async fn submit(&self, body: &Value) -> Response {
         self.send(
             self.http

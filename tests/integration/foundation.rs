@@ -28,22 +28,24 @@ async fn schema_versions(url: &str) -> Vec<i32> {
         .collect()
 }
 
+fn spawn_migrate(postgres: &Postgres, broker: &Broker) -> std::process::Child {
+    wallet()
+        .arg("migrate")
+        .env("WALLET_DATABASE__URL", postgres.url())
+        .env("WALLET_KAFKA__BROKERS", broker.address())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wallet migrate starts")
+}
+
 /// Proves migrations apply to an empty server (creating the database), re-run as a no-op,
 /// and that two concurrent runs both succeed with one schema.
 #[tokio::test]
 async fn migrate_applies_once_even_when_run_concurrently() {
     let postgres = Postgres::start();
     let broker = Broker::start();
-    let run = || {
-        wallet()
-            .arg("migrate")
-            .env("WALLET_DATABASE__URL", postgres.url())
-            .env("WALLET_KAFKA__BROKERS", broker.address())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("wallet migrate starts")
-    };
+    let run = || spawn_migrate(&postgres, &broker);
     let first = run().wait_with_output().expect("first run");
     assert!(
         first.status.success(),
@@ -57,16 +59,7 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert_eq!(schema_versions(&postgres.url()).await, vec![1]);
 
     let fresh = Postgres::start();
-    let concurrent = || {
-        wallet()
-            .arg("migrate")
-            .env("WALLET_DATABASE__URL", fresh.url())
-            .env("WALLET_KAFKA__BROKERS", broker.address())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("wallet migrate starts")
-    };
+    let concurrent = || spawn_migrate(&fresh, &broker);
     let (a, b) = (concurrent(), concurrent());
     let (a, b) = (
         a.wait_with_output().expect("a"),

@@ -143,15 +143,10 @@ async fn acknowledged_order_is_applied_order() {
     let mut sent: Vec<(String, String)> = Vec::new();
     for n in 0..150 {
         let wallet = &wallets[n % wallets.len()];
-        let response = api.submit(&deposit(wallet, &format!("{}.01", n + 1))).await;
-        assert_eq!(response.status, StatusCode::ACCEPTED);
-        sent.push((
-            wallet.clone(),
-            response.body["operationId"]
-                .as_str()
-                .expect("id")
-                .to_owned(),
-        ));
+        let operation = api
+            .submit_accepted(&deposit(wallet, &format!("{}.01", n + 1)))
+            .await;
+        sent.push((wallet.clone(), operation));
     }
     for (wallet, operation) in &sent {
         api.settled(wallet, operation, SETTLE).await;
@@ -240,15 +235,8 @@ async fn worker_crash_loses_and_doubles_nothing() {
     let mut sent = Vec::new();
     for n in 0..600 {
         let wallet = &wallets[n % 2];
-        let response = api.submit(&deposit(wallet, "1.00")).await;
-        assert_eq!(response.status, StatusCode::ACCEPTED);
-        sent.push((
-            wallet.clone(),
-            response.body["operationId"]
-                .as_str()
-                .expect("id")
-                .to_owned(),
-        ));
+        let operation = api.submit_accepted(&deposit(wallet, "1.00")).await;
+        sent.push((wallet.clone(), operation));
         if n == 300 {
             system.worker.kill();
         }
