@@ -71,6 +71,8 @@ pub struct WorkerConfig {
     pub fetch_wait_ms: i32,
     pub idle_fetch_wait_ms: i32,
     pub rebalance_interval_ms: u64,
+    pub relay_batch_max: usize,
+    pub relay_idle_ms: u64,
     pub retry_backoff_max_ms: u64,
 }
 
@@ -147,6 +149,8 @@ impl Default for WorkerConfig {
             fetch_wait_ms: 10,
             idle_fetch_wait_ms: 100,
             rebalance_interval_ms: 1_000,
+            relay_batch_max: 2_000,
+            relay_idle_ms: 50,
             retry_backoff_max_ms: 5_000,
         }
     }
@@ -199,7 +203,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -244,6 +248,10 @@ impl Config {
             (
                 (0..=1_000).contains(&self.worker.idle_fetch_wait_ms),
                 "worker.idle_fetch_wait_ms must be between 0 and 1000",
+            ),
+            (
+                (1..=100_000).contains(&self.worker.relay_batch_max),
+                "worker.relay_batch_max must be between 1 and 100000",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

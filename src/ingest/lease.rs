@@ -16,11 +16,14 @@ use tokio_postgres::Client;
 /// one for "this partition is owned".
 const MEMBER_CLASS: i32 = 0x5741_4c4d;
 const PARTITION_CLASS: i32 = 0x5741_4c50;
+/// The lock whose holder runs the outbox relay.
+const RELAY_CLASS: i32 = 0x5741_4c52;
 
 pub struct PartitionLease {
     client: Client,
     partitions: i32,
     owned: BTreeSet<i32>,
+    relay: bool,
     /// Bounds every call: a half-open connection must not hang the worker.
     deadline: Duration,
 }
@@ -53,6 +56,7 @@ impl PartitionLease {
                     client,
                     partitions,
                     owned: BTreeSet::new(),
+                    relay: false,
                     deadline,
                 });
             }
@@ -111,6 +115,23 @@ impl PartitionLease {
             }
         }
         Ok(rebalance)
+    }
+
+    /// Becomes the outbox relay when no live worker is; true while this worker is it.
+    pub async fn lead_relay(&mut self) -> anyhow::Result<bool> {
+        if self.relay {
+            return Ok(true);
+        }
+        let keys: [&(dyn ToSql + Sync); 2] = [&RELAY_CLASS, &0i32];
+        self.relay = bounded(
+            self.deadline,
+            self.client
+                .query_one("SELECT pg_try_advisory_lock($1, $2)", &keys),
+        )
+        .await
+        .context("taking the relay lock")?
+        .get(0);
+        Ok(self.relay)
     }
 
     /// Gives a partition back; call only after its consumer has stopped.

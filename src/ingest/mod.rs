@@ -8,4 +8,5 @@ pub mod lease;
 pub mod partitioner;
 pub mod producer;
 pub mod reader;
+pub mod relay;
 pub mod worker;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::broker;
 use super::consumer::PartitionConsumer;
 use super::lease::PartitionLease;
+use super::relay::OutboxRelay;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::ledger::database;
@@ -32,6 +33,7 @@ pub async fn run(
         return Ok(());
     };
     let mut running: HashMap<i32, Running> = HashMap::new();
+    let mut relay: Option<Running> = None;
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         let lease_client = match database::connect(&config.database).await {
@@ -85,6 +87,24 @@ pub async fn run(
                     running.insert(partition, Running { cancel, task });
                     tracing::info!(partition, "acquired partition");
                 }
+                let relaying = relay
+                    .as_ref()
+                    .is_some_and(|running| !running.task.is_finished());
+                if !relaying && lease.lead_relay().await? {
+                    match OutboxRelay::connect(&client, &config.kafka, &config.worker, pool.clone())
+                        .await
+                    {
+                        Ok(outbox) => {
+                            let cancel = shutdown.child_token();
+                            let task = tokio::spawn(outbox.run(cancel.clone()));
+                            relay = Some(Running { cancel, task });
+                            tracing::info!("relaying the outbox");
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %format!("{error:#}"), "cannot start the outbox relay; retrying")
+                        }
+                    }
+                }
                 failures = 0;
                 if pause(&shutdown, interval).await {
                     return anyhow::Ok(());
@@ -96,11 +116,13 @@ pub async fn run(
             // partition is consumed twice for long (fencing makes it harmless meanwhile).
             tracing::warn!(error = %format!("{error:#}"), "lost the partition lease; stopping consumers");
             stop_all(&mut running).await;
+            stop(relay.take()).await;
             failures += 1;
             pause(&shutdown, interval).await;
         }
     }
     stop_all(&mut running).await;
+    stop(relay.take()).await;
     Ok(())
 }
 
@@ -141,9 +163,15 @@ async fn pause(shutdown: &CancellationToken, duration: Duration) -> bool {
     }
 }
 
+async fn stop(task: Option<Running>) {
+    if let Some(running) = task {
+        running.cancel.cancel();
+        let _ = running.task.await;
+    }
+}
+
 async fn stop_all(running: &mut HashMap<i32, Running>) {
     for (_, consumer) in running.drain() {
-        consumer.cancel.cancel();
-        let _ = consumer.task.await;
+        stop(Some(consumer)).await;
     }
 }

@@ -4,8 +4,10 @@ use anyhow::Context;
 use tokio_postgres::Client;
 
 /// Every migration, in order. A new file in `sql/` is added here with the next number.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "ledger", include_str!("../../sql/0001_ledger.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "ledger", include_str!("../../sql/0001_ledger.sql")),
+    (2, "outbox", include_str!("../../sql/0002_outbox.sql")),
+];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.
 const MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_6d67;

@@ -2,6 +2,7 @@
 //! persistence.
 
 pub mod database;
+pub mod events;
 pub mod migrate;
 pub mod money;
 pub mod rules;

@@ -10,6 +10,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::events::{self, Event};
 use super::money::{decimal_from_db, Currency};
 use super::rules;
 use super::types::{
@@ -104,13 +105,27 @@ pub async fn create_wallet(
     currency: Currency,
     now: DateTime<Utc>,
 ) -> Result<Created, StoreError> {
+    let event = events::wallet_created(id, now);
+    let payload =
+        serde_json::to_string(&event).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    // One statement, so the wallet and its WalletCreated event exist together or not at all.
     let inserted = client
         .query_opt(
-            &prepared(client, &format!(
-                "INSERT INTO wallets (id, currency, balance, version, created_at, updated_at)
-                 VALUES ($1, $2, 0, 0, $3, $3) ON CONFLICT (id) DO NOTHING RETURNING {WALLET_COLUMNS}"
-            )).await?,
-            &[&id.0, &currency.code(), &now],
+            &prepared(
+                client,
+                &format!(
+                    "WITH inserted AS (
+                         INSERT INTO wallets (id, currency, balance, version, created_at, updated_at)
+                         VALUES ($1, $2, 0, 0, $3, $3) ON CONFLICT (id) DO NOTHING RETURNING *
+                     ), event AS (
+                         INSERT INTO outbox (event_id, wallet_id, payload, created_at)
+                         SELECT $4, id, $5, $3 FROM inserted
+                     )
+                     SELECT {WALLET_COLUMNS} FROM inserted"
+                ),
+            )
+            .await?,
+            &[&id.0, &currency.code(), &now, &event.event_id, &payload],
         )
         .await?;
     match inserted {
@@ -439,6 +454,8 @@ pub async fn apply_batch(
         .map(|entry| entry.wallet_id)
         .collect();
     let wallets = write_wallets(&transaction, &states, &touched, now).await?;
+    let events = events::for_batch(&operations, &applied.outcomes, &applied.entries, now);
+    write_outbox(&transaction, &events, now).await?;
     dead_letters.extend(batch.dead_letters.iter().cloned());
     write_dead_letters(&transaction, batch, &dead_letters, now).await?;
     transaction
@@ -665,6 +682,38 @@ async fn write_wallets(
     rows.iter().map(wallet_from_row).collect()
 }
 
+async fn write_outbox(
+    client: &impl GenericClient,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+    let wallets: Vec<Uuid> = events.iter().map(|event| event.wallet_id.0).collect();
+    let payloads = events
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    // WITH ORDINALITY keeps the journal order in the ids the relay publishes by.
+    client
+        .execute(
+            &prepared(
+                client,
+                "INSERT INTO outbox (event_id, wallet_id, payload, created_at)
+                 SELECT event_id, wallet_id, payload, $4
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY AS t(event_id, wallet_id, payload, n)
+                 ORDER BY n",
+            )
+            .await?,
+            &[&ids, &wallets, &payloads, &now],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn write_dead_letters(
     client: &impl GenericClient,
     batch: &Batch,
@@ -698,6 +747,51 @@ async fn write_dead_letters(
                 &payloads,
                 &now,
             ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// An event waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub wallet_id: WalletId,
+    pub payload: String,
+}
+
+/// Locks and returns the oldest events, in the order they were written. A second relay asking
+/// meanwhile waits for this one's transaction rather than skipping ahead, which keeps every
+/// wallet's events in order.
+pub async fn oldest_events(
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let rows = client
+        .query(
+            &prepared(
+                client,
+                "SELECT id, wallet_id, payload FROM outbox ORDER BY id LIMIT $1 FOR UPDATE",
+            )
+            .await?,
+            &[&limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| OutboxRow {
+            id: row.get(0),
+            wallet_id: WalletId(row.get(1)),
+            payload: row.get(2),
+        })
+        .collect())
+}
+
+pub async fn delete_events(client: &impl GenericClient, ids: &[i64]) -> Result<(), StoreError> {
+    client
+        .execute(
+            &prepared(client, "DELETE FROM outbox WHERE id = ANY($1)").await?,
+            &[&ids],
         )
         .await?;
     Ok(())

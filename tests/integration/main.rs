@@ -4,6 +4,7 @@ mod api;
 mod bench;
 mod broker;
 mod client;
+mod events;
 mod faults;
 mod foundation;
 mod harness;

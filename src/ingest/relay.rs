@@ -1,0 +1,148 @@
+//! The outbox relay: publishes the events the batch transactions stored to the events topic,
+//! keyed by wallet, then deletes them. At least once: a crash between publishing and deleting
+//! publishes again, and consumers drop repeats by `eventId` (or by the wallet's `version`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use futures::future::try_join_all;
+use rskafka::client::partition::{Compression, PartitionClient};
+use rskafka::client::Client;
+use rskafka::record::Record;
+use tokio_util::sync::CancellationToken;
+
+use super::{broker, partitioner};
+use crate::config::{KafkaConfig, WorkerConfig};
+use crate::ledger::database;
+use crate::ledger::store::{self, OutboxRow};
+
+/// Uncompressed bytes of events per produce request.
+const RELAY_REQUEST_BYTES_MAX: usize = 256 * 1024;
+
+pub struct OutboxRelay {
+    pool: deadpool_postgres::Pool,
+    partitions: Vec<Arc<PartitionClient>>,
+    config: WorkerConfig,
+    kafka: KafkaConfig,
+}
+
+impl OutboxRelay {
+    pub async fn connect(
+        client: &Client,
+        kafka: &KafkaConfig,
+        config: &WorkerConfig,
+        pool: deadpool_postgres::Pool,
+    ) -> anyhow::Result<Self> {
+        let count = broker::partition_count(client, kafka, &kafka.events_topic).await?;
+        let mut partitions = Vec::with_capacity(count as usize);
+        for partition in 0..count {
+            partitions
+                .push(broker::partition(client, kafka, &kafka.events_topic, partition).await?);
+        }
+        Ok(OutboxRelay {
+            pool,
+            partitions,
+            config: config.clone(),
+            kafka: kafka.clone(),
+        })
+    }
+
+    /// Publishes until cancelled; pauses while the outbox is empty and backs off on errors
+    /// (the rows stay, so nothing is lost while the broker is away).
+    #[tracing::instrument(skip_all)]
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let pause = match self.publish_once().await {
+                Ok(0) => Duration::from_millis(self.config.relay_idle_ms),
+                Ok(_) => {
+                    failures = 0;
+                    continue;
+                }
+                Err(error) => {
+                    failures += 1;
+                    let delay = Duration::from_millis(
+                        (50u64 << failures.min(7)).min(self.config.retry_backoff_max_ms),
+                    );
+                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "events not published; retrying");
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One round: lock the oldest events, publish them partition by partition (in order within
+    /// each), delete them, commit. Returns how many were published.
+    async fn publish_once(&self) -> anyhow::Result<usize> {
+        let mut client = database::client(&self.pool).await?;
+        let transaction = client.transaction().await?;
+        let rows = store::oldest_events(&transaction, self.config.relay_batch_max as i64).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let count = self.partitions.len() as i32;
+        let mut by_partition: Vec<Vec<&OutboxRow>> = vec![Vec::new(); self.partitions.len()];
+        for row in &rows {
+            by_partition[partitioner::partition_for(row.wallet_id, count) as usize].push(row);
+        }
+        let publishes = by_partition
+            .iter()
+            .enumerate()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(partition, rows)| self.publish(&self.partitions[partition], rows));
+        try_join_all(publishes).await?;
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        store::delete_events(&transaction, &ids).await?;
+        transaction.commit().await?;
+        Ok(rows.len())
+    }
+
+    /// Produces `rows` to one partition in order, in large LZ4-compressed requests: the broker
+    /// pays per request and per byte, and events are read by other systems, so throughput
+    /// matters more here than the few milliseconds a large request can wait on Nagle.
+    async fn publish(
+        &self,
+        partition: &PartitionClient,
+        rows: &[&OutboxRow],
+    ) -> anyhow::Result<()> {
+        let mut request: Vec<Record> = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let record = Record {
+                key: Some(row.wallet_id.to_string().into_bytes()),
+                value: Some(row.payload.clone().into_bytes()),
+                headers: Default::default(),
+                timestamp: Utc::now(),
+            };
+            let size = record.approximate_size();
+            if bytes + size > RELAY_REQUEST_BYTES_MAX && !request.is_empty() {
+                self.produce(partition, std::mem::take(&mut request))
+                    .await?;
+                bytes = 0;
+            }
+            bytes += size;
+            request.push(record);
+        }
+        self.produce(partition, request).await
+    }
+
+    async fn produce(
+        &self,
+        partition: &PartitionClient,
+        records: Vec<Record>,
+    ) -> anyhow::Result<()> {
+        tokio::time::timeout(
+            self.kafka.request_timeout(),
+            partition.produce(records, Compression::Lz4),
+        )
+        .await
+        .context("publishing events timed out")??;
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! The events other systems learn changes from: one per operation per wallet it touched, and
+//! one per created wallet. Built here, purely, from what the rules decided; stored in the
+//! outbox by the same transaction and published by the relay.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::money::format_decimal;
+use super::types::{Entry, Operation, OperationId, OperationType, Outcome, WalletId};
+
+/// Namespace of event ids: an event's id is derived from what it describes, so it is the same
+/// however often the event is published.
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x3c1d_9a2e_7b4f_4e61_8d05_c2a9_1f7e_6b38);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventType {
+    WalletCreated,
+    OperationProcessed,
+    OperationFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub wallet_id: WalletId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<OperationId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_type: Option<OperationType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance_after: Option<String>,
+    /// The wallet's version after the event; absent only for an operation on a wallet that
+    /// does not exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterparty_wallet_id: Option<WalletId>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+pub fn wallet_created(wallet_id: WalletId, at: DateTime<Utc>) -> Event {
+    Event {
+        event_id: Uuid::new_v5(&EVENT_NAMESPACE, format!("{wallet_id}:created").as_bytes()),
+        event_type: EventType::WalletCreated,
+        wallet_id,
+        operation_id: None,
+        operation_type: None,
+        amount: None,
+        balance_after: Some("0".to_owned()),
+        version: Some(0),
+        reason: None,
+        counterparty_wallet_id: None,
+        occurred_at: at,
+    }
+}
+
+/// The events of a decided batch, in journal order: one per entry (both wallets of a
+/// processed transfer), plus one per operation on a wallet that does not exist.
+pub fn for_batch(
+    operations: &[Operation],
+    outcomes: &[Outcome],
+    entries: &[Entry],
+    at: DateTime<Utc>,
+) -> Vec<Event> {
+    let decided: HashMap<OperationId, (&Operation, &Outcome)> = operations
+        .iter()
+        .zip(outcomes)
+        .map(|(operation, outcome)| (operation.id, (operation, outcome)))
+        .collect();
+    let mut events: Vec<Event> = entries
+        .iter()
+        .filter_map(|entry| {
+            let (operation, outcome) = decided.get(&entry.operation_id)?;
+            let counterparty = match operation.kind.target() {
+                Some(target) if target == entry.wallet_id => Some(operation.wallet_id),
+                target => target,
+            };
+            Some(event(
+                operation,
+                outcome,
+                entry.wallet_id,
+                Some(entry),
+                counterparty,
+                at,
+            ))
+        })
+        .collect();
+    for (operation, outcome) in operations.iter().zip(outcomes) {
+        if let Outcome::Failed {
+            balance_after: None,
+            ..
+        } = outcome
+        {
+            events.push(event(
+                operation,
+                outcome,
+                operation.wallet_id,
+                None,
+                operation.kind.target(),
+                at,
+            ));
+        }
+    }
+    events
+}
+
+fn event(
+    operation: &Operation,
+    outcome: &Outcome,
+    wallet_id: WalletId,
+    entry: Option<&Entry>,
+    counterparty: Option<WalletId>,
+    at: DateTime<Utc>,
+) -> Event {
+    let (event_type, reason) = match outcome {
+        Outcome::Processed { .. } => (EventType::OperationProcessed, None),
+        Outcome::Failed { reason, .. } => (EventType::OperationFailed, Some(reason.as_str())),
+    };
+    Event {
+        event_id: Uuid::new_v5(
+            &EVENT_NAMESPACE,
+            format!("{}:{wallet_id}", operation.id).as_bytes(),
+        ),
+        event_type,
+        wallet_id,
+        operation_id: Some(operation.id),
+        operation_type: Some(operation.kind.operation_type()),
+        amount: Some(operation.amount.to_string()),
+        balance_after: entry.map(|entry| format_decimal(&entry.balance_after)),
+        version: entry.map(|entry| entry.version),
+        reason,
+        counterparty_wallet_id: counterparty,
+        occurred_at: at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::ledger::money::{Amount, Currency};
+    use crate::ledger::rules;
+    use crate::ledger::types::{OperationKind, WalletState};
+
+    fn wallet(n: u128) -> WalletId {
+        WalletId(Uuid::from_u128(n))
+    }
+
+    fn operation(n: u128, source: WalletId, kind: OperationKind, amount: &str) -> Operation {
+        Operation {
+            id: OperationId(Uuid::from_u128(1000 + n)),
+            wallet_id: source,
+            kind,
+            amount: Amount::parse(amount).unwrap(),
+            accepted_at: Utc::now(),
+            fingerprint: "f".to_owned(),
+        }
+    }
+
+    /// Proves a processed transfer yields one event per wallet, a failure on a missing wallet
+    /// one event without a version, and ids are stable.
+    #[test]
+    fn one_event_per_wallet_touched() {
+        let (a, b, missing) = (wallet(1), wallet(2), wallet(3));
+        let state = |balance: i64| WalletState {
+            currency: Currency::USD,
+            balance: balance.into(),
+            version: 4,
+        };
+        let mut wallets = HashMap::from([(a, state(10)), (b, state(0))]);
+        let operations = vec![
+            operation(1, a, OperationKind::Transfer { target: b }, "3"),
+            operation(2, missing, OperationKind::Deposit, "1"),
+            operation(3, b, OperationKind::Withdraw, "50"),
+        ];
+        let applied = rules::apply(&mut wallets, &operations);
+        let at = Utc::now();
+        let events = for_batch(&operations, &applied.outcomes, &applied.entries, at);
+        let summary: Vec<(WalletId, EventType, Option<i64>, Option<WalletId>)> = events
+            .iter()
+            .map(|event| {
+                (
+                    event.wallet_id,
+                    event.event_type,
+                    event.version,
+                    event.counterparty_wallet_id,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (a, EventType::OperationProcessed, Some(5), Some(b)),
+                (b, EventType::OperationProcessed, Some(5), Some(a)),
+                (b, EventType::OperationFailed, Some(6), None),
+                (missing, EventType::OperationFailed, None, None),
+            ]
+        );
+        let again = for_batch(&operations, &applied.outcomes, &applied.entries, at);
+        assert_eq!(events, again);
+        assert_ne!(events[0].event_id, events[1].event_id);
+    }
+}
