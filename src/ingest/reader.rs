@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rskafka::client::partition::PartitionClient;
+use rskafka::client::error::{Error as RskafkaError, ProtocolError};
+use rskafka::client::partition::{OffsetAt, PartitionClient};
 use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::task::JoinHandle;
@@ -125,7 +126,8 @@ async fn read(
         let fetched = match tokio::time::timeout(request_timeout, fetch).await {
             Ok(Ok((records, _high_watermark))) => records,
             Ok(Err(error)) => {
-                let _ = sender.send(Err(error.into())).await;
+                let error = explain(&partition, next, error).await;
+                let _ = sender.send(Err(error)).await;
                 return;
             }
             Err(_) => {
@@ -157,4 +159,26 @@ async fn read(
             return;
         }
     }
+}
+
+/// Says plainly when the stored position lies outside the partition: records were deleted
+/// (retention) or the topic was recreated. The consumer never skips ahead by itself; it keeps
+/// retrying and logging until an operator decides.
+async fn explain(partition: &PartitionClient, position: i64, error: RskafkaError) -> anyhow::Error {
+    let out_of_range = matches!(
+        error,
+        RskafkaError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        }
+    );
+    if !out_of_range {
+        return error.into();
+    }
+    let earliest = partition.get_offset(OffsetAt::Earliest).await.ok();
+    let latest = partition.get_offset(OffsetAt::Latest).await.ok();
+    anyhow::anyhow!(
+        "stored position {position} is outside the partition (earliest {earliest:?}, latest {latest:?}): \
+         records were deleted or the topic was recreated; not skipping any record"
+    )
 }
