@@ -112,10 +112,12 @@ impl PartitionConsumer {
             match self.apply(&batch, cancel).await {
                 Ok(Some(report)) => {
                     let applied_ms = started.elapsed().as_millis() as u64;
+                    let duplicates = report.duplicates;
                     position = batch.next_offset;
                     self.refresh_cache(report, &batch, stale).await;
                     tracing::debug!(
                         records = batch.next_offset - batch.from_offset,
+                        duplicates,
                         applied_ms,
                         cached_ms = started.elapsed().as_millis() as u64 - applied_ms,
                         "batch applied"

@@ -63,10 +63,6 @@ impl PartitionLease {
         }
     }
 
-    pub fn owned(&self) -> &BTreeSet<i32> {
-        &self.owned
-    }
-
     /// Takes free partitions up to this worker's fair share and names the partitions above it,
     /// which the caller stops and then hands back with [`release`](Self::release).
     pub async fn rebalance(&mut self) -> anyhow::Result<Rebalance> {
