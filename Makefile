@@ -4,13 +4,16 @@ SHELL := /bin/bash
 
 TOOLS := scripts/tools.sh
 NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
+# How long `make chaos` injects faults, in seconds. Exported by that target only: `wallet`
+# reads every WALLET_* variable as configuration.
+WALLET_CHAOS_SECONDS ?= 180
 
-.PHONY: help tools up down run migrate test lint fmt bench bench-smoke
+.PHONY: help tools up down run migrate test chaos lint fmt bench bench-smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-tools: ## Install PostgreSQL, Redis and tansu when missing (tansu is built once per machine)
+tools: ## Install PostgreSQL, Redis, docker-compose and tansu when missing (tansu: once per machine)
 	@$(TOOLS) services
 	@$(TOOLS) tansu >/dev/null
 
@@ -23,8 +26,9 @@ down: ## Stop what `make up` started
 migrate: up ## Create the database schema and the topics
 	cargo run --quiet -- migrate
 
-run: migrate ## Run the whole system locally (API on http://127.0.0.1:8080)
-	@echo "API: http://127.0.0.1:8080/api/v1  (Ctrl-C stops it)"
+run: migrate ## Start the local stack, migrate, run API + worker (Swagger UI on http://127.0.0.1:8080/swagger)
+	@echo "API:     http://127.0.0.1:8080/api/v1"
+	@echo "Swagger: http://127.0.0.1:8080/swagger   (Ctrl-C stops it)"
 	cargo run --quiet -- run
 
 lint: ## Formatting and clippy checks
@@ -37,6 +41,11 @@ fmt: ## Format the code
 test: tools lint ## Lint and run every test against throwaway servers
 	export TANSU_BIN="$$($(TOOLS) tansu)" PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
 	if [ -n "$(NEXTEST)" ]; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
+
+chaos: tools ## The chaos test (ignored by `make test`): faults under load for WALLET_CHAOS_SECONDS (180)
+	export TANSU_BIN="$$($(TOOLS) tansu)" PG_BIN_DIR="$$($(TOOLS) pg-bin)" WALLET_CHAOS_SECONDS="$(WALLET_CHAOS_SECONDS)"; \
+	if [ -n "$(NEXTEST)" ]; then cargo nextest run --run-ignored only -E 'test(chaos::bank)'; \
+	else cargo test --test integration -- --ignored --exact chaos::bank; fi
 
 bench: migrate ## The three standard load scenarios against the local stack, as one table
 	scripts/bench.sh standard

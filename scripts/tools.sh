@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the stack and the tests need when it is missing, and prints where it is.
-#   scripts/tools.sh services  PostgreSQL and Redis server binaries (Debian packages)
+#   scripts/tools.sh services  PostgreSQL and Redis server binaries, docker-compose (Debian packages)
 #   scripts/tools.sh tansu     the tansu broker, built once per machine and cached
 #   scripts/tools.sh pg-bin    the directory holding initdb and postgres
 set -euo pipefail
@@ -22,13 +22,22 @@ pg_bin() {
 }
 
 services() {
-  local missing=()
+  local missing=() compose=()
   pg_bin >/dev/null || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  if [ "${#missing[@]}" -gt 0 ]; then
-    echo "installing ${missing[*]}" >&2
+  # Only validates compose.yaml in the tests. Without --no-install-recommends apt would also
+  # install the docker.io engine, which nothing here runs.
+  command -v docker-compose >/dev/null 2>&1 || compose+=(docker-compose)
+  if [ "${#missing[@]}" -gt 0 ] || [ "${#compose[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} ${compose[*]}" >&2
     as_root apt-get update -qq >&2
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >&2
+  fi
+  if [ "${#compose[@]}" -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+      "${compose[@]}" >&2
   fi
 }
 
