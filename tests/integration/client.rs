@@ -138,6 +138,24 @@ impl Api {
         .await
     }
 
+    /// Submits `body` (which may carry its own `operationId`); None when the API could not
+    /// be reached.
+    pub async fn try_submit(&self, body: &Value) -> Option<Response> {
+        let request = self
+            .http
+            .post(format!("{}/api/v1/wallet", self.base))
+            .json(body);
+        self.try_send(request).await
+    }
+
+    /// Reads a balance; None when the API could not be reached.
+    pub async fn try_balance(&self, wallet: &str) -> Option<Response> {
+        let request = self
+            .http
+            .get(format!("{}/api/v1/wallets/{wallet}", self.base));
+        self.try_send(request).await
+    }
+
     pub async fn submit_with_key(&self, wallet: &str, key: &str, body: &Value) -> Response {
         self.try_submit_with_key(wallet, key, body)
             .await

@@ -144,6 +144,13 @@ impl Process {
         }
     }
 
+    /// Sends `sig` to the running process without waiting (SIGSTOP/SIGCONT: a pause).
+    pub fn send_signal(&self, sig: i32) {
+        if let Some(child) = &self.child {
+            signal(child, sig);
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => matches!(child.try_wait(), Ok(None)),
@@ -490,12 +497,15 @@ impl Stack {
 
     /// Starts `wallet serve` on a free port and waits until it listens.
     pub fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    /// Starts `wallet serve` on a free port with extra environment and waits until it listens.
+    pub fn serve_with(&self, extra: &[(&str, String)]) -> Server {
         let port = free_port();
-        let process = self.spawn_wallet(
-            &format!("serve-{port}"),
-            &["serve"],
-            &[("WALLET_HTTP__LISTEN", format!("127.0.0.1:{port}"))],
-        );
+        let mut env = vec![("WALLET_HTTP__LISTEN", format!("127.0.0.1:{port}"))];
+        env.extend(extra.iter().cloned());
+        let process = self.spawn_wallet(&format!("serve-{port}"), &["serve"], &env);
         wait_for_port(port, "wallet serve", &process.log);
         Server {
             base: format!("http://127.0.0.1:{port}"),

@@ -3,6 +3,7 @@
 mod api;
 mod bench;
 mod broker;
+mod chaos;
 mod client;
 mod events;
 mod faults;
