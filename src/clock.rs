@@ -17,3 +17,8 @@ pub fn new_operation_id() -> OperationId {
 pub fn new_wallet_id() -> WalletId {
     WalletId(Uuid::now_v7())
 }
+
+/// Names a request in logs and in the `X-Request-Id` header.
+pub fn new_request_id() -> String {
+    Uuid::now_v7().to_string()
+}

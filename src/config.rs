@@ -27,6 +27,8 @@ pub struct HttpConfig {
     pub workers: usize,
     pub history_limit_max: u32,
     pub known_wallets_max: usize,
+    pub readiness_timeout_ms: u64,
+    pub shutdown_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +76,7 @@ pub struct WorkerConfig {
     pub relay_batch_max: usize,
     pub relay_idle_ms: u64,
     pub retry_backoff_max_ms: u64,
+    pub shutdown_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +101,8 @@ impl Default for HttpConfig {
             workers: 2,
             history_limit_max: 1000,
             known_wallets_max: 1_000_000,
+            readiness_timeout_ms: 1_000,
+            shutdown_timeout_s: 10,
         }
     }
 }
@@ -152,6 +157,7 @@ impl Default for WorkerConfig {
             relay_batch_max: 2_000,
             relay_idle_ms: 50,
             retry_backoff_max_ms: 5_000,
+            shutdown_timeout_s: 10,
         }
     }
 }
@@ -203,12 +209,20 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 13] = [
+        let checks: [(bool, &str); 15] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
             ),
             (self.http.workers >= 1, "http.workers must be at least 1"),
+            (
+                (1..=60_000).contains(&self.http.readiness_timeout_ms),
+                "http.readiness_timeout_ms must be between 1 and 60000",
+            ),
+            (
+                (1..=3_600).contains(&self.worker.shutdown_timeout_s),
+                "worker.shutdown_timeout_s must be between 1 and 3600",
+            ),
             (
                 self.http.history_limit_max >= 1,
                 "http.history_limit_max must be at least 1",

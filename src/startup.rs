@@ -1,6 +1,7 @@
 //! Starting each mode from a loaded configuration.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,7 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
 
 /// `wallet serve`: runs until SIGINT or SIGTERM, then finishes in-flight requests.
 pub fn serve(config: Config) -> anyhow::Result<()> {
+    crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
         let application = build_api(&config).await?;
         tracing::info!(port = application.port, "serving the API");
@@ -58,15 +60,19 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
 /// `wallet work`: runs until SIGINT or SIGTERM, abandoning any uncommitted batch.
 pub fn work(config: Config) -> anyhow::Result<()> {
+    crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
         let (pool, cache) = connect_stores(&config).await?;
         let shutdown = shutdown_on_signal();
-        worker::run(config, pool, cache, shutdown).await
+        let deadline = Duration::from_secs(config.worker.shutdown_timeout_s);
+        let worker = tokio::spawn(worker::run(config, pool, cache, shutdown.clone()));
+        stop_within(worker, &shutdown, deadline).await
     })
 }
 
 /// `wallet run`: the API and a worker in one process.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
         let application = build_api(&config).await?;
         let (pool, cache) = connect_stores(&config).await?;
@@ -75,10 +81,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             port = application.port,
             "serving the API and applying operations"
         );
+        let deadline = Duration::from_secs(config.worker.shutdown_timeout_s);
         let worker = tokio::spawn(worker::run(config, pool, cache, shutdown.clone()));
         let served = application.server.await.context("HTTP server");
         shutdown.cancel();
-        worker.await.context("worker task")??;
+        stop_within(worker, &shutdown, deadline).await?;
         served
     })
 }
@@ -129,8 +136,30 @@ async fn build_api(config: &Config) -> anyhow::Result<Application> {
         cache,
         producer: Arc::new(producer),
         history_limit_max: config.http.history_limit_max,
+        readiness_timeout: Duration::from_millis(config.http.readiness_timeout_ms),
     };
     Application::build(&config.http, state)
+}
+
+/// Waits for the worker; once shutdown is requested it has `deadline` to stop. A batch still
+/// uncommitted then is rolled back by PostgreSQL when the process exits, and the partition
+/// leases go with the lease connection.
+async fn stop_within(
+    mut worker: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        finished = &mut worker => return finished.context("worker task")?,
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(deadline, worker).await {
+        Ok(finished) => finished.context("worker task")?,
+        Err(_) => {
+            tracing::warn!(?deadline, "the worker did not stop in time; exiting anyway");
+            Ok(())
+        }
+    }
 }
 
 fn shutdown_on_signal() -> CancellationToken {

@@ -11,35 +11,81 @@ use uuid::Uuid;
 use super::Problem;
 use crate::ledger::money::{Amount, MoneyError};
 
-/// Parses a JSON body; an empty body is allowed only when `T` can be empty (`Option`).
-pub fn json<T: DeserializeOwned>(request: &HttpRequest, bytes: &[u8]) -> Result<T, Problem> {
-    let content_type = request
+/// Rejects a body declared as anything but JSON; a body with no `Content-Type` is read as
+/// JSON, as curl users expect.
+pub fn media_type(request: &HttpRequest) -> Result<(), Problem> {
+    let declared = request
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("application/json");
-    let media_type = content_type.split(';').next().unwrap_or_default().trim();
-    if !media_type.eq_ignore_ascii_case("application/json") {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Unsupported media type",
-            format!("expected application/json, got {media_type}"),
-        ));
+        .map(|value| value.to_str().unwrap_or("(not ASCII)"));
+    let Some(declared) = declared else {
+        return Ok(());
+    };
+    let media_type = declared.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        return Ok(());
     }
+    Err(Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "Unsupported media type",
+        format!(
+            "expected application/json, got {}",
+            media_type.chars().take(64).collect::<String>()
+        ),
+    ))
+}
+
+/// Parses a JSON body; an empty body is allowed only when `T` can be empty (`Option`). A
+/// syntax error is a 400; a well-formed body with a wrong field is a 422 naming the field.
+pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let text = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"null".as_slice()
     } else {
         bytes
     };
-    serde_json::from_slice(text).map_err(|error| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_JSON",
-            "Malformed request body",
-            error.to_string(),
-        )
-    })
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let value = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|error| json_problem(&error))?;
+    deserializer
+        .end()
+        .map_err(|error| malformed(error.to_string()))?;
+    Ok(value)
+}
+
+fn malformed(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "MALFORMED_JSON",
+        "Malformed request body",
+        detail,
+    )
+}
+
+fn json_problem(error: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let inner = error.inner();
+    if !inner.is_data() {
+        return malformed(inner.to_string());
+    }
+    let message = inner.to_string();
+    let path = error.path().to_string();
+    // serde names an unknown or missing field only in its message, between backticks.
+    let quoted = message.split('`').nth(1).unwrap_or_default().to_owned();
+    let (code, field) = if message.starts_with("unknown field") {
+        ("UNKNOWN_FIELD", quoted)
+    } else if message.starts_with("missing field") {
+        ("MISSING_FIELD", quoted)
+    } else if path == "." {
+        ("INVALID_BODY", "body".to_owned())
+    } else {
+        ("INVALID_FIELD", path)
+    };
+    let detail = message
+        .split(" at line ")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Problem::invalid(code, field, detail)
 }
 
 pub fn uuid(field: &'static str, text: &str) -> Result<Uuid, Problem> {

@@ -3,17 +3,25 @@
 
 mod body;
 mod directory;
+mod extract;
+mod health;
+mod openapi;
 mod operations;
 mod problem;
+mod reply;
+mod request_log;
+mod schema;
 mod submit;
 mod wallets;
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer};
+use paperclip::actix::{web, OpenApiExt};
 
 pub use directory::WalletDirectory;
 pub use problem::Problem;
@@ -29,6 +37,7 @@ pub struct AppState {
     pub cache: Cache,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
+    pub readiness_timeout: Duration,
 }
 
 /// A bound, not yet running HTTP server; `port` is known before it runs, so tests can listen
@@ -39,6 +48,8 @@ pub struct Application {
 }
 
 impl Application {
+    /// The server stops on SIGINT or SIGTERM: it stops accepting, lets requests in flight
+    /// finish for up to `http.shutdown_timeout_s`, then returns.
     pub fn build(config: &HttpConfig, state: AppState) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(config.listen).map_err(|error| {
             anyhow::anyhow!(
@@ -47,61 +58,51 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(state);
+        let state = actix_web::web::Data::new(state);
         let body_bytes_max = config.body_bytes_max;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap_api_with_spec(openapi::frame())
                 .app_data(state.clone())
-                .app_data(web::PayloadConfig::new(body_bytes_max))
-                .app_data(web::PathConfig::default().error_handler(|error, _| {
-                    Problem::new(
-                        StatusCode::NOT_FOUND,
-                        "NOT_FOUND",
-                        "Not found",
-                        error.to_string(),
-                    )
-                    .into()
-                }))
+                .app_data(actix_web::web::PayloadConfig::new(body_bytes_max))
                 .configure(routes)
-                .default_service(web::to(not_found))
+                .with_json_spec_v3_at(openapi::SPEC_V3_PATH)
+                .with_json_spec_at(openapi::SPEC_V2_PATH)
+                .with_swagger_ui_at(openapi::SWAGGER_PATH)
+                .build()
+                .wrap(from_fn(openapi::swagger_files))
+                .wrap(problem::framework_errors())
+                .wrap(from_fn(request_log::request_log))
         })
         .workers(config.workers)
+        .shutdown_timeout(config.shutdown_timeout_s)
         .listen(listener)?
         .run();
         Ok(Application { port, server })
     }
 }
 
+/// Routes are resources so that a known path asked with another method answers 405.
 fn routes(config: &mut web::ServiceConfig) {
-    config.route("/healthz", web::get().to(healthz)).service(
-        web::scope("/api/v1")
-            .route("/wallets", web::post().to(wallets::create))
-            .route("/wallets/{wallet_id}", web::get().to(wallets::balance))
-            .route("/wallet", web::post().to(operations::submit))
-            .route(
-                "/wallets/{wallet_id}/operations",
-                web::post().to(operations::submit_for_wallet),
-            )
-            .route(
-                "/wallets/{wallet_id}/operations",
-                web::get().to(operations::history),
-            )
-            .route(
-                "/wallets/{wallet_id}/operations/{operation_id}",
-                web::get().to(operations::status),
-            ),
-    );
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-}
-
-async fn not_found() -> Result<HttpResponse, Problem> {
-    Err(Problem::new(
-        StatusCode::NOT_FOUND,
-        "ROUTE_NOT_FOUND",
-        "Not found",
-        "no such route",
-    ))
+    config
+        .service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(health::metrics)))
+        .service(
+            web::scope("/api/v1")
+                .service(web::resource("/wallets").route(web::post().to(wallets::create)))
+                .service(
+                    web::resource("/wallets/{walletId}").route(web::get().to(wallets::balance)),
+                )
+                .service(web::resource("/wallet").route(web::post().to(operations::submit)))
+                .service(
+                    web::resource("/wallets/{walletId}/operations")
+                        .route(web::post().to(operations::submit_for_wallet))
+                        .route(web::get().to(operations::history)),
+                )
+                .service(
+                    web::resource("/wallets/{walletId}/operations/{operationId}")
+                        .route(web::get().to(operations::status)),
+                ),
+        );
 }

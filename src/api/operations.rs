@@ -1,11 +1,14 @@
 //! Submitting operations and reading their status and history.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::web;
 use chrono::{DateTime, Utc};
+use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
+use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, WalletPath};
+use super::reply::{AcceptedReply, Found};
+use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
 use super::{body, wallets, AppState, Problem};
 use crate::cache::MarkerState;
@@ -14,88 +17,89 @@ use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, HistoryItem, OperationRecord};
 use crate::ledger::types::{OperationId, OperationKind, OperationStatus, OperationType, WalletId};
 
-#[derive(Debug, Deserialize)]
+/// An operation to apply to a wallet.
+#[derive(Debug, Deserialize, Apiv2Schema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SubmitOperation {
-    wallet_id: Option<String>,
+pub struct SubmitOperation {
+    /// The wallet to debit or credit; required on `POST /api/v1/wallet`, and when given on
+    /// the per-wallet route it must equal the path's.
+    wallet_id: Option<UuidText>,
+    /// DEPOSIT, WITHDRAW or TRANSFER.
+    #[openapi(example = "DEPOSIT")]
     operation_type: String,
-    amount: Box<RawValue>,
-    to_wallet_id: Option<String>,
-    operation_id: Option<String>,
+    amount: AmountText,
+    /// The wallet credited by a TRANSFER; only a TRANSFER has it.
+    to_wallet_id: Option<UuidText>,
+    /// Choose the id to make the request safe to retry (like `Idempotency-Key`).
+    operation_id: Option<UuidText>,
 }
 
-#[derive(Debug, Serialize)]
+/// An accepted operation.
+#[derive(Debug, Serialize, Apiv2Schema)]
 #[serde(rename_all = "camelCase")]
-struct AcceptedBody {
+pub struct AcceptedBody {
     operation_id: OperationId,
     wallet_id: WalletId,
     status: OperationStatus,
 }
 
-/// `POST /api/v1/wallet`: the wallet id is in the body.
+/// Submit an operation (wallet id in the body)
+///
+/// Validates the operation and hands it to the broker; a worker applies it exactly once and
+/// in order with the wallet's other operations. Poll `Location` for the outcome.
+#[api_v2_operation(tags(operations), operation_id = "submitOperation")]
 pub async fn submit(
     state: web::Data<AppState>,
-    request: HttpRequest,
-    bytes: web::Bytes,
-) -> Result<HttpResponse, Problem> {
-    respond(&state, &request, &bytes, None).await
+    key: IdempotencyKey,
+    input: JsonBody<SubmitOperation>,
+) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+    let submission = parse(input.0, key.0, None)?;
+    accepted(&state, submission).await
 }
 
-/// `POST /api/v1/wallets/{walletId}/operations`: the wallet id is in the path.
+/// Submit an operation on a wallet
+///
+/// The same as `POST /api/v1/wallet`, with the wallet named in the path.
+#[api_v2_operation(tags(operations), operation_id = "submitWalletOperation")]
 pub async fn submit_for_wallet(
     state: web::Data<AppState>,
-    request: HttpRequest,
-    path: web::Path<String>,
-    bytes: web::Bytes,
-) -> Result<HttpResponse, Problem> {
-    let wallet_id = WalletId(body::uuid("walletId", &path)?);
-    respond(&state, &request, &bytes, Some(wallet_id)).await
+    path: WalletPath,
+    key: IdempotencyKey,
+    input: JsonBody<SubmitOperation>,
+) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+    let submission = parse(input.0, key.0, Some(path.0))?;
+    accepted(&state, submission).await
 }
 
-async fn respond(
+async fn accepted(
     state: &AppState,
-    request: &HttpRequest,
-    bytes: &[u8],
-    path_wallet: Option<WalletId>,
-) -> Result<HttpResponse, Problem> {
-    let input: Option<SubmitOperation> = body::json(request, bytes)?;
-    let input = input.ok_or_else(|| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_JSON",
-            "Malformed request body",
-            "a JSON object is required",
-        )
-    })?;
-    let submission = parse(request, input, path_wallet)?;
+    submission: Submission,
+) -> Result<AcceptedReply<AcceptedBody>, Problem> {
     let Accepted {
         id,
         wallet_id,
         status,
     } = submit::accept(state, submission).await?;
-    Ok(HttpResponse::Accepted()
-        .insert_header((
-            "Location",
-            format!("/api/v1/wallets/{wallet_id}/operations/{id}"),
-        ))
-        .json(AcceptedBody {
+    Ok(AcceptedReply {
+        location: format!("/api/v1/wallets/{wallet_id}/operations/{id}"),
+        body: AcceptedBody {
             operation_id: id,
             wallet_id,
             status,
-        }))
+        },
+    })
 }
 
 fn parse(
-    request: &HttpRequest,
     input: SubmitOperation,
+    key: Option<String>,
     path_wallet: Option<WalletId>,
 ) -> Result<Submission, Problem> {
-    let body_wallet = input
-        .wallet_id
-        .as_deref()
-        .map(|text| body::uuid("walletId", text))
-        .transpose()?
-        .map(WalletId);
+    let uuid = |field: &'static str, text: Option<UuidText>| {
+        text.map(|UuidText(text)| body::uuid(field, &text))
+            .transpose()
+    };
+    let body_wallet = uuid("walletId", input.wallet_id)?.map(WalletId);
     let wallet_id = match (path_wallet, body_wallet) {
         (Some(path), Some(body)) if path != body => {
             return Err(Problem::invalid(
@@ -120,12 +124,7 @@ fn parse(
             "operationType must be DEPOSIT, WITHDRAW or TRANSFER",
         )
     })?;
-    let target = input
-        .to_wallet_id
-        .as_deref()
-        .map(|text| body::uuid("toWalletId", text))
-        .transpose()?
-        .map(WalletId);
+    let target = uuid("toWalletId", input.to_wallet_id)?.map(WalletId);
     let kind = match (operation_type, target) {
         (OperationType::Deposit, None) => OperationKind::Deposit,
         (OperationType::Withdraw, None) => OperationKind::Withdraw,
@@ -145,9 +144,9 @@ fn parse(
             ))
         }
     };
-    let amount = body::amount(&input.amount)?;
-    let id = match (input.operation_id.as_deref(), idempotency_key(request)?) {
-        (Some(text), _) => IdSource::Explicit(OperationId(body::uuid("operationId", text)?)),
+    let amount = body::amount(&input.amount.0)?;
+    let id = match (uuid("operationId", input.operation_id)?, key) {
+        (Some(id), _) => IdSource::Explicit(OperationId(id)),
         (None, Some(key)) => IdSource::IdempotencyKey(key),
         (None, None) => IdSource::Generated,
     };
@@ -159,29 +158,11 @@ fn parse(
     })
 }
 
-fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Problem> {
-    let Some(value) = request.headers().get("Idempotency-Key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(|key| key.trim().trim_matches('"'))
-        .filter(|key| !key.is_empty() && key.len() <= 255);
-    match key {
-        Some(key) => Ok(Some(key.to_owned())),
-        None => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_IDEMPOTENCY_KEY",
-            "Invalid Idempotency-Key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )),
-    }
-}
-
-#[derive(Debug, Serialize)]
+/// An operation and its outcome. While PENDING only the ids, status and `acceptedAt` are
+/// known; the rest appears once a worker has applied it.
+#[derive(Debug, Serialize, Apiv2Schema)]
 #[serde(rename_all = "camelCase")]
-struct StatusBody {
+pub struct StatusBody {
     operation_id: OperationId,
     wallet_id: WalletId,
     status: OperationStatus,
@@ -191,9 +172,13 @@ struct StatusBody {
     amount: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     to_wallet_id: Option<WalletId>,
+    /// Why a FAILED operation failed, e.g. INSUFFICIENT_FUNDS.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[openapi(example = "INSUFFICIENT_FUNDS")]
     reason: Option<String>,
+    /// The wallet's balance right after this operation.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[openapi(example = "\"90.00\"")]
     balance_after: Option<String>,
     accepted_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -221,15 +206,18 @@ impl StatusBody {
     }
 }
 
-/// `GET /api/v1/wallets/{walletId}/operations/{operationId}`: a final status from the cache,
-/// otherwise from PostgreSQL, otherwise PENDING while the marker says the broker has it.
+/// Read an operation's status
+///
+/// PENDING until a worker applies it, then PROCESSED or FAILED with `reason`. A transfer is
+/// visible from both of its wallets.
+#[api_v2_operation(tags(operations), operation_id = "getOperation")]
 pub async fn status(
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, Problem> {
-    let (wallet_text, operation_text) = path.into_inner();
-    let wallet_id = WalletId(body::uuid("walletId", &wallet_text)?);
-    let id = OperationId(body::uuid("operationId", &operation_text)?);
+    path: OperationPath,
+) -> Result<Found<StatusBody>, Problem> {
+    // A final status from the cache, otherwise from PostgreSQL, otherwise PENDING while the
+    // marker says the broker has it.
+    let OperationPath(wallet_id, id) = path;
     let not_found = || {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -254,7 +242,7 @@ pub async fn status(
         } else {
             OperationStatus::Failed
         };
-        return Ok(HttpResponse::Ok().json(StatusBody {
+        return Ok(Found(StatusBody {
             operation_id: id,
             wallet_id,
             status,
@@ -275,14 +263,14 @@ pub async fn status(
         let currency = wallets::find(&state, record.wallet_id)
             .await?
             .map(|wallet| wallet.currency);
-        return Ok(HttpResponse::Ok().json(StatusBody::from_record(&record, currency)));
+        return Ok(Found(StatusBody::from_record(&record, currency)));
     }
     // An `Accepting` marker is a request still being produced, or one whose process died
     // before producing: nothing the client was told is accepted, so nothing to show yet.
     let marker = marker
         .filter(|marker| marker.state == MarkerState::Pending)
         .ok_or_else(not_found)?;
-    Ok(HttpResponse::Ok().json(StatusBody {
+    Ok(Found(StatusBody {
         operation_id: id,
         wallet_id,
         status: OperationStatus::Pending,
@@ -296,17 +284,14 @@ pub async fn status(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
+/// One journal entry of the wallet and the operation that wrote it.
+#[derive(Debug, Serialize, Apiv2Schema)]
 #[serde(rename_all = "camelCase")]
-struct HistoryEntry {
+pub struct HistoryEntry {
+    /// The wallet's version after this entry; versions have no gaps.
     version: i64,
+    /// What the entry added to the balance (negative for a debit, 0 for a failed operation).
+    #[openapi(example = "\"-10.00\"")]
     delta: String,
     /// `balanceAfter` is this wallet's balance after the entry (the receiver's, for an
     /// incoming transfer).
@@ -314,25 +299,28 @@ struct HistoryEntry {
     operation: StatusBody,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a wallet's history, newest first.
+#[derive(Debug, Serialize, Apiv2Schema)]
 #[serde(rename_all = "camelCase")]
-struct HistoryPage {
+pub struct HistoryPage {
     items: Vec<HistoryEntry>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
     next_cursor: Option<String>,
 }
 
 const HISTORY_LIMIT_DEFAULT: u32 = 50;
 
-/// `GET /api/v1/wallets/{walletId}/operations?limit=&cursor=`: the wallet's journal, newest
-/// first. The cursor is the last version seen, so new operations never shift a page.
+/// List a wallet's operations
+///
+/// The wallet's journal, newest first, incoming transfers included. The cursor is the last
+/// version seen, so operations applied meanwhile never shift a page.
+#[api_v2_operation(tags(operations), operation_id = "listOperations")]
 pub async fn history(
     state: web::Data<AppState>,
-    path: web::Path<String>,
-    request: HttpRequest,
-) -> Result<HttpResponse, Problem> {
-    let wallet_id = WalletId(body::uuid("walletId", &path)?);
-    let query = web::Query::<HistoryQuery>::from_query(request.query_string())
-        .map_err(|error| Problem::invalid("INVALID_QUERY", "query", error.to_string()))?;
+    path: WalletPath,
+    query: HistoryParams,
+) -> Result<Found<HistoryPage>, Problem> {
+    let WalletPath(wallet_id) = path;
     let limit = match query.limit.as_deref() {
         None => HISTORY_LIMIT_DEFAULT.min(state.history_limit_max),
         Some(text) => text
@@ -388,5 +376,5 @@ pub async fn history(
             },
         )
         .collect();
-    Ok(HttpResponse::Ok().json(HistoryPage { items, next_cursor }))
+    Ok(Found(HistoryPage { items, next_cursor }))
 }

@@ -1,9 +1,20 @@
 //! RFC 9457 problem details: every error the API answers, with a stable machine `code`.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpResponse, ResponseError};
+use paperclip::actix::Apiv2Schema;
+use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw};
+use paperclip::v2::schema::{Apiv2Errors, Apiv2Schema as _};
 use serde::Serialize;
+
+use super::openapi;
 
 use crate::cache::CacheError;
 use crate::ledger::store::StoreError;
@@ -15,20 +26,33 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     /// The request field at fault, for validation errors.
-    pub field: Option<&'static str>,
+    pub field: Option<Cow<'static, str>>,
     pub retry_after_s: Option<u32>,
 }
 
-/// The wire form of a [`Problem`].
-#[derive(Serialize)]
+/// An RFC 9457 problem: `code` is stable and meant for programs, `detail` for people.
+#[derive(Serialize, Apiv2Schema)]
+#[openapi(rename = "Problem")]
 struct ProblemBody<'a> {
+    /// A URN naming the kind of problem, derived from `code`.
     #[serde(rename = "type")]
+    #[openapi(example = "urn:wallet:problem:invalid-amount")]
     problem_type: String,
+    /// Short summary of the kind of problem.
+    #[openapi(example = "Invalid request")]
     title: &'a str,
+    /// The HTTP status code.
+    #[openapi(example = "422")]
     status: u16,
+    /// What went wrong with this request.
+    #[openapi(example = "amount has more decimals than USD allows (2)")]
     detail: &'a str,
+    /// Stable machine-readable code.
+    #[openapi(example = "INVALID_AMOUNT")]
     code: &'a str,
+    /// The request field at fault, for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[openapi(example = "amount")]
     field: Option<&'a str>,
 }
 
@@ -49,12 +73,16 @@ impl Problem {
         }
     }
 
-    pub fn with_field(mut self, field: &'static str) -> Self {
-        self.field = Some(field);
+    pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.field = Some(field.into());
         self
     }
 
-    pub fn invalid(code: &'static str, field: &'static str, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        code: &'static str,
+        field: impl Into<Cow<'static, str>>,
+        detail: impl Into<String>,
+    ) -> Self {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             code,
@@ -114,9 +142,96 @@ impl ResponseError for Problem {
             status: self.status.as_u16(),
             detail: &self.detail,
             code: self.code,
-            field: self.field,
+            field: self.field.as_deref(),
         };
         response.body(serde_json::to_string(&body).unwrap_or_default())
+    }
+}
+
+/// Every route can meet a failed dependency; what else a route answers is documented by the
+/// extractors and replies it uses.
+impl Apiv2Errors for Problem {
+    fn update_error_definitions(op: &mut DefaultOperationRaw) {
+        openapi::problem(
+            op,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PostgreSQL, Redis or the broker is unavailable (`DATABASE_UNAVAILABLE`, \
+             `CACHE_UNAVAILABLE`, `BROKER_UNAVAILABLE`); `Retry-After` says when to retry",
+        );
+        openapi::problem(
+            op,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "A dependency failed in an unexpected way (`INTERNAL`)",
+        );
+    }
+
+    fn update_definitions(map: &mut BTreeMap<String, DefaultSchemaRaw>) {
+        map.insert(openapi::PROBLEM_SCHEMA.to_owned(), problem_schema());
+    }
+}
+
+pub fn problem_schema() -> DefaultSchemaRaw {
+    ProblemBody::raw_schema()
+}
+
+/// Errors actix-web answers before a handler runs (no route, wrong method) come out as plain
+/// text; this turns each into a problem so clients parse one format.
+pub fn framework_errors<B: 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|response: ServiceResponse<B>| {
+        // A JSON body is the application's own answer (a problem, or readiness's 503).
+        let is_json = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| {
+                let value = value.as_bytes();
+                value.starts_with(b"application/problem+json")
+                    || value.starts_with(b"application/json")
+            });
+        if is_json {
+            return Ok(ErrorHandlerResponse::Response(
+                response.map_into_left_body(),
+            ));
+        }
+        let status = response.status();
+        let problem = framework_problem(status, response.request().method().as_str());
+        let (request, _) = response.into_parts();
+        let replaced: ServiceResponse<EitherBody<B, BoxBody>> =
+            ServiceResponse::new(request, problem.error_response()).map_into_right_body();
+        Ok(ErrorHandlerResponse::Response(replaced))
+    })
+}
+
+fn framework_problem(status: StatusCode, method: &str) -> Problem {
+    match status {
+        StatusCode::NOT_FOUND => {
+            Problem::new(status, "ROUTE_NOT_FOUND", "Not found", "no such route")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
+            status,
+            "METHOD_NOT_ALLOWED",
+            "Method not allowed",
+            format!("this route does not answer {method}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "PAYLOAD_TOO_LARGE",
+            "Payload too large",
+            "the request body is larger than the server accepts",
+        ),
+        status if status.is_server_error() => Problem::new(
+            status,
+            "INTERNAL",
+            "Internal error",
+            "the server failed the request",
+        ),
+        status => Problem::new(
+            status,
+            "BAD_REQUEST",
+            "Bad request",
+            status
+                .canonical_reason()
+                .unwrap_or("the request was rejected"),
+        ),
     }
 }
 

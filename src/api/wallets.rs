@@ -1,9 +1,14 @@
 //! Creating wallets and reading balances.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use actix_web::web;
+use chrono::{DateTime, Utc};
+use paperclip::actix::{api_v2_operation, Apiv2Schema};
+use serde::{Deserialize, Serialize};
 
+use super::extract::{JsonBody, WalletPath};
+use super::reply::{Found, WalletReply};
+use super::schema::{CurrencyText, UuidText};
 use super::{body, AppState, Problem};
 use crate::cache::CachedWallet;
 use crate::clock;
@@ -12,34 +17,69 @@ use crate::ledger::money::Currency;
 use crate::ledger::store::{self, Created};
 use crate::ledger::types::WalletId;
 
-#[derive(Debug, Default, Deserialize)]
+/// A new wallet. The body and each field may be left out.
+#[derive(Debug, Default, Deserialize, Apiv2Schema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateWallet {
-    wallet_id: Option<String>,
-    currency: Option<String>,
+pub struct CreateWallet {
+    /// Choose the id to make creation safe to retry; a time-ordered UUID is generated
+    /// otherwise.
+    wallet_id: Option<UuidText>,
+    /// USD when left out.
+    currency: Option<CurrencyText>,
 }
 
-/// `POST /api/v1/wallets`: 201 with a new wallet, 200 when the id exists with the same
-/// currency, 409 when it exists with another.
+/// A wallet and its balance.
+#[derive(Debug, Serialize, Apiv2Schema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletBody {
+    wallet_id: WalletId,
+    currency: Currency,
+    /// Exact decimal, with the currency's decimals.
+    #[openapi(example = "\"125.50\"")]
+    balance: String,
+    /// Journal entries applied to this wallet so far; 0 for a new wallet.
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<CachedWallet> for WalletBody {
+    fn from(wallet: CachedWallet) -> Self {
+        WalletBody {
+            wallet_id: wallet.wallet_id,
+            currency: wallet.currency,
+            balance: wallet.balance,
+            version: wallet.version,
+            created_at: wallet.created_at,
+            updated_at: wallet.updated_at,
+        }
+    }
+}
+
+/// Create a wallet
+///
+/// Creates a wallet with a zero balance. Re-creating an existing id with the same currency
+/// answers the wallet (200); with another currency, a 409 problem.
+#[api_v2_operation(tags(wallets), operation_id = "createWallet")]
 pub async fn create(
     state: web::Data<AppState>,
-    request: HttpRequest,
-    bytes: web::Bytes,
-) -> Result<HttpResponse, Problem> {
-    let input: Option<CreateWallet> = body::json(&request, &bytes)?;
-    let input = input.unwrap_or_default();
-    let id = match input.wallet_id.as_deref() {
-        Some(text) => WalletId(body::uuid("walletId", text)?),
+    input: JsonBody<Option<CreateWallet>>,
+) -> Result<WalletReply<WalletBody>, Problem> {
+    let input = input.0.unwrap_or_default();
+    let id = match input.wallet_id {
+        Some(UuidText(text)) => WalletId(body::uuid("walletId", &text)?),
         None => clock::new_wallet_id(),
     };
-    let currency = match input.currency.as_deref() {
-        Some(code) => Currency::parse(code).map_err(|error| body::money_problem(&error))?,
+    let currency = match input.currency {
+        Some(CurrencyText(code)) => {
+            Currency::parse(&code).map_err(|error| body::money_problem(&error))?
+        }
         None => Currency::USD,
     };
     let client = database::client(&state.pool).await?;
-    let (status, wallet) = match store::create_wallet(&client, id, currency, clock::now()).await? {
-        Created::New(wallet) => (StatusCode::CREATED, wallet),
-        Created::Existing(wallet) if wallet.currency == currency => (StatusCode::OK, wallet),
+    let (created, wallet) = match store::create_wallet(&client, id, currency, clock::now()).await? {
+        Created::New(wallet) => (true, wallet),
+        Created::Existing(wallet) if wallet.currency == currency => (false, wallet),
         Created::Existing(wallet) => {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
@@ -57,21 +97,27 @@ pub async fn create(
     {
         tracing::warn!(%error, "cannot cache the new wallet");
     }
-    Ok(HttpResponse::build(status)
-        .insert_header(("Location", format!("/api/v1/wallets/{id}")))
-        .json(cached))
+    Ok(WalletReply {
+        created,
+        location: format!("/api/v1/wallets/{id}"),
+        body: WalletBody::from(cached),
+    })
 }
 
-/// `GET /api/v1/wallets/{walletId}`: the balance from Redis, or PostgreSQL on a miss.
+/// Read a wallet's balance
+///
+/// Served from the cache, or PostgreSQL when the cache misses. The balance includes every
+/// operation applied so far; accepted operations still PENDING are not in it yet.
+#[api_v2_operation(tags(wallets), operation_id = "getWallet")]
 pub async fn balance(
     state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
-    let id = WalletId(body::uuid("walletId", &path)?);
+    path: WalletPath,
+) -> Result<Found<WalletBody>, Problem> {
+    let WalletPath(id) = path;
     let wallet = find(&state, id)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(id))?;
-    Ok(HttpResponse::Ok().json(wallet))
+    Ok(Found(WalletBody::from(wallet)))
 }
 
 /// The wallet's currency, from this process's directory when it has seen the wallet before;
@@ -90,7 +136,14 @@ pub async fn currency(state: &AppState, id: WalletId) -> Result<Option<Currency>
 /// Looks a wallet up in the cache, falling back to PostgreSQL (and refilling the cache
 /// through its version guard) on a miss or when Redis is unavailable.
 pub async fn find(state: &AppState, id: WalletId) -> Result<Option<CachedWallet>, Problem> {
-    match state.cache.balance(id).await {
+    let lookup = state.cache.balance(id).await;
+    let result = match &lookup {
+        Ok(Some(_)) => "hit",
+        Ok(None) => "miss",
+        Err(_) => "error",
+    };
+    metrics::counter!("wallet_cache_lookups_total", "result" => result).increment(1);
+    match lookup {
         Ok(Some(wallet)) => return Ok(Some(wallet)),
         Ok(None) => {}
         Err(error) => tracing::warn!(%error, "cache read failed; reading PostgreSQL"),

@@ -102,6 +102,7 @@ impl PartitionConsumer {
                 next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => next?,
             };
             let Some(records) = next else {
+                self.record_lag(&reader, position);
                 if !stale.wallets.is_empty() || !stale.outcomes.is_empty() {
                     self.flush_stale(stale).await;
                 }
@@ -111,12 +112,18 @@ impl PartitionConsumer {
             let started = Instant::now();
             match self.apply(&batch, cancel).await {
                 Ok(Some(report)) => {
-                    let applied_ms = started.elapsed().as_millis() as u64;
+                    let applied = started.elapsed();
+                    let applied_ms = applied.as_millis() as u64;
                     let duplicates = report.duplicates;
+                    let records = batch.next_offset - batch.from_offset;
+                    metrics::histogram!("wallet_batch_operations").record(records as f64);
+                    metrics::histogram!("wallet_batch_apply_duration_seconds")
+                        .record(applied.as_secs_f64());
                     position = batch.next_offset;
+                    self.record_lag(&reader, position);
                     self.refresh_cache(report, &batch, stale).await;
                     tracing::debug!(
-                        records = batch.next_offset - batch.from_offset,
+                        records,
                         duplicates,
                         applied_ms,
                         cached_ms = started.elapsed().as_millis() as u64 - applied_ms,
@@ -132,6 +139,13 @@ impl PartitionConsumer {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// Records not yet applied: what an operator watches to see whether workers keep up.
+    fn record_lag(&self, reader: &PartitionReader, position: i64) {
+        let lag = (reader.high_watermark() - position).max(0);
+        metrics::gauge!("wallet_consumer_lag", "partition" => self.id().to_string())
+            .set(lag as f64);
     }
 
     fn reader(&self, position: i64) -> PartitionReader {

@@ -1,7 +1,7 @@
 //! Appends operations to the operations topic, one batching producer per partition so that
 //! concurrent requests share round trips.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rskafka::client::producer::aggregator::RecordAggregator;
@@ -13,6 +13,7 @@ use crate::config::KafkaConfig;
 use crate::ledger::types::Operation;
 
 pub struct OperationProducer {
+    client: rskafka::client::Client,
     partitions: Vec<BatchProducer<RecordAggregator>>,
     timeout: Duration,
 }
@@ -45,6 +46,7 @@ impl OperationProducer {
             partitions.push(producer);
         }
         Ok(OperationProducer {
+            client,
             partitions,
             timeout: config.request_timeout(),
         })
@@ -65,9 +67,23 @@ impl OperationProducer {
             timestamp: Utc::now(),
         };
         let producer = &self.partitions[partition as usize];
-        match tokio::time::timeout(self.timeout, producer.produce(record)).await {
-            Ok(result) => Ok(result?),
+        let started = Instant::now();
+        let produced = match tokio::time::timeout(self.timeout, producer.produce(record)).await {
+            Ok(result) => result.map_err(ProduceError::from),
             Err(_) => Err(ProduceError::Timeout(self.timeout)),
+        };
+        let outcome = if produced.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("wallet_produce_duration_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        produced
+    }
+
+    /// Whether the broker answers a metadata request within `deadline`.
+    pub async fn reachable(&self, deadline: Duration) -> Result<(), String> {
+        match tokio::time::timeout(deadline, self.client.list_topics()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {deadline:?}")),
         }
     }
 }

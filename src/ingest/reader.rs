@@ -2,6 +2,7 @@
 //! channel (the bound is the backpressure), and batches are cut from what it delivered, so
 //! fetching and lingering overlap with the database work instead of adding to it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ pub struct PartitionReader {
     receiver: mpsc::Receiver<anyhow::Result<Chunk>>,
     task: JoinHandle<()>,
     leftover: Option<Chunk>,
+    high_watermark: Arc<AtomicI64>,
 }
 
 impl PartitionReader {
@@ -37,12 +39,26 @@ impl PartitionReader {
         request_timeout: Duration,
     ) -> Self {
         let (sender, receiver) = mpsc::channel(CHUNKS_AHEAD_MAX);
-        let task = tokio::spawn(read(partition, position, config, request_timeout, sender));
+        let high_watermark = Arc::new(AtomicI64::new(position));
+        let task = tokio::spawn(read(
+            partition,
+            position,
+            config,
+            request_timeout,
+            sender,
+            high_watermark.clone(),
+        ));
         PartitionReader {
             receiver,
             task,
             leftover: None,
+            high_watermark,
         }
+    }
+
+    /// The offset after the partition's last record, as of the latest fetch.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Relaxed)
     }
 
     /// The next batch: at most `records_max` records, cut once `linger` has passed since the
@@ -110,6 +126,7 @@ async fn read(
     config: WorkerConfig,
     request_timeout: Duration,
     sender: mpsc::Sender<anyhow::Result<Chunk>>,
+    high_watermark: Arc<AtomicI64>,
 ) {
     let mut next = position;
     let mut idle = false;
@@ -124,7 +141,10 @@ async fn read(
         };
         let fetch = partition.fetch_records(next, 1..config.fetch_bytes_max, wait_ms);
         let fetched = match tokio::time::timeout(request_timeout, fetch).await {
-            Ok(Ok((records, _high_watermark))) => records,
+            Ok(Ok((records, watermark))) => {
+                high_watermark.store(watermark, Ordering::Relaxed);
+                records
+            }
             Ok(Err(error)) => {
                 let error = explain(&partition, next, error).await;
                 let _ = sender.send(Err(error)).await;

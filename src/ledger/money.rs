@@ -56,6 +56,13 @@ impl Currency {
             .ok_or_else(|| MoneyError::UnsupportedCurrency(text.chars().take(16).collect()))
     }
 
+    /// Every supported currency, in a stable order.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES
+            .iter()
+            .map(|&(code, minor_units)| Currency { code, minor_units })
+    }
+
     pub fn code(&self) -> &'static str {
         self.code
     }

@@ -200,13 +200,13 @@ async fn validation_errors_are_problems() {
         ),
         (
             json!({"walletId": usd, "operationType": "DEPOSIT"}),
-            400,
-            "MALFORMED_JSON",
+            422,
+            "MISSING_FIELD",
         ),
         (
             json!({"walletId": usd, "operationType": "DEPOSIT", "amount": "1", "extra": 1}),
-            400,
-            "MALFORMED_JSON",
+            422,
+            "UNKNOWN_FIELD",
         ),
         (
             json!({"walletId": usd, "operationType": "TRANSFER", "amount": "1"}),

@@ -5,6 +5,7 @@ mod bench;
 mod broker;
 mod chaos;
 mod client;
+mod contract;
 mod events;
 mod faults;
 mod foundation;

@@ -1,0 +1,123 @@
+//! How domain values appear in the OpenAPI document. The ledger types stay free of HTTP
+//! concerns; their documented shape lives here, next to the API that shows them.
+
+use paperclip::v2::models::{DataType, DataTypeFormat, DefaultSchemaRaw};
+use paperclip::v2::schema::{Apiv2Schema, TypedData};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::ledger::money::Currency;
+use crate::ledger::types::{OperationId, OperationStatus, OperationType, WalletId};
+
+impl TypedData for WalletId {
+    fn data_type() -> DataType {
+        DataType::String
+    }
+
+    fn format() -> Option<DataTypeFormat> {
+        Some(DataTypeFormat::Uuid)
+    }
+}
+
+impl TypedData for OperationId {
+    fn data_type() -> DataType {
+        DataType::String
+    }
+
+    fn format() -> Option<DataTypeFormat> {
+        Some(DataTypeFormat::Uuid)
+    }
+}
+
+fn string_enum(description: &str, values: impl Iterator<Item = &'static str>) -> DefaultSchemaRaw {
+    DefaultSchemaRaw {
+        data_type: Some(DataType::String),
+        description: Some(description.to_owned()),
+        enum_: values.map(serde_json::Value::from).collect(),
+        ..Default::default()
+    }
+}
+
+impl Apiv2Schema for Currency {
+    fn raw_schema() -> DefaultSchemaRaw {
+        string_enum(
+            "ISO 4217 code (BTC for bitcoin); fixes how many decimals an amount may have",
+            Currency::all().map(|currency| currency.code()),
+        )
+    }
+}
+
+impl Apiv2Schema for OperationStatus {
+    fn raw_schema() -> DefaultSchemaRaw {
+        let all = [
+            OperationStatus::Pending,
+            OperationStatus::Processed,
+            OperationStatus::Failed,
+        ];
+        string_enum(
+            "PENDING until a worker applies the operation, then PROCESSED or FAILED (see `reason`)",
+            all.into_iter().map(OperationStatus::as_str),
+        )
+    }
+}
+
+impl Apiv2Schema for OperationType {
+    fn raw_schema() -> DefaultSchemaRaw {
+        let all = [
+            OperationType::Deposit,
+            OperationType::Withdraw,
+            OperationType::Transfer,
+        ];
+        string_enum(
+            "DEPOSIT and WITHDRAW change one wallet; TRANSFER moves money to `toWalletId`",
+            all.into_iter().map(OperationType::as_str),
+        )
+    }
+}
+
+/// A UUID as the client sent it; handlers parse it so a bad one is answered with the name of
+/// the field.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct UuidText(pub String);
+
+impl TypedData for UuidText {
+    fn data_type() -> DataType {
+        DataType::String
+    }
+
+    fn format() -> Option<DataTypeFormat> {
+        Some(DataTypeFormat::Uuid)
+    }
+}
+
+/// An amount exactly as the client wrote it: a JSON string or number, never read as a float.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct AmountText(pub Box<RawValue>);
+
+impl Apiv2Schema for AmountText {
+    fn raw_schema() -> DefaultSchemaRaw {
+        DefaultSchemaRaw {
+            data_type: Some(DataType::String),
+            description: Some(
+                "A positive decimal, as a string (\"10.50\") or an exact JSON number (10.50), \
+                 with no more decimals than the wallet's currency allows"
+                    .to_owned(),
+            ),
+            example: Some(serde_json::Value::from("10.50")),
+            ..Default::default()
+        }
+    }
+}
+
+/// A currency code as the client sent it, parsed by the handler.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct CurrencyText(pub String);
+
+impl Apiv2Schema for CurrencyText {
+    fn raw_schema() -> DefaultSchemaRaw {
+        Currency::raw_schema()
+    }
+}
