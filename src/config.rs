@@ -77,6 +77,8 @@ pub struct WorkerConfig {
     pub relay_idle_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub shutdown_timeout_s: u64,
+    /// Where `wallet work` serves `/metrics` and `/healthz`; empty serves nothing.
+    pub metrics_listen: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +160,7 @@ impl Default for WorkerConfig {
             relay_idle_ms: 50,
             retry_backoff_max_ms: 5_000,
             shutdown_timeout_s: 10,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -209,7 +212,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 15] = [
+        let checks: [(bool, &str); 16] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -218,6 +221,11 @@ impl Config {
             (
                 (1..=60_000).contains(&self.http.readiness_timeout_ms),
                 "http.readiness_timeout_ms must be between 1 and 60000",
+            ),
+            (
+                self.worker.metrics_listen.is_empty()
+                    || self.worker.metrics_listen.parse::<SocketAddr>().is_ok(),
+                "worker.metrics_listen must be empty or an address like 0.0.0.0:9187",
             ),
             (
                 (1..=3_600).contains(&self.worker.shutdown_timeout_s),

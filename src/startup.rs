@@ -65,8 +65,21 @@ pub fn work(config: Config) -> anyhow::Result<()> {
         let (pool, cache) = connect_stores(&config).await?;
         let shutdown = shutdown_on_signal();
         let deadline = Duration::from_secs(config.worker.shutdown_timeout_s);
+        let endpoints = match config.worker.metrics_listen.as_str() {
+            "" => None,
+            listen => {
+                let server = crate::api::worker_endpoints(listen)?;
+                let handle = server.handle();
+                tokio::spawn(server);
+                Some(handle)
+            }
+        };
         let worker = tokio::spawn(worker::run(config, pool, cache, shutdown.clone()));
-        stop_within(worker, &shutdown, deadline).await
+        let stopped = stop_within(worker, &shutdown, deadline).await;
+        if let Some(endpoints) = endpoints {
+            endpoints.stop(false).await;
+        }
+        stopped
     })
 }
 

@@ -82,6 +82,32 @@ impl Application {
     }
 }
 
+/// The worker's own small HTTP server: `/metrics` and `/healthz` only. It ignores signals;
+/// the worker stops it when it stops.
+pub fn worker_endpoints(listen: &str) -> anyhow::Result<Server> {
+    let listener = TcpListener::bind(listen).map_err(|error| {
+        anyhow::anyhow!("cannot listen on {listen} (key `worker.metrics_listen`): {error}")
+    })?;
+    let server = HttpServer::new(|| {
+        App::new()
+            .route(
+                "/metrics",
+                actix_web::web::get().to(|| async { health::metrics_text() }),
+            )
+            .route(
+                "/healthz",
+                actix_web::web::get().to(|| async {
+                    actix_web::HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
 /// Routes are resources so that a known path asked with another method answers 405.
 fn routes(config: &mut web::ServiceConfig) {
     config

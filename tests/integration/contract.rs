@@ -1003,3 +1003,34 @@ async fn sigterm_under_load_loses_nothing_and_exits_cleanly() {
         "an operation was applied twice or lost"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_serves_its_own_metrics() {
+    let system = System::start(2);
+    let port = crate::harness::free_port();
+    let _observed = system.stack.spawn_wallet(
+        "work-metrics",
+        &["work"],
+        &[("WALLET_WORKER__METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    // Whichever worker owns a wallet's partition applies its deposits, so deposit to new
+    // wallets (new partitions) until this worker shows a batch.
+    let reported = eventually(Duration::from_secs(60), || async {
+        let wallet = system.api.new_wallet().await;
+        system.api.fund(&wallet, "1.00").await;
+        let Ok(response) = http.get(&url).send().await else {
+            return false;
+        };
+        let text = response.text().await.unwrap_or_default();
+        text.contains("wallet_consumer_lag{partition=")
+            && text.contains("wallet_batch_operations_bucket")
+            && text.contains("wallet_batch_apply_duration_seconds_bucket")
+    })
+    .await;
+    assert!(
+        reported,
+        "the worker's /metrics lacks batch and lag metrics"
+    );
+}
