@@ -1,14 +1,20 @@
 //! Partition ownership between `wallet work` processes, through PostgreSQL advisory locks
 //! held on one dedicated connection: when a process dies its connection closes and its
-//! partitions are free for the others. The lease only spreads work; correctness comes from the
-//! offset check in every batch transaction.
+//! partitions are free for the others. A process that is alive but silent (stopped, frozen,
+//! hung) loses them too: the server ends the session once it has been idle for the lease's
+//! lapse, and a heartbeat keeps a live process's session busy well within it. The lease only
+//! spreads work; correctness comes from the offset check in every batch transaction, which is
+//! what stops a frozen owner that wakes up after its partitions moved on.
 
 use std::collections::BTreeSet;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
@@ -20,12 +26,13 @@ const PARTITION_CLASS: i32 = 0x5741_4c50;
 const RELAY_CLASS: i32 = 0x5741_4c52;
 
 pub struct PartitionLease {
-    client: Client,
+    client: Arc<Client>,
     partitions: i32,
     owned: BTreeSet<i32>,
     relay: bool,
     /// Bounds every call: a half-open connection must not hang the worker.
     deadline: Duration,
+    heartbeat: JoinHandle<()>,
 }
 
 /// What to change after a rebalance round.
@@ -36,8 +43,17 @@ pub struct Rebalance {
 }
 
 impl PartitionLease {
-    /// Joins the group of live workers on `client`, which must be used for nothing else.
-    pub async fn join(client: Client, partitions: i32, deadline: Duration) -> anyhow::Result<Self> {
+    /// Joins the group of live workers on `client`, which must be used for nothing else. The
+    /// server ends the session, releasing every lock this worker holds, once it has heard
+    /// nothing from this process for `lapse`.
+    pub async fn join(
+        client: Client,
+        partitions: i32,
+        deadline: Duration,
+        lapse: Duration,
+    ) -> anyhow::Result<Self> {
+        expire_after(&client, deadline, lapse).await?;
+        let client = Arc::new(client);
         // Member ids are random; on the rare collision with a live worker, draw again.
         loop {
             let member = rand::random::<i32>();
@@ -52,12 +68,14 @@ impl PartitionLease {
             .context("registering as a worker")?
             .get(0);
             if joined {
+                let heartbeat = tokio::spawn(heartbeat(client.clone(), deadline, lapse / 4));
                 return Ok(PartitionLease {
                     client,
                     partitions,
                     owned: BTreeSet::new(),
                     relay: false,
                     deadline,
+                    heartbeat,
                 });
             }
         }
@@ -139,6 +157,47 @@ impl PartitionLease {
             .context("releasing a partition")?;
         self.owned.remove(&partition);
         Ok(())
+    }
+}
+
+impl Drop for PartitionLease {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// Asks the server to end the lease session after `lapse` without a statement
+/// (`idle_session_timeout`, PostgreSQL 14 and later). Older servers keep the session, so a
+/// frozen worker keeps its partitions until it resumes or dies; that is logged, not fatal.
+async fn expire_after(client: &Client, deadline: Duration, lapse: Duration) -> anyhow::Result<()> {
+    let lapse_ms = lapse.as_millis().max(1).to_string();
+    let params: [&(dyn ToSql + Sync); 1] = [&lapse_ms];
+    let set = client.query_one(
+        "SELECT set_config('idle_session_timeout', $1, false)",
+        &params,
+    );
+    match tokio::time::timeout(deadline, set).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) if error.code() == Some(&SqlState::UNDEFINED_OBJECT) => {
+            tracing::warn!(
+                "PostgreSQL has no idle_session_timeout (before 14): a frozen worker keeps its partitions until it resumes"
+            );
+            Ok(())
+        }
+        Ok(Err(error)) => Err(error).context("setting the lease lapse"),
+        Err(_) => anyhow::bail!("the lease connection did not answer within {deadline:?}"),
+    }
+}
+
+/// Keeps the lease session from lapsing while this process runs, until the session fails
+/// (the worker's next lease call then finds out and stops its consumers).
+async fn heartbeat(client: Arc<Client>, deadline: Duration, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(error) = bounded(deadline, client.simple_query("SELECT 1")).await {
+            tracing::warn!(error = %format!("{error:#}"), "lease heartbeat failed");
+            return;
+        }
     }
 }
 

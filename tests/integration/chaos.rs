@@ -25,7 +25,7 @@ use rskafka::client::ClientBuilder;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::client::Api;
+use crate::client::{Api, System};
 use crate::harness::{eventually, Process, Server, Stack};
 
 const WALLETS: usize = 100;
@@ -70,6 +70,73 @@ async fn bank_short() {
     run(Duration::from_secs(30)).await;
 }
 
+/// Proves a worker paused for longer than its lease loses its partitions to the live worker,
+/// which goes on applying operations meanwhile, and that once resumed it rejoins and nothing
+/// is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_worker_loses_its_partitions() {
+    let system = System::start(8);
+    let second = system.stack.spawn_wallet("work-2", &["work"], &[]);
+    let db = system.database().await;
+    let holdings = || async {
+        let rows = db
+            .query(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
+                   AND classid = 1463897168::oid GROUP BY pid ORDER BY count(*)",
+                &[],
+            )
+            .await
+            .expect("locks");
+        rows.iter()
+            .map(|row| row.get::<_, i64>(0))
+            .collect::<Vec<i64>>()
+    };
+    let split = eventually(Duration::from_secs(15), || async {
+        holdings().await == [4, 4]
+    })
+    .await;
+    assert!(split, "two workers hold four partitions each");
+    let api = &system.api;
+    let wallets: Vec<String> = join_all((0..16).map(|_| api.new_wallet())).await;
+    second.send_signal(libc::SIGSTOP);
+    let paused = Instant::now();
+    let took_over = eventually(Duration::from_secs(10), || async {
+        holdings().await == [8]
+    })
+    .await;
+    assert!(
+        took_over,
+        "the live worker owns all eight partitions while the other is paused: {:?}",
+        holdings().await
+    );
+    eprintln!("taken over {:?} after the pause began", paused.elapsed());
+    for wallet in &wallets {
+        api.fund(wallet, "1.00").await;
+    }
+    second.send_signal(libc::SIGCONT);
+    let rejoined = eventually(Duration::from_secs(15), || async {
+        holdings().await == [4, 4]
+    })
+    .await;
+    assert!(
+        rejoined,
+        "the resumed worker rejoins: {:?}",
+        holdings().await
+    );
+    for wallet in &wallets {
+        api.fund(wallet, "2.00").await;
+        let balance = api.balance(wallet).await;
+        assert_eq!(balance.body["balance"], "3.00", "{:?}", balance.body);
+        assert_eq!(balance.body["version"], 2, "{:?}", balance.body);
+    }
+    let stored: i64 = db
+        .query_one("SELECT count(*) FROM entries", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 32, "each deposit has exactly one entry");
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
     WorkerKill,
@@ -78,16 +145,18 @@ enum Fault {
     RedisRestart,
     RedisFlush,
     BrokerRestart,
+    BrokerKill,
     PostgresRestart,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::WorkerKill,
     Fault::WorkerPause,
     Fault::ServerKill,
     Fault::RedisRestart,
     Fault::RedisFlush,
     Fault::BrokerRestart,
+    Fault::BrokerKill,
     Fault::PostgresRestart,
 ];
 
@@ -531,7 +600,7 @@ async fn nemesis(cluster: &mut Cluster, until: Instant) -> BTreeMap<Fault, u64> 
     let pause_beyond_lease = Duration::from_millis(LEASE_MS + REBALANCE_INTERVAL_MS);
     loop {
         // Pacing the faults: this is the workload, not a synchronisation.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_200))).await;
         if Instant::now() >= until {
             break;
         }
@@ -549,7 +618,7 @@ async fn nemesis(cluster: &mut Cluster, until: Instant) -> BTreeMap<Fault, u64> 
             Fault::WorkerPause => {
                 let n = rng.random_range(0..cluster.workers.len());
                 let pause =
-                    pause_beyond_lease + Duration::from_millis(rng.random_range(500..2_500));
+                    pause_beyond_lease + Duration::from_millis(rng.random_range(500..2_000));
                 cluster.workers[n].send_signal(libc::SIGSTOP);
                 std::thread::sleep(pause);
                 cluster.workers[n].send_signal(libc::SIGCONT);
@@ -578,6 +647,12 @@ async fn nemesis(cluster: &mut Cluster, until: Instant) -> BTreeMap<Fault, u64> 
             }
             Fault::BrokerRestart => {
                 cluster.stack.broker.stop();
+                std::thread::sleep(down);
+                cluster.stack.broker.start_again();
+                format!("down {down:?}")
+            }
+            Fault::BrokerKill => {
+                cluster.stack.broker.process.kill();
                 std::thread::sleep(down);
                 cluster.stack.broker.start_again();
                 format!("down {down:?}")
