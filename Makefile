@@ -7,6 +7,8 @@ NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
 # How long `make chaos` injects faults, in seconds. Exported by that target only: `wallet`
 # reads every WALLET_* variable as configuration.
 WALLET_CHAOS_SECONDS ?= 180
+# Where `make run` listens, for the addresses it prints.
+LISTEN := $(or $(WALLET_HTTP__LISTEN),127.0.0.1:8080)
 
 .PHONY: help tools up down run migrate test chaos lint fmt bench bench-smoke
 
@@ -26,9 +28,9 @@ down: ## Stop what `make up` started
 migrate: up ## Create the database schema and the topics
 	cargo run --quiet -- migrate
 
-run: migrate ## Start the local stack, migrate, run API + worker (Swagger UI on http://127.0.0.1:8080/swagger)
-	@echo "API:     http://127.0.0.1:8080/api/v1"
-	@echo "Swagger: http://127.0.0.1:8080/swagger   (Ctrl-C stops it)"
+run: migrate ## Local stack + migrate + `wallet run`; prints the Swagger UI address (http://127.0.0.1:8080/swagger)
+	@echo "API:     http://$(LISTEN)/api/v1"
+	@echo "Swagger: http://$(LISTEN)/swagger   (Ctrl-C stops it)"
 	cargo run --quiet -- run
 
 lint: ## Formatting and clippy checks

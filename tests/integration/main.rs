@@ -10,4 +10,5 @@ mod events;
 mod faults;
 mod foundation;
 mod harness;
+mod packaging;
 mod pipeline;
