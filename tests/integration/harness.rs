@@ -467,6 +467,7 @@ impl Stack {
     /// A `wallet` command against this stack, from a directory with no `config.toml`.
     pub fn wallet_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wallet"));
+        without_inherited_config(&mut command);
         command
             .args(args)
             .current_dir(self.logs.path())
@@ -487,6 +488,7 @@ impl Stack {
         let directory = self.logs.path().to_path_buf();
         Process::spawn(name, log, move || {
             let mut command = Command::new(env!("CARGO_BIN_EXE_wallet"));
+            without_inherited_config(&mut command);
             command
                 .args(&args)
                 .current_dir(&directory)
@@ -517,6 +519,17 @@ impl Stack {
     /// Starts `wallet work`.
     pub fn work(&self, name: &str) -> Process {
         self.spawn_wallet(name, &["work"], &[])
+    }
+}
+
+/// Keeps the test's own `WALLET_*` variables (such as `WALLET_CHAOS_SECONDS`, or a developer's
+/// local settings) from a `wallet` child, which reads every one as configuration; the stack
+/// sets what the child needs.
+fn without_inherited_config(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WALLET_") {
+            command.env_remove(key);
+        }
     }
 }
 
