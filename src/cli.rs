@@ -27,6 +27,9 @@ pub enum Command {
     Migrate(MigrateFlags),
     /// Load a running system, then verify every operation was applied exactly once.
     Bench(BenchFlags),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run `serve` and `work` in one process (local development, small installs).
     Run {
         #[command(flatten)]
@@ -105,6 +108,14 @@ pub struct BenchFlags {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// API token with the read and write scopes, when the server requires one
+    #[arg(
+        long,
+        env = "WALLET_BENCH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
     /// Run the three standard scenarios (hot wallet; 10,000 wallets; open loop at --rate,
     /// default 1000/s, on 1,000 wallets) and print one table
     #[arg(long, conflicts_with_all = ["hot", "wallets"])]
@@ -131,6 +142,7 @@ impl BenchFlags {
             mix: self.mix,
             rate: self.rate.filter(|rate| *rate > 0),
             settle_timeout_s: self.settle_timeout_s,
+            token: self.token.clone(),
         };
         if !self.standard {
             return vec![base];
@@ -160,6 +172,30 @@ impl BenchFlags {
             },
         ]
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once; only its hash is stored
+    Create {
+        /// The tenant whose wallets the token may see and operate
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated scopes: read, write
+        #[arg(long, value_delimiter = ',', default_value = "read,write")]
+        scopes: Vec<String>,
+        /// A label to recognise the token by in `wallet token list`
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token by its id; every API process stops accepting it within
+    /// auth.refresh_interval_ms
+    Revoke {
+        /// The token's id, as printed by `create` and `list`
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -209,7 +245,7 @@ impl Cli {
             Command::Serve(serve) => (Some(serve), None),
             Command::Work(work) => (None, Some(work)),
             Command::Run { serve, work } => (Some(serve), Some(work)),
-            Command::Bench(_) => (None, None),
+            Command::Bench(_) | Command::Token(_) => (None, None),
             Command::Migrate(migrate) => {
                 set(
                     &mut tree,

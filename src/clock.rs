@@ -22,3 +22,7 @@ pub fn new_wallet_id() -> WalletId {
 pub fn new_request_id() -> String {
     Uuid::now_v7().to_string()
 }
+
+pub fn new_token_id() -> Uuid {
+    Uuid::now_v7()
+}

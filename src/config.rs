@@ -16,6 +16,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub kafka: KafkaConfig,
     pub worker: WorkerConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -79,6 +80,17 @@ pub struct WorkerConfig {
     pub shutdown_timeout_s: u64,
     /// Where `wallet work` serves `/metrics` and `/healthz`; empty serves nothing.
     pub metrics_listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub refresh_interval_ms: u64,
+    pub rate_limit_per_s: u32,
+    pub rate_limit_burst: u32,
+    /// Service endpoints answered without a token: `healthz`, `readyz`, `metrics`, `docs`.
+    pub public: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +177,26 @@ impl Default for WorkerConfig {
     }
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            refresh_interval_ms: 1_000,
+            rate_limit_per_s: 10_000,
+            rate_limit_burst: 20_000,
+            public: ["healthz", "readyz", "metrics", "docs"]
+                .map(str::to_owned)
+                .to_vec(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn is_public(&self, endpoint: &str) -> bool {
+        self.public.iter().any(|public| public == endpoint)
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -212,7 +244,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 16] = [
+        let checks: [(bool, &str); 19] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -226,6 +258,20 @@ impl Config {
                 self.worker.metrics_listen.is_empty()
                     || self.worker.metrics_listen.parse::<SocketAddr>().is_ok(),
                 "worker.metrics_listen must be empty or an address like 0.0.0.0:9187",
+            ),
+            (
+                (10..=60_000).contains(&self.auth.refresh_interval_ms),
+                "auth.refresh_interval_ms must be between 10 and 60000",
+            ),
+            (
+                self.auth.rate_limit_per_s >= 1 && self.auth.rate_limit_burst >= 1,
+                "auth.rate_limit_per_s and auth.rate_limit_burst must be at least 1",
+            ),
+            (
+                self.auth.public.iter().all(|endpoint| {
+                    ["healthz", "readyz", "metrics", "docs"].contains(&endpoint.as_str())
+                }),
+                "auth.public may list only healthz, readyz, metrics and docs",
             ),
             (
                 (1..=3_600).contains(&self.worker.shutdown_timeout_s),

@@ -1,6 +1,7 @@
 //! wallet: a high-load wallet service. See README.md for the architecture.
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod cache;
 pub mod cli;

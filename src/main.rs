@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Migrate(_) => wallet::startup::migrate(config),
         Command::Run { .. } => wallet::startup::run(config),
         Command::Bench(flags) => wallet::startup::bench(flags.scenarios(), flags.json),
+        Command::Token(command) => wallet::startup::token(config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, Application, WalletDirectory};
+use crate::auth::{self, Scope, TokenRegistry};
 use crate::bench::{BenchOptions, Report};
 use crate::cache::Cache;
+use crate::cli::TokenCommand;
 use crate::config::Config;
 use crate::ingest::producer::OperationProducer;
 use crate::ingest::{broker, worker};
@@ -123,6 +125,70 @@ pub fn bench(scenarios: Vec<BenchOptions>, json: bool) -> anyhow::Result<()> {
     }
 }
 
+/// `wallet token create|list|revoke`.
+pub fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = database::connect(&config.database).await.with_context(|| {
+            format!(
+                "cannot reach PostgreSQL at {}",
+                database::redact(&config.database.url)
+            )
+        })?;
+        match command {
+            TokenCommand::Create {
+                tenant,
+                scopes,
+                name,
+            } => {
+                let scopes = scopes
+                    .iter()
+                    .map(|scope| {
+                        Scope::parse(scope.trim()).ok_or_else(|| {
+                            anyhow::anyhow!("unknown scope `{scope}`: use read and/or write")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<Scope>>>()?;
+                let token = auth::create(&client, &tenant, &scopes, &name).await?;
+                eprintln!(
+                    "token {} for tenant {tenant}; it is shown only now, keep it secret:",
+                    token.id
+                );
+                println!("{}", token.secret);
+            }
+            TokenCommand::List => {
+                println!(
+                    "{:<36}  {:<16}  {:<10}  {:<20}  {:<10}  NAME",
+                    "ID", "TENANT", "SCOPES", "CREATED", "STATE"
+                );
+                for token in auth::list(&client).await? {
+                    let scopes: Vec<&str> =
+                        token.scopes.iter().map(|scope| scope.as_str()).collect();
+                    let state = match token.revoked_at {
+                        Some(_) => "revoked",
+                        None => "live",
+                    };
+                    println!(
+                        "{:<36}  {:<16}  {:<10}  {:<20}  {:<10}  {}",
+                        token.id,
+                        token.tenant,
+                        scopes.join(","),
+                        token.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        state,
+                        token.name
+                    );
+                }
+            }
+            TokenCommand::Revoke { id } => {
+                if !auth::revoke(&client, id).await? {
+                    anyhow::bail!("no live token has id {id}");
+                }
+                println!("revoked {id}");
+            }
+        }
+        Ok(())
+    })
+}
+
 async fn connect_stores(config: &Config) -> anyhow::Result<(deadpool_postgres::Pool, Cache)> {
     let pool = database::pool(&config.database)?;
     database::check(&pool, config.database.connect_timeout() * 2)
@@ -143,6 +209,23 @@ async fn connect_stores(config: &Config) -> anyhow::Result<(deadpool_postgres::P
 async fn build_api(config: &Config) -> anyhow::Result<Application> {
     let (pool, cache) = connect_stores(config).await?;
     let producer = OperationProducer::connect(&config.kafka).await?;
+    let tokens = Arc::new(TokenRegistry::new(&config.auth)?);
+    if tokens.enabled() {
+        let count = tokens
+            .reload(&pool)
+            .await
+            .context("loading the API tokens (run `wallet migrate` first)")?;
+        tracing::info!(tokens = count, "API tokens loaded");
+        let refreshed = tokens.clone();
+        let interval = Duration::from_millis(config.auth.refresh_interval_ms);
+        let pool = pool.clone();
+        tokio::spawn(async move { refreshed.refresh(pool, interval).await });
+    } else {
+        tracing::warn!(
+            "authentication is OFF (auth.enabled = false): anyone who reaches the port may \
+             read and move money, as tenant `default`"
+        );
+    }
     let state = AppState {
         pool,
         directory: WalletDirectory::new(config.http.known_wallets_max),
@@ -150,6 +233,8 @@ async fn build_api(config: &Config) -> anyhow::Result<Application> {
         producer: Arc::new(producer),
         history_limit_max: config.http.history_limit_max,
         readiness_timeout: Duration::from_millis(config.http.readiness_timeout_ms),
+        tokens,
+        public: config.auth.public.clone(),
     };
     Application::build(&config.http, state)
 }

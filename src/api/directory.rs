@@ -1,37 +1,44 @@
-//! The currencies of wallets this process has already seen. A wallet is never deleted and
-//! never changes currency, so an entry never goes stale, and validating an operation needs
-//! no round trip once its wallets are known.
+//! The currency and tenant of wallets this process has already seen. A wallet is never
+//! deleted and never changes either, so an entry never goes stale, and validating an
+//! operation needs no round trip once its wallets are known.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::ledger::money::Currency;
 use crate::ledger::types::WalletId;
 
+/// What never changes about a wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletFacts {
+    pub currency: Currency,
+    pub tenant: Arc<str>,
+}
+
 pub struct WalletDirectory {
-    currencies: Mutex<HashMap<WalletId, Currency>>,
+    wallets: Mutex<HashMap<WalletId, WalletFacts>>,
     entries_max: usize,
 }
 
 impl WalletDirectory {
     pub fn new(entries_max: usize) -> Self {
         WalletDirectory {
-            currencies: Mutex::new(HashMap::new()),
+            wallets: Mutex::new(HashMap::new()),
             entries_max,
         }
     }
 
-    pub fn currency(&self, id: WalletId) -> Option<Currency> {
-        self.currencies.lock().ok()?.get(&id).copied()
+    pub fn facts(&self, id: WalletId) -> Option<WalletFacts> {
+        self.wallets.lock().ok()?.get(&id).cloned()
     }
 
     /// Remembers a wallet; when full it starts over rather than grow without bound.
-    pub fn remember(&self, id: WalletId, currency: Currency) {
-        if let Ok(mut currencies) = self.currencies.lock() {
-            if currencies.len() >= self.entries_max {
-                currencies.clear();
+    pub fn remember(&self, id: WalletId, facts: WalletFacts) {
+        if let Ok(mut wallets) = self.wallets.lock() {
+            if wallets.len() >= self.entries_max {
+                wallets.clear();
             }
-            currencies.insert(id, currency);
+            wallets.insert(id, facts);
         }
     }
 }
@@ -46,11 +53,15 @@ mod tests {
         let ids: Vec<WalletId> = (1..=3)
             .map(|n| WalletId(uuid::Uuid::from_u128(n)))
             .collect();
-        directory.remember(ids[0], Currency::USD);
-        directory.remember(ids[1], Currency::USD);
-        assert_eq!(directory.currency(ids[0]), Some(Currency::USD));
-        directory.remember(ids[2], Currency::USD);
-        assert_eq!(directory.currency(ids[0]), None);
-        assert_eq!(directory.currency(ids[2]), Some(Currency::USD));
+        let facts = WalletFacts {
+            currency: Currency::USD,
+            tenant: Arc::from("acme"),
+        };
+        directory.remember(ids[0], facts.clone());
+        directory.remember(ids[1], facts.clone());
+        assert_eq!(directory.facts(ids[0]), Some(facts.clone()));
+        directory.remember(ids[2], facts.clone());
+        assert_eq!(directory.facts(ids[0]), None);
+        assert_eq!(directory.facts(ids[2]), Some(facts));
     }
 }

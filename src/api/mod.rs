@@ -2,6 +2,7 @@
 //! balance; operations go to Kafka and workers apply them.
 
 mod body;
+mod caller;
 mod directory;
 mod extract;
 mod health;
@@ -26,6 +27,7 @@ use paperclip::actix::{web, OpenApiExt};
 pub use directory::WalletDirectory;
 pub use problem::Problem;
 
+use crate::auth::TokenRegistry;
 use crate::cache::Cache;
 use crate::config::HttpConfig;
 use crate::ingest::producer::OperationProducer;
@@ -38,6 +40,9 @@ pub struct AppState {
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
     pub readiness_timeout: Duration,
+    pub tokens: Arc<TokenRegistry>,
+    /// Service endpoints answered without a token (`auth.public`).
+    pub public: Vec<String>,
 }
 
 /// A bound, not yet running HTTP server; `port` is known before it runs, so tests can listen
@@ -71,6 +76,7 @@ impl Application {
                 .with_swagger_ui_at(openapi::SWAGGER_PATH)
                 .build()
                 .wrap(from_fn(openapi::swagger_files))
+                .wrap(from_fn(caller::service_access))
                 .wrap(problem::framework_errors())
                 .wrap(from_fn(request_log::request_log))
         })

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
+use super::caller::Caller;
 use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, WalletPath};
 use super::reply::{AcceptedReply, Found};
 use super::schema::{AmountText, UuidText};
@@ -50,10 +51,11 @@ pub struct AcceptedBody {
 #[api_v2_operation(tags(operations), operation_id = "submitOperation")]
 pub async fn submit(
     state: web::Data<AppState>,
+    caller: Caller,
     key: IdempotencyKey,
     input: JsonBody<SubmitOperation>,
 ) -> Result<AcceptedReply<AcceptedBody>, Problem> {
-    let submission = parse(input.0, key.0, None)?;
+    let submission = parse(caller.0.tenant, input.0, key.0, None)?;
     accepted(&state, submission).await
 }
 
@@ -63,11 +65,12 @@ pub async fn submit(
 #[api_v2_operation(tags(operations), operation_id = "submitWalletOperation")]
 pub async fn submit_for_wallet(
     state: web::Data<AppState>,
+    caller: Caller,
     path: WalletPath,
     key: IdempotencyKey,
     input: JsonBody<SubmitOperation>,
 ) -> Result<AcceptedReply<AcceptedBody>, Problem> {
-    let submission = parse(input.0, key.0, Some(path.0))?;
+    let submission = parse(caller.0.tenant, input.0, key.0, Some(path.0))?;
     accepted(&state, submission).await
 }
 
@@ -91,6 +94,7 @@ async fn accepted(
 }
 
 fn parse(
+    tenant: String,
     input: SubmitOperation,
     key: Option<String>,
     path_wallet: Option<WalletId>,
@@ -151,6 +155,7 @@ fn parse(
         (None, None) => IdSource::Generated,
     };
     Ok(Submission {
+        tenant,
         wallet_id,
         kind,
         amount,
@@ -213,6 +218,7 @@ impl StatusBody {
 #[api_v2_operation(tags(operations), operation_id = "getOperation")]
 pub async fn status(
     state: web::Data<AppState>,
+    caller: Caller,
     path: OperationPath,
 ) -> Result<Found<StatusBody>, Problem> {
     // A final status from the cache, otherwise from PostgreSQL, otherwise PENDING while the
@@ -226,6 +232,12 @@ pub async fn status(
             format!("operation {id} does not exist for wallet {wallet_id}"),
         )
     };
+    if wallets::currency(&state, wallet_id, &caller.0.tenant)
+        .await?
+        .is_none()
+    {
+        return Err(not_found());
+    }
     let marker = match state.cache.marker(id).await {
         Ok(marker) => marker.filter(|marker| marker.wallet_id == wallet_id),
         Err(error) => {
@@ -317,6 +329,7 @@ const HISTORY_LIMIT_DEFAULT: u32 = 50;
 #[api_v2_operation(tags(operations), operation_id = "listOperations")]
 pub async fn history(
     state: web::Data<AppState>,
+    caller: Caller,
     path: WalletPath,
     query: HistoryParams,
 ) -> Result<Found<HistoryPage>, Problem> {
@@ -349,7 +362,7 @@ pub async fn history(
                 )
             })?,
     };
-    let wallet = wallets::find(&state, wallet_id)
+    let wallet = wallets::visible(&state, wallet_id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;

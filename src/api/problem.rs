@@ -28,6 +28,8 @@ pub struct Problem {
     /// The request field at fault, for validation errors.
     pub field: Option<Cow<'static, str>>,
     pub retry_after_s: Option<u32>,
+    /// Whether to ask for a bearer token (`WWW-Authenticate`), as every 401 must.
+    pub challenge: bool,
 }
 
 /// An RFC 9457 problem: `code` is stable and meant for programs, `detail` for people.
@@ -70,7 +72,13 @@ impl Problem {
             detail: detail.into(),
             field: None,
             retry_after_s: None,
+            challenge: false,
         }
+    }
+
+    pub fn challenging(mut self) -> Self {
+        self.challenge = true;
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
@@ -132,6 +140,9 @@ impl ResponseError for Problem {
         ));
         if let Some(seconds) = self.retry_after_s {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.challenge {
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="wallet""#));
         }
         let body = ProblemBody {
             problem_type: format!(

@@ -32,6 +32,8 @@ pub enum IdSource {
 
 /// A syntactically valid operation request, not yet checked against the wallets.
 pub struct Submission {
+    /// The caller's tenant: both wallets must belong to it.
+    pub tenant: String,
     pub wallet_id: WalletId,
     pub kind: OperationKind,
     pub amount: Amount,
@@ -105,7 +107,8 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
 }
 
 async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
-    let source = wallets::currency(state, submission.wallet_id)
+    let tenant = &submission.tenant;
+    let source = wallets::currency(state, submission.wallet_id, tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
     submission
@@ -120,13 +123,15 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
                 "a transfer needs two different wallets",
             ));
         }
-        let target_currency = wallets::currency(state, target).await?.ok_or_else(|| {
-            Problem::invalid(
-                "TARGET_WALLET_NOT_FOUND",
-                "toWalletId",
-                format!("wallet {target} does not exist"),
-            )
-        })?;
+        let target_currency = wallets::currency(state, target, tenant)
+            .await?
+            .ok_or_else(|| {
+                Problem::invalid(
+                    "TARGET_WALLET_NOT_FOUND",
+                    "toWalletId",
+                    format!("wallet {target} does not exist"),
+                )
+            })?;
         if target_currency != source {
             return Err(Problem::invalid(
                 "CURRENCY_MISMATCH",

@@ -6,6 +6,10 @@ use chrono::{DateTime, Utc};
 use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use super::caller::Caller;
+use super::directory::WalletFacts;
 use super::extract::{JsonBody, WalletPath};
 use super::reply::{Found, WalletReply};
 use super::schema::{CurrencyText, UuidText};
@@ -63,8 +67,10 @@ impl From<CachedWallet> for WalletBody {
 #[api_v2_operation(tags(wallets), operation_id = "createWallet")]
 pub async fn create(
     state: web::Data<AppState>,
+    caller: Caller,
     input: JsonBody<Option<CreateWallet>>,
 ) -> Result<WalletReply<WalletBody>, Problem> {
+    let tenant = caller.0.tenant;
     let input = input.0.unwrap_or_default();
     let id = match input.wallet_id {
         Some(UuidText(text)) => WalletId(body::uuid("walletId", &text)?),
@@ -77,8 +83,18 @@ pub async fn create(
         None => Currency::USD,
     };
     let client = database::client(&state.pool).await?;
-    let (created, wallet) = match store::create_wallet(&client, id, currency, clock::now()).await? {
+    let created = store::create_wallet(&client, id, &tenant, currency, clock::now()).await?;
+    let (created, wallet) = match created {
         Created::New(wallet) => (true, wallet),
+        // Another tenant's wallet: the id is taken, and that is all this caller learns.
+        Created::Existing(wallet) if wallet.tenant != tenant => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "WALLET_EXISTS",
+                "Wallet exists",
+                format!("wallet id {id} is taken; choose another"),
+            ))
+        }
         Created::Existing(wallet) if wallet.currency == currency => (false, wallet),
         Created::Existing(wallet) => {
             return Err(Problem::new(
@@ -111,26 +127,50 @@ pub async fn create(
 #[api_v2_operation(tags(wallets), operation_id = "getWallet")]
 pub async fn balance(
     state: web::Data<AppState>,
+    caller: Caller,
     path: WalletPath,
 ) -> Result<Found<WalletBody>, Problem> {
     let WalletPath(id) = path;
-    let wallet = find(&state, id)
+    let wallet = visible(&state, id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(id))?;
     Ok(Found(WalletBody::from(wallet)))
 }
 
-/// The wallet's currency, from this process's directory when it has seen the wallet before;
-/// None when the wallet does not exist.
-pub async fn currency(state: &AppState, id: WalletId) -> Result<Option<Currency>, Problem> {
-    if let Some(currency) = state.directory.currency(id) {
-        return Ok(Some(currency));
-    }
-    let wallet = find(state, id).await?;
-    if let Some(wallet) = &wallet {
-        state.directory.remember(id, wallet.currency);
-    }
-    Ok(wallet.map(|wallet| wallet.currency))
+/// The wallet, when it exists and belongs to `tenant`; another tenant's wallet is answered
+/// exactly as a missing one.
+pub async fn visible(
+    state: &AppState,
+    id: WalletId,
+    tenant: &str,
+) -> Result<Option<CachedWallet>, Problem> {
+    Ok(find(state, id)
+        .await?
+        .filter(|wallet| wallet.tenant == tenant))
+}
+
+/// The wallet's currency when it exists and belongs to `tenant`, from this process's
+/// directory when it has seen the wallet before.
+pub async fn currency(
+    state: &AppState,
+    id: WalletId,
+    tenant: &str,
+) -> Result<Option<Currency>, Problem> {
+    let facts = match state.directory.facts(id) {
+        Some(facts) => facts,
+        None => {
+            let Some(wallet) = find(state, id).await? else {
+                return Ok(None);
+            };
+            let facts = WalletFacts {
+                currency: wallet.currency,
+                tenant: Arc::from(wallet.tenant),
+            };
+            state.directory.remember(id, facts.clone());
+            facts
+        }
+    };
+    Ok((*facts.tenant == *tenant).then_some(facts.currency))
 }
 
 /// Looks a wallet up in the cache, falling back to PostgreSQL (and refilling the cache

@@ -35,8 +35,16 @@ pub struct Load {
     pub elapsed: Duration,
 }
 
-pub fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
+pub fn client(connections: usize, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(connections)
         .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))

@@ -27,10 +27,11 @@ pub struct BenchOptions {
     pub mix: Mix,
     pub rate: Option<u64>,
     pub settle_timeout_s: u64,
+    pub token: Option<String>,
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
-    let http = load::client(options.connections)?;
+    let http = load::client(options.connections, options.token.as_deref())?;
     let wallets = Arc::new(load::setup(&http, &options, options.wallets).await?);
     let counters = Arc::new(progress::Counters::default());
     let progress =

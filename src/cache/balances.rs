@@ -14,6 +14,7 @@ use crate::ledger::types::WalletId;
 #[serde(rename_all = "camelCase")]
 pub struct CachedWallet {
     pub wallet_id: WalletId,
+    pub tenant: String,
     pub currency: Currency,
     pub balance: String,
     pub version: i64,
@@ -25,6 +26,7 @@ impl From<&Wallet> for CachedWallet {
     fn from(wallet: &Wallet) -> Self {
         CachedWallet {
             wallet_id: wallet.id,
+            tenant: wallet.tenant.clone(),
             currency: wallet.currency,
             balance: wallet.currency.format(&wallet.balance),
             version: wallet.version,

@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "ledger", include_str!("../../sql/0001_ledger.sql")),
     (2, "outbox", include_str!("../../sql/0002_outbox.sql")),
+    (3, "auth", include_str!("../../sql/0003_auth.sql")),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

@@ -68,6 +68,8 @@ async fn prepared(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wallet {
     pub id: WalletId,
+    /// Who may see and operate the wallet: the tenant of the token that created it.
+    pub tenant: String,
     pub currency: Currency,
     pub balance: BigDecimal,
     pub version: i64,
@@ -81,7 +83,7 @@ pub enum Created {
     Existing(Wallet),
 }
 
-const WALLET_COLUMNS: &str = "id, currency, balance::text, version, created_at, updated_at";
+const WALLET_COLUMNS: &str = "id, currency, balance::text, version, created_at, updated_at, tenant";
 
 fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
     let currency: String = row.get(1);
@@ -95,6 +97,7 @@ fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
         version: row.get(3),
         created_at: row.get(4),
         updated_at: row.get(5),
+        tenant: row.get(6),
     })
 }
 
@@ -102,6 +105,7 @@ fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
 pub async fn create_wallet(
     client: &impl GenericClient,
     id: WalletId,
+    tenant: &str,
     currency: Currency,
     now: DateTime<Utc>,
 ) -> Result<Created, StoreError> {
@@ -115,8 +119,8 @@ pub async fn create_wallet(
                 client,
                 &format!(
                     "WITH inserted AS (
-                         INSERT INTO wallets (id, currency, balance, version, created_at, updated_at)
-                         VALUES ($1, $2, 0, 0, $3, $3) ON CONFLICT (id) DO NOTHING RETURNING *
+                         INSERT INTO wallets (id, currency, balance, version, created_at, updated_at, tenant)
+                         VALUES ($1, $2, 0, 0, $3, $3, $6) ON CONFLICT (id) DO NOTHING RETURNING *
                      ), event AS (
                          INSERT INTO outbox (event_id, wallet_id, payload, created_at)
                          SELECT $4, id, $5, $3 FROM inserted
@@ -125,7 +129,7 @@ pub async fn create_wallet(
                 ),
             )
             .await?,
-            &[&id.0, &currency.code(), &now, &event.event_id, &payload],
+            &[&id.0, &currency.code(), &now, &event.event_id, &payload, &tenant],
         )
         .await?;
     match inserted {
@@ -675,7 +679,7 @@ async fn write_wallets(
             &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
              FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
              WHERE w.id = t.id
-             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at").await?,
+             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant").await?,
             &[&ids, &balances, &versions, &now],
         )
         .await?;

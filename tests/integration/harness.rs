@@ -461,6 +461,8 @@ impl Stack {
             ("WALLET_WORKER__BATCH_LINGER_MS".into(), "20".into()),
             ("WALLET_WORKER__REBALANCE_INTERVAL_MS".into(), "250".into()),
             ("WALLET_LOG__LEVEL".into(), "info,wallet=debug".into()),
+            // Tokens are the subject of the auth tests, which turn this back on.
+            ("WALLET_AUTH__ENABLED".into(), "false".into()),
         ]
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL, Redis and tansu started by the harness.
 
 mod api;
+mod auth;
 mod bench;
 mod broker;
 mod chaos;

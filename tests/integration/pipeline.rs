@@ -325,6 +325,7 @@ async fn stale_cache_writes_are_ignored() {
     let now = chrono::Utc::now();
     let entry = |version: i64, balance: &str| wallet::cache::CachedWallet {
         wallet_id: wallet::ledger::types::WalletId(uuid::Uuid::nil()),
+        tenant: "default".to_owned(),
         currency: wallet::ledger::money::Currency::USD,
         balance: balance.to_owned(),
         version,

@@ -1,0 +1,642 @@
+//! Tokens, scopes and tenants: nobody gets in where they do not belong.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::harness::{eventually, Server, Stack};
+
+/// Serves with authentication on; tokens are reloaded every `refresh_ms`.
+fn secured(stack: &Stack, extra: &[(&str, String)]) -> Server {
+    let mut env = vec![
+        ("WALLET_AUTH__ENABLED", "true".to_owned()),
+        ("WALLET_AUTH__REFRESH_INTERVAL_MS", "200".to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    stack.serve_with(&env)
+}
+
+fn wallet_cli(stack: &Stack, args: &[&str]) -> String {
+    let output = stack.wallet_command(args).output().expect("wallet runs");
+    assert!(
+        output.status.success(),
+        "wallet {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A token of `tenant` with `scopes`, as `wallet token create` prints it.
+fn token(stack: &Stack, tenant: &str, scopes: &str) -> String {
+    let secret = wallet_cli(
+        stack,
+        &[
+            "token", "create", "--tenant", tenant, "--scopes", scopes, "--name", "test",
+        ],
+    );
+    assert!(secret.starts_with("wlt_") && secret.len() >= 40, "{secret}");
+    secret
+}
+
+fn token_id(stack: &Stack, tenant: &str) -> String {
+    let listing = wallet_cli(stack, &["token", "list"]);
+    listing
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some(tenant))
+        .and_then(|line| line.split_whitespace().next())
+        .expect("the token is listed")
+        .to_owned()
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+    challenge: Option<String>,
+    retry_after: Option<String>,
+}
+
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut request = http.request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the API answers");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let status = response.status();
+    let challenge = header("www-authenticate");
+    let retry_after = header("retry-after");
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        challenge,
+        retry_after,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_answers_each_kind_of_caller_as_documented() {
+    let stack = Stack::start(2);
+    let server = secured(&stack, &[]);
+    let _worker = stack.work("work-1");
+    let http = reqwest::Client::new();
+    let base = server.base.clone();
+    let owner = token(&stack, "acme", "read,write");
+    let reader = token(&stack, "acme", "read");
+    let writer = token(&stack, "acme", "write");
+    let stranger = token(&stack, "globex", "read,write");
+    let revoked = token(&stack, "initech", "read,write");
+    wallet_cli(&stack, &["token", "revoke", &token_id(&stack, "initech")]);
+    // Tokens made after the server started count once it has reloaded them.
+    let loaded = eventually(Duration::from_secs(5), || async {
+        let stranger_works = call(
+            &http,
+            &base,
+            Method::POST,
+            "/api/v1/wallets",
+            Some(&stranger),
+            None,
+        )
+        .await
+        .status
+            == StatusCode::CREATED;
+        let revoked_refused = call(
+            &http,
+            &base,
+            Method::POST,
+            "/api/v1/wallets",
+            Some(&revoked),
+            None,
+        )
+        .await
+        .status
+            == StatusCode::UNAUTHORIZED;
+        stranger_works && revoked_refused
+    })
+    .await;
+    assert!(loaded, "the new tokens were not loaded");
+
+    let created = call(
+        &http,
+        &base,
+        Method::POST,
+        "/api/v1/wallets",
+        Some(&owner),
+        None,
+    )
+    .await;
+    let wallet = created.body["walletId"]
+        .as_str()
+        .expect("walletId")
+        .to_owned();
+    let theirs = call(
+        &http,
+        &base,
+        Method::POST,
+        "/api/v1/wallets",
+        Some(&stranger),
+        None,
+    )
+    .await;
+    let their_wallet = theirs.body["walletId"]
+        .as_str()
+        .expect("walletId")
+        .to_owned();
+    let deposit = json!({"walletId": wallet, "operationType": "DEPOSIT", "amount": "10.00"});
+    let accepted = call(
+        &http,
+        &base,
+        Method::POST,
+        "/api/v1/wallet",
+        Some(&owner),
+        Some(deposit.clone()),
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
+    let operation = accepted.body["operationId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    struct Route {
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        success: StatusCode,
+        hidden: (StatusCode, &'static str),
+    }
+    let operations = format!("/api/v1/wallets/{wallet}/operations");
+    let routes = [
+        Route {
+            method: Method::POST,
+            path: "/api/v1/wallets".to_owned(),
+            body: Some(json!({"walletId": wallet})),
+            success: StatusCode::OK,
+            hidden: (StatusCode::CONFLICT, "WALLET_EXISTS"),
+        },
+        Route {
+            method: Method::GET,
+            path: format!("/api/v1/wallets/{wallet}"),
+            body: None,
+            success: StatusCode::OK,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/wallet".to_owned(),
+            body: Some(deposit.clone()),
+            success: StatusCode::ACCEPTED,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::POST,
+            path: operations.clone(),
+            body: Some(json!({"operationType": "DEPOSIT", "amount": "1.00"})),
+            success: StatusCode::ACCEPTED,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::GET,
+            path: operations.clone(),
+            body: None,
+            success: StatusCode::OK,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::GET,
+            path: format!("{operations}/{operation}"),
+            body: None,
+            success: StatusCode::OK,
+            hidden: (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
+        },
+    ];
+    let mut failures = Vec::new();
+    for route in &routes {
+        let wrong_scope = if route.method == Method::GET {
+            &writer
+        } else {
+            &reader
+        };
+        let callers: [(&str, Option<&str>, StatusCode, &str); 6] = [
+            (
+                "no token",
+                None,
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+            ),
+            (
+                "bad token",
+                Some("wlt_not-a-real-token"),
+                StatusCode::UNAUTHORIZED,
+                "INVALID_TOKEN",
+            ),
+            (
+                "revoked token",
+                Some(&revoked),
+                StatusCode::UNAUTHORIZED,
+                "INVALID_TOKEN",
+            ),
+            (
+                "wrong scope",
+                Some(wrong_scope),
+                StatusCode::FORBIDDEN,
+                "INSUFFICIENT_SCOPE",
+            ),
+            (
+                "other tenant",
+                Some(&stranger),
+                route.hidden.0,
+                route.hidden.1,
+            ),
+            ("right token", Some(&owner), route.success, ""),
+        ];
+        for (who, token, status, code) in callers {
+            let answer = call(
+                &http,
+                &base,
+                route.method.clone(),
+                &route.path,
+                token,
+                route.body.clone(),
+            )
+            .await;
+            let got_code = answer.body["code"].as_str().unwrap_or_default();
+            if answer.status != status || got_code != code {
+                failures.push(format!(
+                    "{} {} as {who}: expected {status} {code}, got {} {}",
+                    route.method, route.path, answer.status, answer.body
+                ));
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && answer
+                    .challenge
+                    .as_deref()
+                    .is_none_or(|c| !c.starts_with("Bearer"))
+            {
+                failures.push(format!(
+                    "{} {} as {who}: no WWW-Authenticate: Bearer",
+                    route.method, route.path
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A missing wallet and another tenant's answer alike, to the byte but for the id.
+    let missing = uuid::Uuid::new_v4().to_string();
+    let absent = call(
+        &http,
+        &base,
+        Method::GET,
+        &format!("/api/v1/wallets/{missing}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    let hidden = call(
+        &http,
+        &base,
+        Method::GET,
+        &format!("/api/v1/wallets/{their_wallet}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(absent.status, hidden.status);
+    assert_eq!(
+        absent.body["detail"]
+            .as_str()
+            .map(|d| d.replace(&missing, "ID")),
+        hidden.body["detail"]
+            .as_str()
+            .map(|d| d.replace(&their_wallet, "ID"))
+    );
+    let across = call(
+        &http,
+        &base,
+        Method::POST,
+        &operations,
+        Some(&owner),
+        Some(json!({"operationType": "TRANSFER", "amount": "1.00", "toWalletId": their_wallet})),
+    )
+    .await;
+    assert_eq!(across.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(across.body["code"], "TARGET_WALLET_NOT_FOUND");
+
+    let log = std::fs::read_to_string(&server.process.log).expect("server log");
+    for secret in [&owner, &reader, &writer, &stranger, &revoked] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token is in the server log"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_token_stops_working_on_every_server_in_time() {
+    let stack = Stack::start(1);
+    let first = secured(
+        &stack,
+        &[("WALLET_AUTH__REFRESH_INTERVAL_MS", "1000".to_owned())],
+    );
+    let second = secured(
+        &stack,
+        &[("WALLET_AUTH__REFRESH_INTERVAL_MS", "1000".to_owned())],
+    );
+    let http = reqwest::Client::new();
+    let secret = token(&stack, "acme", "read,write");
+    for server in [&first, &second] {
+        let accepted = eventually(Duration::from_secs(5), || async {
+            call(
+                &http,
+                &server.base,
+                Method::POST,
+                "/api/v1/wallets",
+                Some(&secret),
+                None,
+            )
+            .await
+            .status
+                == StatusCode::CREATED
+        })
+        .await;
+        assert!(accepted, "{} does not accept the token", server.base);
+    }
+    let revoked_at = Instant::now();
+    wallet_cli(&stack, &["token", "revoke", &token_id(&stack, "acme")]);
+    for server in [&first, &second] {
+        let refused = eventually(Duration::from_secs(5), || async {
+            call(
+                &http,
+                &server.base,
+                Method::POST,
+                "/api/v1/wallets",
+                Some(&secret),
+                None,
+            )
+            .await
+            .status
+                == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(refused, "{} still accepts a revoked token", server.base);
+    }
+    assert!(
+        revoked_at.elapsed() <= Duration::from_secs(5),
+        "{:?}",
+        revoked_at.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenants_under_concurrent_load_never_see_each_other() {
+    let stack = Stack::start(4);
+    let server = secured(&stack, &[]);
+    let _worker = stack.work("work-1");
+    let http = reqwest::Client::new();
+    let tenants = ["acme", "globex"];
+    let tokens: Vec<String> = tenants
+        .iter()
+        .map(|t| token(&stack, t, "read,write"))
+        .collect();
+    let ready = eventually(Duration::from_secs(5), || async {
+        call(
+            &http,
+            &server.base,
+            Method::GET,
+            "/api/v1/wallets/00000000-0000-0000-0000-000000000000",
+            Some(&tokens[0]),
+            None,
+        )
+        .await
+        .status
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(ready, "tokens were not loaded");
+    let mut loads = Vec::new();
+    for token in &tokens {
+        let (http, base, token) = (http.clone(), server.base.clone(), token.clone());
+        loads.push(tokio::spawn(async move {
+            let mut wallets = Vec::new();
+            for _ in 0..4 {
+                let created = call(
+                    &http,
+                    &base,
+                    Method::POST,
+                    "/api/v1/wallets",
+                    Some(&token),
+                    None,
+                )
+                .await;
+                wallets.push(
+                    created.body["walletId"]
+                        .as_str()
+                        .expect("walletId")
+                        .to_owned(),
+                );
+            }
+            let mut operations = Vec::new();
+            for round in 0..40 {
+                // Each transfer moves part of the deposit just made, so every one succeeds.
+                let from = &wallets[(round / 2) % wallets.len()];
+                let to = &wallets[(round / 2 + 1) % wallets.len()];
+                let body = if round % 2 == 0 {
+                    json!({"operationType": "DEPOSIT", "amount": "5.00"})
+                } else {
+                    json!({"operationType": "TRANSFER", "amount": "1.00", "toWalletId": to})
+                };
+                let answer = call(
+                    &http,
+                    &base,
+                    Method::POST,
+                    &format!("/api/v1/wallets/{from}/operations"),
+                    Some(&token),
+                    Some(body),
+                )
+                .await;
+                assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+                operations.push((
+                    from.clone(),
+                    answer.body["operationId"].as_str().expect("id").to_owned(),
+                ));
+            }
+            (wallets, operations)
+        }));
+    }
+    let mut results = Vec::new();
+    for load in loads {
+        results.push(load.await.expect("load task"));
+    }
+    for (mine, (wallets, operations)) in results.iter().enumerate() {
+        let other = 1 - mine;
+        let (their_wallets, their_operations) = &results[other];
+        let settled = eventually(Duration::from_secs(30), || async {
+            let (wallet, operation) = operations.last().expect("operations");
+            let answer = call(
+                &http,
+                &server.base,
+                Method::GET,
+                &format!("/api/v1/wallets/{wallet}/operations/{operation}"),
+                Some(&tokens[mine]),
+                None,
+            )
+            .await;
+            answer.body["status"] == "PROCESSED"
+        })
+        .await;
+        assert!(settled, "{}'s operations were not processed", tenants[mine]);
+        for wallet in wallets {
+            let history = call(
+                &http,
+                &server.base,
+                Method::GET,
+                &format!("/api/v1/wallets/{wallet}/operations?limit=1000"),
+                Some(&tokens[mine]),
+                None,
+            )
+            .await;
+            for item in history.body["items"].as_array().expect("items") {
+                for field in ["walletId", "toWalletId"] {
+                    if let Some(id) = item[field].as_str() {
+                        assert!(
+                            wallets.iter().any(|w| w == id),
+                            "{} sees {id} of another tenant",
+                            tenants[mine]
+                        );
+                    }
+                }
+            }
+        }
+        for wallet in their_wallets {
+            for path in [
+                format!("/api/v1/wallets/{wallet}"),
+                format!("/api/v1/wallets/{wallet}/operations"),
+            ] {
+                let answer = call(
+                    &http,
+                    &server.base,
+                    Method::GET,
+                    &path,
+                    Some(&tokens[mine]),
+                    None,
+                )
+                .await;
+                assert_eq!(
+                    answer.status,
+                    StatusCode::NOT_FOUND,
+                    "{} reads {path}",
+                    tenants[mine]
+                );
+            }
+        }
+        for (wallet, operation) in their_operations.iter().take(5) {
+            let answer = call(
+                &http,
+                &server.base,
+                Method::GET,
+                &format!("/api/v1/wallets/{wallet}/operations/{operation}"),
+                Some(&tokens[mine]),
+                None,
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_limit_answers_429_and_recovers() {
+    let stack = Stack::start(1);
+    let server = secured(
+        &stack,
+        &[
+            ("WALLET_AUTH__RATE_LIMIT_PER_S", "5".to_owned()),
+            ("WALLET_AUTH__RATE_LIMIT_BURST", "5".to_owned()),
+            ("WALLET_AUTH__PUBLIC", "[healthz]".to_owned()),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let secret = token(&stack, "acme", "read");
+    let path = "/api/v1/wallets/00000000-0000-0000-0000-000000000000";
+    let loaded = eventually(Duration::from_secs(5), || async {
+        call(&http, &server.base, Method::GET, path, Some(&secret), None)
+            .await
+            .status
+            != StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(loaded, "the token was not loaded");
+    let mut limited = None;
+    for _ in 0..20 {
+        let answer = call(&http, &server.base, Method::GET, path, Some(&secret), None).await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("20 requests at once were never limited");
+    assert_eq!(limited.body["code"], "RATE_LIMITED");
+    let wait: u64 = limited
+        .retry_after
+        .as_deref()
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&wait), "{wait}");
+    let recovered = eventually(Duration::from_secs(5), || async {
+        call(&http, &server.base, Method::GET, path, Some(&secret), None)
+            .await
+            .status
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(recovered, "the token stayed limited");
+
+    // Service endpoints not listed as public want a read token too.
+    let health = call(&http, &server.base, Method::GET, "/healthz", None, None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let metrics = call(&http, &server.base, Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::UNAUTHORIZED);
+    let docs = call(
+        &http,
+        &server.base,
+        Method::GET,
+        "/openapi/v2.json",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(docs.status, StatusCode::UNAUTHORIZED);
+    let shown = eventually(Duration::from_secs(5), || async {
+        call(
+            &http,
+            &server.base,
+            Method::GET,
+            "/openapi/v2.json",
+            Some(&secret),
+            None,
+        )
+        .await
+        .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(shown, "a read token does not open the documents");
+}
