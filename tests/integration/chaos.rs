@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bigdecimal::{BigDecimal, ToPrimitive};
 use futures::future::join_all;
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
@@ -32,6 +33,9 @@ const WALLETS: usize = 100;
 /// Every wallet starts with 1000.00, in cents.
 const INITIAL_CENTS: i64 = 100_000;
 const CLIENTS: usize = 16;
+/// Clients work on this many wallets at a time, redrawn every `EPOCH`.
+const ACTIVE_WALLETS: usize = 30;
+const EPOCH: Duration = Duration::from_secs(2);
 const SERVERS: usize = 2;
 const WORKERS: usize = 2;
 const PARTITIONS: i32 = 8;
@@ -266,10 +270,14 @@ async fn run(duration: Duration) {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let wallets = Arc::new(wallets);
+    let working_set = Arc::new(WorkingSet {
+        wallets: wallets.clone(),
+        seed: rand::random(),
+        started: Instant::now(),
+    });
     let apis = Arc::new(apis);
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|n| tokio::spawn(client(n, apis.clone(), wallets.clone(), stop.clone())))
+        .map(|n| tokio::spawn(client(n, apis.clone(), working_set.clone(), stop.clone())))
         .collect();
     let load_started = Instant::now();
     let faults = nemesis(&mut cluster, load_started + duration).await;
@@ -431,13 +439,34 @@ async fn create_funded_wallets(api: &Api) -> (Vec<Uuid>, Vec<Uuid>) {
     (wallets, funding)
 }
 
+/// The wallets clients use at a given moment: `ACTIVE_WALLETS` of them, redrawn every `EPOCH`,
+/// so most wallets go quiet for a while as real ones do, and a cache entry a fault left stale
+/// stays stale until the final check instead of being overwritten by the next operation.
+struct WorkingSet {
+    wallets: Vec<Uuid>,
+    seed: u64,
+    started: Instant,
+}
+
+impl WorkingSet {
+    fn active(&self) -> Vec<Uuid> {
+        let epoch = (self.started.elapsed().as_millis() / EPOCH.as_millis()) as u64;
+        let mut rng =
+            SmallRng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut active = self.wallets.clone();
+        active.shuffle(&mut rng);
+        active.truncate(ACTIVE_WALLETS);
+        active
+    }
+}
+
 /// One client: sends random operations one at a time, each retried with the same key until
 /// it is acknowledged, and now and then reads a balance. Half the clients send the key as
 /// `operationId` in the body, half as an `Idempotency-Key` header.
 async fn client(
     n: usize,
     apis: Arc<Vec<Api>>,
-    wallets: Arc<Vec<Uuid>>,
+    working_set: Arc<WorkingSet>,
     stop: Arc<AtomicBool>,
 ) -> ClientLog {
     let mut rng = SmallRng::from_rng(&mut rand::rng());
@@ -448,6 +477,7 @@ async fn client(
     let mut sequence = 0u64;
     while !stop.load(Ordering::SeqCst) {
         if rng.random_ratio(1, 8) {
+            let wallets = &working_set.wallets;
             read_balance(
                 &apis[server],
                 &wallets[rng.random_range(0..wallets.len())],
@@ -457,6 +487,7 @@ async fn client(
             .await;
         }
         sequence += 1;
+        let wallets = working_set.active();
         let source = wallets[rng.random_range(0..wallets.len())];
         let (kind, target) = match rng.random_range(0..20) {
             0..=5 => (Kind::Deposit, None),
