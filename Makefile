@@ -28,10 +28,14 @@ down: ## Stop what `make up` started
 migrate: up ## Create the database schema and the topics
 	cargo run --quiet -- migrate
 
-run: migrate ## Local stack + migrate + `wallet run`; prints the Swagger UI address (http://127.0.0.1:8080/swagger)
-	@echo "API:     http://$(LISTEN)/api/v1"
-	@echo "Swagger: http://$(LISTEN)/swagger   (Ctrl-C stops it)"
-	cargo run --quiet -- run
+run: migrate ## Local stack + migrate + `wallet run`; prints the Swagger UI address and a development token
+	@cargo build --quiet
+	@token="$$(target/debug/wallet token create --tenant dev --scopes read,write --name make-run 2>/dev/null)"; \
+	echo "API:     http://$(LISTEN)/api/v1"; \
+	echo "Swagger: http://$(LISTEN)/swagger   (Ctrl-C stops it)"; \
+	echo "Token:   $$token"; \
+	echo "         export TOKEN=$$token   # for the README's curl examples"
+	target/debug/wallet run
 
 lint: ## Formatting and clippy checks
 	cargo fmt --all -- --check

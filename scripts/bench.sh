@@ -18,11 +18,20 @@ mkdir -p "$LOGS"
 cargo build --release --quiet
 WALLET="$ROOT/target/release/wallet"
 
+# The API asks for a token unless auth.enabled is false: a fresh one per run, made before
+# the server starts so it is loaded at once, and revoked afterwards.
+TOKEN_ID="$("$WALLET" token create --tenant bench --scopes read,write --name bench \
+  2>&1 >"$LOGS/token" | awk '{print $2}')"
+export WALLET_BENCH_TOKEN
+WALLET_BENCH_TOKEN="$(cat "$LOGS/token")"
+rm -f "$LOGS/token"
+
 "$WALLET" serve --listen "127.0.0.1:$PORT" >"$LOGS/serve.log" 2>&1 &
 SERVE=$!
 "$WALLET" work >"$LOGS/work.log" 2>&1 &
 WORK=$!
-trap 'kill $SERVE $WORK 2>/dev/null; wait $SERVE $WORK 2>/dev/null || true' EXIT
+trap 'kill $SERVE $WORK 2>/dev/null; wait $SERVE $WORK 2>/dev/null || true
+      "$WALLET" token revoke "$TOKEN_ID" >/dev/null 2>&1 || true' EXIT
 
 for _ in $(seq 1 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break

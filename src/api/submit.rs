@@ -206,8 +206,13 @@ fn in_flight() -> Problem {
 
 fn produce_problem(error: &ProduceError) -> Problem {
     tracing::warn!(%error, "produce failed");
+    // A timeout or a dropped connection can hide a write that did land, so the client is told
+    // neither "accepted" nor "rejected", only how to find out safely.
     Problem::unavailable(
         "BROKER_UNAVAILABLE",
-        format!("the operation was not accepted: {error}; retry with the same operation id"),
+        format!(
+            "the broker did not confirm the operation ({error}); it may or may not be applied: \
+             retry with the same operationId or Idempotency-Key, which never applies it twice"
+        ),
     )
 }

@@ -417,17 +417,20 @@ async fn tenants_under_concurrent_load_never_see_each_other() {
         .map(|t| token(&stack, t, "read,write"))
         .collect();
     let ready = eventually(Duration::from_secs(5), || async {
-        call(
-            &http,
-            &server.base,
-            Method::GET,
-            "/api/v1/wallets/00000000-0000-0000-0000-000000000000",
-            Some(&tokens[0]),
-            None,
-        )
-        .await
-        .status
-            == StatusCode::NOT_FOUND
+        let mut loaded = true;
+        for token in &tokens {
+            let answer = call(
+                &http,
+                &server.base,
+                Method::GET,
+                "/api/v1/wallets/00000000-0000-0000-0000-000000000000",
+                Some(token),
+                None,
+            )
+            .await;
+            loaded &= answer.status == StatusCode::NOT_FOUND;
+        }
+        loaded
     })
     .await;
     assert!(ready, "tokens were not loaded");

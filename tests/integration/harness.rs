@@ -211,6 +211,27 @@ fn pg_bin(name: &str) -> PathBuf {
     newest.unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// PostgreSQL listens before it accepts connections ("the database system is starting up");
+/// pg_isready tells the two apart.
+fn wait_until_accepting(port: u16, log: &Path) {
+    let start = Instant::now();
+    loop {
+        let ready = Command::new(pg_bin("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if ready {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "postgres did not accept connections within 30 s:\n{}",
+            tail(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub struct Postgres {
     pub port: u16,
     pub process: Process,
@@ -278,6 +299,7 @@ impl Postgres {
             command
         });
         wait_for_port(port, "postgres", &log);
+        wait_until_accepting(port, &log);
         Postgres {
             port,
             process,
@@ -298,6 +320,7 @@ impl Postgres {
     pub fn start_again(&mut self) {
         self.process.start();
         wait_for_port(self.port, "postgres", &self.process.log);
+        wait_until_accepting(self.port, &self.process.log);
     }
 }
 
