@@ -1,7 +1,14 @@
 //! The outbox relay: publishes the events the batch transactions stored to the events topic,
 //! keyed by wallet, then deletes them. At least once: a crash between publishing and deleting
 //! publishes again, and consumers drop repeats by `eventId` (or by the wallet's `version`).
+//!
+//! The outbox is also the durable record of which wallets changed, so before deleting the
+//! events the relay writes those wallets' current balances to the cache. The worker that
+//! committed them has normally done so already (the version guard then ignores the repeat);
+//! this covers a worker that died or was stopped between its commit and its own cache write,
+//! which would otherwise leave the cache behind until the wallet's next change.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +21,20 @@ use rskafka::record::Record;
 use tokio_util::sync::CancellationToken;
 
 use super::{broker, partitioner};
+use crate::cache::{Cache, CachedWallet};
 use crate::config::{KafkaConfig, WorkerConfig};
 use crate::ledger::database;
 use crate::ledger::store::{self, OutboxRow};
+use crate::ledger::types::WalletId;
 
 /// Uncompressed bytes of events per produce request.
 const RELAY_REQUEST_BYTES_MAX: usize = 256 * 1024;
+/// Cache entries written per Redis round trip.
+const CACHE_WRITE_CHUNK: usize = 500;
 
 pub struct OutboxRelay {
     pool: deadpool_postgres::Pool,
+    cache: Cache,
     partitions: Vec<Arc<PartitionClient>>,
     config: WorkerConfig,
     kafka: KafkaConfig,
@@ -34,6 +46,7 @@ impl OutboxRelay {
         kafka: &KafkaConfig,
         config: &WorkerConfig,
         pool: deadpool_postgres::Pool,
+        cache: Cache,
     ) -> anyhow::Result<Self> {
         let count = broker::partition_count(client, kafka, &kafka.events_topic).await?;
         let mut partitions = Vec::with_capacity(count as usize);
@@ -43,6 +56,7 @@ impl OutboxRelay {
         }
         Ok(OutboxRelay {
             pool,
+            cache,
             partitions,
             config: config.clone(),
             kafka: kafka.clone(),
@@ -78,7 +92,8 @@ impl OutboxRelay {
     }
 
     /// One round: lock the oldest events, publish them partition by partition (in order within
-    /// each), delete them, commit. Returns how many were published.
+    /// each), bring the cache up to date for their wallets, delete them, commit. Returns how
+    /// many were published.
     async fn publish_once(&self) -> anyhow::Result<usize> {
         let mut client = database::client(&self.pool).await?;
         let transaction = client.transaction().await?;
@@ -97,10 +112,35 @@ impl OutboxRelay {
             .filter(|(_, rows)| !rows.is_empty())
             .map(|(partition, rows)| self.publish(&self.partitions[partition], rows));
         try_join_all(publishes).await?;
+        self.refresh_cache(&transaction, &rows).await?;
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
         store::delete_events(&transaction, &ids).await?;
         transaction.commit().await?;
         Ok(rows.len())
+    }
+
+    /// Writes the current balance of every wallet the events name to the cache, through its
+    /// version guard. Before the events are deleted, so a relay that dies here leaves them for
+    /// the next one to publish and refresh again. Redis being away is logged, not an error:
+    /// events never wait for the cache, and reads fall back to PostgreSQL meanwhile.
+    async fn refresh_cache(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        rows: &[OutboxRow],
+    ) -> anyhow::Result<()> {
+        let ids: HashSet<WalletId> = rows.iter().map(|row| row.wallet_id).collect();
+        let ids: Vec<WalletId> = ids.into_iter().collect();
+        let wallets = store::wallets(client, &ids)
+            .await
+            .context("reading the wallets of the events")?;
+        let cached: Vec<CachedWallet> = wallets.iter().map(CachedWallet::from).collect();
+        for chunk in cached.chunks(CACHE_WRITE_CHUNK) {
+            if let Err(error) = self.cache.store_balances(chunk).await {
+                tracing::warn!(%error, wallets = cached.len(), "cannot refresh the cache from the outbox");
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Produces `rows` to one partition in order, in large LZ4-compressed requests: the broker

@@ -95,9 +95,14 @@ pub async fn run(
                     .as_ref()
                     .is_some_and(|running| !running.task.is_finished());
                 if !relaying && lease.lead_relay().await? {
-                    match OutboxRelay::connect(&client, &config.kafka, &config.worker, pool.clone())
-                        .await
-                    {
+                    let outbox = OutboxRelay::connect(
+                        &client,
+                        &config.kafka,
+                        &config.worker,
+                        pool.clone(),
+                        cache.clone(),
+                    );
+                    match outbox.await {
                         Ok(outbox) => {
                             let cancel = shutdown.child_token();
                             let task = tokio::spawn(outbox.run(cancel.clone()));

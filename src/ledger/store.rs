@@ -160,6 +160,25 @@ pub async fn wallet(
     row.as_ref().map(wallet_from_row).transpose()
 }
 
+/// The wallets among `ids` that exist, in no particular order, in one round trip.
+pub async fn wallets(
+    client: &impl GenericClient,
+    ids: &[WalletId],
+) -> Result<Vec<Wallet>, StoreError> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let rows = client
+        .query(
+            &prepared(
+                client,
+                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = ANY($1)"),
+            )
+            .await?,
+            &[&ids],
+        )
+        .await?;
+    rows.iter().map(wallet_from_row).collect()
+}
+
 /// An operation as stored once a worker has decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationRecord {

@@ -156,6 +156,15 @@ impl Api {
         self.try_send(request).await
     }
 
+    /// Reads an operation's status; None when the API could not be reached.
+    pub async fn try_status(&self, wallet: &str, operation: &str) -> Option<Response> {
+        let request = self.http.get(format!(
+            "{}/api/v1/wallets/{wallet}/operations/{operation}",
+            self.base
+        ));
+        self.try_send(request).await
+    }
+
     pub async fn submit_with_key(&self, wallet: &str, key: &str, body: &Value) -> Response {
         self.try_submit_with_key(wallet, key, body)
             .await
