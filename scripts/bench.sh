@@ -22,8 +22,7 @@ WALLET="$ROOT/target/release/wallet"
 # the server starts so it is loaded at once, and revoked afterwards.
 TOKEN_ID="$("$WALLET" token create --tenant bench --scopes read,write --name bench \
   2>&1 >"$LOGS/token" | awk '{print $2}')"
-export WALLET_BENCH_TOKEN
-WALLET_BENCH_TOKEN="$(cat "$LOGS/token")"
+TOKEN="$(cat "$LOGS/token")"
 rm -f "$LOGS/token"
 
 "$WALLET" serve --listen "127.0.0.1:$PORT" >"$LOGS/serve.log" 2>&1 &
@@ -47,12 +46,12 @@ URL="http://127.0.0.1:$PORT"
 case "$MODE" in
   smoke)
     echo "== hot wallet, closed loop, ${DURATION}s"
-    "$WALLET" bench --url "$URL" --hot --duration "$DURATION" "$@"
+    "$WALLET" bench --url "$URL" --token "$TOKEN" --hot --duration "$DURATION" "$@"
     echo "== $WALLETS wallets, 20% transfers, closed loop, ${DURATION}s"
-    "$WALLET" bench --url "$URL" --wallets "$WALLETS" --duration "$DURATION" "$@"
+    "$WALLET" bench --url "$URL" --token "$TOKEN" --wallets "$WALLETS" --duration "$DURATION" "$@"
     ;;
   standard)
-    "$WALLET" bench --url "$URL" --standard --duration "${BENCH_DURATION:-20}" --connections 64 "$@"
+    "$WALLET" bench --url "$URL" --token "$TOKEN" --standard --duration "${BENCH_DURATION:-20}" --connections 64 "$@"
     ;;
   *)
     echo "usage: $0 smoke|standard [wallet bench arguments]" >&2

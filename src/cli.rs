@@ -109,12 +109,7 @@ pub struct BenchFlags {
     #[arg(long)]
     pub json: bool,
     /// API token with the read and write scopes, when the server requires one
-    #[arg(
-        long,
-        env = "WALLET_BENCH_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
+    #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Run the three standard scenarios (hot wallet; 10,000 wallets; open loop at --rate,
     /// default 1000/s, on 1,000 wallets) and print one table

@@ -79,11 +79,7 @@ pub async fn list(client: &impl GenericClient) -> anyhow::Result<Vec<TokenRecord
             id: row.get(0),
             tenant: row.get(1),
             name: row.get(2),
-            scopes: row
-                .get::<_, Vec<String>>(3)
-                .iter()
-                .filter_map(|scope| Scope::parse(scope))
-                .collect(),
+            scopes: scopes(row, 3),
             created_at: row.get(4),
             revoked_at: row.get(5),
         })
@@ -115,13 +111,16 @@ pub async fn live(client: &impl GenericClient) -> anyhow::Result<Vec<(Vec<u8>, s
             let principal = super::Principal {
                 token_id: row.get(1),
                 tenant: row.get(2),
-                scopes: row
-                    .get::<_, Vec<String>>(3)
-                    .iter()
-                    .filter_map(|scope| Scope::parse(scope))
-                    .collect(),
+                scopes: scopes(row, 3),
             };
             (row.get(0), principal)
         })
         .collect())
+}
+
+fn scopes(row: &tokio_postgres::Row, index: usize) -> Vec<Scope> {
+    row.get::<_, Vec<String>>(index)
+        .iter()
+        .filter_map(|scope| Scope::parse(scope))
+        .collect()
 }
