@@ -284,12 +284,24 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
             "{method} {path} documents no success"
         );
         if path.starts_with("/api/") {
-            assert!(
-                responses.contains_key("503"),
-                "{method} {path} does not document 503"
+            for status in ["401", "403", "429", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not document {status}"
+                );
+            }
+            assert_eq!(
+                operation["security"],
+                json!([{"bearer": []}]),
+                "{method} {path} does not ask for the bearer token"
             );
         }
     }
+    assert_eq!(
+        client.spec["securityDefinitions"]["bearer"]["type"],
+        "apiKey"
+    );
+    assert_eq!(client.spec["securityDefinitions"]["bearer"]["in"], "header");
     let v3 = client
         .send(Method::GET, "/openapi/v3.json", &[], None)
         .await;
