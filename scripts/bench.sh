@@ -46,9 +46,9 @@ URL="http://127.0.0.1:$PORT"
 case "$MODE" in
   smoke)
     echo "== hot wallet, closed loop, ${DURATION}s"
-    "$WALLET" bench --url "$URL" --token "$TOKEN" --hot --duration "$DURATION" "$@"
+    "$WALLET" bench --url "$URL" --token "$TOKEN" --hot --duration "$DURATION" --connections 64 "$@"
     echo "== $WALLETS wallets, 20% transfers, closed loop, ${DURATION}s"
-    "$WALLET" bench --url "$URL" --token "$TOKEN" --wallets "$WALLETS" --duration "$DURATION" "$@"
+    "$WALLET" bench --url "$URL" --token "$TOKEN" --wallets "$WALLETS" --duration "$DURATION" --connections 64 "$@"
     ;;
   standard)
     "$WALLET" bench --url "$URL" --token "$TOKEN" --standard --duration "${BENCH_DURATION:-20}" --connections 64 "$@"
