@@ -74,6 +74,8 @@ pub struct WorkerConfig {
     pub fetch_wait_ms: i32,
     pub idle_fetch_wait_ms: i32,
     pub rebalance_interval_ms: u64,
+    /// 0 derives it from the rebalance interval (see `lease_lapse`).
+    pub lease_lapse_ms: u64,
     pub relay_batch_max: usize,
     pub relay_idle_ms: u64,
     pub retry_backoff_max_ms: u64,
@@ -168,6 +170,7 @@ impl Default for WorkerConfig {
             fetch_wait_ms: 10,
             idle_fetch_wait_ms: 100,
             rebalance_interval_ms: 1_000,
+            lease_lapse_ms: 0,
             relay_batch_max: 2_000,
             relay_idle_ms: 50,
             retry_backoff_max_ms: 5_000,
@@ -187,6 +190,20 @@ impl Default for AuthConfig {
             public: ["healthz", "readyz", "metrics", "docs"]
                 .map(str::to_owned)
                 .to_vec(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// How long a worker may go unheard before PostgreSQL ends its lease session and the live
+    /// workers take its partitions over. Derived when not set: eight rebalance intervals, and
+    /// at least two seconds so a short scheduling hiccup never costs a lease.
+    pub fn lease_lapse(&self) -> Duration {
+        match self.lease_lapse_ms {
+            0 => {
+                (Duration::from_millis(self.rebalance_interval_ms) * 8).max(Duration::from_secs(2))
+            }
+            lapse => Duration::from_millis(lapse),
         }
     }
 }
@@ -244,7 +261,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 19] = [
+        let checks: [(bool, &str); 20] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -258,6 +275,12 @@ impl Config {
                 self.worker.metrics_listen.is_empty()
                     || self.worker.metrics_listen.parse::<SocketAddr>().is_ok(),
                 "worker.metrics_listen must be empty or an address like 0.0.0.0:9187",
+            ),
+            (
+                self.worker.lease_lapse_ms == 0
+                    || (self.worker.lease_lapse_ms >= 1_000
+                        && self.worker.lease_lapse_ms >= 2 * self.worker.rebalance_interval_ms),
+                "worker.lease_lapse_ms must be 0 (derived) or at least 1000 and twice worker.rebalance_interval_ms",
             ),
             (
                 (10..=60_000).contains(&self.auth.refresh_interval_ms),
@@ -384,6 +407,16 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn lease_lapse_is_derived_unless_set() {
+        let mut worker = WorkerConfig::default();
+        assert_eq!(worker.lease_lapse(), Duration::from_secs(8));
+        worker.rebalance_interval_ms = 100;
+        assert_eq!(worker.lease_lapse(), Duration::from_secs(2));
+        worker.lease_lapse_ms = 5_000;
+        assert_eq!(worker.lease_lapse(), Duration::from_secs(5));
     }
 
     #[test]

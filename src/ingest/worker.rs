@@ -50,7 +50,7 @@ pub async fn run(
                 lease_client,
                 partitions,
                 config.database.connect_timeout(),
-                lease_lapse(interval),
+                config.worker.lease_lapse(),
             )
             .await?;
             loop {
@@ -133,13 +133,6 @@ pub async fn run(
     stop_all(&mut running).await;
     stop(relay.take()).await;
     Ok(())
-}
-
-/// How long a worker may go unheard before PostgreSQL ends its lease session and the live
-/// workers take its partitions over: eight rebalance intervals, and at least two seconds so a
-/// short scheduling hiccup never costs a lease.
-fn lease_lapse(interval: Duration) -> Duration {
-    (interval * 8).max(Duration::from_secs(2))
 }
 
 /// Connects to the broker and reads the topic's partition count, retrying until it works so
