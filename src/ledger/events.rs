@@ -29,6 +29,10 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: EventType,
     pub wallet_id: WalletId,
+    /// The tenant owning the wallet, so consumers can route events by tenant; absent only for
+    /// an operation on a wallet that does not exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<OperationId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,11 +52,12 @@ pub struct Event {
     pub occurred_at: DateTime<Utc>,
 }
 
-pub fn wallet_created(wallet_id: WalletId, at: DateTime<Utc>) -> Event {
+pub fn wallet_created(wallet_id: WalletId, tenant: &str, at: DateTime<Utc>) -> Event {
     Event {
         event_id: Uuid::new_v5(&EVENT_NAMESPACE, format!("{wallet_id}:created").as_bytes()),
         event_type: EventType::WalletCreated,
         wallet_id,
+        tenant: Some(tenant.to_owned()),
         operation_id: None,
         operation_type: None,
         amount: None,
@@ -70,6 +75,7 @@ pub fn for_batch(
     operations: &[Operation],
     outcomes: &[Outcome],
     entries: &[Entry],
+    tenants: &HashMap<WalletId, String>,
     at: DateTime<Utc>,
 ) -> Vec<Event> {
     let decided: HashMap<OperationId, (&Operation, &Outcome)> = operations
@@ -91,6 +97,7 @@ pub fn for_batch(
                 entry.wallet_id,
                 Some(entry),
                 counterparty,
+                tenants,
                 at,
             ))
         })
@@ -107,6 +114,7 @@ pub fn for_batch(
                 operation.wallet_id,
                 None,
                 operation.kind.target(),
+                tenants,
                 at,
             ));
         }
@@ -120,6 +128,7 @@ fn event(
     wallet_id: WalletId,
     entry: Option<&Entry>,
     counterparty: Option<WalletId>,
+    tenants: &HashMap<WalletId, String>,
     at: DateTime<Utc>,
 ) -> Event {
     let (event_type, reason) = match outcome {
@@ -133,6 +142,7 @@ fn event(
         ),
         event_type,
         wallet_id,
+        tenant: tenants.get(&wallet_id).cloned(),
         operation_id: Some(operation.id),
         operation_type: Some(operation.kind.operation_type()),
         amount: Some(operation.amount.to_string()),
@@ -186,7 +196,14 @@ mod tests {
         ];
         let applied = rules::apply(&mut wallets, &operations);
         let at = Utc::now();
-        let events = for_batch(&operations, &applied.outcomes, &applied.entries, at);
+        let tenants = HashMap::from([(a, "acme".to_owned()), (b, "acme".to_owned())]);
+        let events = for_batch(
+            &operations,
+            &applied.outcomes,
+            &applied.entries,
+            &tenants,
+            at,
+        );
         let summary: Vec<(WalletId, EventType, Option<i64>, Option<WalletId>)> = events
             .iter()
             .map(|event| {
@@ -207,7 +224,16 @@ mod tests {
                 (missing, EventType::OperationFailed, None, None),
             ]
         );
-        let again = for_batch(&operations, &applied.outcomes, &applied.entries, at);
+        let owners: Vec<Option<&str>> =
+            events.iter().map(|event| event.tenant.as_deref()).collect();
+        assert_eq!(owners, [Some("acme"), Some("acme"), Some("acme"), None]);
+        let again = for_batch(
+            &operations,
+            &applied.outcomes,
+            &applied.entries,
+            &tenants,
+            at,
+        );
         assert_eq!(events, again);
         assert_ne!(events[0].event_id, events[1].event_id);
     }

@@ -109,7 +109,7 @@ pub async fn create_wallet(
     currency: Currency,
     now: DateTime<Utc>,
 ) -> Result<Created, StoreError> {
-    let event = events::wallet_created(id, now);
+    let event = events::wallet_created(id, tenant, now);
     let payload =
         serde_json::to_string(&event).map_err(|error| StoreError::Corrupt(error.to_string()))?;
     // One statement, so the wallet and its WalletCreated event exist together or not at all.
@@ -456,7 +456,7 @@ pub async fn apply_batch(
         });
     }
     let (fresh, mut dead_letters, duplicates) = drop_known(&transaction, batch).await?;
-    let mut states = lock_wallets(&transaction, &fresh).await?;
+    let (mut states, tenants) = lock_wallets(&transaction, &fresh).await?;
     let operations: Vec<Operation> = fresh
         .iter()
         .map(|(_, operation)| operation.clone())
@@ -477,7 +477,13 @@ pub async fn apply_batch(
         .map(|entry| entry.wallet_id)
         .collect();
     let wallets = write_wallets(&transaction, &states, &touched, now).await?;
-    let events = events::for_batch(&operations, &applied.outcomes, &applied.entries, now);
+    let events = events::for_batch(
+        &operations,
+        &applied.outcomes,
+        &applied.entries,
+        &tenants,
+        now,
+    );
     write_outbox(&transaction, &events, now).await?;
     dead_letters.extend(batch.dead_letters.iter().cloned());
     write_dead_letters(&transaction, batch, &dead_letters, now).await?;
@@ -550,10 +556,12 @@ async fn drop_known(
     Ok((fresh, dead_letters, duplicates))
 }
 
+/// Locks the wallets the operations touch, in id order; their states, and their tenants for
+/// the events.
 async fn lock_wallets(
     client: &impl GenericClient,
     operations: &[(i64, Operation)],
-) -> Result<HashMap<WalletId, WalletState>, StoreError> {
+) -> Result<(HashMap<WalletId, WalletState>, HashMap<WalletId, String>), StoreError> {
     let mut ids: Vec<Uuid> = operations
         .iter()
         .flat_map(|(_, operation)| {
@@ -565,24 +573,27 @@ async fn lock_wallets(
     ids.dedup();
     let rows = client
         .query(
-            &prepared(client, "SELECT id, currency, balance::text, version FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
+            &prepared(client, "SELECT id, currency, balance::text, version, tenant FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
             &[&ids],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            let currency: String = row.get(1);
-            let balance: String = row.get(2);
-            let state = WalletState {
-                currency: Currency::parse(&currency)
-                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                balance: decimal_from_db(&balance)
-                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                version: row.get(3),
-            };
-            Ok((WalletId(row.get(0)), state))
-        })
-        .collect()
+    let mut states = HashMap::with_capacity(rows.len());
+    let mut tenants = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id = WalletId(row.get(0));
+        let currency: String = row.get(1);
+        let balance: String = row.get(2);
+        let state = WalletState {
+            currency: Currency::parse(&currency)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            balance: decimal_from_db(&balance)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            version: row.get(3),
+        };
+        states.insert(id, state);
+        tenants.insert(id, row.get(4));
+    }
+    Ok((states, tenants))
 }
 
 async fn write_operations(

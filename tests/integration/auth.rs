@@ -563,6 +563,33 @@ async fn tenants_under_concurrent_load_never_see_each_other() {
             assert_eq!(answer.status, StatusCode::NOT_FOUND);
         }
     }
+    // Every event names its wallet's tenant, so consumers can keep tenants apart too.
+    let (database, connection) =
+        tokio_postgres::connect(&stack.postgres.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    tokio::spawn(connection);
+    let relayed = eventually(Duration::from_secs(30), || async {
+        let row = database
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .expect("outbox count");
+        row.get::<_, i64>(0) == 0
+    })
+    .await;
+    assert!(relayed, "the outbox did not drain");
+    let events = crate::events::read_events(&stack.broker.address()).await;
+    let mut checked = 0;
+    for (tenant, (wallets, _)) in tenants.iter().zip(&results) {
+        for event in &events {
+            let wallet = event["walletId"].as_str().unwrap_or_default();
+            if wallets.iter().any(|mine| mine == wallet) {
+                assert_eq!(event["tenant"], *tenant, "{event}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2 * (4 + 40), "only {checked} events checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,7 +17,7 @@ use crate::client::{deposit, transfer, withdraw, Api, System};
 use crate::harness::eventually;
 
 /// Every event on the topic, partition by partition in topic order.
-async fn read_events(broker: &str) -> Vec<Value> {
+pub async fn read_events(broker: &str) -> Vec<Value> {
     let client = ClientBuilder::new(vec![broker.to_owned()])
         .build()
         .await
