@@ -208,12 +208,6 @@ impl WorkerConfig {
     }
 }
 
-impl AuthConfig {
-    pub fn is_public(&self, endpoint: &str) -> bool {
-        self.public.iter().any(|public| public == endpoint)
-    }
-}
-
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {

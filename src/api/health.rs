@@ -197,9 +197,5 @@ impl OperationModifier for MetricsText {
 /// For Prometheus to scrape.
 #[api_v2_operation(tags(service), operation_id = "metrics", produces = "text/plain")]
 pub async fn metrics() -> MetricsText {
-    metrics_text()
-}
-
-pub fn metrics_text() -> MetricsText {
     MetricsText(crate::telemetry::render_metrics())
 }

@@ -96,16 +96,8 @@ pub fn worker_endpoints(listen: &str) -> anyhow::Result<Server> {
     })?;
     let server = HttpServer::new(|| {
         App::new()
-            .route(
-                "/metrics",
-                actix_web::web::get().to(|| async { health::metrics_text() }),
-            )
-            .route(
-                "/healthz",
-                actix_web::web::get().to(|| async {
-                    actix_web::HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-                }),
-            )
+            .route("/metrics", actix_web::web::get().to(health::metrics))
+            .route("/healthz", actix_web::web::get().to(health::healthz))
     })
     .workers(1)
     .disable_signals()

@@ -49,6 +49,30 @@ fn token_id(stack: &Stack, tenant: &str) -> String {
         .to_owned()
 }
 
+/// Whether creating a wallet with `token` answers `status` within the 5 s a token change may
+/// take to reach a server.
+async fn creating_a_wallet_answers(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    status: StatusCode,
+) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        call(
+            http,
+            base,
+            Method::POST,
+            "/api/v1/wallets",
+            Some(token),
+            None,
+        )
+        .await
+        .status
+            == status
+    })
+    .await
+}
+
 struct Answer {
     status: StatusCode,
     body: Value,
@@ -105,32 +129,8 @@ async fn every_route_answers_each_kind_of_caller_as_documented() {
     let revoked = token(&stack, "initech", "read,write");
     wallet_cli(&stack, &["token", "revoke", &token_id(&stack, "initech")]);
     // Tokens made after the server started count once it has reloaded them.
-    let loaded = eventually(Duration::from_secs(5), || async {
-        let stranger_works = call(
-            &http,
-            &base,
-            Method::POST,
-            "/api/v1/wallets",
-            Some(&stranger),
-            None,
-        )
-        .await
-        .status
-            == StatusCode::CREATED;
-        let revoked_refused = call(
-            &http,
-            &base,
-            Method::POST,
-            "/api/v1/wallets",
-            Some(&revoked),
-            None,
-        )
-        .await
-        .status
-            == StatusCode::UNAUTHORIZED;
-        stranger_works && revoked_refused
-    })
-    .await;
+    let loaded = creating_a_wallet_answers(&http, &base, &stranger, StatusCode::CREATED).await
+        && creating_a_wallet_answers(&http, &base, &revoked, StatusCode::UNAUTHORIZED).await;
     assert!(loaded, "the new tokens were not loaded");
 
     let created = call(
@@ -363,39 +363,15 @@ async fn a_revoked_token_stops_working_on_every_server_in_time() {
     let http = reqwest::Client::new();
     let secret = token(&stack, "acme", "read,write");
     for server in [&first, &second] {
-        let accepted = eventually(Duration::from_secs(5), || async {
-            call(
-                &http,
-                &server.base,
-                Method::POST,
-                "/api/v1/wallets",
-                Some(&secret),
-                None,
-            )
-            .await
-            .status
-                == StatusCode::CREATED
-        })
-        .await;
+        let accepted =
+            creating_a_wallet_answers(&http, &server.base, &secret, StatusCode::CREATED).await;
         assert!(accepted, "{} does not accept the token", server.base);
     }
     let revoked_at = Instant::now();
     wallet_cli(&stack, &["token", "revoke", &token_id(&stack, "acme")]);
     for server in [&first, &second] {
-        let refused = eventually(Duration::from_secs(5), || async {
-            call(
-                &http,
-                &server.base,
-                Method::POST,
-                "/api/v1/wallets",
-                Some(&secret),
-                None,
-            )
-            .await
-            .status
-                == StatusCode::UNAUTHORIZED
-        })
-        .await;
+        let refused =
+            creating_a_wallet_answers(&http, &server.base, &secret, StatusCode::UNAUTHORIZED).await;
         assert!(refused, "{} still accepts a revoked token", server.base);
     }
     assert!(

@@ -1382,64 +1382,35 @@ async fn check_statuses(
 /// Every journal entry has its event on the events topic, and each wallet's events are in
 /// version order once repeats are dropped.
 async fn check_events(ledger: &Ledger, broker: &str, violations: &mut Violations) {
-    let kafka = ClientBuilder::new(vec![broker.to_owned()])
-        .build()
-        .await
-        .expect("connects to the broker");
-    let topics = kafka.list_topics().await.expect("topics");
-    let topic = topics
-        .iter()
-        .find(|topic| topic.name == "wallet-events")
-        .expect("events topic");
     let mut seen_ids = HashSet::new();
     let mut published: HashSet<(Uuid, Uuid, i64)> = HashSet::new();
     let mut versions: HashMap<Uuid, i64> = HashMap::new();
     let mut created = 0;
-    for partition in topic.partitions.iter().copied() {
-        let partition = kafka
-            .partition_client("wallet-events", partition, UnknownTopicHandling::Error)
-            .await
-            .expect("partition");
-        let mut offset = 0;
-        loop {
-            let (records, high_watermark) = partition
-                .fetch_records(offset, 1..10_000_000, 50)
-                .await
-                .expect("fetch events");
-            for record in records {
-                offset = record.offset + 1;
-                let event: Value =
-                    serde_json::from_slice(record.record.value.as_deref().unwrap_or_default())
-                        .expect("event JSON");
-                let id = event["eventId"].as_str().unwrap_or_default().to_owned();
-                if !seen_ids.insert(id) {
-                    continue;
-                }
-                let wallet = event["walletId"]
-                    .as_str()
-                    .and_then(|text| Uuid::parse_str(text).ok())
-                    .unwrap_or_default();
-                let version = event["version"].as_i64().unwrap_or(-1);
-                let previous = versions.insert(wallet, version);
-                if previous.map_or(version != 0, |previous| version != previous + 1) {
-                    violations.add(
-                        "event order",
-                        format!("wallet {wallet}: version {version} after {previous:?}"),
-                    );
-                }
-                match event["operationId"]
-                    .as_str()
-                    .and_then(|text| Uuid::parse_str(text).ok())
-                {
-                    Some(operation) => {
-                        published.insert((operation, wallet, version));
-                    }
-                    None => created += 1,
-                }
+    for event in crate::events::read_events(broker).await {
+        let id = event["eventId"].as_str().unwrap_or_default().to_owned();
+        if !seen_ids.insert(id) {
+            continue;
+        }
+        let wallet = event["walletId"]
+            .as_str()
+            .and_then(|text| Uuid::parse_str(text).ok())
+            .unwrap_or_default();
+        let version = event["version"].as_i64().unwrap_or(-1);
+        let previous = versions.insert(wallet, version);
+        if previous.map_or(version != 0, |previous| version != previous + 1) {
+            violations.add(
+                "event order",
+                format!("wallet {wallet}: version {version} after {previous:?}"),
+            );
+        }
+        match event["operationId"]
+            .as_str()
+            .and_then(|text| Uuid::parse_str(text).ok())
+        {
+            Some(operation) => {
+                published.insert((operation, wallet, version));
             }
-            if offset >= high_watermark {
-                break;
-            }
+            None => created += 1,
         }
     }
     if created != ledger.wallets.len() {
