@@ -15,11 +15,12 @@ LISTEN := $(or $(WALLET_HTTP__LISTEN),127.0.0.1:8080)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-tools: ## Install PostgreSQL, Redis, docker-compose and tansu when missing (tansu: once per machine)
+tools: ## Install PostgreSQL, Redis, docker-compose, Java and Maven when missing; collect Kafka's jars (once per machine)
 	@$(TOOLS) services
-	@$(TOOLS) tansu >/dev/null
+	@$(TOOLS) java
+	@$(TOOLS) kafka >/dev/null
 
-up: ## Start PostgreSQL, Redis and the broker locally, reusing any already running
+up: ## Start PostgreSQL, Redis and Apache Kafka locally, reusing any already running
 	@scripts/stack.sh up
 
 down: ## Stop what `make up` started
@@ -45,13 +46,16 @@ fmt: ## Format the code
 	cargo fmt --all
 
 test: tools lint ## Lint and run every test against throwaway servers
-	export TANSU_BIN="$$($(TOOLS) tansu)" PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
+	export PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
 	if [ -n "$(NEXTEST)" ]; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
 
 chaos: tools ## The chaos test (ignored by `make test`): faults under load for WALLET_CHAOS_SECONDS (180)
-	export TANSU_BIN="$$($(TOOLS) tansu)" PG_BIN_DIR="$$($(TOOLS) pg-bin)" WALLET_CHAOS_SECONDS="$(WALLET_CHAOS_SECONDS)"; \
+	export PG_BIN_DIR="$$($(TOOLS) pg-bin)" WALLET_CHAOS_SECONDS="$(WALLET_CHAOS_SECONDS)"; \
 	if [ -n "$(NEXTEST)" ]; then cargo nextest run --run-ignored only -E 'test(chaos::bank)'; \
 	else cargo test --test integration -- --ignored --exact chaos::bank; fi
+
+# The benchmarks start Kafka with a production-like heap and GC (unless one already runs).
+bench bench-smoke: export KAFKA_PROFILE := bench
 
 bench: migrate ## The three standard load scenarios against the local stack, as one table
 	scripts/bench.sh standard

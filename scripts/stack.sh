@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local stack for development: PostgreSQL, Redis and tansu as local processes with their
+# The local stack for development: PostgreSQL, Redis and Apache Kafka as local processes with their
 # data under .stack/. A service already answering on its port is reused, never touched.
 #   scripts/stack.sh up | down | status
 set -euo pipefail
@@ -9,6 +9,9 @@ STACK="$ROOT/.stack"
 PG_PORT="${PG_PORT:-5432}"
 REDIS_PORT="${REDIS_PORT:-6379}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+# `bench` gives the broker a production-like heap and GC (make bench); `test` is light.
+KAFKA_PROFILE="${KAFKA_PROFILE:-test}"
 
 listening() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -57,17 +60,23 @@ redis_up() {
 }
 
 broker_up() {
-  if listening "$KAFKA_PORT"; then echo "broker: reusing 127.0.0.1:$KAFKA_PORT"; return; fi
-  local tansu
-  tansu="$("$ROOT/scripts/tools.sh" tansu)"
-  # tansu reads a .env file from its working directory, so it gets a directory of its own.
-  mkdir -p "$STACK/tansu"
-  (cd "$STACK/tansu" && exec nohup "$tansu" broker \
-    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --storage-engine sqlite://tansu.db >"$STACK/tansu.log" 2>&1) &
-  echo $! >"$STACK/tansu.pid"
-  wait_for "$KAFKA_PORT" broker "$STACK/tansu.log"
-  echo "broker: started tansu on 127.0.0.1:$KAFKA_PORT"
+  if listening "$KAFKA_PORT"; then echo "kafka: reusing 127.0.0.1:$KAFKA_PORT"; return; fi
+  "$ROOT/scripts/kafka.sh" libs >/dev/null
+  mkdir -p "$STACK"
+  nohup "$ROOT/scripts/kafka.sh" run "$STACK/kafka" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" \
+    "$KAFKA_PROFILE" >"$STACK/kafka.log" 2>&1 &
+  echo $! >"$STACK/kafka.pid"
+  for _ in $(seq 1 300); do
+    if "$ROOT/scripts/kafka.sh" ready "$KAFKA_PORT"; then
+      echo "kafka: started Apache Kafka on 127.0.0.1:$KAFKA_PORT (data in $STACK/kafka)"
+      return 0
+    fi
+    kill -0 "$(cat "$STACK/kafka.pid")" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "kafka did not answer on port $KAFKA_PORT; see $STACK/kafka.log" >&2
+  tail -n 20 "$STACK/kafka.log" >&2 || true
+  exit 1
 }
 
 stop_pid() {
@@ -75,7 +84,8 @@ stop_pid() {
   [ -f "$file" ] || return 0
   pid="$(cat "$file")"
   kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do
+  # Kafka's controlled shutdown takes a few seconds.
+  for _ in $(seq 1 300); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -84,7 +94,7 @@ stop_pid() {
 }
 
 down() {
-  stop_pid "$STACK/tansu.pid" broker
+  stop_pid "$STACK/kafka.pid" kafka
   stop_pid "$STACK/redis.pid" redis
   if [ -f "$STACK/postgres.started" ]; then
     as_postgres "$("$ROOT/scripts/tools.sh" pg-bin)/pg_ctl" -D "$STACK/postgres" -m fast stop >/dev/null || true
@@ -94,7 +104,7 @@ down() {
 }
 
 status() {
-  for entry in "postgres:$PG_PORT" "redis:$REDIS_PORT" "broker:$KAFKA_PORT"; do
+  for entry in "postgres:$PG_PORT" "redis:$REDIS_PORT" "kafka:$KAFKA_PORT"; do
     if listening "${entry#*:}"; then echo "${entry%%:*}: up on ${entry#*:}"; else echo "${entry%%:*}: down"; fi
   done
 }

@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the stack and the tests need when it is missing, and prints where it is.
 #   scripts/tools.sh services  PostgreSQL and Redis server binaries, docker-compose (Debian packages)
-#   scripts/tools.sh tansu     the tansu broker, built once per machine and cached
+#   scripts/tools.sh java      Java and Maven (Debian packages), which the Kafka broker needs
+#   scripts/tools.sh kafka     the Apache Kafka broker's jars, collected once per machine; prints their directory
 #   scripts/tools.sh pg-bin    the directory holding initdb and postgres
 set -euo pipefail
-
-TANSU_VERSION=0.6.0
-TOOLS_DIR="${WALLET_TOOLS_DIR:-$HOME/.cache/wallet}"
-TANSU_ROOT="$TOOLS_DIR/tansu-$TANSU_VERSION"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -41,19 +38,22 @@ services() {
   fi
 }
 
-tansu() {
-  local bin="$TANSU_ROOT/bin/tansu"
-  if [ ! -x "$bin" ]; then
-    echo "building tansu $TANSU_VERSION into $TANSU_ROOT (once per machine, 10-15 minutes)" >&2
-    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore \
-      --root "$TANSU_ROOT" >&2
+java_tools() {
+  local missing=()
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    as_root apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >&2
   fi
-  echo "$bin"
 }
 
 case "${1:-}" in
   services) services ;;
-  tansu) tansu ;;
+  java) java_tools ;;
+  kafka) "$(dirname "$0")/kafka.sh" libs ;;
   pg-bin) pg_bin ;;
-  *) echo "usage: $0 services|tansu|pg-bin" >&2; exit 2 ;;
+  *) echo "usage: $0 services|java|kafka|pg-bin" >&2; exit 2 ;;
 esac

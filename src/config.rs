@@ -72,7 +72,6 @@ pub struct WorkerConfig {
     pub batch_linger_ms: u64,
     pub fetch_bytes_max: i32,
     pub fetch_wait_ms: i32,
-    pub idle_fetch_wait_ms: i32,
     pub rebalance_interval_ms: u64,
     /// 0 derives it from the rebalance interval (see `lease_lapse`).
     pub lease_lapse_ms: u64,
@@ -167,8 +166,7 @@ impl Default for WorkerConfig {
             batch_records_max: 4_000,
             batch_linger_ms: 100,
             fetch_bytes_max: 1024 * 1024,
-            fetch_wait_ms: 10,
-            idle_fetch_wait_ms: 100,
+            fetch_wait_ms: 500,
             rebalance_interval_ms: 1_000,
             lease_lapse_ms: 0,
             relay_batch_max: 2_000,
@@ -255,7 +253,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 20] = [
+        let checks: [(bool, &str); 19] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -329,10 +327,6 @@ impl Config {
             (
                 (0..=1_000).contains(&self.worker.fetch_wait_ms),
                 "worker.fetch_wait_ms must be between 0 and 1000",
-            ),
-            (
-                (0..=1_000).contains(&self.worker.idle_fetch_wait_ms),
-                "worker.idle_fetch_wait_ms must be between 0 and 1000",
             ),
             (
                 (1..=100_000).contains(&self.worker.relay_batch_max),

@@ -39,8 +39,10 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
         let applied = schema::apply(&mut client).await?;
         let kafka = &config.kafka;
         let client = broker::connect(kafka).await?;
-        broker::ensure_topic(&client, kafka, &kafka.operations_topic, kafka.partitions).await?;
-        broker::ensure_topic(&client, kafka, &kafka.events_topic, kafka.partitions).await?;
+        for topic in [&kafka.operations_topic, &kafka.events_topic] {
+            broker::ensure_topic(&client, kafka, topic, kafka.partitions).await?;
+            broker::await_topic(&client, kafka, topic, kafka.partitions).await?;
+        }
         tracing::info!(applied, "migrations complete");
         println!(
             "migrate: {applied} migration(s) applied; topics {} and {} ready",

@@ -61,6 +61,30 @@ pub async fn ensure_topic(
     }
 }
 
+/// Waits until the broker lists `topic` with `partitions` partitions: right after CreateTopics a
+/// KRaft broker may still answer UNKNOWN_TOPIC_OR_PARTITION, and a `serve` or `work` started
+/// just after `wallet migrate` must find the topic.
+pub async fn await_topic(
+    client: &Client,
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + config.request_timeout();
+    loop {
+        match partition_count(client, config, topic).await {
+            Ok(count) if count >= partitions => return Ok(()),
+            Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(count) => anyhow::bail!(
+                "topic {topic} has {count} partitions, not the configured {partitions}"
+            ),
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// A client for one partition. Unknown topics are errors, never an endless retry.
 pub async fn partition(
     client: &Client,

@@ -129,18 +129,14 @@ async fn read(
     high_watermark: Arc<AtomicI64>,
 ) {
     let mut next = position;
-    let mut idle = false;
+    // The broker may hold a fetch for its whole wait before the request's own deadline starts.
+    let wait = Duration::from_millis(u64::try_from(config.fetch_wait_ms).unwrap_or(0));
+    let deadline = request_timeout + wait;
     loop {
-        // Some brokers (tansu) hold every fetch for its whole wait, data or not: wait briefly
-        // while records are flowing, and longer after a fetch came back empty, so an idle
-        // partition does not cost the broker a fetch every few milliseconds.
-        let wait_ms = if idle {
-            config.idle_fetch_wait_ms
-        } else {
-            config.fetch_wait_ms
-        };
-        let fetch = partition.fetch_records(next, 1..config.fetch_bytes_max, wait_ms);
-        let fetched = match tokio::time::timeout(request_timeout, fetch).await {
+        // Kafka answers as soon as a record is there, so the wait only bounds how often an
+        // idle partition is asked.
+        let fetch = partition.fetch_records(next, 1..config.fetch_bytes_max, config.fetch_wait_ms);
+        let fetched = match tokio::time::timeout(deadline, fetch).await {
             Ok(Ok((records, watermark))) => {
                 high_watermark.store(watermark, Ordering::Relaxed);
                 records
@@ -152,9 +148,7 @@ async fn read(
             }
             Err(_) => {
                 let _ = sender
-                    .send(Err(anyhow::anyhow!(
-                        "fetch timed out after {request_timeout:?}"
-                    )))
+                    .send(Err(anyhow::anyhow!("fetch timed out after {deadline:?}")))
                     .await;
                 return;
             }
@@ -163,7 +157,6 @@ async fn read(
             .into_iter()
             .filter(|record| record.offset >= next)
             .collect();
-        idle = records.is_empty();
         let Some(last) = records.last() else {
             continue;
         };

@@ -554,7 +554,7 @@ async fn tenants_under_concurrent_load_never_see_each_other() {
     })
     .await;
     assert!(relayed, "the outbox did not drain");
-    let events = crate::events::read_events(&stack.broker.address()).await;
+    let events = crate::events::read_events(&stack.broker.address(), &stack.events_topic).await;
     let mut checked = 0;
     for (tenant, (wallets, _)) in tenants.iter().zip(&results) {
         for event in &events {

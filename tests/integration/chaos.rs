@@ -165,7 +165,7 @@ async fn cache_catches_up_with_a_batch_whose_worker_died() {
     let mut client = ::wallet::ledger::database::client(&pool)
         .await
         .expect("a connection");
-    let position = ::wallet::ledger::store::next_offset(&client, "wallet-operations", 0)
+    let position = ::wallet::ledger::store::next_offset(&client, &system.stack.operations_topic, 0)
         .await
         .expect("the stored position");
     let kafka = ClientBuilder::new(vec![system.stack.broker.address()])
@@ -173,7 +173,11 @@ async fn cache_catches_up_with_a_batch_whose_worker_died() {
         .await
         .expect("connects to the broker");
     let partition = kafka
-        .partition_client("wallet-operations", 0, UnknownTopicHandling::Error)
+        .partition_client(
+            &system.stack.operations_topic,
+            0,
+            UnknownTopicHandling::Error,
+        )
         .await
         .expect("partition");
     let (records, _) = partition
@@ -192,7 +196,7 @@ async fn cache_catches_up_with_a_batch_whose_worker_died() {
     assert_eq!(operations.len(), 1, "the deposit waits on the topic");
     assert_eq!(operations[0].1.id.to_string(), operation);
     let batch = ::wallet::ledger::store::Batch {
-        topic: "wallet-operations".to_owned(),
+        topic: system.stack.operations_topic.clone(),
         partition: 0,
         from_offset: position,
         next_offset: operations[0].0 + 1,
@@ -476,7 +480,7 @@ fn describe<K: std::fmt::Debug>(counts: &BTreeMap<K, impl std::fmt::Display>) ->
 }
 
 fn start_cluster() -> Cluster {
-    let stack = Stack::start(PARTITIONS);
+    let stack = Stack::start_with_own_broker(PARTITIONS);
     // An `Accepting` marker left by a killed API blocks retries of its request for this long;
     // it stays above the broker deadline (5 s) so a slow produce never overlaps a retry.
     let serve_env = [("WALLET_REDIS__ACCEPTING_TTL_S", "6".to_owned())];
@@ -788,7 +792,7 @@ async fn nemesis(cluster: &mut Cluster, until: Instant) -> Nemesis {
                 format!("down {down:?}")
             }
             Fault::BrokerKill => {
-                cluster.stack.broker.process.kill();
+                cluster.stack.broker.kill();
                 std::thread::sleep(down);
                 cluster.stack.broker.start_again();
                 format!("down {down:?}")
@@ -1386,7 +1390,7 @@ async fn check_events(ledger: &Ledger, broker: &str, violations: &mut Violations
     let mut published: HashSet<(Uuid, Uuid, i64)> = HashSet::new();
     let mut versions: HashMap<Uuid, i64> = HashMap::new();
     let mut created = 0;
-    for event in crate::events::read_events(broker).await {
+    for event in crate::events::read_events(broker, "wallet-events").await {
         let id = event["eventId"].as_str().unwrap_or_default().to_owned();
         if !seen_ids.insert(id) {
             continue;

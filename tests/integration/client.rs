@@ -258,8 +258,17 @@ pub struct System {
 }
 
 impl System {
+    /// The system on the shared broker.
     pub fn start(partitions: i32) -> System {
-        let stack = Stack::start(partitions);
+        System::on(Stack::start(partitions))
+    }
+
+    /// The system with a broker of its own, for tests that stop or kill it.
+    pub fn start_with_own_broker(partitions: i32) -> System {
+        System::on(Stack::start_with_own_broker(partitions))
+    }
+
+    fn on(stack: Stack) -> System {
         let server = stack.serve();
         let worker = stack.work("work-1");
         let api = Api::new(&server.base);

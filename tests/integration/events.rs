@@ -17,7 +17,7 @@ use crate::client::{deposit, transfer, withdraw, Api, System};
 use crate::harness::eventually;
 
 /// Every event on the topic, partition by partition in topic order.
-pub async fn read_events(broker: &str) -> Vec<Value> {
+pub async fn read_events(broker: &str, events_topic: &str) -> Vec<Value> {
     let client = ClientBuilder::new(vec![broker.to_owned()])
         .build()
         .await
@@ -25,12 +25,12 @@ pub async fn read_events(broker: &str) -> Vec<Value> {
     let topics = client.list_topics().await.expect("topics");
     let topic = topics
         .iter()
-        .find(|topic| topic.name == "wallet-events")
+        .find(|topic| topic.name == events_topic)
         .expect("events topic");
     let mut events = Vec::new();
     for partition in topic.partitions.iter().copied() {
         let partition = client
-            .partition_client("wallet-events", partition, UnknownTopicHandling::Error)
+            .partition_client(events_topic, partition, UnknownTopicHandling::Error)
             .await
             .expect("partition");
         let mut offset = 0;
@@ -79,7 +79,7 @@ async fn assert_events_complete(system: &System, operations: usize, wallets: usi
         .await
         .expect("count")
         .get(0);
-    let events = read_events(&system.stack.broker.address()).await;
+    let events = read_events(&system.stack.broker.address(), &system.stack.events_topic).await;
     let mut seen = HashSet::new();
     let mut versions: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for event in &events {
@@ -197,7 +197,7 @@ async fn worker_crash_during_relay_loses_no_event() {
 /// Proves a broker outage under load loses no event and the outbox drains afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_loses_no_event() {
-    let mut system = System::start(4);
+    let mut system = System::start_with_own_broker(4);
     let wallets = create_funded(&system.api, 8).await;
     let api = system.api.clone();
     let load = {

@@ -38,7 +38,7 @@ async fn submit_until_accepted(api: &Api, wallet: &str, key: &str, amount: &str)
 /// after the broker is back is applied exactly once.
 #[tokio::test]
 async fn broker_outage_is_a_retryable_503() {
-    let mut system = System::start(2);
+    let mut system = System::start_with_own_broker(2);
     let api = system.api.clone();
     let wallet = api.new_wallet().await;
     system.stack.broker.stop();

@@ -1,21 +1,25 @@
 //! Throwaway servers for integration tests: PostgreSQL (initdb in a temp dir), redis-server
-//! and tansu, each on a free port, each stoppable and restartable, all killed when the test
-//! ends, passes or fails. Also `wallet` processes run against them.
+//! and Apache Kafka, each on a free port, each stoppable and restartable, all killed when the
+//! test ends, passes or fails. Also `wallet` processes run against them.
 //!
 //! Binaries: `PG_BIN_DIR` (else the newest /usr/lib/postgresql/*/bin, else PATH), `REDIS_SERVER`
-//! (else PATH) and `TANSU_BIN` (else ~/.cache/wallet/tansu-0.6.0/bin/tansu, else PATH). The
-//! Makefile installs and exports them.
+//! (else PATH) and scripts/kafka.sh, which finds the broker's jars in ~/.cache/wallet. The
+//! Makefile installs them.
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
 const START_DEADLINE: Duration = Duration::from_secs(30);
+/// A JVM starting beside a busy test run takes longer than a native server.
+const KAFKA_START_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Polls `condition` until it holds or `deadline` passes; returns whether it held.
 pub async fn eventually<F, Fut>(deadline: Duration, mut condition: F) -> bool
@@ -374,55 +378,112 @@ impl Redis {
     }
 }
 
-fn tansu_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let cached = std::env::var("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/wallet/tansu-0.6.0/bin/tansu"))
-        .unwrap_or_default();
-    if cached.exists() {
-        cached
-    } else {
-        PathBuf::from("tansu")
+fn kafka_script() -> Command {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+}
+
+/// Polls until the broker answers a Metadata request (it listens before it can serve one).
+fn wait_until_kafka_ready(port: u16, process: &mut Process) {
+    let start = Instant::now();
+    loop {
+        let ready = kafka_script()
+            .args(["ready", &port.to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if ready {
+            return;
+        }
+        assert!(
+            process.is_running() && start.elapsed() < KAFKA_START_DEADLINE,
+            "kafka did not answer Metadata on {port} within {KAFKA_START_DEADLINE:?}; log:\n{}",
+            tail(&process.log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
+/// The broker of the tests that never fault it: one per test run, started on first use by a
+/// thread that lives as long as the test process (a child dies with the thread that spawned
+/// it), each test on topics of its own.
+static SHARED_BROKER: OnceLock<u16> = OnceLock::new();
+static TOPIC_SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+fn shared_broker_port() -> u16 {
+    *SHARED_BROKER.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let broker = Broker::start_in(shared_broker_dir());
+            sender
+                .send(broker.port)
+                .expect("the test waits for the port");
+            loop {
+                std::thread::park();
+            }
+        });
+        receiver.recv().expect("the shared broker starts")
+    })
+}
+
+/// The shared broker outlives every test, so its data goes under the target directory, named
+/// by the test process, and the data of earlier runs that ended is removed first.
+fn shared_broker_dir() -> TempDir {
+    let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let ended = |name: &str| {
+        name.strip_prefix("kafka-shared-")
+            .and_then(|rest| rest.split('-').next())
+            .is_some_and(|pid| !Path::new("/proc").join(pid).exists())
+    };
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        if ended(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("kafka-shared-{}-", std::process::id()))
+        .tempdir_in(parent)
+        .expect("temp dir for the shared broker")
+}
+
+/// Apache Kafka in KRaft mode (scripts/kafka.sh), on free ports. A handle on the shared
+/// broker (`Broker::shared`) has no process: a test that stops, kills or pauses the broker
+/// starts one of its own.
 pub struct Broker {
     pub port: u16,
-    pub process: Process,
-    _dir: TempDir,
+    process: Option<Process>,
+    _dir: Option<TempDir>,
 }
 
 impl Broker {
     pub fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // tansu reads a `.env` from its working directory, so it gets an empty one of its own.
-        let work = dir.path().join("broker");
-        std::fs::create_dir(&work).expect("broker dir");
+        Broker::start_in(tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn start_in(dir: TempDir) -> Broker {
         let port = free_port();
-        let log = dir.path().join("tansu.log");
-        let binary = tansu_bin();
-        let process = Process::spawn("tansu", log.clone(), move || {
-            let listener = format!("tcp://127.0.0.1:{port}");
-            let mut command = Command::new(&binary);
+        let controller_port = free_port();
+        let log = dir.path().join("kafka.log");
+        let data = dir.path().join("kafka");
+        let mut process = Process::spawn("kafka", log, move || {
+            let mut command = kafka_script();
             command
-                .current_dir(&work)
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &listener,
-                    "--advertised-listener-url",
-                    &listener,
-                ])
-                .args(["--storage-engine", "sqlite://tansu.db"]);
+                .arg("run")
+                .arg(&data)
+                .args([port.to_string(), controller_port.to_string()]);
             command
         });
-        wait_for_port(port, "tansu", &log);
+        wait_until_kafka_ready(port, &mut process);
         Broker {
             port,
-            process,
-            _dir: dir,
+            process: Some(process),
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn shared() -> Broker {
+        Broker {
+            port: shared_broker_port(),
+            process: None,
+            _dir: None,
         }
     }
 
@@ -430,14 +491,27 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn stop(&mut self) {
+    fn own(&mut self) -> &mut Process {
         self.process
-            .stop_with(libc::SIGTERM, Duration::from_secs(10));
+            .as_mut()
+            .expect("the shared broker is never faulted: start the stack with its own broker")
+    }
+
+    /// A controlled shutdown (SIGTERM), as an operator's restart would do.
+    pub fn stop(&mut self) {
+        self.own().stop_with(libc::SIGTERM, Duration::from_secs(30));
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        self.own().kill();
     }
 
     pub fn start_again(&mut self) {
-        self.process.start();
-        wait_for_port(self.port, "tansu", &self.process.log);
+        let port = self.port;
+        let process = self.own();
+        process.start();
+        wait_until_kafka_ready(port, process);
     }
 }
 
@@ -447,16 +521,46 @@ pub struct Stack {
     pub redis: Redis,
     pub broker: Broker,
     pub partitions: i32,
+    pub operations_topic: String,
+    pub events_topic: String,
     logs: TempDir,
 }
 
 impl Stack {
+    /// A stack on the shared broker, with topics of its own.
     pub fn start(partitions: i32) -> Stack {
+        let n = TOPIC_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        Stack::migrated(
+            partitions,
+            Broker::shared(),
+            format!("wallet-operations-{n}"),
+            format!("wallet-events-{n}"),
+        )
+    }
+
+    /// A stack with a broker of its own, for tests that stop, kill or pause it.
+    pub fn start_with_own_broker(partitions: i32) -> Stack {
+        Stack::migrated(
+            partitions,
+            Broker::start(),
+            "wallet-operations".to_owned(),
+            "wallet-events".to_owned(),
+        )
+    }
+
+    fn migrated(
+        partitions: i32,
+        broker: Broker,
+        operations_topic: String,
+        events_topic: String,
+    ) -> Stack {
         let stack = Stack {
             postgres: Postgres::start(),
             redis: Redis::start(),
-            broker: Broker::start(),
+            broker,
             partitions,
+            operations_topic,
+            events_topic,
             logs: tempfile::tempdir().expect("temp dir"),
         };
         let output = stack
@@ -480,6 +584,14 @@ impl Stack {
             (
                 "WALLET_KAFKA__PARTITIONS".into(),
                 self.partitions.to_string(),
+            ),
+            (
+                "WALLET_KAFKA__OPERATIONS_TOPIC".into(),
+                self.operations_topic.clone(),
+            ),
+            (
+                "WALLET_KAFKA__EVENTS_TOPIC".into(),
+                self.events_topic.clone(),
             ),
             ("WALLET_WORKER__BATCH_LINGER_MS".into(), "20".into()),
             ("WALLET_WORKER__REBALANCE_INTERVAL_MS".into(), "250".into()),

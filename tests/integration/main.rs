@@ -1,4 +1,4 @@
-//! Integration tests against real PostgreSQL, Redis and tansu started by the harness.
+//! Integration tests against real PostgreSQL, Redis and Apache Kafka started by the harness.
 
 mod api;
 mod auth;

@@ -192,3 +192,32 @@ fn work_service_can_scale() {
         );
     }
 }
+
+/// Proves compose.yaml runs the Kafka version the local stack and the tests run, and that no
+/// file outside the README's history still speaks of the broker this project left.
+#[test]
+fn one_kafka_version_everywhere() {
+    let pom = read("scripts/kafka/pom.xml");
+    let version = pom
+        .split_once("<kafka.version>")
+        .and_then(|(_, rest)| rest.split_once("</kafka.version>"))
+        .map(|(version, _)| version.trim().to_owned())
+        .expect("the pom names kafka.version");
+    assert!(version.starts_with("4."), "Kafka 4.x, not {version}");
+    let compose = read("compose.yaml");
+    assert!(
+        compose.contains(&format!("image: apache/kafka:{version}\n")),
+        "compose.yaml runs apache/kafka:{version}"
+    );
+    for name in [
+        "Makefile",
+        "scripts/tools.sh",
+        "scripts/stack.sh",
+        "config.toml.example",
+    ] {
+        assert!(
+            !read(name).to_lowercase().contains("tansu"),
+            "{name} still mentions tansu"
+        );
+    }
+}

@@ -381,7 +381,7 @@ async fn poison_records_do_not_stop_the_partition() {
         .expect("connects");
     let partition = client
         .partition_client(
-            "wallet-operations",
+            &system.stack.operations_topic,
             0,
             rskafka::client::partition::UnknownTopicHandling::Error,
         )
