@@ -215,7 +215,7 @@ async fn produce_latency_by_request_size() {
     let client = connect(&broker).await;
     new_topic(&client, "latency", 1).await;
     let partition = partition(&client, "latency", 0).await;
-    for count in [10, 50, 60, 100, 500] {
+    for count in [10, 40, 44, 48, 50, 60, 100, 300, 400, 430, 460, 500, 1_000] {
         let mut samples = Vec::new();
         for _ in 0..50 {
             let started = Instant::now();

@@ -405,16 +405,17 @@ fn wait_until_kafka_ready(port: u16, process: &mut Process) {
 /// The broker of the tests that never fault it: one per test run, started on first use by a
 /// thread that lives as long as the test process (a child dies with the thread that spawned
 /// it), each test on topics of its own.
-static SHARED_BROKER: OnceLock<u16> = OnceLock::new();
+static SHARED_BROKER: OnceLock<(u16, PathBuf)> = OnceLock::new();
 static TOPIC_SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
-fn shared_broker_port() -> u16 {
-    *SHARED_BROKER.get_or_init(|| {
+fn shared_broker() -> &'static (u16, PathBuf) {
+    SHARED_BROKER.get_or_init(|| {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let broker = Broker::start_in(shared_broker_dir());
+            let log = broker.process.as_ref().map(|process| process.log.clone());
             sender
-                .send(broker.port)
+                .send((broker.port, log.unwrap_or_default()))
                 .expect("the test waits for the port");
             loop {
                 std::thread::park();
@@ -481,7 +482,7 @@ impl Broker {
 
     pub fn shared() -> Broker {
         Broker {
-            port: shared_broker_port(),
+            port: shared_broker().0,
             process: None,
             _dir: None,
         }
@@ -512,6 +513,20 @@ impl Broker {
         let process = self.own();
         process.start();
         wait_until_kafka_ready(port, process);
+    }
+}
+
+impl Drop for Broker {
+    /// A failing test on the shared broker shows its log too (a private one's process does).
+    fn drop(&mut self) {
+        if self.process.is_none() && std::thread::panicking() {
+            let log = &shared_broker().1;
+            eprintln!(
+                "---- shared kafka log ({}) ----\n{}",
+                log.display(),
+                tail(log)
+            );
+        }
     }
 }
 
