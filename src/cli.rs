@@ -27,6 +27,13 @@ pub enum Command {
     Migrate(MigrateFlags),
     /// Load a running system, then verify every operation was applied exactly once.
     Bench(BenchFlags),
+    /// Audit the ledger (read-only): balances against their journals, gapless versions,
+    /// operations against their entries, stored positions against the broker. Exit 1 on any
+    /// violation.
+    Verify(ReportFlags),
+    /// Show per partition the broker's end offset, the stored position, the lag and the
+    /// lease holder, and the outbox backlog.
+    Lag(ReportFlags),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -194,6 +201,13 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct ReportFlags {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct MigrateFlags {
     /// Partitions of a newly created operations topic (kafka.partitions)
     #[arg(long, value_name = "N")]
@@ -240,7 +254,9 @@ impl Cli {
             Command::Serve(serve) => (Some(serve), None),
             Command::Work(work) => (None, Some(work)),
             Command::Run { serve, work } => (Some(serve), Some(work)),
-            Command::Bench(_) | Command::Token(_) => (None, None),
+            Command::Bench(_) | Command::Token(_) | Command::Verify(_) | Command::Lag(_) => {
+                (None, None)
+            }
             Command::Migrate(migrate) => {
                 set(
                     &mut tree,

@@ -28,6 +28,8 @@ fn main() -> ExitCode {
         Command::Run { .. } => wallet::startup::run(config),
         Command::Bench(flags) => wallet::startup::bench(flags.scenarios(), flags.json),
         Command::Token(command) => wallet::startup::token(config, command),
+        Command::Verify(flags) => wallet::startup::verify(config, flags.json),
+        Command::Lag(flags) => wallet::startup::lag(config, flags.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

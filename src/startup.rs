@@ -13,8 +13,8 @@ use crate::cache::Cache;
 use crate::cli::TokenCommand;
 use crate::config::Config;
 use crate::ingest::producer::OperationProducer;
-use crate::ingest::{broker, worker};
-use crate::ledger::{database, migrate as schema};
+use crate::ingest::{broker, lag, worker};
+use crate::ledger::{audit, database, migrate as schema};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -125,6 +125,82 @@ pub fn bench(scenarios: Vec<BenchOptions>, json: bool) -> anyhow::Result<()> {
         0 => Ok(()),
         count => anyhow::bail!("{count} correctness violation(s)"),
     }
+}
+
+/// Connects to PostgreSQL for an operator command, saying where it tried.
+async fn operator_connection(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
+    database::connect(&config.database).await.with_context(|| {
+        format!(
+            "cannot reach PostgreSQL at {}",
+            database::redact(&config.database.url)
+        )
+    })
+}
+
+/// A progress bar over `total` rows on a terminal's standard error; hidden elsewhere.
+fn rows_bar(total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("verifying {bar:30} {pos}/{len} rows ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// `wallet verify`: the ledger audit plus every stored position against the broker; fails
+/// (exit 1) when anything is wrong.
+pub fn verify(config: Config, json: bool) -> anyhow::Result<()> {
+    let audit = runtime()?.block_on(async {
+        let mut client = operator_connection(&config).await?;
+        let bar = rows_bar(audit::size(&client).await?);
+        let mut audit = audit::run(&mut client, |rows| bar.inc(rows)).await?;
+        bar.finish_and_clear();
+        let kafka = broker::connect(&config.kafka).await?;
+        let mut ends = std::collections::BTreeMap::new();
+        for position in audit.positions.clone() {
+            if !ends.contains_key(&position.topic) {
+                // A topic the broker no longer has leaves every position on it unmatched.
+                let topic_ends = lag::end_offsets(&kafka, &config.kafka, &position.topic).await;
+                ends.insert(position.topic.clone(), topic_ends.unwrap_or_default());
+            }
+            let end = ends[&position.topic].get(&position.partition).copied();
+            audit.record(audit::checks::check_position(
+                &position.topic,
+                position.partition,
+                position.next_offset,
+                end,
+            ));
+        }
+        anyhow::Ok(audit)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&audit)?);
+    } else {
+        println!("{audit}");
+    }
+    match audit.violation_count {
+        0 => Ok(()),
+        count => anyhow::bail!("{count} violation(s) found"),
+    }
+}
+
+/// `wallet lag`.
+pub fn lag(config: Config, json: bool) -> anyhow::Result<()> {
+    let report = runtime()?.block_on(async {
+        let client = operator_connection(&config).await?;
+        let kafka = broker::connect(&config.kafka).await?;
+        lag::report(&client, &kafka, &config.kafka, crate::clock::now()).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
 }
 
 /// `wallet token create|list|revoke`.

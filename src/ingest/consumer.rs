@@ -143,7 +143,7 @@ impl PartitionConsumer {
 
     /// Records not yet applied: what an operator watches to see whether workers keep up.
     fn record_lag(&self, reader: &PartitionReader, position: i64) {
-        let lag = (reader.high_watermark() - position).max(0);
+        let lag = super::lag::lag(reader.high_watermark(), position);
         metrics::gauge!("wallet_consumer_lag", "partition" => self.id().to_string())
             .set(lag as f64);
     }

@@ -169,6 +169,30 @@ impl Drop for PartitionLease {
 /// Asks the server to end the lease session after `lapse` without a statement
 /// (`idle_session_timeout`, PostgreSQL 14 and later). Older servers keep the session, so a
 /// frozen worker keeps its partitions until it resumes or dies; that is logged, not fatal.
+/// Who holds each partition's lease now: the holder's backend pid and client address, by
+/// partition, read from the server's lock table.
+pub async fn owners(client: &Client) -> anyhow::Result<std::collections::BTreeMap<i32, String>> {
+    let rows = client
+        .query(
+            "SELECT l.objid::bigint, l.pid, coalesce(host(a.client_addr), 'local socket')
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+               AND l.classid::bigint = $1",
+            &[&i64::from(PARTITION_CLASS)],
+        )
+        .await
+        .context("reading partition leases")?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let partition = i32::try_from(row.get::<_, i64>(0)).ok()?;
+            let pid: i32 = row.get(1);
+            let address: String = row.get(2);
+            Some((partition, format!("pid {pid} at {address}")))
+        })
+        .collect())
+}
+
 async fn expire_after(client: &Client, deadline: Duration, lapse: Duration) -> anyhow::Result<()> {
     let lapse_ms = lapse.as_millis().max(1).to_string();
     let params: [&(dyn ToSql + Sync); 1] = [&lapse_ms];

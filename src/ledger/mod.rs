@@ -1,6 +1,7 @@
 //! The domain: money, operations, the pure rules that apply them, and their PostgreSQL
 //! persistence.
 
+pub mod audit;
 pub mod database;
 pub mod events;
 pub mod migrate;

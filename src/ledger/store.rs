@@ -786,6 +786,16 @@ async fn write_dead_letters(
     Ok(())
 }
 
+/// How many events wait in the outbox, and since when the oldest has.
+pub async fn outbox_backlog(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    let row = client
+        .query_one("SELECT count(*), min(created_at) FROM outbox", &[])
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// An event waiting in the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {

@@ -11,5 +11,6 @@ mod events;
 mod faults;
 mod foundation;
 mod harness;
+mod operator;
 mod packaging;
 mod pipeline;

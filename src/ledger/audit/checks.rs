@@ -1,0 +1,283 @@
+//! The audit's rules: pure functions from what the database holds about one wallet, one
+//! operation or one partition to the violations found there.
+
+use bigdecimal::{BigDecimal, Zero};
+use serde::Serialize;
+
+use crate::ledger::types::{OperationStatus, OperationType};
+
+/// One thing that is wrong, with what was expected and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Violation {
+    /// What is wrong: a wallet, an operation, an entry or a partition, by its id.
+    pub subject: String,
+    pub check: &'static str,
+    pub expected: String,
+    pub found: String,
+}
+
+/// A wallet row with the aggregate of its journal.
+#[derive(Debug, Clone)]
+pub struct WalletJournal {
+    pub id: String,
+    pub balance: BigDecimal,
+    pub version: i64,
+    pub entries: i64,
+    pub entries_sum: BigDecimal,
+    pub lowest_version: i64,
+    pub highest_version: i64,
+}
+
+pub fn check_wallet(wallet: &WalletJournal) -> Vec<Violation> {
+    let violation = |check, expected: String, found: String| Violation {
+        subject: format!("wallet {}", wallet.id),
+        check,
+        expected,
+        found,
+    };
+    let mut found = Vec::new();
+    if wallet.balance != wallet.entries_sum {
+        found.push(violation(
+            "balance equals the sum of its entries",
+            wallet.entries_sum.normalized().to_string(),
+            wallet.balance.normalized().to_string(),
+        ));
+    }
+    let gapless = wallet.entries == wallet.version
+        && wallet.highest_version == wallet.version
+        && (wallet.entries == 0 || wallet.lowest_version == 1);
+    if !gapless {
+        found.push(violation(
+            "entry versions run 1, 2, 3, ... up to the wallet's version",
+            format!(
+                "versions 1..={} ({} entries)",
+                wallet.version, wallet.version
+            ),
+            format!(
+                "versions {}..={} ({} entries)",
+                wallet.lowest_version, wallet.highest_version, wallet.entries
+            ),
+        ));
+    }
+    if wallet.balance < BigDecimal::zero() {
+        found.push(violation(
+            "balance is not below its floor",
+            "at least 0".to_owned(),
+            wallet.balance.normalized().to_string(),
+        ));
+    }
+    found
+}
+
+/// An operation row with the aggregate of the entries it wrote.
+#[derive(Debug, Clone)]
+pub struct OperationJournal {
+    pub id: String,
+    /// As stored; an unknown type is itself a violation.
+    pub kind: String,
+    pub status: String,
+    pub amount: BigDecimal,
+    pub entries: i64,
+    pub entries_sum: BigDecimal,
+    /// The sum of the entries' absolute deltas: what moved at all.
+    pub entries_moved: BigDecimal,
+}
+
+/// The entries a decided operation must have written: how many, their sum and how much moved.
+fn expected_entries(
+    kind: OperationType,
+    status: OperationStatus,
+    amount: &BigDecimal,
+) -> Option<(i64, BigDecimal, BigDecimal)> {
+    match (status, kind) {
+        (OperationStatus::Processed, OperationType::Deposit) => {
+            Some((1, amount.clone(), amount.clone()))
+        }
+        (OperationStatus::Processed, OperationType::Withdraw) => {
+            Some((1, -amount.clone(), amount.clone()))
+        }
+        (OperationStatus::Processed, OperationType::Transfer) => {
+            Some((2, BigDecimal::zero(), amount * BigDecimal::from(2)))
+        }
+        // A failed operation writes a zero entry on a wallet that exists, none otherwise.
+        (OperationStatus::Failed, _) | (OperationStatus::Pending, _) => None,
+    }
+}
+
+pub fn check_operation(operation: &OperationJournal) -> Vec<Violation> {
+    let violation = |check, expected: String, found: String| Violation {
+        subject: format!("operation {}", operation.id),
+        check,
+        expected,
+        found,
+    };
+    let (Some(kind), Some(status)) = (
+        OperationType::parse(&operation.kind),
+        OperationStatus::parse(&operation.status),
+    ) else {
+        return vec![violation(
+            "type and status are known",
+            "a known type, PROCESSED or FAILED".to_owned(),
+            format!("{} {}", operation.kind, operation.status),
+        )];
+    };
+    let describe = |count: i64, sum: &BigDecimal, moved: &BigDecimal| {
+        format!(
+            "{count} entries, sum {}, moved {}",
+            sum.normalized(),
+            moved.normalized()
+        )
+    };
+    let found = describe(
+        operation.entries,
+        &operation.entries_sum,
+        &operation.entries_moved,
+    );
+    match expected_entries(kind, status, &operation.amount) {
+        Some((count, sum, moved))
+            if count != operation.entries
+                || sum != operation.entries_sum
+                || moved != operation.entries_moved =>
+        {
+            vec![violation(
+                "a processed operation's entries move exactly its amount",
+                describe(count, &sum, &moved),
+                found,
+            )]
+        }
+        None if status == OperationStatus::Pending => vec![violation(
+            "a stored operation is decided",
+            "PROCESSED or FAILED".to_owned(),
+            operation.status.clone(),
+        )],
+        None if !operation.entries_moved.is_zero() => vec![violation(
+            "a failed operation moved nothing",
+            "moved 0".to_owned(),
+            found,
+        )],
+        Some(_) | None => Vec::new(),
+    }
+}
+
+/// A stored consumer position against its partition's end offset on the broker.
+pub fn check_position(
+    topic: &str,
+    partition: i32,
+    position: i64,
+    end_offset: Option<i64>,
+) -> Vec<Violation> {
+    let subject = format!("partition {topic}/{partition}");
+    match end_offset {
+        Some(end) if position <= end => Vec::new(),
+        Some(end) => vec![Violation {
+            subject,
+            check: "stored position is at most the partition's end offset",
+            expected: format!("at most {end}"),
+            found: position.to_string(),
+        }],
+        None => vec![Violation {
+            subject,
+            check: "stored position names a partition the broker has",
+            expected: "a partition of the topic".to_owned(),
+            found: "no such partition on the broker".to_owned(),
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn decimal(text: &str) -> BigDecimal {
+        BigDecimal::from_str(text).expect("a decimal")
+    }
+
+    fn wallet(
+        balance: &str,
+        version: i64,
+        entries: i64,
+        sum: &str,
+        range: (i64, i64),
+    ) -> WalletJournal {
+        WalletJournal {
+            id: "w".to_owned(),
+            balance: decimal(balance),
+            version,
+            entries,
+            entries_sum: decimal(sum),
+            lowest_version: range.0,
+            highest_version: range.1,
+        }
+    }
+
+    fn operation(
+        kind: &str,
+        status: &str,
+        amount: &str,
+        entries: i64,
+        sum: &str,
+        moved: &str,
+    ) -> OperationJournal {
+        OperationJournal {
+            id: "o".to_owned(),
+            kind: kind.to_owned(),
+            status: status.to_owned(),
+            amount: decimal(amount),
+            entries,
+            entries_sum: decimal(sum),
+            entries_moved: decimal(moved),
+        }
+    }
+
+    #[test]
+    fn a_consistent_wallet_passes() {
+        assert!(check_wallet(&wallet("12.50", 3, 3, "12.5", (1, 3))).is_empty());
+        assert!(check_wallet(&wallet("0", 0, 0, "0", (0, 0))).is_empty());
+    }
+
+    #[test]
+    fn each_wallet_fault_is_named() {
+        let checks = |w: WalletJournal| -> Vec<&'static str> {
+            check_wallet(&w).into_iter().map(|v| v.check).collect()
+        };
+        assert_eq!(
+            checks(wallet("13", 3, 3, "12.5", (1, 3))),
+            vec!["balance equals the sum of its entries"]
+        );
+        assert_eq!(checks(wallet("12.5", 3, 3, "12.5", (1, 12))).len(), 1);
+        assert_eq!(checks(wallet("12.5", 3, 2, "12.5", (1, 3))).len(), 1);
+        assert_eq!(checks(wallet("12.5", 3, 3, "12.5", (2, 3))).len(), 1);
+        assert_eq!(
+            checks(wallet("-1", 1, 1, "-1", (1, 1))),
+            vec!["balance is not below its floor"]
+        );
+    }
+
+    #[test]
+    fn operations_move_exactly_their_amount() {
+        assert!(check_operation(&operation("DEPOSIT", "PROCESSED", "5", 1, "5", "5")).is_empty());
+        assert!(check_operation(&operation("WITHDRAW", "PROCESSED", "5", 1, "-5", "5")).is_empty());
+        assert!(check_operation(&operation("TRANSFER", "PROCESSED", "5", 2, "0", "10")).is_empty());
+        assert!(check_operation(&operation("TRANSFER", "FAILED", "5", 1, "0", "0")).is_empty());
+        assert!(check_operation(&operation("DEPOSIT", "FAILED", "5", 0, "0", "0")).is_empty());
+        for broken in [
+            operation("DEPOSIT", "PROCESSED", "5", 0, "0", "0"),
+            operation("DEPOSIT", "PROCESSED", "5", 1, "6", "6"),
+            operation("TRANSFER", "PROCESSED", "5", 2, "1", "11"),
+            operation("WITHDRAW", "FAILED", "5", 1, "-5", "5"),
+            operation("REFUND", "PROCESSED", "5", 1, "5", "5"),
+        ] {
+            assert_eq!(check_operation(&broken).len(), 1, "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn positions_beyond_the_broker_are_reported() {
+        assert!(check_position("t", 0, 10, Some(10)).is_empty());
+        assert_eq!(check_position("t", 0, 11, Some(10)).len(), 1);
+        assert_eq!(check_position("t", 9, 0, None).len(), 1);
+    }
+}
