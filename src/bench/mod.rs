@@ -2,8 +2,8 @@
 //! ledger is right — the way an operator validates a deployment.
 
 mod load;
-mod memory;
 mod mix;
+mod processes;
 mod progress;
 mod report;
 mod verify;
@@ -36,7 +36,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
     let counters = Arc::new(progress::Counters::default());
     let progress =
         progress::Progress::start(counters.clone(), Duration::from_secs(options.duration_s));
+    let before = processes::snapshot();
     let sent_load = load::run(&http, &options, wallets.clone(), counters).await?;
+    let after = processes::snapshot();
     drop(progress);
     let verification = verify::verify(&http, &options, &wallets, &sent_load.sent).await?;
     let decided = verification.processed + verification.failed;
@@ -66,8 +68,13 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         accept_to_processed_ms: Percentiles::of(&verification.processed_latency_us),
         errors_by_status: sent_load.errors,
         violations: verification.violations,
+        cpu_us_per_op: if local {
+            processes::cpu_us_per_op(&before, &after, sent_load.sent.len() as u64)
+        } else {
+            Default::default()
+        },
         peak_rss_mib: if local {
-            memory::peak_rss_mib()
+            after.peak_rss_mib()
         } else {
             Default::default()
         },

@@ -44,7 +44,10 @@ pub struct Report {
     pub accept_to_processed_ms: Percentiles,
     pub errors_by_status: BTreeMap<u16, u64>,
     pub violations: BTreeMap<&'static str, u64>,
-    /// Peak resident memory per local `wallet` mode, in MiB.
+    /// CPU time each local process role spent during the load phase per operation accepted
+    /// in it, in microseconds, with their `total`.
+    pub cpu_us_per_op: BTreeMap<String, f64>,
+    /// Peak resident memory per local process role, in MiB (for PostgreSQL its largest process).
     pub peak_rss_mib: BTreeMap<String, f64>,
 }
 
@@ -83,7 +86,8 @@ impl Report {
             settle.p50, settle.p99, settle.max
         );
         println!("  errors by status    {:?}", self.errors_by_status);
-        println!("  peak RSS MiB        {:?}", self.peak_rss_mib);
+        println!("  CPU µs per op       {}", rounded(&self.cpu_us_per_op));
+        println!("  peak RSS MiB        {}", rounded(&self.peak_rss_mib));
         println!(
             "  violations          {} {:?}",
             self.violation_count(),
@@ -124,7 +128,23 @@ pub fn print_table(reports: &[Report]) {
             report.violation_count()
         );
     }
-    if let Some(last) = reports.last() {
-        println!("peak RSS MiB: {:?}", last.peak_rss_mib);
+    for report in reports {
+        println!(
+            "{}: CPU µs per op {}",
+            report.scenario,
+            rounded(&report.cpu_us_per_op)
+        );
     }
+    if let Some(last) = reports.last() {
+        println!("peak RSS MiB: {}", rounded(&last.peak_rss_mib));
+    }
+}
+
+/// `name value` pairs rounded to whole numbers, in a stable order.
+fn rounded(values: &BTreeMap<String, f64>) -> String {
+    values
+        .iter()
+        .map(|(name, value)| format!("{name} {value:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
