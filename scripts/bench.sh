@@ -2,7 +2,7 @@
 # Load runs against the local stack (`make up` + `wallet migrate` first): starts a release
 # `wallet serve` and `wallet work`, runs `wallet bench`, and stops them again.
 #   scripts/bench.sh smoke [ARGS]     a hot wallet and BENCH_WALLETS wallets, BENCH_DURATION s each
-#   scripts/bench.sh standard [ARGS]  the three standard scenarios, printed as one table
+#   scripts/bench.sh standard [ARGS]  the three standard scenarios and the row-lock baseline, printed as one table
 # ARGS go to every `wallet bench` call.
 set -euo pipefail
 
@@ -51,7 +51,8 @@ case "$MODE" in
     "$WALLET" bench --url "$URL" --token "$TOKEN" --wallets "$WALLETS" --duration "$DURATION" --connections 64 "$@"
     ;;
   standard)
-    "$WALLET" bench --url "$URL" --token "$TOKEN" --standard --duration "${BENCH_DURATION:-20}" --connections 64 "$@"
+    "$WALLET" bench --url "$URL" --token "$TOKEN" --standard --duration "${BENCH_DURATION:-20}" --connections 64 \
+      --baseline row-lock "$@"
     ;;
   *)
     echo "usage: $0 smoke|standard [wallet bench arguments]" >&2

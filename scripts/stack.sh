@@ -44,7 +44,7 @@ postgres_up() {
   fi
   [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$STACK"
   as_postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres.log" -w \
-    -o "-p $PG_PORT -k $STACK -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "-p $PG_PORT -k $STACK -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
   touch "$STACK/postgres.started"
   wait_for "$PG_PORT" postgres "$STACK/postgres.log"
   echo "postgres: started on 127.0.0.1:$PG_PORT (data in $data)"

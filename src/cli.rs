@@ -122,6 +122,17 @@ pub struct BenchFlags {
     /// default 1000/s, on 1,000 wallets) and print one table
     #[arg(long, conflicts_with_all = ["hot", "wallets"])]
     pub standard: bool,
+    /// After each closed-loop scenario, drive the replaced design (one row-locked transaction
+    /// per operation) against the same PostgreSQL (database.url) and print the ratio
+    #[arg(long, value_enum, value_name = "DESIGN")]
+    pub baseline: Option<Baseline>,
+}
+
+/// The designs `--baseline` can measure.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Baseline {
+    /// Per operation: SELECT … FOR UPDATE the wallet row(s), check, UPDATE, INSERT a journal row
+    RowLock,
 }
 
 /// The open-loop rate of the standard scenarios when `--rate` is not given.
@@ -130,7 +141,7 @@ const STANDARD_RATE_PER_S: u64 = 1_000;
 impl BenchFlags {
     /// The scenarios to run: the one the flags describe, or with `--standard` the three
     /// standard ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate).
-    pub fn scenarios(&self) -> Vec<BenchOptions> {
+    pub fn scenarios(&self, database: &crate::config::DatabaseConfig) -> Vec<BenchOptions> {
         let base = BenchOptions {
             scenario: if self.hot {
                 "hot wallet".to_owned()
@@ -145,6 +156,7 @@ impl BenchFlags {
             rate: self.rate.filter(|rate| *rate > 0),
             settle_timeout_s: self.settle_timeout_s,
             token: self.token.clone(),
+            baseline: self.baseline.map(|Baseline::RowLock| database.clone()),
         };
         if !self.standard {
             return vec![base];

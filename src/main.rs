@@ -26,7 +26,9 @@ fn main() -> ExitCode {
         Command::Work(_) => wallet::startup::work(config),
         Command::Migrate(_) => wallet::startup::migrate(config),
         Command::Run { .. } => wallet::startup::run(config),
-        Command::Bench(flags) => wallet::startup::bench(flags.scenarios(), flags.json),
+        Command::Bench(flags) => {
+            wallet::startup::bench(flags.scenarios(&config.database), flags.json)
+        }
         Command::Token(command) => wallet::startup::token(config, command),
         Command::Verify(flags) => wallet::startup::verify(config, flags.json),
         Command::Lag(flags) => wallet::startup::lag(config, flags.json),

@@ -194,7 +194,7 @@ async fn drive(
     }
 }
 
-fn plan(rng: &mut impl Rng, options: &BenchOptions, wallets: usize) -> Sent {
+pub fn plan(rng: &mut impl Rng, options: &BenchOptions, wallets: usize) -> Sent {
     let mut operation_type = options.mix.pick(rng);
     if wallets < 2 && operation_type == OperationType::Transfer {
         operation_type = OperationType::Deposit;

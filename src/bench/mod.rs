@@ -1,6 +1,7 @@
 //! `wallet bench`: a load generator that measures throughput and latency and then proves the
 //! ledger is right — the way an operator validates a deployment.
 
+mod baseline;
 mod load;
 mod mix;
 mod processes;
@@ -28,6 +29,8 @@ pub struct BenchOptions {
     pub rate: Option<u64>,
     pub settle_timeout_s: u64,
     pub token: Option<String>,
+    /// Where to run the row-lock baseline after the scenario (closed-loop scenarios only).
+    pub baseline: Option<crate::config::DatabaseConfig>,
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
@@ -50,6 +53,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         _ => 0.0,
     };
     let elapsed = sent_load.elapsed.as_secs_f64();
+    let baseline_per_s = match (&options.baseline, options.rate) {
+        (Some(database), None) => Some(baseline::run(database, &options).await?),
+        _ => None,
+    };
     let local = ["://127.0.0.1", "://localhost", "://[::1]"]
         .iter()
         .any(|host| options.url.contains(host));
@@ -68,6 +75,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Report> {
         accept_to_processed_ms: Percentiles::of(&verification.processed_latency_us),
         errors_by_status: sent_load.errors,
         violations: verification.violations,
+        baseline_per_s,
         cpu_us_per_op: if local {
             processes::cpu_us_per_op(&before, &after, sent_load.sent.len() as u64)
         } else {

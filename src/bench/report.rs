@@ -44,6 +44,8 @@ pub struct Report {
     pub accept_to_processed_ms: Percentiles,
     pub errors_by_status: BTreeMap<u16, u64>,
     pub violations: BTreeMap<&'static str, u64>,
+    /// Operations per second of the replaced row-lock design on the same scenario.
+    pub baseline_per_s: Option<f64>,
     /// CPU time each local process role spent during the load phase per operation accepted
     /// in it, in microseconds, with their `total`.
     pub cpu_us_per_op: BTreeMap<String, f64>,
@@ -86,6 +88,12 @@ impl Report {
             settle.p50, settle.p99, settle.max
         );
         println!("  errors by status    {:?}", self.errors_by_status);
+        if let Some(baseline) = self.baseline_per_s {
+            println!(
+                "  row-lock baseline   {baseline:.0}/s  (this design: {:.1}x)",
+                self.processed_per_s / baseline.max(f64::EPSILON)
+            );
+        }
         println!("  CPU µs per op       {}", rounded(&self.cpu_us_per_op));
         println!("  peak RSS MiB        {}", rounded(&self.peak_rss_mib));
         println!(
@@ -99,7 +107,7 @@ impl Report {
 /// Prints several scenarios as one table.
 pub fn print_table(reports: &[Report]) {
     println!(
-        "{:<22} {:>9} {:>10} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7} {:>10}",
+        "{:<22} {:>9} {:>10} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7} {:>10} {:>10} {:>6}",
         "scenario",
         "wallets",
         "accepted/s",
@@ -110,11 +118,13 @@ pub fn print_table(reports: &[Report]) {
         "a→p p50",
         "a→p p99",
         "errors",
-        "violations"
+        "violations",
+        "baseline/s",
+        "ratio"
     );
     for report in reports {
         println!(
-            "{:<22} {:>9} {:>10.0} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>10.1} {:>7} {:>10}",
+            "{:<22} {:>9} {:>10.0} {:>11.0} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>10.1} {:>7} {:>10} {:>10} {:>6}",
             report.scenario,
             report.wallets,
             report.accepted_per_s,
@@ -125,7 +135,14 @@ pub fn print_table(reports: &[Report]) {
             report.accept_to_processed_ms.p50,
             report.accept_to_processed_ms.p99,
             report.errors_by_status.values().sum::<u64>(),
-            report.violation_count()
+            report.violation_count(),
+            report
+                .baseline_per_s
+                .map_or("-".to_owned(), |b| format!("{b:.0}")),
+            report.baseline_per_s.map_or("-".to_owned(), |b| format!(
+                "{:.1}x",
+                report.processed_per_s / b.max(f64::EPSILON)
+            ))
         );
     }
     for report in reports {
