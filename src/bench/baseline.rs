@@ -19,6 +19,7 @@ use crate::ledger::types::OperationType;
 
 /// Its own schema, so the baseline never touches the service's ledger.
 const SCHEMA: &str = "
+    SET client_min_messages = warning;
     CREATE SCHEMA IF NOT EXISTS bench_baseline;
     DROP TABLE IF EXISTS bench_baseline.entries, bench_baseline.wallets;
     CREATE TABLE bench_baseline.wallets (
