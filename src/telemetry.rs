@@ -8,7 +8,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -28,13 +27,11 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(std::io::stderr)
-            .with_filter(filter_fn(|metadata| !is_framework_error(metadata)))
     });
     let json = (config.format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
-            .with_filter(filter_fn(|metadata| !is_framework_error(metadata)))
     });
     tracing_subscriber::registry()
         .with(filter)
@@ -46,8 +43,8 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
 }
 
 /// actix-http logs every malformed request head and broken connection as an ERROR, so any
-/// client could fill the error log. Those events are left out of the output and written
-/// again, by `FrameworkErrors`, at debug level and counted.
+/// client could fill the error log. `FrameworkErrors` drops those events before any output
+/// sees them, and writes each again at debug level and counts it.
 fn is_framework_error(metadata: &Metadata<'_>) -> bool {
     *metadata.level() == Level::ERROR && metadata.target().starts_with("actix_http::h1")
 }
@@ -55,9 +52,9 @@ fn is_framework_error(metadata: &Metadata<'_>) -> bool {
 struct FrameworkErrors;
 
 impl<S: Subscriber> Layer<S> for FrameworkErrors {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
         if !is_framework_error(event.metadata()) {
-            return;
+            return true;
         }
         let mut message = Message(String::new());
         event.record(&mut message);
@@ -67,6 +64,7 @@ impl<S: Subscriber> Layer<S> for FrameworkErrors {
             error = %crate::api::loggable(&message.0),
             "malformed request or broken connection"
         );
+        false
     }
 }
 
