@@ -176,3 +176,51 @@ pub fn money_problem(error: &MoneyError) -> Problem {
 fn invalid_amount(detail: impl Into<String>) -> Problem {
     Problem::invalid("INVALID_AMOUNT", "amount", detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Shape {
+        name: String,
+        count: Option<u32>,
+    }
+
+    fn code(bytes: &[u8]) -> &'static str {
+        json::<Shape>(bytes).map_or_else(|problem| problem.code, |_| "OK")
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        assert_eq!(code(br#"{"name":"a"}"#), "OK");
+        assert_eq!(code(br#"["a", 1]"#), "INVALID_BODY");
+        assert_eq!(code(b"\"a\""), "INVALID_BODY");
+        assert_eq!(code(b"[1,"), "MALFORMED_JSON");
+        assert!(json::<Option<Shape>>(b"  ").is_ok_and(|shape| shape.is_none()));
+    }
+
+    #[test]
+    fn problems_use_the_api_words() {
+        let problem = json::<Shape>(br#"{"name":5}"#).expect_err("wrong type");
+        assert_eq!(problem.field.as_deref(), Some("name"));
+        assert!(!problem.detail.contains("struct"), "{}", problem.detail);
+        let unknown = "u".repeat(1_000);
+        let body = format!(r#"{{"name":"a","{unknown}":1}}"#);
+        let problem = json::<Shape>(body.as_bytes()).expect_err("unknown field");
+        assert_eq!(problem.code, "UNKNOWN_FIELD");
+        assert!(problem.detail.len() < 200, "{}", problem.detail);
+        let problem = json::<Shape>(b"{\"name\":").expect_err("cut short");
+        assert!(problem.detail.starts_with("the body is not valid JSON"));
+    }
+
+    #[test]
+    fn a_body_with_content_needs_a_json_type() {
+        assert!(require_media_type(false, b"").is_ok());
+        assert!(require_media_type(true, b"{}").is_ok());
+        let refused = require_media_type(false, b"{}").expect_err("no type");
+        assert_eq!(refused.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+}

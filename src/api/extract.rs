@@ -342,3 +342,32 @@ impl OperationModifier for HistoryParams {
 
     fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert!(is_idempotency_key("order-42"));
+        assert!(!is_idempotency_key("with space"));
+        assert!(!is_idempotency_key("with\ttab"));
+        assert!(!is_idempotency_key(""));
+        assert!(!is_idempotency_key(&"k".repeat(256)));
+    }
+
+    #[test]
+    fn history_parameters_are_known_and_single() {
+        let params = history_params("limit=5&cursor=9").expect("valid");
+        assert_eq!(params.limit.as_deref(), Some("5"));
+        assert_eq!(params.cursor.as_deref(), Some("9"));
+        let unknown = history_params("sort=up").expect_err("unknown");
+        assert_eq!(unknown.field.as_deref(), Some("sort"));
+        assert!(
+            !unknown.detail.contains("deserialize"),
+            "{}",
+            unknown.detail
+        );
+        assert!(history_params("limit=1&limit=2").is_err());
+    }
+}
