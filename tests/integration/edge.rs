@@ -7,7 +7,7 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Server, Stack};
+use crate::harness::{eventually, Server, Stack};
 
 /// Sends `request` as raw bytes and reads until the server closes the connection or `wait`
 /// passes; returns what arrived and whether the server closed.
@@ -367,4 +367,64 @@ async fn allow_headers_match_the_document() {
         allowed.sort();
         assert_eq!(allowed, methods, "{path}");
     }
+}
+
+/// Scans of the `wallets` table so far, as PostgreSQL's statistics count them.
+async fn wallet_table_scans(stack: &Stack) -> i64 {
+    let (client, connection) =
+        tokio_postgres::connect(&stack.postgres.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+             WHERE relname = 'wallets'",
+            &[],
+        )
+        .await
+        .expect("statistics");
+    row.get(0)
+}
+
+/// Finding 6: another tenant's wallet costs what a missing one does. A missing id is always
+/// read from PostgreSQL, so reading another tenant's cached wallet must read PostgreSQL too,
+/// rather than answer its 404 straight from the cache.
+#[tokio::test]
+async fn a_foreign_wallet_costs_the_database_read_of_a_missing_one() {
+    let stack = Stack::start(1);
+    let owner = crate::auth::token(&stack, "owner", "read,write");
+    let prober = crate::auth::token(&stack, "prober", "read,write");
+    let server = crate::auth::secured(&stack, &[]);
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/api/v1/wallets", server.base))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: serde_json::Value = created.json().await.expect("wallet");
+    let wallet = created["walletId"].as_str().expect("walletId").to_owned();
+    let before = wallet_table_scans(&stack).await;
+    let probes = 20;
+    for _ in 0..probes {
+        let probe = http
+            .get(format!("{}/api/v1/wallets/{wallet}", server.base))
+            .bearer_auth(&prober)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(probe.status(), StatusCode::NOT_FOUND);
+    }
+    // Statistics reach other sessions within seconds, not at once.
+    let counted = eventually(Duration::from_secs(30), || async {
+        wallet_table_scans(&stack).await >= before + probes
+    })
+    .await;
+    assert!(
+        counted,
+        "probes of a cached foreign wallet skipped PostgreSQL"
+    );
 }
