@@ -428,3 +428,67 @@ async fn a_foreign_wallet_costs_the_database_read_of_a_missing_one() {
         "probes of a cached foreign wallet skipped PostgreSQL"
     );
 }
+
+/// A connection whose request the server has begun (it answered `100 Continue`) and whose
+/// body then stalls.
+async fn stalled_after_continue(port: u16) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    let head = "POST /api/v1/wallet HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+                Expect: 100-continue\r\nContent-Length: 200\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("writes");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !String::from_utf8_lossy(&answer).contains("100 Continue") {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("the server answers 100 Continue")
+            .expect("reads");
+        assert!(read > 0, "closed before 100 Continue");
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    stream.write_all(b"{").await.expect("writes");
+    stream
+}
+
+/// Finding 2: one worker thread holds at most `http.connections_max` connections; another
+/// client is served only once one of them is gone.
+#[tokio::test]
+async fn connections_beyond_the_bound_wait_for_a_free_slot() {
+    let stack = Stack::start(1);
+    let server = stack.serve_with(&[
+        ("WALLET_HTTP__WORKERS", "1".to_owned()),
+        ("WALLET_HTTP__CONNECTIONS_MAX", "2".to_owned()),
+        ("WALLET_HTTP__REQUEST_TIMEOUT_MS", "2000".to_owned()),
+    ]);
+    let closes = [
+        stalled_after_continue(server.port).await,
+        stalled_after_continue(server.port).await,
+    ]
+    .map(|mut stream| {
+        tokio::spawn(async move {
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest).await;
+            Instant::now()
+        })
+    });
+    let (answer, _) = exchange(
+        server.port,
+        b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(15),
+    )
+    .await;
+    let answered = Instant::now();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut first_close = answered;
+    for close in closes {
+        first_close = first_close.min(close.await.expect("joins"));
+    }
+    // Without the bound the answer would come at once, two seconds before the first close;
+    // the margin only absorbs the scheduling of the task that notices a close.
+    assert!(
+        answered + Duration::from_millis(500) >= first_close,
+        "a third connection was served while two held the worker's slots"
+    );
+}
