@@ -138,8 +138,9 @@ pub fn worker_endpoints(listen: &str) -> anyhow::Result<Server> {
 }
 
 /// What each route answers, for the `Allow` header of a 405; HEAD goes wherever GET does.
-/// `routes` and Swagger UI's routes must agree, which a test checks against the document.
-const ROUTE_METHODS: [(&str, &str); 13] = [
+/// It must agree with `routes` and `swagger::routes`; a test checks the documented routes
+/// against the OpenAPI document.
+const ROUTE_METHODS: [(&str, &str); 15] = [
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
@@ -155,6 +156,8 @@ const ROUTE_METHODS: [(&str, &str); 13] = [
     ("/openapi/v3.json", "GET, HEAD"),
     ("/swagger", "GET, HEAD"),
     ("/swagger/", "GET, HEAD"),
+    ("/swagger/index.html", "GET, HEAD"),
+    ("/swagger/swagger-initializer.js", "GET, HEAD"),
     ("/swagger/{file}", "GET, HEAD"),
 ];
 
