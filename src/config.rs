@@ -30,6 +30,8 @@ pub struct HttpConfig {
     pub known_wallets_max: usize,
     pub readiness_timeout_ms: u64,
     pub shutdown_timeout_s: u64,
+    pub request_timeout_ms: u64,
+    pub connections_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +120,8 @@ impl Default for HttpConfig {
             known_wallets_max: 1_000_000,
             readiness_timeout_ms: 1_000,
             shutdown_timeout_s: 10,
+            request_timeout_ms: 10_000,
+            connections_max: 5_000,
         }
     }
 }
@@ -253,7 +257,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 19] = [
+        let checks: [(bool, &str); 21] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -262,6 +266,14 @@ impl Config {
             (
                 (1..=60_000).contains(&self.http.readiness_timeout_ms),
                 "http.readiness_timeout_ms must be between 1 and 60000",
+            ),
+            (
+                (100..=600_000).contains(&self.http.request_timeout_ms),
+                "http.request_timeout_ms must be between 100 and 600000",
+            ),
+            (
+                self.http.connections_max >= 1,
+                "http.connections_max must be at least 1",
             ),
             (
                 self.worker.metrics_listen.is_empty()

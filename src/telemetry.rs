@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use tracing_subscriber::EnvFilter;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -18,15 +22,61 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         Err(_) => EnvFilter::try_new(&config.level)
             .map_err(|error| anyhow::anyhow!("configuration: key `log.level`: {error}"))?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let result = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    result.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+    let ansi = std::io::stderr().is_terminal();
+    let text = (config.format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+    });
+    let json = (config.format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(FrameworkErrors)
+        .with(text)
+        .with(json)
+        .try_init()
+        .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+}
+
+/// actix-http logs every malformed request head and broken connection as an ERROR, so any
+/// client could fill the error log. `FrameworkErrors` drops those events before any output
+/// sees them, and writes each again at debug level and counts it.
+fn is_framework_error(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == Level::ERROR && metadata.target().starts_with("actix_http::h1")
+}
+
+struct FrameworkErrors;
+
+impl<S: Subscriber> Layer<S> for FrameworkErrors {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        if !is_framework_error(event.metadata()) {
+            return true;
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        metrics::counter!("http_broken_requests_total").increment(1);
+        tracing::debug!(
+            target: "wallet::http",
+            error = %crate::api::loggable(&message.0),
+            "malformed request or broken connection"
+        );
+        false
+    }
+}
+
+/// The `message` field of an event.
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
 }
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -26,11 +26,7 @@ impl FromRequest for Caller {
     type Future = std::future::Ready<Result<Self, Problem>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let scope = if request.method() == Method::GET || request.method() == Method::HEAD {
-            Scope::Read
-        } else {
-            Scope::Write
-        };
+        let scope = scope_of(request.method());
         let caller = match request.app_data::<web::Data<AppState>>() {
             Some(state) => authenticate(state, request.headers(), scope).map(Caller),
             None => Err(Problem::new(
@@ -49,16 +45,49 @@ fn authenticate(
     headers: &header::HeaderMap,
     scope: Scope,
 ) -> Result<Principal, Problem> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
+    let authorization = authorization(headers)?;
     state
         .tokens
         .authenticate(authorization, scope)
         .map_err(|denied| denied_problem(&denied))
 }
 
-fn denied_problem(denied: &Denied) -> Problem {
+/// The `Authorization` header's value. Several are refused: a proxy that reads the last
+/// one would see another identity than this server, which reads the first.
+pub fn authorization(headers: &header::HeaderMap) -> Result<Option<&str>, Problem> {
+    let mut values = headers.get_all(header::AUTHORIZATION);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "AMBIGUOUS_AUTHORIZATION",
+            "Several Authorization headers",
+            "send exactly one `Authorization` header",
+        ));
+    }
+    Ok(first.and_then(|value| value.to_str().ok()))
+}
+
+/// The scope a request to `path` needs, known from its head alone: `read` for a GET or HEAD
+/// under `/api/`, `write` for anything else there, `read` for a service endpoint that
+/// `public` does not list, none elsewhere.
+pub fn scope_needed(path: &str, method: &Method, public: &[String]) -> Option<Scope> {
+    if path.starts_with("/api/") {
+        return Some(scope_of(method));
+    }
+    let endpoint = service_endpoint(path)?;
+    (!public.iter().any(|open| open == endpoint)).then_some(Scope::Read)
+}
+
+fn scope_of(method: &Method) -> Scope {
+    if method == Method::GET || method == Method::HEAD {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+pub fn denied_problem(denied: &Denied) -> Problem {
     match denied {
         Denied::Missing => Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -99,6 +128,10 @@ impl Apiv2Schema for Caller {}
 impl OperationModifier for Caller {
     fn update_parameter(op: &mut DefaultOperationRaw) {
         let problems = [
+            (
+                StatusCode::BAD_REQUEST,
+                "Several `Authorization` headers (`AMBIGUOUS_AUTHORIZATION`)",
+            ),
             (
                 StatusCode::UNAUTHORIZED,
                 "No bearer token (`UNAUTHENTICATED`), or an unknown or revoked one \
@@ -166,8 +199,11 @@ pub async fn service_access(
         service_endpoint(request.path()),
         request.app_data::<web::Data<AppState>>(),
     ) {
-        (Some(endpoint), Some(state)) if !state.public.iter().any(|p| p == endpoint) => {
-            authenticate(state, request.headers(), Scope::Read).err()
+        (Some(_), Some(state)) => {
+            match scope_needed(request.path(), request.method(), &state.public) {
+                Some(scope) => authenticate(state, request.headers(), scope).err(),
+                None => None,
+            }
         }
         _ => None,
     };
@@ -193,6 +229,35 @@ mod tests {
         assert_eq!(service_endpoint("/swagger/index.html"), Some("docs"));
         assert_eq!(service_endpoint("/openapi/v2.json"), Some("docs"));
         assert_eq!(service_endpoint("/api/v1/wallets"), None);
+    }
+
+    #[test]
+    fn the_scope_is_known_from_the_head() {
+        let public = vec!["healthz".to_owned()];
+        assert_eq!(
+            scope_needed("/api/v1/wallets", &Method::POST, &public),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            scope_needed("/api/v1/wallets/x", &Method::HEAD, &public),
+            Some(Scope::Read)
+        );
+        assert_eq!(scope_needed("/healthz", &Method::GET, &public), None);
+        assert_eq!(
+            scope_needed("/metrics", &Method::GET, &public),
+            Some(Scope::Read)
+        );
+        assert_eq!(scope_needed("/elsewhere", &Method::POST, &public), None);
+    }
+
+    #[test]
+    fn several_authorization_headers_are_refused() {
+        let mut headers = header::HeaderMap::new();
+        headers.append(header::AUTHORIZATION, "Bearer one".parse().expect("value"));
+        assert_eq!(authorization(&headers).ok(), Some(Some("Bearer one")));
+        headers.append(header::AUTHORIZATION, "Bearer two".parse().expect("value"));
+        let refused = authorization(&headers).err().map(|problem| problem.code);
+        assert_eq!(refused, Some("AMBIGUOUS_AUTHORIZATION"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use paperclip::actix::OperationModifier;
@@ -14,9 +15,8 @@ use paperclip::v2::models::{
 };
 use paperclip::v2::schema::Apiv2Schema;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
-use super::{body, openapi, reply, Problem};
+use super::{body, edge, openapi, reply, Problem};
 use crate::ledger::types::{OperationId, WalletId};
 
 /// A JSON request body of type `T`, checked for media type and size before it is parsed.
@@ -30,29 +30,33 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let media_type = body::media_type(request);
         let bytes = web::Bytes::from_request(request, payload);
         Box::pin(async move {
-            media_type?;
+            let declared = media_type?;
             let bytes = bytes.await.map_err(|error| unreadable(&error))?;
+            body::require_media_type(declared, &bytes)?;
             body::json(&bytes).map(JsonBody)
         })
     }
 }
 
+/// Says what went wrong in the API's words; the reader's own messages name its internals.
 fn unreadable(error: &actix_web::Error) -> Problem {
-    if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "Payload too large",
-            "the request body is larger than the server accepts (key `http.body_bytes_max`)",
-        )
-    } else {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "UNREADABLE_BODY",
-            "Unreadable request body",
-            error.to_string(),
-        )
+    if edge::is_body_timeout(error) {
+        return Problem::request_timeout();
     }
+    if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Problem::payload_too_large();
+    }
+    let detail = match error.as_error::<PayloadError>() {
+        Some(PayloadError::Incomplete(_)) => "the request body ended before the length it declared",
+        Some(PayloadError::EncodingCorrupted) => "the request body's encoding is corrupt",
+        _ => "the request body could not be read",
+    };
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "UNREADABLE_BODY",
+        "Unreadable request body",
+        detail,
+    )
 }
 
 impl<T: Apiv2Schema> Apiv2Schema for JsonBody<T> {}
@@ -70,6 +74,11 @@ impl<T: Apiv2Schema> OperationModifier for JsonBody<T> {
             (
                 StatusCode::BAD_REQUEST,
                 "The body is not JSON (`MALFORMED_JSON`) or cannot be read (`UNREADABLE_BODY`)",
+            ),
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                "The body did not arrive within `http.request_timeout_ms` (`REQUEST_TIMEOUT`); \
+                 the connection is closed",
             ),
             (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -200,11 +209,16 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Problem> {
     let Some(value) = request.headers().get("Idempotency-Key") else {
         return Ok(None);
     };
+    // The draft sends the key as a structured-field string, so one pair of quotes is allowed.
     let key = value
         .to_str()
         .ok()
-        .map(|key| key.trim().trim_matches('"'))
-        .filter(|key| !key.is_empty() && key.len() <= 255);
+        .map(|key| {
+            key.strip_prefix('"')
+                .and_then(|key| key.strip_suffix('"'))
+                .unwrap_or(key)
+        })
+        .filter(|key| is_idempotency_key(key));
     match key {
         Some(key) => Ok(Some(key.to_owned())),
         None => Err(Problem::new(
@@ -214,6 +228,14 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Problem> {
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         )),
     }
+}
+
+/// 1 to 255 visible ASCII characters, as the problem says: no spaces, tabs or quotes.
+fn is_idempotency_key(key: &str) -> bool {
+    (1..=255).contains(&key.len())
+        && key
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && byte != b'"')
 }
 
 impl Apiv2Schema for IdempotencyKey {}
@@ -233,7 +255,7 @@ impl OperationModifier for IdempotencyKey {
         openapi::problem(
             op,
             StatusCode::BAD_REQUEST,
-            "Idempotency-Key is empty, too long or not ASCII (`INVALID_IDEMPOTENCY_KEY`)",
+            "Idempotency-Key is not 1 to 255 visible ASCII characters (`INVALID_IDEMPOTENCY_KEY`)",
         );
         openapi::problem(
             op,
@@ -252,8 +274,7 @@ impl OperationModifier for IdempotencyKey {
 }
 
 /// `limit` and `cursor` of a history page, as text so each bad value gets its own problem.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct HistoryParams {
     pub limit: Option<String>,
     pub cursor: Option<String>,
@@ -264,11 +285,29 @@ impl FromRequest for HistoryParams {
     type Future = std::future::Ready<Result<Self, Problem>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let params = web::Query::<HistoryParams>::from_query(request.query_string())
-            .map(web::Query::into_inner)
-            .map_err(|error| Problem::invalid("INVALID_QUERY", "query", error.to_string()));
-        std::future::ready(params)
+        std::future::ready(history_params(request.query_string()))
     }
+}
+
+/// Each parameter at most once, and no others; a problem names the parameter, cut short.
+fn history_params(query: &str) -> Result<HistoryParams, Problem> {
+    let mut params = HistoryParams::default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match name.as_ref() {
+            "limit" => &mut params.limit,
+            "cursor" => &mut params.cursor,
+            other => {
+                let name: String = other.chars().take(64).collect();
+                let detail = format!("`{name}` is not a parameter here; use limit and cursor");
+                return Err(Problem::invalid("INVALID_QUERY", name, detail));
+            }
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            let detail = format!("`{name}` is given more than once");
+            return Err(Problem::invalid("INVALID_QUERY", name.into_owned(), detail));
+        }
+    }
+    Ok(params)
 }
 
 impl Apiv2Schema for HistoryParams {}
@@ -302,4 +341,33 @@ impl OperationModifier for HistoryParams {
     }
 
     fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert!(is_idempotency_key("order-42"));
+        assert!(!is_idempotency_key("with space"));
+        assert!(!is_idempotency_key("with\ttab"));
+        assert!(!is_idempotency_key(""));
+        assert!(!is_idempotency_key(&"k".repeat(256)));
+    }
+
+    #[test]
+    fn history_parameters_are_known_and_single() {
+        let params = history_params("limit=5&cursor=9").expect("valid");
+        assert_eq!(params.limit.as_deref(), Some("5"));
+        assert_eq!(params.cursor.as_deref(), Some("9"));
+        let unknown = history_params("sort=up").expect_err("unknown");
+        assert_eq!(unknown.field.as_deref(), Some("sort"));
+        assert!(
+            !unknown.detail.contains("deserialize"),
+            "{}",
+            unknown.detail
+        );
+        assert!(history_params("limit=1&limit=2").is_err());
+    }
 }

@@ -4,6 +4,7 @@
 mod body;
 mod caller;
 mod directory;
+mod edge;
 mod extract;
 mod health;
 mod openapi;
@@ -13,18 +14,23 @@ mod reply;
 mod request_log;
 mod schema;
 mod submit;
+mod swagger;
 mod wallets;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_http::HttpService;
+use actix_server::Server;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer};
 use paperclip::actix::{web, OpenApiExt};
 
 pub use directory::WalletDirectory;
+pub use edge::loggable;
 pub use problem::Problem;
 
 use crate::auth::TokenRegistry;
@@ -54,7 +60,9 @@ pub struct Application {
 
 impl Application {
     /// The server stops on SIGINT or SIGTERM: it stops accepting, lets requests in flight
-    /// finish for up to `http.shutdown_timeout_s`, then returns.
+    /// finish for up to `http.shutdown_timeout_s`, then returns. It is assembled from
+    /// actix's parts rather than `HttpServer` because only they let a request that expects
+    /// `100 Continue` be checked before its client sends the body.
     pub fn build(config: &HttpConfig, state: AppState) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(config.listen).map_err(|error| {
             anyhow::anyhow!(
@@ -62,29 +70,51 @@ impl Application {
                 config.listen
             )
         })?;
-        let port = listener.local_addr()?.port();
+        let address = listener.local_addr()?;
+        let gate = edge::ContinueGate {
+            tokens: state.tokens.clone(),
+            public: Arc::from(state.public.clone()),
+            body_bytes_max: config.body_bytes_max,
+        };
+        let request_timeout = Duration::from_millis(config.request_timeout_ms);
         let state = actix_web::web::Data::new(state);
         let body_bytes_max = config.body_bytes_max;
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap_api_with_spec(openapi::frame())
-                .app_data(state.clone())
-                .app_data(actix_web::web::PayloadConfig::new(body_bytes_max))
-                .configure(routes)
-                .with_json_spec_v3_at(openapi::SPEC_V3_PATH)
-                .with_json_spec_at(openapi::SPEC_V2_PATH)
-                .with_swagger_ui_at(openapi::SWAGGER_PATH)
-                .build()
-                .wrap(from_fn(openapi::swagger_files))
-                .wrap(from_fn(caller::service_access))
-                .wrap(problem::framework_errors())
-                .wrap(from_fn(request_log::request_log))
+        let server = Server::build()
+            .workers(config.workers)
+            .max_concurrent_connections(config.connections_max)
+            .shutdown_timeout(config.shutdown_timeout_s)
+            .listen("wallet-api", listener, move || {
+                let app = App::new()
+                    .wrap_api_with_spec(openapi::frame())
+                    .app_data(state.clone())
+                    .app_data(actix_web::web::PayloadConfig::new(body_bytes_max))
+                    .app_data(edge::BodyTimeout(request_timeout))
+                    .configure(routes)
+                    .with_json_spec_v3_at(openapi::SPEC_V3_PATH)
+                    .with_json_spec_at(openapi::SPEC_V2_PATH)
+                    .build()
+                    .configure(swagger::routes)
+                    .wrap(from_fn(caller::service_access))
+                    .wrap(problem::framework_errors())
+                    .wrap(from_fn(edge::head_as_get))
+                    .wrap(edge::security_headers())
+                    .wrap(from_fn(edge::body_deadline))
+                    .wrap(from_fn(request_log::request_log));
+                let app = app
+                    .into_factory()
+                    .map_err(|error: actix_web::Error| error.error_response());
+                HttpService::build()
+                    .client_request_timeout(request_timeout)
+                    .local_addr(address)
+                    .expect(gate.clone().service())
+                    .finish(map_config(app, |_| AppConfig::default()))
+                    .tcp()
+            })?
+            .run();
+        Ok(Application {
+            port: address.port(),
+            server,
         })
-        .workers(config.workers)
-        .shutdown_timeout(config.shutdown_timeout_s)
-        .listen(listener)?
-        .run();
-        Ok(Application { port, server })
     }
 }
 
@@ -98,12 +128,45 @@ pub fn worker_endpoints(listen: &str) -> anyhow::Result<Server> {
         App::new()
             .route("/metrics", actix_web::web::get().to(health::metrics))
             .route("/healthz", actix_web::web::get().to(health::healthz))
+            .wrap(edge::security_headers())
     })
     .workers(1)
     .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// What each route answers, for the `Allow` header of a 405; HEAD goes wherever GET does.
+/// It must agree with `routes` and `swagger::routes`; a test checks the documented routes
+/// against the OpenAPI document.
+const ROUTE_METHODS: [(&str, &str); 15] = [
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/api/v1/wallets", "POST"),
+    ("/api/v1/wallets/{walletId}", "GET, HEAD"),
+    ("/api/v1/wallet", "POST"),
+    ("/api/v1/wallets/{walletId}/operations", "GET, HEAD, POST"),
+    (
+        "/api/v1/wallets/{walletId}/operations/{operationId}",
+        "GET, HEAD",
+    ),
+    ("/openapi/v2.json", "GET, HEAD"),
+    ("/openapi/v3.json", "GET, HEAD"),
+    ("/swagger", "GET, HEAD"),
+    ("/swagger/", "GET, HEAD"),
+    ("/swagger/index.html", "GET, HEAD"),
+    ("/swagger/swagger-initializer.js", "GET, HEAD"),
+    ("/swagger/{file}", "GET, HEAD"),
+];
+
+/// The `Allow` value of the route whose template is `pattern`.
+fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    ROUTE_METHODS
+        .iter()
+        .find(|(route, _)| *route == pattern)
+        .map(|(_, methods)| *methods)
 }
 
 /// Routes are resources so that a known path asked with another method answers 405.

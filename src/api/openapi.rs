@@ -4,17 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, StatusCode};
-use actix_web::middleware::Next;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::http::StatusCode;
 use paperclip::v2::models::{
     DataType, DataTypeFormat, DefaultApiRaw, DefaultOperationRaw, DefaultSchemaRaw, Either, Header,
     Info, MediaRange, Parameter, ParameterIn, Response, Tag,
 };
-
-use super::Problem;
 
 pub const SPEC_V2_PATH: &str = "/openapi/v2.json";
 pub const SPEC_V3_PATH: &str = "/openapi/v3.json";
@@ -139,57 +133,4 @@ pub fn parameter(
         format,
         ..Default::default()
     }));
-}
-
-/// The files paperclip bundles for Swagger UI. Its handler panics on any other name, so other
-/// names are answered here with a problem before they reach it.
-const SWAGGER_FILES: [&str; 16] = [
-    "favicon-16x16.png",
-    "favicon-32x32.png",
-    "index.html",
-    "oauth2-redirect.html",
-    "swagger-ui-bundle.js",
-    "swagger-ui-bundle.js.map",
-    "swagger-ui-es-bundle-core.js",
-    "swagger-ui-es-bundle-core.js.map",
-    "swagger-ui-es-bundle.js",
-    "swagger-ui-es-bundle.js.map",
-    "swagger-ui-standalone-preset.js",
-    "swagger-ui-standalone-preset.js.map",
-    "swagger-ui.css",
-    "swagger-ui.css.map",
-    "swagger-ui.js",
-    "swagger-ui.js.map",
-];
-
-/// Keeps Swagger UI requests to the bundled files, and points a bare `index.html` at this
-/// service's document (the bundle's own default would fetch a demo API from the internet).
-pub async fn swagger_files(
-    request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(rest) = request.path().strip_prefix(SWAGGER_PATH) else {
-        return next.call(request).await.map(|r| r.map_into_left_body());
-    };
-    let file = rest.strip_prefix('/').unwrap_or(rest);
-    let bare_index = file.is_empty() || (file == "index.html" && request.query_string().is_empty());
-    let answer = if bare_index {
-        HttpResponse::TemporaryRedirect()
-            .insert_header((
-                header::LOCATION,
-                format!("{SWAGGER_PATH}/index.html?url={SPEC_V2_PATH}"),
-            ))
-            .finish()
-    } else if !SWAGGER_FILES.contains(&file) {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "ROUTE_NOT_FOUND",
-            "Not found",
-            "no such Swagger UI file",
-        )
-        .error_response()
-    } else {
-        return next.call(request).await.map(|r| r.map_into_left_body());
-    };
-    Ok(request.into_response(answer).map_into_right_body())
 }

@@ -109,6 +109,25 @@ impl Problem {
         )
     }
 
+    pub fn payload_too_large() -> Self {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "Payload too large",
+            "the request body is larger than the server accepts (key `http.body_bytes_max`)",
+        )
+    }
+
+    /// The connection is closed after this answer: the rest of a stalled body may never come.
+    pub fn request_timeout() -> Self {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "Request timeout",
+            "the request body did not arrive in time (key `http.request_timeout_ms`)",
+        )
+    }
+
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +162,9 @@ impl ResponseError for Problem {
         }
         if self.challenge {
             response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="wallet""#));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response.force_close();
         }
         let body = ProblemBody {
             problem_type: format!(
@@ -204,15 +226,27 @@ pub fn framework_errors<B: 'static>() -> ErrorHandlers<B> {
             ));
         }
         let status = response.status();
-        let problem = framework_problem(status, response.request().method().as_str());
+        let allowed = response
+            .request()
+            .match_pattern()
+            .and_then(|pattern| super::allowed_methods(&pattern));
+        let problem = framework_problem(status, allowed);
         let (request, _) = response.into_parts();
+        let mut answer = problem.error_response();
+        if let Some(allowed) = allowed.filter(|_| status == StatusCode::METHOD_NOT_ALLOWED) {
+            answer
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
         let replaced: ServiceResponse<EitherBody<B, BoxBody>> =
-            ServiceResponse::new(request, problem.error_response()).map_into_right_body();
+            ServiceResponse::new(request, answer).map_into_right_body();
         Ok(ErrorHandlerResponse::Response(replaced))
     })
 }
 
-fn framework_problem(status: StatusCode, method: &str) -> Problem {
+/// The detail never repeats the request's method or path: they are the client's words, of any
+/// length.
+fn framework_problem(status: StatusCode, allowed: Option<&str>) -> Problem {
     match status {
         StatusCode::NOT_FOUND => {
             Problem::new(status, "ROUTE_NOT_FOUND", "Not found", "no such route")
@@ -221,14 +255,13 @@ fn framework_problem(status: StatusCode, method: &str) -> Problem {
             status,
             "METHOD_NOT_ALLOWED",
             "Method not allowed",
-            format!("this route does not answer {method}"),
+            match allowed {
+                Some(allowed) => format!("this route answers only {allowed} (see `Allow`)"),
+                None => "this route does not answer this method".to_owned(),
+            },
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
-            status,
-            "PAYLOAD_TOO_LARGE",
-            "Payload too large",
-            "the request body is larger than the server accepts",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::payload_too_large(),
+        StatusCode::REQUEST_TIMEOUT => Problem::request_timeout(),
         status if status.is_server_error() => Problem::new(
             status,
             "INTERNAL",

@@ -1,4 +1,7 @@
-//! One log line and one metrics sample per request, under the request's id.
+//! One log line and one metrics sample per request, under the request's id. Metric labels
+//! come from closed sets (standard methods or `other`, route templates or `unmatched`, the
+//! status), and the client's own words are cut and escaped before they reach the log, so
+//! neither grows with what clients invent.
 
 use std::time::Instant;
 
@@ -8,6 +11,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
+use super::edge;
 use crate::clock;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,6 +32,7 @@ pub async fn request_log(
         .map(str::to_owned)
         .unwrap_or_else(clock::new_request_id);
     let method = request.method().clone();
+    let path = edge::loggable(request.path());
     let span = tracing::info_span!("request", request_id = %id);
     let result = next.call(request).instrument(span).await;
     let latency = started.elapsed();
@@ -45,7 +50,7 @@ pub async fn request_log(
         ),
     };
     let labels = [
-        ("method", method.to_string()),
+        ("method", edge::method_label(&method).to_owned()),
         ("route", route.clone()),
         ("status", status.to_string()),
     ];
@@ -53,7 +58,8 @@ pub async fn request_log(
     metrics::histogram!("http_request_duration_seconds", &labels).record(latency.as_secs_f64());
     tracing::info!(
         request_id = %id,
-        method = %method,
+        method = %edge::loggable(method.as_str()),
+        path,
         route,
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,

@@ -49,12 +49,27 @@ impl TokenRegistry {
         self.enabled
     }
 
-    /// Who sent `authorization` (the header's value), if it may do `scope` now.
+    /// Who sent `authorization` (the header's value), if it may do `scope` now; the call
+    /// counts against the token's rate.
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
         scope: Scope,
     ) -> Result<Principal, Denied> {
+        let principal = self.identify(authorization, scope)?;
+        if self.enabled {
+            self.limiter
+                .check_key(&principal.token_id)
+                .map_err(|not_until| {
+                    Denied::Throttled(not_until.wait_time_from(self.clock.now()))
+                })?;
+        }
+        Ok(principal)
+    }
+
+    /// Who sent `authorization`, if that token exists and has `scope`; the rate is not
+    /// touched, so a request checked early (before its body) is still counted only once.
+    pub fn identify(&self, authorization: Option<&str>, scope: Scope) -> Result<Principal, Denied> {
         if !self.enabled {
             return Ok(Principal::anonymous());
         }
@@ -75,9 +90,6 @@ impl TokenRegistry {
         if !principal.may(scope) {
             return Err(Denied::Forbidden(scope));
         }
-        self.limiter
-            .check_key(&principal.token_id)
-            .map_err(|not_until| Denied::Throttled(not_until.wait_time_from(self.clock.now())))?;
         Ok(principal)
     }
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::harness::{eventually, Server, Stack};
 
 /// Serves with authentication on; tokens are reloaded every `refresh_ms`.
-fn secured(stack: &Stack, extra: &[(&str, String)]) -> Server {
+pub fn secured(stack: &Stack, extra: &[(&str, String)]) -> Server {
     let mut env = vec![
         ("WALLET_AUTH__ENABLED", "true".to_owned()),
         ("WALLET_AUTH__REFRESH_INTERVAL_MS", "200".to_owned()),
@@ -28,7 +28,7 @@ fn wallet_cli(stack: &Stack, args: &[&str]) -> String {
 }
 
 /// A token of `tenant` with `scopes`, as `wallet token create` prints it.
-fn token(stack: &Stack, tenant: &str, scopes: &str) -> String {
+pub fn token(stack: &Stack, tenant: &str, scopes: &str) -> String {
     let secret = wallet_cli(
         stack,
         &[

@@ -7,6 +7,7 @@ mod broker;
 mod chaos;
 mod client;
 mod contract;
+mod edge;
 mod events;
 mod faults;
 mod foundation;
