@@ -90,9 +90,17 @@ impl Application {
                     .app_data(actix_web::web::PayloadConfig::new(body_bytes_max))
                     .app_data(edge::BodyTimeout(request_timeout))
                     .configure(routes)
-                    .with_json_spec_v3_at(openapi::SPEC_V3_PATH)
+                    .with_raw_json_spec_v3(|app, converted| {
+                        app.app_data(actix_web::web::Data::new(openapi::V3Document::new(
+                            converted,
+                        )))
+                    })
                     .with_json_spec_at(openapi::SPEC_V2_PATH)
                     .build()
+                    .route(
+                        openapi::SPEC_V3_PATH,
+                        actix_web::web::get().to(openapi::serve_v3),
+                    )
                     .configure(swagger::routes)
                     .wrap(from_fn(caller::service_access))
                     .wrap(problem::framework_errors())

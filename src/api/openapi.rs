@@ -1,19 +1,27 @@
 //! The OpenAPI document. paperclip collects routes, parameters and bodies from the handlers'
-//! signatures; this module holds the document's frame and the helpers with which request
-//! extractors and replies describe what they accept and answer, errors included.
+//! signatures; this module holds the document's frame, the helpers with which request
+//! extractors and replies describe what they accept and answer, errors included, and the
+//! corrections that make the OpenAPI 3 document say what the server answers.
 
 use std::collections::BTreeSet;
 
 use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
 use paperclip::v2::models::{
     DataType, DataTypeFormat, DefaultApiRaw, DefaultOperationRaw, DefaultSchemaRaw, Either, Header,
     Info, MediaRange, Parameter, ParameterIn, Response, Tag,
 };
+use serde_json::Value;
 
 pub const SPEC_V2_PATH: &str = "/openapi/v2.json";
 pub const SPEC_V3_PATH: &str = "/openapi/v3.json";
 pub const SWAGGER_PATH: &str = "/swagger";
 pub const PROBLEM_SCHEMA: &str = "Problem";
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Properties the server writes as `null` rather than leaving out, as (schema, property).
+/// Swagger 2 has no way to say so, so only the OpenAPI 3 document marks them `nullable`.
+pub const NULLABLE: [(&str, &str); 1] = [("HistoryPage", "nextCursor")];
 
 const DESCRIPTION: &str = "\
 Wallets, deposits, withdrawals and transfers. Operations are accepted at once (202) and \
@@ -133,4 +141,103 @@ pub fn parameter(
         format,
         ..Default::default()
     }));
+}
+
+/// The OpenAPI 3 document as served, rendered once when the application is built.
+pub struct V3Document(String);
+
+impl V3Document {
+    /// paperclip converts the Swagger 2 document, which can give a response only its
+    /// operation's `produces` types and no property `nullable`; this corrects both, so that a
+    /// client generated from it expects what the server sends.
+    pub fn new(mut converted: Value) -> V3Document {
+        problems_as_problem_json(&mut converted);
+        mark_nullable(&mut converted);
+        V3Document(converted.to_string())
+    }
+}
+
+pub async fn serve_v3(document: web::Data<V3Document>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.0.clone())
+}
+
+/// Every response whose body is a problem is `application/problem+json` only, as
+/// `Problem::error_response` sends it.
+fn problems_as_problem_json(document: &mut Value) {
+    let problem = format!("#/components/schemas/{PROBLEM_SCHEMA}");
+    let operations = document["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for response in responses.values_mut() {
+            let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let media = content
+                .values()
+                .find(|media| media["schema"]["$ref"] == problem.as_str())
+                .cloned();
+            if let Some(media) = media {
+                content.clear();
+                content.insert(PROBLEM_JSON.to_owned(), media);
+            }
+        }
+    }
+}
+
+fn mark_nullable(document: &mut Value) {
+    for (schema, property) in NULLABLE {
+        let property = &mut document["components"]["schemas"][schema]["properties"][property];
+        if let Some(property) = property.as_object_mut() {
+            property.insert("nullable".to_owned(), Value::Bool(true));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn problems_are_problem_json_and_nullable_properties_say_so() {
+        let problem = json!({"schema": {"$ref": "#/components/schemas/Problem"}});
+        let page = json!({"schema": {"$ref": "#/components/schemas/HistoryPage"}});
+        let converted = json!({
+            "paths": {"/history": {
+                "parameters": [],
+                "get": {"responses": {
+                    "200": {"content": {"application/json": page}},
+                    "404": {"content": {"application/json": problem}},
+                }},
+            }},
+            "components": {"schemas": {"HistoryPage": {"properties": {
+                "nextCursor": {"type": "string"},
+            }}}},
+        });
+        let V3Document(text) = V3Document::new(converted);
+        let served: Value = serde_json::from_str(&text).expect("JSON");
+        let responses = &served["paths"]["/history"]["get"]["responses"];
+        assert_eq!(
+            responses["404"]["content"],
+            json!({ PROBLEM_JSON: problem })
+        );
+        assert_eq!(
+            responses["200"]["content"],
+            json!({"application/json": page})
+        );
+        let cursor = &served["components"]["schemas"]["HistoryPage"]["properties"]["nextCursor"];
+        assert_eq!(cursor["nullable"], true);
+    }
 }

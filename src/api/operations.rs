@@ -391,3 +391,26 @@ pub async fn history(
         .collect();
     Ok(Found(HistoryPage { items, next_cursor }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A property written as `null` must be `nullable` in the OpenAPI 3 document, or a
+    /// client generated from it rejects the last page.
+    #[test]
+    fn the_nulls_of_a_last_page_are_documented() {
+        let last = HistoryPage {
+            items: Vec::new(),
+            next_cursor: None,
+        };
+        let body = serde_json::to_value(last).expect("a page serializes");
+        let properties = body.as_object().expect("a page is an object");
+        for (name, value) in properties.iter().filter(|(_, value)| value.is_null()) {
+            assert!(
+                super::super::openapi::NULLABLE.contains(&("HistoryPage", name.as_str())),
+                "HistoryPage.{name} is written as {value} but not documented as nullable"
+            );
+        }
+    }
+}

@@ -244,6 +244,35 @@ fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(),
     }
 }
 
+/// The OpenAPI 3 document gives each answer the content type it is sent with and marks what
+/// can be `null`, which the Swagger 2 document cannot say.
+fn v3_says_what_is_served(v3: &Value) {
+    let problem = json!({"$ref": "#/components/schemas/Problem"});
+    for (path, item) in v3["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let Some(responses) = operation["responses"].as_object() else {
+                continue;
+            };
+            for (status, response) in responses {
+                let Some(content) = response["content"].as_object() else {
+                    continue;
+                };
+                let types: Vec<&String> = content.keys().collect();
+                let expected = if content.values().any(|media| media["schema"] == problem) {
+                    "application/problem+json"
+                } else if path == "/metrics" {
+                    "text/plain"
+                } else {
+                    "application/json"
+                };
+                assert_eq!(types, [expected], "{method} {path} {status}");
+            }
+        }
+    }
+    let cursor = &v3["components"]["schemas"]["HistoryPage"]["properties"]["nextCursor"];
+    assert_eq!(cursor["nullable"], true, "{cursor}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_document_covers_every_route_and_real_answers_match_it() {
     let system = System::start(4);
@@ -317,6 +346,7 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
         v3.body["paths"].as_object().map(|paths| paths.len()),
         client.spec["paths"].as_object().map(|paths| paths.len())
     );
+    v3_says_what_is_served(&v3.body);
 
     // Every route, answering success, through the document.
     let created = client
