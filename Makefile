@@ -10,15 +10,16 @@ WALLET_CHAOS_SECONDS ?= 180
 # Where `make run` listens, for the addresses it prints.
 LISTEN := $(or $(WALLET_HTTP__LISTEN),127.0.0.1:8080)
 
-.PHONY: help tools up down run migrate test chaos lint fmt bench bench-smoke
+.PHONY: help tools up down run migrate test fuzz chaos lint fmt bench bench-smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-tools: ## Install PostgreSQL, Redis, docker-compose, Java and Maven when missing; collect Kafka's jars (once per machine)
+tools: ## Install PostgreSQL, Redis, docker-compose, Java and Maven when missing; collect Kafka's jars and the API fuzzer (once per machine)
 	@$(TOOLS) services
 	@$(TOOLS) java
 	@$(TOOLS) kafka >/dev/null
+	@$(TOOLS) fuzzer >/dev/null
 
 up: ## Start PostgreSQL, Redis and Apache Kafka locally, reusing any already running
 	@scripts/stack.sh up
@@ -48,6 +49,10 @@ fmt: ## Format the code
 test: tools lint ## Lint and run every test against throwaway servers
 	export PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
 	if [ -n "$(NEXTEST)" ]; then cargo nextest run --no-fail-fast; else cargo test --no-fail-fast; fi
+
+fuzz: tools ## Only the API fuzzer (schemathesis) against a throwaway server (part of `make test`)
+	export PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
+	cargo test --test integration -- --exact fuzz::generated_requests_get_only_documented_answers
 
 chaos: tools ## The chaos test (ignored by `make test`): faults under load for WALLET_CHAOS_SECONDS (180)
 	export PG_BIN_DIR="$$($(TOOLS) pg-bin)" WALLET_CHAOS_SECONDS="$(WALLET_CHAOS_SECONDS)"; \

@@ -4,6 +4,7 @@
 #   scripts/tools.sh java      Java and Maven (Debian packages), which the Kafka broker needs
 #   scripts/tools.sh kafka     the Apache Kafka broker's jars, collected once per machine; prints their directory
 #   scripts/tools.sh pg-bin    the directory holding initdb and postgres
+#   scripts/tools.sh fuzzer    schemathesis (pinned) in a virtualenv of its own, once per machine; prints its executable
 set -euo pipefail
 
 as_root() {
@@ -50,10 +51,35 @@ java_tools() {
   fi
 }
 
+# The API fuzzer the contract tests run. Pinned, because its checks and generators change from
+# release to release; kept out of the system's Python in a virtualenv that is only used once
+# its install completed (the stamp), so an interrupted install is redone rather than trusted.
+SCHEMATHESIS_VERSION=4.32.5
+
+fuzzer() {
+  local venv="${HOME}/.cache/wallet/schemathesis-${SCHEMATHESIS_VERSION}"
+  if [ ! -f "$venv/.installed" ]; then
+    command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null || {
+      echo "installing python3 python3-venv" >&2
+      as_root apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+        python3 python3-venv >&2
+    }
+    echo "installing schemathesis ${SCHEMATHESIS_VERSION} into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      "schemathesis==${SCHEMATHESIS_VERSION}" >&2
+    touch "$venv/.installed"
+  fi
+  echo "$venv/bin/schemathesis"
+}
+
 case "${1:-}" in
   services) services ;;
   java) java_tools ;;
   kafka) "$(dirname "$0")/kafka.sh" libs ;;
   pg-bin) pg_bin ;;
-  *) echo "usage: $0 services|java|kafka|pg-bin" >&2; exit 2 ;;
+  fuzzer) fuzzer ;;
+  *) echo "usage: $0 services|java|kafka|pg-bin|fuzzer" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ mod edge;
 mod events;
 mod faults;
 mod foundation;
+mod fuzz;
 mod harness;
 mod operator;
 mod packaging;
