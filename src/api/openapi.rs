@@ -167,8 +167,9 @@ pub async fn serve_v3(document: web::Data<V3Document>) -> HttpResponse {
 /// `Problem::error_response` sends it.
 fn problems_as_problem_json(document: &mut Value) {
     let problem = format!("#/components/schemas/{PROBLEM_SCHEMA}");
-    let operations = document["paths"]
-        .as_object_mut()
+    let operations = document
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
         .into_iter()
         .flat_map(|paths| paths.values_mut())
         .filter_map(Value::as_object_mut)
@@ -196,10 +197,14 @@ fn problems_as_problem_json(document: &mut Value) {
     }
 }
 
+/// Looked up by pointer, which unlike indexing never adds a missing schema to the document.
 fn mark_nullable(document: &mut Value) {
     for (schema, property) in NULLABLE {
-        let property = &mut document["components"]["schemas"][schema]["properties"][property];
-        if let Some(property) = property.as_object_mut() {
+        let pointer = format!("/components/schemas/{schema}/properties/{property}");
+        if let Some(property) = document
+            .pointer_mut(&pointer)
+            .and_then(Value::as_object_mut)
+        {
             property.insert("nullable".to_owned(), Value::Bool(true));
         }
     }

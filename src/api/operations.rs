@@ -395,6 +395,7 @@ pub async fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::openapi;
 
     /// A property written as `null` must be `nullable` in the OpenAPI 3 document, or a
     /// client generated from it rejects the last page.
@@ -408,7 +409,7 @@ mod tests {
         let properties = body.as_object().expect("a page is an object");
         for (name, value) in properties.iter().filter(|(_, value)| value.is_null()) {
             assert!(
-                super::super::openapi::NULLABLE.contains(&("HistoryPage", name.as_str())),
+                openapi::NULLABLE.contains(&("HistoryPage", name.as_str())),
                 "HistoryPage.{name} is written as {value} but not documented as nullable"
             );
         }
