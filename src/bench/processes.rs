@@ -35,10 +35,12 @@ fn role(args: &[String], pid: u32) -> Option<&'static str> {
     }
 }
 
-/// CPU seconds (user + system) and peak RSS per role at one moment.
+/// CPU seconds (user + system) per process with its role, and peak RSS per role, at one
+/// moment. Kept per process so that one ending between two snapshots (a PostgreSQL backend)
+/// takes only its own time with it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    cpu_s: BTreeMap<&'static str, f64>,
+    cpu_s: BTreeMap<u32, (&'static str, f64)>,
     peak_rss_mib: BTreeMap<&'static str, f64>,
 }
 
@@ -90,7 +92,7 @@ pub fn snapshot() -> Snapshot {
         };
         let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
         if let Some(seconds) = cpu_seconds(&stat) {
-            *snapshot.cpu_s.entry(role).or_default() += seconds;
+            snapshot.cpu_s.insert(pid, (role, seconds));
         }
         let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
         if let Some(mib) = peak_rss_mib(&status) {
@@ -107,17 +109,13 @@ pub fn cpu_us_per_op(
     after: &Snapshot,
     operations: u64,
 ) -> BTreeMap<String, f64> {
-    let mut per_op: BTreeMap<String, f64> = after
-        .cpu_s
-        .iter()
-        .map(|(role, seconds)| {
-            let spent = seconds - before.cpu_s.get(role).copied().unwrap_or(0.0);
-            (
-                (*role).to_owned(),
-                spent.max(0.0) * 1e6 / operations.max(1) as f64,
-            )
-        })
-        .collect();
+    let mut per_op: BTreeMap<String, f64> = BTreeMap::new();
+    for (pid, (role, seconds)) in &after.cpu_s {
+        // A process that started in between spent all of its time in the window.
+        let earlier = before.cpu_s.get(pid).map_or(0.0, |(_, seconds)| *seconds);
+        let spent = (seconds - earlier).max(0.0);
+        *per_op.entry((*role).to_owned()).or_default() += spent * 1e6 / operations.max(1) as f64;
+    }
     let total = per_op.values().sum();
     per_op.insert("total".to_owned(), total);
     per_op
@@ -176,11 +174,16 @@ mod tests {
     #[test]
     fn cost_per_operation_sums_the_roles() {
         let before = Snapshot {
-            cpu_s: BTreeMap::from([("serve", 1.0), ("work", 2.0)]),
+            cpu_s: BTreeMap::from([(1, ("serve", 1.0)), (2, ("work", 2.0)), (3, ("serve", 9.0))]),
             ..Default::default()
         };
+        // Process 3 ended; process 4 started in between.
         let after = Snapshot {
-            cpu_s: BTreeMap::from([("serve", 2.0), ("work", 2.5), ("broker", 0.5)]),
+            cpu_s: BTreeMap::from([
+                (1, ("serve", 2.0)),
+                (2, ("work", 2.5)),
+                (4, ("broker", 0.5)),
+            ]),
             ..Default::default()
         };
         let cost = cpu_us_per_op(&before, &after, 10_000);
