@@ -29,13 +29,20 @@ pub struct WalletJournal {
     pub highest_version: i64,
 }
 
+impl Violation {
+    /// A violation finder for one subject: `check`, `expected`, `found` in turn.
+    fn of(subject: String) -> impl Fn(&'static str, String, String) -> Violation {
+        move |check, expected, found| Violation {
+            subject: subject.clone(),
+            check,
+            expected,
+            found,
+        }
+    }
+}
+
 pub fn check_wallet(wallet: &WalletJournal) -> Vec<Violation> {
-    let violation = |check, expected: String, found: String| Violation {
-        subject: format!("wallet {}", wallet.id),
-        check,
-        expected,
-        found,
-    };
+    let violation = Violation::of(format!("wallet {}", wallet.id));
     let mut found = Vec::new();
     if wallet.balance != wallet.entries_sum {
         found.push(violation(
@@ -106,12 +113,7 @@ fn expected_entries(
 }
 
 pub fn check_operation(operation: &OperationJournal) -> Vec<Violation> {
-    let violation = |check, expected: String, found: String| Violation {
-        subject: format!("operation {}", operation.id),
-        check,
-        expected,
-        found,
-    };
+    let violation = Violation::of(format!("operation {}", operation.id));
     let (Some(kind), Some(status)) = (
         OperationType::parse(&operation.kind),
         OperationStatus::parse(&operation.status),
