@@ -257,7 +257,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 21] = [
+        let checks: [(bool, &str); 22] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -285,6 +285,12 @@ impl Config {
                     || (self.worker.lease_lapse_ms >= 1_000
                         && self.worker.lease_lapse_ms >= 2 * self.worker.rebalance_interval_ms),
                 "worker.lease_lapse_ms must be 0 (derived) or at least 1000 and twice worker.rebalance_interval_ms",
+            ),
+            (
+                // A request that crashed mid-produce frees its id when its marker expires;
+                // by then its produce must have ended, landed or not.
+                self.redis.accepting_ttl_s.saturating_mul(1_000) > self.kafka.request_timeout_ms,
+                "redis.accepting_ttl_s must be longer than kafka.request_timeout_ms",
             ),
             (
                 (10..=60_000).contains(&self.auth.refresh_interval_ms),

@@ -12,6 +12,7 @@ use crate::bench::{BenchOptions, Report};
 use crate::cache::Cache;
 use crate::cli::TokenCommand;
 use crate::config::Config;
+use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
 use crate::ingest::{broker, lag, worker};
 use crate::ledger::{audit, database, migrate as schema};
@@ -56,7 +57,7 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
 pub fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
-        let application = build_api(&config).await?;
+        let application = build_api(&config, None).await?;
         tracing::info!(port = application.port, "serving the API");
         application.server.await.context("HTTP server")
     })
@@ -66,19 +67,20 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 pub fn work(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
-        let (pool, cache) = connect_stores(&config).await?;
+        let (pool, cache) = connect_worker_stores(&config).await?;
         let shutdown = shutdown_on_signal();
         let deadline = Duration::from_secs(config.worker.shutdown_timeout_s);
+        let health = WorkerHealth::default();
         let endpoints = match config.worker.metrics_listen.as_str() {
             "" => None,
             listen => {
-                let server = crate::api::worker_endpoints(listen)?;
+                let server = crate::api::worker_endpoints(listen, health.clone())?;
                 let handle = server.handle();
                 tokio::spawn(server);
                 Some(handle)
             }
         };
-        let worker = tokio::spawn(worker::run(config, pool, cache, shutdown.clone()));
+        let worker = tokio::spawn(worker::run(config, pool, cache, health, shutdown.clone()));
         let stopped = stop_within(worker, &shutdown, deadline).await;
         if let Some(endpoints) = endpoints {
             endpoints.stop(false).await;
@@ -91,15 +93,16 @@ pub fn work(config: Config) -> anyhow::Result<()> {
 pub fn run(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
-        let application = build_api(&config).await?;
-        let (pool, cache) = connect_stores(&config).await?;
+        let health = WorkerHealth::default();
+        let application = build_api(&config, Some(health.clone())).await?;
+        let (pool, cache) = connect_worker_stores(&config).await?;
         let shutdown = shutdown_on_signal();
         tracing::info!(
             port = application.port,
             "serving the API and applying operations"
         );
         let deadline = Duration::from_secs(config.worker.shutdown_timeout_s);
-        let worker = tokio::spawn(worker::run(config, pool, cache, shutdown.clone()));
+        let worker = tokio::spawn(worker::run(config, pool, cache, health, shutdown.clone()));
         let served = application.server.await.context("HTTP server");
         shutdown.cancel();
         stop_within(worker, &shutdown, deadline).await?;
@@ -268,7 +271,20 @@ pub fn token(config: Config, command: TokenCommand) -> anyhow::Result<()> {
 }
 
 async fn connect_stores(config: &Config) -> anyhow::Result<(deadpool_postgres::Pool, Cache)> {
-    let pool = database::pool(&config.database)?;
+    connect(config, database::pool(&config.database)?).await
+}
+
+async fn connect_worker_stores(
+    config: &Config,
+) -> anyhow::Result<(deadpool_postgres::Pool, Cache)> {
+    let pool = database::worker_pool(&config.database, config.worker.lease_lapse())?;
+    connect(config, pool).await
+}
+
+async fn connect(
+    config: &Config,
+    pool: deadpool_postgres::Pool,
+) -> anyhow::Result<(deadpool_postgres::Pool, Cache)> {
     database::check(&pool, config.database.connect_timeout() * 2)
         .await
         .with_context(|| {
@@ -284,7 +300,8 @@ async fn connect_stores(config: &Config) -> anyhow::Result<(deadpool_postgres::P
     Ok((pool, cache))
 }
 
-async fn build_api(config: &Config) -> anyhow::Result<Application> {
+/// `worker` is the health of the worker running in the same process, if any.
+async fn build_api(config: &Config, worker: Option<WorkerHealth>) -> anyhow::Result<Application> {
     let (pool, cache) = connect_stores(config).await?;
     let producer = OperationProducer::connect(&config.kafka).await?;
     let tokens = Arc::new(TokenRegistry::new(&config.auth)?);
@@ -313,6 +330,7 @@ async fn build_api(config: &Config) -> anyhow::Result<Application> {
         readiness_timeout: Duration::from_millis(config.http.readiness_timeout_ms),
         tokens,
         public: config.auth.public.clone(),
+        worker,
     };
     Application::build(&config.http, state)
 }

@@ -11,6 +11,7 @@ use paperclip::v2::schema::Apiv2Schema;
 use serde::Serialize;
 
 use super::{openapi, reply, AppState};
+use crate::ingest::health::WorkerHealth;
 use crate::ledger::database;
 
 /// The process is up.
@@ -47,11 +48,11 @@ pub struct Check {
 /// Readiness of the process and of each dependency.
 #[derive(Debug, Serialize, Apiv2Schema)]
 pub struct Readiness {
-    /// `ready`, `degraded` (only Redis is down: reads fall back to PostgreSQL) or
-    /// `unavailable`.
+    /// `ready`, `degraded` (only Redis is down: reads fall back to PostgreSQL; or the worker
+    /// retries a batch the database refuses for now) or `unavailable`.
     #[openapi(example = "ready")]
     status: &'static str,
-    /// By dependency: `postgres`, `redis`, `kafka`.
+    /// By dependency: `postgres`, `redis`, `kafka`, and `worker` where one runs.
     checks: BTreeMap<&'static str, Check>,
 }
 
@@ -118,7 +119,31 @@ pub async fn readyz(state: web::Data<AppState>) -> ReadinessReply {
     });
     let kafka = timed(true, state.producer.reachable(deadline));
     let (postgres, redis, kafka) = tokio::join!(postgres, redis, kafka);
-    let checks = BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka)]);
+    let mut checks = BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka)]);
+    if let Some(worker) = &state.worker {
+        checks.insert("worker", worker_check(worker));
+    }
+    readiness(checks)
+}
+
+/// Readiness of a separate `wallet work` process: degraded while a partition retries.
+pub async fn worker_readyz(worker: web::Data<WorkerHealth>) -> ReadinessReply {
+    readiness(BTreeMap::from([("worker", worker_check(&worker))]))
+}
+
+/// The worker keeps running while a partition waits out a database error, so it is not
+/// required: it makes the process degraded, never unavailable.
+fn worker_check(worker: &WorkerHealth) -> Check {
+    let error = worker.degraded();
+    Check {
+        status: if error.is_some() { "down" } else { "up" },
+        required: false,
+        latency_ms: 0,
+        error,
+    }
+}
+
+fn readiness(checks: BTreeMap<&'static str, Check>) -> ReadinessReply {
     let down = |required: bool| {
         checks
             .values()

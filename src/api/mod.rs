@@ -36,6 +36,7 @@ pub use problem::Problem;
 use crate::auth::TokenRegistry;
 use crate::cache::Cache;
 use crate::config::HttpConfig;
+use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
 
 /// What every request handler can reach.
@@ -49,6 +50,8 @@ pub struct AppState {
     pub tokens: Arc<TokenRegistry>,
     /// Service endpoints answered without a token (`auth.public`).
     pub public: Vec<String>,
+    /// The worker of this process (`wallet run`), whose retrying partitions readiness reports.
+    pub worker: Option<WorkerHealth>,
 }
 
 /// A bound, not yet running HTTP server; `port` is known before it runs, so tests can listen
@@ -126,16 +129,19 @@ impl Application {
     }
 }
 
-/// The worker's own small HTTP server: `/metrics` and `/healthz` only. It ignores signals;
-/// the worker stops it when it stops.
-pub fn worker_endpoints(listen: &str) -> anyhow::Result<Server> {
+/// The worker's own small HTTP server: `/metrics`, `/healthz` and `/readyz` (degraded while
+/// a partition retries a batch). It ignores signals; the worker stops it when it stops.
+pub fn worker_endpoints(listen: &str, worker: WorkerHealth) -> anyhow::Result<Server> {
     let listener = TcpListener::bind(listen).map_err(|error| {
         anyhow::anyhow!("cannot listen on {listen} (key `worker.metrics_listen`): {error}")
     })?;
-    let server = HttpServer::new(|| {
+    let worker = actix_web::web::Data::new(worker);
+    let server = HttpServer::new(move || {
         App::new()
+            .app_data(worker.clone())
             .route("/metrics", actix_web::web::get().to(health::metrics))
             .route("/healthz", actix_web::web::get().to(health::healthz))
+            .route("/readyz", actix_web::web::get().to(health::worker_readyz))
             .wrap(edge::security_headers())
     })
     .workers(1)

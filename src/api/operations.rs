@@ -15,8 +15,10 @@ use super::{body, wallets, AppState, Problem};
 use crate::cache::MarkerState;
 use crate::ledger::database;
 use crate::ledger::money::{format_decimal, Currency};
-use crate::ledger::store::{self, HistoryItem, OperationRecord};
-use crate::ledger::types::{OperationId, OperationKind, OperationStatus, OperationType, WalletId};
+use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord, REJECTED_REASON};
+use crate::ledger::types::{
+    OperationId, OperationKind, OperationStatus, OperationType, ScopedId, WalletId,
+};
 
 /// An operation to apply to a wallet.
 #[derive(Debug, Deserialize, Apiv2Schema)]
@@ -191,6 +193,22 @@ pub struct StatusBody {
 }
 
 impl StatusBody {
+    /// An acknowledged operation the database refused; its dead letter says why.
+    fn rejected(id: OperationId, record: &RejectedRecord) -> Self {
+        StatusBody {
+            operation_id: id,
+            wallet_id: record.wallet_id,
+            status: OperationStatus::Failed,
+            operation_type: None,
+            amount: None,
+            to_wallet_id: None,
+            reason: Some(REJECTED_REASON.to_owned()),
+            balance_after: None,
+            accepted_at: record.accepted_at,
+            processed_at: Some(record.recorded_at),
+        }
+    }
+
     fn from_record(record: &OperationRecord, currency: Option<Currency>) -> Self {
         let money = |value: &bigdecimal::BigDecimal| match currency {
             Some(currency) => currency.format(value),
@@ -238,7 +256,11 @@ pub async fn status(
     {
         return Err(not_found());
     }
-    let marker = match state.cache.marker(id).await {
+    let scoped = ScopedId {
+        tenant: caller.0.tenant.clone(),
+        id,
+    };
+    let marker = match state.cache.marker(&scoped).await {
         Ok(marker) => marker.filter(|marker| marker.wallet_id == wallet_id),
         Err(error) => {
             tracing::warn!(%error, "cache read failed; reading PostgreSQL");
@@ -268,7 +290,7 @@ pub async fn status(
         }));
     }
     let client = database::client(&state.pool).await?;
-    if let Some(record) = store::operation(&client, id).await? {
+    if let Some(record) = store::operation(&client, &scoped).await? {
         if record.wallet_id != wallet_id && record.to_wallet_id != Some(wallet_id) {
             return Err(not_found());
         }
@@ -277,8 +299,15 @@ pub async fn status(
             .map(|wallet| wallet.currency);
         return Ok(Found(StatusBody::from_record(&record, currency)));
     }
+    if let Some(rejected) = store::rejected_operation(&client, &scoped).await? {
+        if rejected.wallet_id != wallet_id {
+            return Err(not_found());
+        }
+        return Ok(Found(StatusBody::rejected(id, &rejected)));
+    }
     // An `Accepting` marker is a request still being produced, or one whose process died
-    // before producing: nothing the client was told is accepted, so nothing to show yet.
+    // before producing; an `Uncertain` one a request whose produce failed: nothing the client
+    // was told is accepted, so nothing to show yet.
     let marker = marker
         .filter(|marker| marker.state == MarkerState::Pending)
         .ok_or_else(not_found)?;

@@ -3,7 +3,9 @@
 //!
 //! The Redis marker is written as `Accepting` before producing and promoted to `Pending`
 //! after the broker's acknowledgement, so a crash between the two leaves a marker that
-//! expires instead of an operation that looks accepted but was never produced. The worker's
+//! expires instead of an operation that looks accepted but was never produced. A produce
+//! that fails leaves the marker `Uncertain` for its full TTL: the record may still land, so
+//! the id stays bound to that content, and only the same request may be retried. The worker's
 //! dedupe by operation id is the backstop whatever Redis says: once a marker has expired or
 //! Redis lost it, a repeated id is accepted again but never applied twice, and one reused
 //! with other content is kept as a dead letter instead of being answered 422. The accept path
@@ -49,21 +51,14 @@ pub struct Accepted {
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
     validate(state, &submission).await?;
-    let id = match &submission.id {
-        IdSource::Explicit(id) => *id,
-        IdSource::IdempotencyKey(key) => {
-            let name = format!("{}:{key}", submission.wallet_id);
-            OperationId(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))
-        }
-        IdSource::Generated => clock::new_operation_id(),
-    };
     let operation = Operation {
-        id,
+        id: operation_id(&submission),
         wallet_id: submission.wallet_id,
         kind: submission.kind,
         fingerprint: fingerprint(&submission),
         amount: submission.amount,
         accepted_at: clock::now(),
+        tenant: submission.tenant,
     };
     let accepting = Marker {
         state: MarkerState::Accepting,
@@ -74,7 +69,7 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         balance_after: None,
         processed_at: None,
     };
-    let claimed = match state.cache.claim(id, &accepting).await {
+    let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
         Ok(claimed) => claimed,
         Err(error) => {
             // Without Redis the 409 for concurrent duplicates is lost, but the worker still
@@ -84,26 +79,57 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         }
     };
     if !claimed {
-        return replay(state, &operation).await;
+        return replay(state, operation).await;
     }
-    if let Err(error) = state.producer.produce(&operation).await {
-        if let Err(cache_error) = state.cache.release(id, &accepting).await {
-            tracing::warn!(%cache_error, "cannot release the idempotency marker");
-        }
-        return Err(produce_problem(&error));
-    }
-    let pending = Marker {
-        state: MarkerState::Pending,
-        ..accepting.clone()
+    produce(state, &operation, &accepting).await
+}
+
+/// Produces `operation`, whose marker `own` this request holds. The marker becomes `Pending`
+/// once the broker acknowledged; after any failure it stays bound to this content
+/// (`Uncertain`), because a produce that timed out or lost its connection may still land,
+/// and a reused id must never be answered 202 for content the worker will refuse.
+async fn produce(
+    state: &AppState,
+    operation: &Operation,
+    own: &Marker,
+) -> Result<Accepted, Problem> {
+    let id = operation.scoped_id();
+    let produced = state.producer.produce(operation).await;
+    let next = Marker {
+        state: match produced {
+            Ok(_) => MarkerState::Pending,
+            Err(_) => MarkerState::Uncertain,
+        },
+        ..own.clone()
     };
-    if let Err(error) = state.cache.promote(id, &accepting, &pending).await {
-        tracing::warn!(%error, "cannot mark the operation pending");
+    if next != *own {
+        if let Err(error) = state.cache.replace_own(&id, own, &next).await {
+            tracing::warn!(%error, state = ?next.state, "cannot update the idempotency marker");
+        }
     }
-    Ok(Accepted {
-        id,
-        wallet_id: operation.wallet_id,
-        status: OperationStatus::Pending,
-    })
+    match produced {
+        Ok(_) => Ok(Accepted {
+            id: operation.id,
+            wallet_id: operation.wallet_id,
+            status: OperationStatus::Pending,
+        }),
+        Err(error) => Err(produce_problem(&error)),
+    }
+}
+
+/// The operation id a submission names, in its tenant's namespace: a key derives the same id
+/// for the same tenant and wallet, and another id for another tenant.
+fn operation_id(submission: &Submission) -> OperationId {
+    match &submission.id {
+        IdSource::Explicit(id) => *id,
+        IdSource::IdempotencyKey(key) => {
+            // Tenants never contain ':' and wallet ids have a fixed length, so no two
+            // (tenant, wallet, key) triples share a name.
+            let name = format!("{}:{}:{key}", submission.tenant, submission.wallet_id);
+            OperationId(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))
+        }
+        IdSource::Generated => clock::new_operation_id(),
+    }
 }
 
 async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
@@ -144,9 +170,10 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
 }
 
 /// The marker exists: the same request gets the same operation, another request a 422, and a
-/// request racing the first one's produce a 409.
-async fn replay(state: &AppState, operation: &Operation) -> Result<Accepted, Problem> {
-    let Some(marker) = state.cache.marker(operation.id).await? else {
+/// request racing the first one's produce a 409. The same request after a failed produce is
+/// produced again with the first one's content, which the worker applies at most once.
+async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Problem> {
+    let Some(marker) = state.cache.marker(&operation.scoped_id()).await? else {
         return Err(in_flight());
     };
     if marker.fingerprint != operation.fingerprint || marker.wallet_id != operation.wallet_id {
@@ -154,6 +181,13 @@ async fn replay(state: &AppState, operation: &Operation) -> Result<Accepted, Pro
     }
     let status = match marker.state {
         MarkerState::Accepting => return Err(in_flight()),
+        MarkerState::Uncertain => {
+            let first = Operation {
+                accepted_at: marker.accepted_at,
+                ..operation
+            };
+            return produce(state, &first, &marker).await;
+        }
         MarkerState::Pending => OperationStatus::Pending,
         MarkerState::Processed => OperationStatus::Processed,
         MarkerState::Failed => OperationStatus::Failed,
@@ -215,4 +249,35 @@ fn produce_problem(error: &ProduceError) -> Problem {
              retry with the same operationId or Idempotency-Key, which never applies it twice"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(tenant: &str, id: IdSource) -> Submission {
+        Submission {
+            tenant: tenant.to_owned(),
+            wallet_id: WalletId(Uuid::from_u128(7)),
+            kind: OperationKind::Deposit,
+            amount: Amount::parse("1.00").unwrap(),
+            id,
+        }
+    }
+
+    /// Proves an Idempotency-Key derives one id per tenant: the same tenant retrying gets the
+    /// same operation, another tenant using the same key and wallet id never collides.
+    #[test]
+    fn derived_ids_are_scoped_by_tenant() {
+        let key = || IdSource::IdempotencyKey("order-42".to_owned());
+        let acme = operation_id(&submission("acme", key()));
+        assert_eq!(acme, operation_id(&submission("acme", key())));
+        assert_ne!(acme, operation_id(&submission("globex", key())));
+        let explicit = OperationId(Uuid::from_u128(9));
+        assert_eq!(
+            operation_id(&submission("globex", IdSource::Explicit(explicit))),
+            explicit,
+            "an explicit id is kept; its tenant scopes it where it is stored"
+        );
+    }
 }

@@ -1,17 +1,22 @@
-//! Operation markers `op:{id}`: the idempotency record of a request and, once a worker has
-//! decided the operation, its final status.
+//! Operation markers `op:{tenant}:{id}`: the idempotency record of a request and, once a
+//! worker has decided the operation, its final status. Ids are scoped by tenant here as
+//! everywhere, so one tenant's marker can never block or reveal another's.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Cache, CacheError};
-use crate::ledger::types::{OperationId, WalletId};
+use crate::ledger::types::{ScopedId, WalletId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MarkerState {
     /// The API is producing the operation; nobody knows yet whether the broker has it.
     Accepting,
+    /// The produce failed, and a failed produce may still have written the record: the id
+    /// stays bound to this content until a worker decides it (or the marker's TTL ends), so
+    /// the same request may be retried and another one is refused.
+    Uncertain,
     /// The broker acknowledged the operation; no worker has decided it yet.
     Pending,
     Processed,
@@ -33,10 +38,10 @@ pub struct Marker {
     pub processed_at: Option<DateTime<Utc>>,
 }
 
-/// Replaces this request's own `Accepting` marker (ARGV[1]) with `Pending` (ARGV[2]); also
-/// writes it when the marker has expired, but never over another request's marker or a final
-/// status a worker already wrote.
-const PROMOTE_TO_PENDING: &str = r#"
+/// Replaces this request's own marker (ARGV[1]) with ARGV[2]; also writes it when the marker
+/// has expired, but never over another request's marker or a final status a worker already
+/// wrote.
+const REPLACE_OWN: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then
   return 0
@@ -45,23 +50,17 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 "#;
 
-/// Deletes the marker only while it is still this request's `Accepting` marker (ARGV[1]).
-const RELEASE_OWN: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
-fn key(id: OperationId) -> String {
-    format!("op:{id}")
+/// Tenants are letters, digits, '-' and '_', so the colon keeps keys unambiguous.
+fn key(id: &ScopedId) -> String {
+    format!("op:{}:{}", id.tenant, id.id)
 }
 
 impl Cache {
-    pub async fn marker(&self, id: OperationId) -> Result<Option<Marker>, CacheError> {
+    pub async fn marker(&self, id: &ScopedId) -> Result<Option<Marker>, CacheError> {
+        let key = key(id);
         self.with_connection(|mut connection| async move {
             let stored: Option<String> = redis::cmd("GET")
-                .arg(key(id))
+                .arg(key)
                 .query_async(&mut connection)
                 .await?;
             Ok(stored.map(|text| serde_json::from_str(&text)).transpose()?)
@@ -71,12 +70,13 @@ impl Cache {
 
     /// Writes an `Accepting` marker unless one exists; returns whether this call wrote it.
     /// The short TTL bounds how long a crashed request can block its retries.
-    pub async fn claim(&self, id: OperationId, marker: &Marker) -> Result<bool, CacheError> {
+    pub async fn claim(&self, id: &ScopedId, marker: &Marker) -> Result<bool, CacheError> {
         let value = serde_json::to_string(marker)?;
         let ttl = self.accepting_ttl_s;
+        let key = key(id);
         self.with_connection(|mut connection| async move {
             let written: Option<String> = redis::cmd("SET")
-                .arg(key(id))
+                .arg(key)
                 .arg(value)
                 .arg("NX")
                 .arg("EX")
@@ -88,26 +88,25 @@ impl Cache {
         .await
     }
 
-    /// Turns this request's `Accepting` marker into `pending` after the broker's
-    /// acknowledgement.
-    pub async fn promote(
+    /// Replaces this request's own marker `from` with `to`: `Pending` after the broker's
+    /// acknowledgement, `Uncertain` after a failed produce. `to` keeps the id for the
+    /// markers' full TTL.
+    pub async fn replace_own(
         &self,
-        id: OperationId,
-        accepting: &Marker,
-        pending: &Marker,
+        id: &ScopedId,
+        from: &Marker,
+        to: &Marker,
     ) -> Result<(), CacheError> {
-        let (accepting, pending) = (
-            serde_json::to_string(accepting)?,
-            serde_json::to_string(pending)?,
-        );
+        let (from, to) = (serde_json::to_string(from)?, serde_json::to_string(to)?);
         let ttl = self.marker_ttl_s;
+        let key = key(id);
         self.with_connection(|mut connection| async move {
             redis::cmd("EVAL")
-                .arg(PROMOTE_TO_PENDING)
+                .arg(REPLACE_OWN)
                 .arg(1)
-                .arg(key(id))
-                .arg(accepting)
-                .arg(pending)
+                .arg(key)
+                .arg(from)
+                .arg(to)
                 .arg(ttl)
                 .query_async::<i64>(&mut connection)
                 .await?;
@@ -116,28 +115,8 @@ impl Cache {
         .await
     }
 
-    /// Forgets this request's `Accepting` marker after its produce failed, so the client may
-    /// retry at once; any other marker stays.
-    pub async fn release(&self, id: OperationId, accepting: &Marker) -> Result<(), CacheError> {
-        let accepting = serde_json::to_string(accepting)?;
-        self.with_connection(|mut connection| async move {
-            redis::cmd("EVAL")
-                .arg(RELEASE_OWN)
-                .arg(1)
-                .arg(key(id))
-                .arg(accepting)
-                .query_async::<i64>(&mut connection)
-                .await?;
-            Ok(())
-        })
-        .await
-    }
-
     /// Stores final statuses written by a worker after its commit, in one round trip.
-    pub async fn store_outcomes(
-        &self,
-        outcomes: &[(OperationId, Marker)],
-    ) -> Result<(), CacheError> {
+    pub async fn store_outcomes(&self, outcomes: &[(ScopedId, Marker)]) -> Result<(), CacheError> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -145,7 +124,7 @@ impl Cache {
         for (id, marker) in outcomes {
             pipeline
                 .cmd("SET")
-                .arg(key(*id))
+                .arg(key(id))
                 .arg(serde_json::to_string(marker)?)
                 .arg("EX")
                 .arg(self.marker_ttl_s)

@@ -12,6 +12,10 @@ const MESSAGE_VERSION: u32 = 1;
 #[serde(rename_all = "camelCase")]
 struct OperationMessage {
     v: u32,
+    /// Records written before ids were scoped by tenant carry none; every tenant was then
+    /// `default` as far as ids went.
+    #[serde(default = "default_tenant")]
+    tenant: String,
     operation_id: OperationId,
     wallet_id: WalletId,
     #[serde(rename = "type")]
@@ -37,13 +41,21 @@ pub enum DecodeError {
     Fingerprint,
     #[error("acceptedAt must be between the years 1970 and 9999")]
     AcceptedAt,
+    #[error("tenant must be 1 to {TENANT_CHARS_MAX} letters, digits, '-' or '_'")]
+    Tenant,
 }
 
 const FINGERPRINT_CHARS_MAX: usize = 128;
+const TENANT_CHARS_MAX: usize = 64;
+
+fn default_tenant() -> String {
+    "default".to_owned()
+}
 
 pub fn encode(operation: &Operation) -> Vec<u8> {
     let message = OperationMessage {
         v: MESSAGE_VERSION,
+        tenant: operation.tenant.clone(),
         operation_id: operation.id,
         wallet_id: operation.wallet_id,
         operation_type: operation.kind.operation_type(),
@@ -70,6 +82,14 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
     if !fingerprint_ok {
         return Err(DecodeError::Fingerprint);
     }
+    let tenant_ok = (1..=TENANT_CHARS_MAX).contains(&message.tenant.len())
+        && message
+            .tenant
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if !tenant_ok {
+        return Err(DecodeError::Tenant);
+    }
     if !(1970..=9999).contains(&message.accepted_at.year()) {
         return Err(DecodeError::AcceptedAt);
     }
@@ -82,6 +102,7 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
         _ => return Err(DecodeError::Target),
     };
     Ok(Operation {
+        tenant: message.tenant,
         id: message.operation_id,
         wallet_id: message.wallet_id,
         kind,
@@ -99,6 +120,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let operation = Operation {
+            tenant: "acme".to_owned(),
             id: OperationId(Uuid::now_v7()),
             wallet_id: WalletId(Uuid::new_v4()),
             kind: OperationKind::Transfer {
@@ -141,7 +163,13 @@ mod tests {
             decode(message(1, "DEPOSIT", "1", &to).as_bytes()),
             Err(DecodeError::Target)
         );
-        assert!(decode(message(1, "DEPOSIT", "1", "").as_bytes()).is_ok());
+        let legacy = decode(message(1, "DEPOSIT", "1", "").as_bytes()).unwrap();
+        assert_eq!(
+            legacy.tenant, "default",
+            "a record without a tenant is default's"
+        );
+        let spoofed = message(1, "DEPOSIT", "1", r#""tenant":"a:b","#);
+        assert_eq!(decode(spoofed.as_bytes()), Err(DecodeError::Tenant));
         let nul = message(1, "DEPOSIT", "1", "")
             .replace(r#""fingerprint":"f""#, r#""fingerprint":"f\u0000""#);
         assert_eq!(decode(nul.as_bytes()), Err(DecodeError::Fingerprint));

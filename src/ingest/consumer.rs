@@ -10,14 +10,17 @@ use rskafka::record::RecordAndOffset;
 use tokio_util::sync::CancellationToken;
 
 use super::codec;
+use super::health::WorkerHealth;
 use super::reader::PartitionReader;
 use crate::cache::{Cache, CachedWallet, Marker, MarkerState};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
 use crate::ledger::money::{format_decimal, Currency};
-use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, StoreError};
-use crate::ledger::types::{OperationId, Outcome, WalletId};
+use crate::ledger::store::{
+    self, Batch, BatchReport, DeadLetter, Remedy, StoreError, REJECTED_REASON,
+};
+use crate::ledger::types::{Operation, Outcome, ScopedId, WalletId};
 
 pub struct PartitionConsumer {
     pub topic: String,
@@ -26,11 +29,8 @@ pub struct PartitionConsumer {
     pub cache: Cache,
     pub config: WorkerConfig,
     pub request_timeout: Duration,
+    pub health: WorkerHealth,
 }
-
-/// How often a batch is tried against an error that is not transient before its records are
-/// applied one by one.
-const REJECTED_ATTEMPTS_MAX: u32 = 3;
 
 enum Attempt {
     Applied(BatchReport),
@@ -49,7 +49,7 @@ const STALE_OUTCOMES_MAX: usize = 100_000;
 #[derive(Default)]
 struct StaleCache {
     wallets: HashMap<WalletId, CachedWallet>,
-    outcomes: HashMap<OperationId, Marker>,
+    outcomes: HashMap<ScopedId, Marker>,
 }
 
 impl PartitionConsumer {
@@ -59,10 +59,16 @@ impl PartitionConsumer {
 
     #[tracing::instrument(skip_all, fields(partition = self.id()))]
     pub async fn run(self, cancel: CancellationToken) {
+        self.consume_until_cancelled(&cancel).await;
+        // Whatever this partition waited for is no longer this worker's concern.
+        self.health.recovered(self.id());
+    }
+
+    async fn consume_until_cancelled(&self, cancel: &CancellationToken) {
         let mut stale = StaleCache::default();
         let mut failures = 0u32;
         while !cancel.is_cancelled() {
-            match self.consume(&cancel, &mut stale).await {
+            match self.consume(cancel, &mut stale).await {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;
@@ -121,7 +127,7 @@ impl PartitionConsumer {
                         .record(applied.as_secs_f64());
                     position = batch.next_offset;
                     self.record_lag(&reader, position);
-                    self.refresh_cache(report, &batch, stale).await;
+                    self.refresh_cache(report, stale).await;
                     tracing::debug!(
                         records,
                         duplicates,
@@ -179,15 +185,17 @@ impl PartitionConsumer {
                     offset,
                     reason,
                     payload: record.value,
+                    operation: None,
                 }),
             }
         }
         batch
     }
 
-    /// Applies the batch. When it keeps failing with an error no retry can fix, its records
-    /// are applied one at a time and the one that still fails becomes a dead letter, so one
-    /// bad record never stops the partition. Returns None when cancelled before a commit.
+    /// Applies the batch. When the database refuses a record's own data, its records are
+    /// applied one at a time and the one refused becomes a dead letter (its status FAILED), so
+    /// one bad record never stops the partition. Every other error is waited out. Returns None
+    /// when cancelled before a commit.
     #[tracing::instrument(skip_all, fields(from = batch.from_offset, records = batch.next_offset - batch.from_offset))]
     async fn apply(
         &self,
@@ -199,16 +207,23 @@ impl PartitionConsumer {
             Attempt::Cancelled => return Ok(None),
             Attempt::Rejected(error) => error,
         };
-        tracing::error!(%error, "batch rejected; applying its records one at a time");
+        tracing::error!(
+            partition = self.id(),
+            from_offset = batch.from_offset,
+            next_offset = batch.next_offset,
+            error = %error.describe(),
+            "batch rejected; applying its records one at a time"
+        );
         let mut applied = BatchReport::default();
         for single in batch.split() {
             let report = match self.apply_retrying(&single, cancel).await? {
                 Attempt::Applied(report) => report,
                 Attempt::Cancelled => return Ok(None),
                 Attempt::Rejected(error) => {
-                    tracing::error!(%error, offset = single.from_offset, "record rejected; keeping it as a dead letter");
+                    let cause = error.describe();
+                    tracing::error!(partition = self.id(), offset = single.from_offset, error = %cause, "record rejected; keeping it as a dead letter");
                     match self
-                        .apply_retrying(&single.rejected(&error.to_string()), cancel)
+                        .apply_retrying(&single.rejected(&cause), cancel)
                         .await?
                     {
                         Attempt::Applied(report) => report,
@@ -222,8 +237,9 @@ impl PartitionConsumer {
         Ok(Some(applied))
     }
 
-    /// One batch transaction, retried with backoff: forever while the error is transient (the
-    /// database is away), a few times otherwise.
+    /// One batch transaction, retried with capped backoff for as long as the cause is outside
+    /// the records (see [`StoreError::remedy`]), each retry logged and counted, and the worker
+    /// reported degraded meanwhile.
     async fn apply_retrying(
         &self,
         batch: &Batch,
@@ -240,16 +256,33 @@ impl PartitionConsumer {
                 result = attempt => result,
             };
             let error = match result {
-                Ok(report) => return Ok(Attempt::Applied(report)),
+                Ok(report) => {
+                    self.health.recovered(self.id());
+                    return Ok(Attempt::Applied(report));
+                }
                 Err(error @ StoreError::Fenced { .. }) => return Err(error),
                 Err(error) => error,
             };
+            let reason = match error.remedy() {
+                Remedy::Reject => return Ok(Attempt::Rejected(error)),
+                Remedy::Retry(reason) => reason.as_str(),
+            };
             failures += 1;
-            if !error.is_transient() && failures >= REJECTED_ATTEMPTS_MAX {
-                return Ok(Attempt::Rejected(error));
-            }
             let delay = self.backoff(failures);
-            tracing::warn!(%error, transient = error.is_transient(), retry_in_ms = delay.as_millis() as u64, "batch not applied; retrying");
+            let cause = error.describe();
+            metrics::counter!("wallet_batch_retries_total", "reason" => reason).increment(1);
+            self.health
+                .retrying(self.id(), format!("{reason}: {cause}"));
+            tracing::warn!(
+                partition = self.id(),
+                from_offset = batch.from_offset,
+                next_offset = batch.next_offset,
+                reason,
+                error = %cause,
+                failures,
+                retry_in_ms = delay.as_millis() as u64,
+                "batch not applied; retrying"
+            );
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(Attempt::Cancelled),
                 _ = tokio::time::sleep(delay) => {}
@@ -257,39 +290,11 @@ impl PartitionConsumer {
         }
     }
 
-    async fn refresh_cache(&self, report: BatchReport, batch: &Batch, stale: &mut StaleCache) {
-        let processed_at = report.processed_at;
-        let accepted: HashMap<OperationId, (&str, chrono::DateTime<chrono::Utc>)> = batch
-            .operations
-            .iter()
-            .map(|(_, operation)| {
-                (
-                    operation.id,
-                    (operation.fingerprint.as_str(), operation.accepted_at),
-                )
-            })
-            .collect();
-        let currencies: HashMap<WalletId, Currency> = report
-            .wallets
-            .iter()
-            .map(|wallet| (wallet.id, wallet.currency))
-            .collect();
+    async fn refresh_cache(&self, report: BatchReport, stale: &mut StaleCache) {
         for wallet in &report.wallets {
             stale.wallets.insert(wallet.id, CachedWallet::from(wallet));
         }
-        for (id, wallet_id, outcome) in report.decided {
-            let (fingerprint, accepted_at) = accepted[&id];
-            let currency = currencies.get(&wallet_id).copied();
-            let marker = final_marker(
-                wallet_id,
-                fingerprint,
-                accepted_at,
-                &outcome,
-                currency,
-                processed_at,
-            );
-            stale.outcomes.insert(id, marker);
-        }
+        stale.outcomes.extend(final_markers(&report));
         if stale.outcomes.len() > STALE_OUTCOMES_MAX {
             // Statuses that never reach Redis are read from PostgreSQL instead; balances are
             // one entry per wallet and always kept.
@@ -315,10 +320,10 @@ impl PartitionConsumer {
                 stale.wallets.remove(&wallet.wallet_id);
             }
         }
-        let outcomes: Vec<(OperationId, Marker)> = stale
+        let outcomes: Vec<(ScopedId, Marker)> = stale
             .outcomes
             .iter()
-            .map(|(id, marker)| (*id, marker.clone()))
+            .map(|(id, marker)| (id.clone(), marker.clone()))
             .collect();
         for chunk in outcomes.chunks(CACHE_WRITE_CHUNK) {
             if let Err(error) = self.cache.store_outcomes(chunk).await {
@@ -332,10 +337,37 @@ impl PartitionConsumer {
     }
 }
 
+/// The final status of every operation the batch decided, each with the fingerprint and
+/// acceptance time of the record that was applied, so a retry of that request is recognised
+/// whatever duplicates of its id the batch also held.
+fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
+    let currencies: HashMap<WalletId, Currency> = report
+        .wallets
+        .iter()
+        .map(|wallet| (wallet.id, wallet.currency))
+        .collect();
+    let decided = report.decided.iter().map(|(operation, outcome)| {
+        let currency = currencies.get(&operation.wallet_id).copied();
+        let marker = final_marker(operation, outcome, currency, report.processed_at);
+        (operation.scoped_id(), marker)
+    });
+    let rejected = report.rejected.iter().map(|operation| {
+        let marker = Marker {
+            state: MarkerState::Failed,
+            wallet_id: operation.wallet_id,
+            fingerprint: operation.fingerprint.clone(),
+            accepted_at: operation.accepted_at,
+            reason: Some(REJECTED_REASON.to_owned()),
+            balance_after: None,
+            processed_at: Some(report.processed_at),
+        };
+        (operation.scoped_id(), marker)
+    });
+    decided.chain(rejected).collect()
+}
+
 fn final_marker(
-    wallet_id: WalletId,
-    fingerprint: &str,
-    accepted_at: chrono::DateTime<chrono::Utc>,
+    operation: &Operation,
     outcome: &Outcome,
     currency: Option<Currency>,
     processed_at: chrono::DateTime<chrono::Utc>,
@@ -353,14 +385,62 @@ fn final_marker(
     };
     Marker {
         state,
-        wallet_id,
-        fingerprint: fingerprint.to_owned(),
-        accepted_at,
+        wallet_id: operation.wallet_id,
+        fingerprint: operation.fingerprint.clone(),
+        accepted_at: operation.accepted_at,
         reason,
         balance_after: balance_after.map(|balance| match currency {
             Some(currency) => currency.format(balance),
             None => format_decimal(balance),
         }),
         processed_at: Some(processed_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::money::Amount;
+    use crate::ledger::types::{OperationId, OperationKind};
+    use bigdecimal::BigDecimal;
+    use uuid::Uuid;
+
+    /// Proves the final marker carries the fingerprint of the record the batch applied, so
+    /// the applied request's retry is recognised as the same request; and that an operation
+    /// the database refused is FAILED with a reason.
+    #[test]
+    fn final_markers_name_the_applied_record() {
+        let applied = Operation {
+            tenant: "acme".to_owned(),
+            id: OperationId(Uuid::from_u128(1)),
+            wallet_id: WalletId(Uuid::from_u128(2)),
+            kind: OperationKind::Deposit,
+            amount: Amount::parse("5").unwrap(),
+            accepted_at: chrono::Utc::now(),
+            fingerprint: "applied".to_owned(),
+        };
+        let refused = Operation {
+            id: OperationId(Uuid::from_u128(3)),
+            fingerprint: "refused".to_owned(),
+            ..applied.clone()
+        };
+        let report = BatchReport {
+            decided: vec![(
+                applied.clone(),
+                Outcome::Processed {
+                    balance_after: BigDecimal::from(5),
+                },
+            )],
+            rejected: vec![refused.clone()],
+            ..BatchReport::default()
+        };
+        let markers: HashMap<ScopedId, Marker> = final_markers(&report).into_iter().collect();
+        let marker = &markers[&applied.scoped_id()];
+        assert_eq!(marker.state, MarkerState::Processed);
+        assert_eq!(marker.fingerprint, "applied");
+        assert_eq!(marker.balance_after.as_deref(), Some("5"));
+        let marker = &markers[&refused.scoped_id()];
+        assert_eq!(marker.state, MarkerState::Failed);
+        assert_eq!(marker.reason.as_deref(), Some(REJECTED_REASON));
     }
 }

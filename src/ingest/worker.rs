@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker;
 use super::consumer::PartitionConsumer;
+use super::health::WorkerHealth;
 use super::lease::PartitionLease;
 use super::relay::OutboxRelay;
 use crate::cache::Cache;
@@ -25,6 +26,7 @@ pub async fn run(
     config: Config,
     pool: deadpool_postgres::Pool,
     cache: Cache,
+    health: WorkerHealth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let interval = Duration::from_millis(config.worker.rebalance_interval_ms);
@@ -85,6 +87,7 @@ pub async fn run(
                         cache: cache.clone(),
                         config: config.worker.clone(),
                         request_timeout: config.kafka.request_timeout(),
+                        health: health.clone(),
                     };
                     let cancel = shutdown.child_token();
                     let task = tokio::spawn(consumer.run(cancel.clone()));

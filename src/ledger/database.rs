@@ -13,21 +13,54 @@ use super::store::StoreError;
 use crate::config::DatabaseConfig;
 
 fn connection_config(config: &DatabaseConfig) -> anyhow::Result<tokio_postgres::Config> {
+    configured(config, None)
+}
+
+/// `batch_lapse`, for a worker's batch connections, bounds on the server how long they may
+/// hold locks while their process is silent (see [`session_options`]).
+fn configured(
+    config: &DatabaseConfig,
+    batch_lapse: Option<Duration>,
+) -> anyhow::Result<tokio_postgres::Config> {
     let mut pg = tokio_postgres::Config::from_str(&config.url)
         .map_err(|error| anyhow::anyhow!("configuration: key `database.url`: {error}"))?;
     pg.connect_timeout(config.connect_timeout());
-    pg.options(format!(
-        "-c statement_timeout={}",
-        config.statement_timeout_ms
-    ));
+    pg.options(session_options(config.statement_timeout_ms, batch_lapse));
     pg.application_name("wallet");
     Ok(pg)
 }
 
+/// Server-side bounds of a session. Every session has `statement_timeout`. A worker's batch
+/// sessions also end once idle inside a transaction for the lease lapse: a worker frozen
+/// after `BEGIN` (stopped, paused, cut off) loses its partitions' leases after that same
+/// lapse, so by the time another worker takes a partition over, the frozen transaction and
+/// its row locks are gone. `lock_timeout` makes a worker that still meets such a lock give
+/// up and retry its batch instead of queueing behind it until `statement_timeout`.
+pub fn session_options(statement_timeout_ms: u64, batch_lapse: Option<Duration>) -> String {
+    let mut options = format!("-c statement_timeout={statement_timeout_ms}");
+    if let Some(lapse) = batch_lapse {
+        let lapse_ms = lapse.as_millis().max(1);
+        options.push_str(&format!(
+            " -c idle_in_transaction_session_timeout={lapse_ms} -c lock_timeout={lapse_ms}"
+        ));
+    }
+    options
+}
+
 /// Builds the pool. Connections are made lazily; call [`check`] to fail fast.
 pub fn pool(config: &DatabaseConfig) -> anyhow::Result<Pool> {
+    build_pool(config, connection_config(config)?)
+}
+
+/// The pool a worker applies batches with: its sessions may not outlive a frozen worker's
+/// lease while holding locks.
+pub fn worker_pool(config: &DatabaseConfig, lease_lapse: Duration) -> anyhow::Result<Pool> {
+    build_pool(config, configured(config, Some(lease_lapse))?)
+}
+
+fn build_pool(config: &DatabaseConfig, pg: tokio_postgres::Config) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
-        connection_config(config)?,
+        pg,
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -133,4 +166,20 @@ pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError
         deadpool_postgres::PoolError::Backend(error) => StoreError::Database(error),
         other => StoreError::Unavailable(other.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves batch sessions are bounded on the server by the lease lapse, and other
+    /// sessions only by the statement timeout.
+    #[test]
+    fn batch_sessions_end_within_the_lease_lapse() {
+        assert_eq!(session_options(30_000, None), "-c statement_timeout=30000");
+        assert_eq!(
+            session_options(30_000, Some(Duration::from_millis(2_500))),
+            "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=2500 -c lock_timeout=2500"
+        );
+    }
 }

@@ -78,15 +78,23 @@ pub fn for_batch(
     tenants: &HashMap<WalletId, String>,
     at: DateTime<Utc>,
 ) -> Vec<Event> {
-    let decided: HashMap<OperationId, (&Operation, &Outcome)> = operations
+    // Two tenants may use the same id in one batch; an entry's operation is its wallet's
+    // tenant's.
+    let decided: HashMap<(&str, OperationId), (&Operation, &Outcome)> = operations
         .iter()
         .zip(outcomes)
-        .map(|(operation, outcome)| (operation.id, (operation, outcome)))
+        .map(|(operation, outcome)| {
+            (
+                (operation.tenant.as_str(), operation.id),
+                (operation, outcome),
+            )
+        })
         .collect();
     let mut events: Vec<Event> = entries
         .iter()
         .filter_map(|entry| {
-            let (operation, outcome) = decided.get(&entry.operation_id)?;
+            let tenant = tenants.get(&entry.wallet_id)?.as_str();
+            let (operation, outcome) = decided.get(&(tenant, entry.operation_id))?;
             let counterparty = match operation.kind.target() {
                 Some(target) if target == entry.wallet_id => Some(operation.wallet_id),
                 target => target,
@@ -169,6 +177,7 @@ mod tests {
 
     fn operation(n: u128, source: WalletId, kind: OperationKind, amount: &str) -> Operation {
         Operation {
+            tenant: "acme".to_owned(),
             id: OperationId(Uuid::from_u128(1000 + n)),
             wallet_id: source,
             kind,

@@ -8,6 +8,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "ledger", include_str!("../../sql/0001_ledger.sql")),
     (2, "outbox", include_str!("../../sql/0002_outbox.sql")),
     (3, "auth", include_str!("../../sql/0003_auth.sql")),
+    (
+        4,
+        "tenant_operations",
+        include_str!("../../sql/0004_tenant_operations.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

@@ -177,6 +177,7 @@ impl Run {
 
 fn operation(wallet_id: WalletId, kind: OperationKind, amount: &str) -> Operation {
     Operation {
+        tenant: "default".to_owned(),
         id: OperationId(Uuid::new_v4()),
         wallet_id,
         kind,

@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -14,7 +13,8 @@ use super::events::{self, Event};
 use super::money::{decimal_from_db, Currency};
 use super::rules;
 use super::types::{
-    Operation, OperationId, OperationStatus, OperationType, Outcome, WalletId, WalletState,
+    Operation, OperationId, OperationStatus, OperationType, Outcome, ScopedId, WalletId,
+    WalletState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -34,24 +34,123 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl StoreError {
-    /// Errors worth retrying: the server went away, or a conflict the next attempt can win.
-    pub fn is_transient(&self) -> bool {
+/// Why a batch is retried rather than its records blamed: the label of
+/// `wallet_batch_retries_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connection failed or could not be made (class 08, a closed socket, no pooled client).
+    Connection,
+    /// The server ran out of something: disk, memory, connections (class 53).
+    Resources,
+    /// An operator or the server stopped the work: shutdown, cancel, statement timeout (57).
+    OperatorIntervention,
+    /// The server's own environment failed: I/O errors (class 58).
+    System,
+    /// A lock was not granted within `lock_timeout` (55P03), e.g. held by a frozen worker.
+    LockTimeout,
+    /// Another transaction won a conflict: serialization failure, deadlock, a unique key
+    /// another writer inserted first (40001, 40P01, 23505).
+    Conflict,
+    /// The server only accepts reads, as right after a failover (25006).
+    ReadOnly,
+    /// Anything else that no record can have caused, such as a missing table or a value in the
+    /// database the ledger cannot read: an operator must look, and the batch waits.
+    Unexpected,
+}
+
+impl RetryReason {
+    pub fn as_str(self) -> &'static str {
         match self {
-            StoreError::Database(error) => {
-                error.is_closed()
-                    || error.code().is_none()
-                    || matches!(
-                        error.code(),
-                        Some(&SqlState::T_R_DEADLOCK_DETECTED)
-                            | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
-                            | Some(&SqlState::ADMIN_SHUTDOWN)
-                            | Some(&SqlState::CANNOT_CONNECT_NOW)
-                            | Some(&SqlState::QUERY_CANCELED)
-                    )
+            RetryReason::Connection => "connection",
+            RetryReason::Resources => "resources",
+            RetryReason::OperatorIntervention => "operator_intervention",
+            RetryReason::System => "system",
+            RetryReason::LockTimeout => "lock_timeout",
+            RetryReason::Conflict => "conflict",
+            RetryReason::ReadOnly => "read_only",
+            RetryReason::Unexpected => "unexpected",
+        }
+    }
+}
+
+/// What to do about a batch that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remedy {
+    /// Keep the batch and apply it again later: the cause is outside the records.
+    Retry(RetryReason),
+    /// A record's own data was refused (a data exception, a constraint it violates): find it
+    /// and keep it as a dead letter.
+    Reject,
+}
+
+/// Classifies a SQLSTATE by what it means for the batch.
+pub fn remedy_for_sqlstate(code: &str) -> Remedy {
+    let class = code.get(..2).unwrap_or(code);
+    match (class, code) {
+        (_, "55P03") => Remedy::Retry(RetryReason::LockTimeout),
+        (_, "25006") => Remedy::Retry(RetryReason::ReadOnly),
+        // The server ended the session: idle in a transaction too long, or idle too long.
+        (_, "25P03") | (_, "57P05") => Remedy::Retry(RetryReason::Connection),
+        (_, "23505") => Remedy::Retry(RetryReason::Conflict),
+        ("08", _) => Remedy::Retry(RetryReason::Connection),
+        ("53", _) => Remedy::Retry(RetryReason::Resources),
+        ("57", _) => Remedy::Retry(RetryReason::OperatorIntervention),
+        ("58", _) => Remedy::Retry(RetryReason::System),
+        ("40", _) => Remedy::Retry(RetryReason::Conflict),
+        ("22", _) | ("23", _) => Remedy::Reject,
+        _ => Remedy::Retry(RetryReason::Unexpected),
+    }
+}
+
+impl StoreError {
+    /// What the error means for a batch: only a record's own data is ever blamed.
+    pub fn remedy(&self) -> Remedy {
+        match self {
+            StoreError::Database(error) => match error.code() {
+                Some(code) if !error.is_closed() => remedy_for_sqlstate(code.code()),
+                _ => Remedy::Retry(RetryReason::Connection),
+            },
+            StoreError::Unavailable(_) => Remedy::Retry(RetryReason::Connection),
+            StoreError::Corrupt(_) | StoreError::Fenced { .. } => {
+                Remedy::Retry(RetryReason::Unexpected)
             }
-            StoreError::Unavailable(_) => true,
-            StoreError::Fenced { .. } | StoreError::Corrupt(_) => false,
+        }
+    }
+
+    /// Errors an API request should answer with 503 (retry later) rather than 500: the server
+    /// is away, busy or refusing writes, none of which the request caused.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.remedy(),
+            Remedy::Retry(
+                RetryReason::Connection
+                    | RetryReason::Resources
+                    | RetryReason::OperatorIntervention
+                    | RetryReason::System
+                    | RetryReason::LockTimeout
+                    | RetryReason::Conflict
+                    | RetryReason::ReadOnly
+            )
+        )
+    }
+
+    /// The SQLSTATE and the server's own words, which `tokio_postgres` prints as `db error`.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreError::Database(error) => match error.as_db_error() {
+                Some(db) => format!(
+                    "{} {}: {}{}",
+                    db.severity(),
+                    db.code().code(),
+                    db.message(),
+                    db.detail()
+                        .map(|detail| format!(" ({detail})"))
+                        .unwrap_or_default()
+                ),
+                // Not from the server: Display already names the cause.
+                None => error.to_string(),
+            },
+            other => other.to_string(),
         }
     }
 }
@@ -200,6 +299,7 @@ impl Default for BatchReport {
         BatchReport {
             wallets: Vec::new(),
             decided: Vec::new(),
+            rejected: Vec::new(),
             duplicates: 0,
             processed_at: DateTime::<Utc>::MIN_UTC,
         }
@@ -211,6 +311,7 @@ impl BatchReport {
     pub fn merge(&mut self, later: BatchReport) {
         self.wallets.extend(later.wallets);
         self.decided.extend(later.decided);
+        self.rejected.extend(later.rejected);
         self.duplicates += later.duplicates;
         self.processed_at = self.processed_at.max(later.processed_at);
     }
@@ -247,19 +348,55 @@ fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
 
 pub async fn operation(
     client: &impl GenericClient,
-    id: OperationId,
+    id: &ScopedId,
 ) -> Result<Option<OperationRecord>, StoreError> {
     let row = client
         .query_opt(
             &prepared(
                 client,
-                &format!("SELECT {OPERATION_COLUMNS} FROM operations o WHERE o.id = $1"),
+                &format!(
+                    "SELECT {OPERATION_COLUMNS} FROM operations o WHERE o.tenant = $1 AND o.id = $2"
+                ),
             )
             .await?,
-            &[&id.0],
+            &[&id.tenant, &id.id.0],
         )
         .await?;
     row.as_ref().map(operation_from_row).transpose()
+}
+
+/// The `reason` of an acknowledged operation the database refused (its dead letter has the
+/// database's own words).
+pub const REJECTED_REASON: &str = "REJECTED";
+
+/// An acknowledged operation the database refused and kept as a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    pub wallet_id: WalletId,
+    pub accepted_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+pub async fn rejected_operation(
+    client: &impl GenericClient,
+    id: &ScopedId,
+) -> Result<Option<RejectedRecord>, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                "SELECT wallet_id, accepted_at, recorded_at FROM dead_letters
+                 WHERE tenant = $1 AND operation_id = $2 ORDER BY recorded_at LIMIT 1",
+            )
+            .await?,
+            &[&id.tenant, &id.id.0],
+        )
+        .await?;
+    Ok(row.map(|row| RejectedRecord {
+        wallet_id: WalletId(row.get(0)),
+        accepted_at: row.get(1),
+        recorded_at: row.get(2),
+    }))
 }
 
 /// One line of a wallet's history: its journal entry and the operation behind it.
@@ -285,7 +422,7 @@ pub async fn history(
                 client,
                 &format!(
                     "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
-                 FROM entries e JOIN operations o ON o.id = e.operation_id
+                 FROM entries e JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
                  WHERE e.wallet_id = $1 AND e.version < $2
                  ORDER BY e.version DESC LIMIT $3"
                 ),
@@ -346,6 +483,9 @@ pub struct DeadLetter {
     pub offset: i64,
     pub reason: String,
     pub payload: Option<Vec<u8>>,
+    /// The readable operation the database refused, whose status then answers FAILED. None
+    /// for undecodable records and for reused ids, whose id names another operation.
+    pub operation: Option<Operation>,
 }
 
 /// Consecutive records of one partition, from `from_offset` up to (excluding) `next_offset`.
@@ -404,6 +544,7 @@ impl Batch {
                 offset: *offset,
                 reason: format!("REJECTED: operation {}: {error}", operation.id),
                 payload: None,
+                operation: Some(operation.clone()),
             })
             .chain(self.dead_letters.iter().map(|letter| DeadLetter {
                 reason: format!("REJECTED: {error}"),
@@ -422,7 +563,11 @@ impl Batch {
 #[derive(Debug, Clone)]
 pub struct BatchReport {
     pub wallets: Vec<Wallet>,
-    pub decided: Vec<(OperationId, WalletId, Outcome)>,
+    /// Each operation this batch applied (the record that was applied, not a later duplicate
+    /// of its id) and what became of it.
+    pub decided: Vec<(Operation, Outcome)>,
+    /// Operations the database refused, kept as dead letters: they are FAILED.
+    pub rejected: Vec<Operation>,
     pub duplicates: usize,
     pub processed_at: DateTime<Utc>,
 }
@@ -470,7 +615,7 @@ pub async fn apply_batch(
         now,
     )
     .await?;
-    write_entries(&transaction, &applied.entries).await?;
+    write_entries(&transaction, &applied.entries, &tenants).await?;
     let touched: HashSet<WalletId> = applied
         .entries
         .iter()
@@ -498,62 +643,84 @@ pub async fn apply_batch(
         )
         .await?;
     transaction.commit().await?;
-    let decided = fresh
+    let rejected = dead_letters
         .iter()
-        .zip(applied.outcomes)
-        .map(|((_, operation), outcome)| (operation.id, operation.wallet_id, outcome))
+        .filter_map(|letter| letter.operation.clone())
         .collect();
     Ok(BatchReport {
         wallets,
-        decided,
+        decided: operations.into_iter().zip(applied.outcomes).collect(),
+        rejected,
         duplicates,
         processed_at: now,
     })
 }
 
-/// Drops operations whose id is already stored or repeats earlier in the batch. A repeat
-/// with other content is a reused idempotency key and is kept as a dead letter.
+/// Drops operations whose id is already stored or repeats earlier in the batch.
 async fn drop_known(
     client: &impl GenericClient,
     batch: &Batch,
 ) -> Result<(Vec<(i64, Operation)>, Vec<DeadLetter>, usize), StoreError> {
-    let ids: Vec<Uuid> = batch
+    let (tenants, ids): (Vec<&str>, Vec<Uuid>) = batch
         .operations
         .iter()
-        .map(|(_, operation)| operation.id.0)
-        .collect();
+        .map(|(_, operation)| (operation.tenant.as_str(), operation.id.0))
+        .unzip();
     let rows = client
         .query(
             &prepared(
                 client,
-                "SELECT id, fingerprint FROM operations WHERE id = ANY($1)",
+                "SELECT o.tenant, o.id, o.fingerprint FROM operations o
+                 JOIN unnest($1::text[], $2::uuid[]) AS t(tenant, id) USING (tenant, id)",
             )
             .await?,
-            &[&ids],
+            &[&tenants, &ids],
         )
         .await?;
-    let mut seen: HashMap<Uuid, String> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-    let mut fresh = Vec::with_capacity(batch.operations.len());
+    let stored = rows
+        .iter()
+        .map(|row| {
+            let id = ScopedId {
+                tenant: row.get(0),
+                id: OperationId(row.get(1)),
+            };
+            (id, row.get(2))
+        })
+        .collect();
+    Ok(dedupe(&batch.operations, stored))
+}
+
+/// Keeps the first record of each id that is not stored yet, in offset order. A repeat with
+/// the same content is a duplicate (a retried produce); one with other content is a reused
+/// idempotency key, kept as a dead letter without blaming the operation the id belongs to.
+/// Returns the fresh operations, the dead letters and the number of duplicates.
+pub fn dedupe(
+    operations: &[(i64, Operation)],
+    mut seen: HashMap<ScopedId, String>,
+) -> (Vec<(i64, Operation)>, Vec<DeadLetter>, usize) {
+    let mut fresh = Vec::with_capacity(operations.len());
     let mut dead_letters = Vec::new();
     let mut duplicates = 0;
-    for (offset, operation) in &batch.operations {
-        match seen.get(&operation.id.0) {
+    for (offset, operation) in operations {
+        let id = operation.scoped_id();
+        match seen.get(&id) {
             Some(fingerprint) if *fingerprint == operation.fingerprint => duplicates += 1,
             Some(_) => dead_letters.push(DeadLetter {
                 offset: *offset,
                 reason: format!(
-                    "IDEMPOTENCY_KEY_REUSED: operation {} already exists with other content",
-                    operation.id
+                    "IDEMPOTENCY_KEY_REUSED: operation {} of tenant {} already exists with other content",
+                    operation.id, operation.tenant
                 ),
                 payload: None,
+                operation: None,
             }),
             None => {
-                seen.insert(operation.id.0, operation.fingerprint.clone());
+                seen.insert(id, operation.fingerprint.clone());
                 fresh.push((*offset, operation.clone()));
             }
         }
     }
-    Ok((fresh, dead_letters, duplicates))
+    (fresh, dead_letters, duplicates)
 }
 
 /// Locks the wallets the operations touch, in id order; their states, and their tenants for
@@ -619,7 +786,9 @@ async fn write_operations(
         Vec::with_capacity(count),
         Vec::with_capacity(count),
     );
+    let mut tenants = Vec::with_capacity(count);
     for ((offset, operation), outcome) in operations.iter().zip(outcomes) {
+        tenants.push(operation.tenant.as_str());
         ids.push(operation.id.0);
         wallets.push(operation.wallet_id.0);
         types.push(operation.kind.operation_type().as_str());
@@ -641,28 +810,42 @@ async fn write_operations(
     }
     client
         .execute(
-            &prepared(client, "INSERT INTO operations (id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
+            &prepared(client, "INSERT INTO operations (tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
                                      fingerprint, partition, \"offset\", accepted_at, processed_at)
-             SELECT id, wallet_id, type, amount::numeric, to_wallet_id, status, reason, balance_after::numeric,
+             SELECT tenant, id, wallet_id, type, amount::numeric, to_wallet_id, status, reason, balance_after::numeric,
                     fingerprint, $10, \"offset\", accepted_at, $13
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+             FROM unnest($14::text[], $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $11::bigint[], $12::timestamptz[])
-                  AS t(id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
+                  AS t(tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
                        \"offset\", accepted_at)").await?,
             &[
                 &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
-                &accepted, &now,
+                &accepted, &now, &tenants,
             ],
         )
         .await?;
     Ok(())
 }
 
+/// `tenants` holds every wallet the entries name: an entry's operation is its wallet's
+/// tenant's, since a transfer never leaves a tenant.
 async fn write_entries(
     client: &impl GenericClient,
     entries: &[super::types::Entry],
+    tenants: &HashMap<WalletId, String>,
 ) -> Result<(), StoreError> {
     let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet_id.0).collect();
+    let entry_tenants = entries
+        .iter()
+        .map(|entry| {
+            tenants
+                .get(&entry.wallet_id)
+                .map(String::as_str)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("entry for unlocked wallet {}", entry.wallet_id))
+                })
+        })
+        .collect::<Result<Vec<&str>, StoreError>>()?;
     let versions: Vec<i64> = entries.iter().map(|entry| entry.version).collect();
     let operations: Vec<Uuid> = entries.iter().map(|entry| entry.operation_id.0).collect();
     let deltas: Vec<String> = entries
@@ -677,13 +860,13 @@ async fn write_entries(
         .execute(
             &prepared(
                 client,
-                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after)
-             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric
-             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[])
-                  AS t(wallet_id, version, operation_id, delta, balance_after)",
+                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant)
+             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant
+             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant)",
             )
             .await?,
-            &[&wallets, &versions, &operations, &deltas, &balances],
+            &[&wallets, &versions, &operations, &deltas, &balances, &entry_tenants],
         )
         .await?;
     Ok(())
@@ -767,11 +950,33 @@ async fn write_dead_letters(
         .iter()
         .map(|letter| letter.payload.as_deref())
         .collect();
+    let operations: Vec<Option<&Operation>> = dead_letters
+        .iter()
+        .map(|letter| letter.operation.as_ref())
+        .collect();
+    let tenants: Vec<Option<&str>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.tenant.as_str()))
+        .collect();
+    let ids: Vec<Option<Uuid>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.id.0))
+        .collect();
+    let wallets: Vec<Option<Uuid>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.wallet_id.0))
+        .collect();
+    let accepted: Vec<Option<DateTime<Utc>>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.accepted_at))
+        .collect();
     client
         .execute(
-            &prepared(client, "INSERT INTO dead_letters (topic, partition, \"offset\", reason, payload, recorded_at)
-             SELECT $1, $2, \"offset\", reason, payload, $6
-             FROM unnest($3::bigint[], $4::text[], $5::bytea[]) AS t(\"offset\", reason, payload)
+            &prepared(client, "INSERT INTO dead_letters (topic, partition, \"offset\", reason, payload, recorded_at,
+                                       tenant, operation_id, wallet_id, accepted_at)
+             SELECT $1, $2, \"offset\", reason, payload, $6, tenant, operation_id, wallet_id, accepted_at
+             FROM unnest($3::bigint[], $4::text[], $5::bytea[], $7::text[], $8::uuid[], $9::uuid[], $10::timestamptz[])
+                  AS t(\"offset\", reason, payload, tenant, operation_id, wallet_id, accepted_at)
              ON CONFLICT DO NOTHING").await?,
             &[
                 &batch.topic,
@@ -780,6 +985,10 @@ async fn write_dead_letters(
                 &reasons,
                 &payloads,
                 &now,
+                &tenants,
+                &ids,
+                &wallets,
+                &accepted,
             ],
         )
         .await?;
@@ -849,6 +1058,7 @@ mod tests {
 
     fn operation(n: u128) -> Operation {
         Operation {
+            tenant: "default".to_owned(),
             id: OperationId(Uuid::from_u128(n)),
             wallet_id: WalletId(Uuid::from_u128(1)),
             kind: OperationKind::Deposit,
@@ -871,6 +1081,7 @@ mod tests {
                 offset: 12,
                 reason: "bad".to_owned(),
                 payload: None,
+                operation: None,
             }],
         };
         let singles = batch.split();
@@ -886,5 +1097,90 @@ mod tests {
         assert_eq!(rejected.dead_letters[0].offset, 13);
         assert!(rejected.dead_letters[0].reason.contains("boom"));
         assert_eq!((rejected.from_offset, rejected.next_offset), (13, 16));
+    }
+
+    fn with(n: u128, tenant: &str, fingerprint: &str) -> Operation {
+        Operation {
+            tenant: tenant.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            ..operation(n)
+        }
+    }
+
+    /// Proves the first record of an id is the one applied, a later repeat with other content
+    /// is a dead letter that names no operation, and the same id of another tenant is that
+    /// tenant's own operation.
+    #[test]
+    fn dedupe_keeps_the_first_record_per_tenant_and_id() {
+        let records = vec![
+            (0, with(1, "acme", "first")),
+            (1, with(1, "acme", "second")),
+            (2, with(1, "acme", "first")),
+            (3, with(1, "globex", "second")),
+            (4, with(2, "acme", "stored")),
+            (5, with(3, "acme", "other")),
+        ];
+        let stored = HashMap::from([
+            (with(2, "acme", "").scoped_id(), "stored".to_owned()),
+            (with(3, "acme", "").scoped_id(), "theirs".to_owned()),
+        ]);
+        let (fresh, dead_letters, duplicates) = dedupe(&records, stored);
+        let kept: Vec<(i64, &str, &str)> = fresh
+            .iter()
+            .map(|(offset, operation)| {
+                (
+                    *offset,
+                    operation.tenant.as_str(),
+                    operation.fingerprint.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(kept, vec![(0, "acme", "first"), (3, "globex", "second")]);
+        assert_eq!(duplicates, 2);
+        let offsets: Vec<i64> = dead_letters.iter().map(|letter| letter.offset).collect();
+        assert_eq!(offsets, vec![1, 5]);
+        assert!(dead_letters.iter().all(|letter| letter.operation.is_none()
+            && letter.reason.starts_with("IDEMPOTENCY_KEY_REUSED")));
+    }
+
+    /// Proves errors are classified by what they mean: resource, connection, operator,
+    /// system, lock, conflict and read-only errors keep the batch; only a record's own data
+    /// (data exceptions, constraint violations other than a unique key) is blamed.
+    #[test]
+    fn sqlstates_are_classified_by_meaning() {
+        let retry = |code| match remedy_for_sqlstate(code) {
+            Remedy::Retry(reason) => Some(reason.as_str()),
+            Remedy::Reject => None,
+        };
+        for (code, reason) in [
+            ("53100", "resources"),
+            ("53200", "resources"),
+            ("53300", "resources"),
+            ("08006", "connection"),
+            ("08001", "connection"),
+            ("57P01", "operator_intervention"),
+            ("57P03", "operator_intervention"),
+            ("57014", "operator_intervention"),
+            ("58030", "system"),
+            ("55P03", "lock_timeout"),
+            ("40001", "conflict"),
+            ("40P01", "conflict"),
+            ("23505", "conflict"),
+            ("25006", "read_only"),
+            ("25P03", "connection"),
+            ("42P01", "unexpected"),
+            ("XX000", "unexpected"),
+        ] {
+            assert_eq!(retry(code), Some(reason), "{code}");
+        }
+        for code in ["22003", "22P02", "23514", "23503", "23502"] {
+            assert_eq!(remedy_for_sqlstate(code), Remedy::Reject, "{code}");
+        }
+        let unavailable = StoreError::Unavailable("pool timed out".to_owned());
+        assert_eq!(unavailable.remedy(), Remedy::Retry(RetryReason::Connection));
+        assert!(unavailable.is_transient());
+        let corrupt = StoreError::Corrupt("bad currency".to_owned());
+        assert_eq!(corrupt.remedy(), Remedy::Retry(RetryReason::Unexpected));
+        assert!(!corrupt.is_transient());
     }
 }

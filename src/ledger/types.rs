@@ -89,9 +89,18 @@ impl OperationKind {
     }
 }
 
+/// An operation id in the only namespace it is unique in: its tenant's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScopedId {
+    pub tenant: String,
+    pub id: OperationId,
+}
+
 /// An accepted request to change balances, as it travels through the topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
+    /// The tenant whose id this is: ids are unique per tenant, never across tenants.
+    pub tenant: String,
     pub id: OperationId,
     pub wallet_id: WalletId,
     pub kind: OperationKind,
@@ -99,6 +108,15 @@ pub struct Operation {
     pub accepted_at: DateTime<Utc>,
     /// Identifies the request's content, so a reused id with other content can be told apart.
     pub fingerprint: String,
+}
+
+impl Operation {
+    pub fn scoped_id(&self) -> ScopedId {
+        ScopedId {
+            tenant: self.tenant.clone(),
+            id: self.id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

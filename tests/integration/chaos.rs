@@ -1339,7 +1339,10 @@ async fn check_statuses(
         .await
         .expect("connects to Redis");
     for chunk in acked.chunks(1_000) {
-        let keys: Vec<String> = chunk.iter().map(|sent| format!("op:{}", sent.id)).collect();
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|sent| format!("op:default:{}", sent.id))
+            .collect();
         let markers: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut redis)

@@ -26,10 +26,10 @@ const WALLETS: &str = "SELECT w.id::text, w.balance::text, w.version, count(e.ve
      GROUP BY w.id ORDER BY w.id";
 const OPERATIONS: &str = "SELECT o.id::text, o.type, o.status, o.amount::text, count(e.version),
         coalesce(sum(e.delta), 0)::text, coalesce(sum(abs(e.delta)), 0)::text
-     FROM operations o LEFT JOIN entries e ON e.operation_id = o.id
-     GROUP BY o.id ORDER BY o.id";
+     FROM operations o LEFT JOIN entries e ON e.tenant = o.tenant AND e.operation_id = o.id
+     GROUP BY o.tenant, o.id ORDER BY o.tenant, o.id";
 const ORPHAN_ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.operation_id::text
-     FROM entries e WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.id = e.operation_id)
+     FROM entries e WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.tenant = e.tenant AND o.id = e.operation_id)
      ORDER BY e.wallet_id, e.version";
 
 /// What the audit found, and what it saw that is worth an operator's look but is no violation.
