@@ -12,6 +12,7 @@ mod events;
 mod faults;
 mod foundation;
 mod fuzz;
+mod guarantees;
 mod harness;
 mod operator;
 mod packaging;

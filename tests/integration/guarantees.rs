@@ -1,0 +1,543 @@
+//! The guarantees under the faults that used to break them: a produce that fails, a reused id
+//! in one batch, tenants using the same ids, PostgreSQL refusing writes for a while, a worker
+//! frozen inside a batch transaction, and a transfer's place in its target's order.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::client::{deposit, transfer, withdraw, Api, System};
+use crate::harness::{eventually, free_port, Process, Stack};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn with_id(mut body: Value, id: &str) -> Value {
+    body["operationId"] = json!(id);
+    body
+}
+
+/// Submits until the API answers something other than 503 (the broker coming back), and
+/// returns that answer.
+async fn submit_past_outage(
+    api: &Api,
+    wallet: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let start = std::time::Instant::now();
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(10),
+            api.try_submit_with_key(wallet, key, body),
+        )
+        .await;
+        if let Ok(Some(response)) = attempt {
+            if response.status != StatusCode::SERVICE_UNAVAILABLE {
+                return (response.status, response.body);
+            }
+        }
+        assert!(start.elapsed() < SETTLE, "{key} kept answering 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Proves a produce that failed leaves the key bound to its request's content: another
+/// request with the key is 422 (it used to be accepted, then kept as a dead letter), and the
+/// first request's retry is accepted and applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_produce_keeps_the_key_bound_to_its_content() {
+    let mut stack = Stack::start_with_own_broker(1);
+    let server = stack.serve();
+    let _worker = stack.work("work-1");
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    stack.broker.stop();
+    // A fresh client: the pooled connection idled while the broker stopped.
+    let api = Api::new(&server.base);
+    let first = deposit(&wallet, "5.00");
+    let response = api.submit_with_key(&wallet, "order-1", &first).await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    stack.broker.start_again();
+    let (status, body) =
+        submit_past_outage(&api, &wallet, "order-1", &deposit(&wallet, "7.00")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "IDEMPOTENCY_KEY_REUSED");
+    let (status, body) = submit_past_outage(&api, &wallet, "order-1", &first).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let operation = body["operationId"].as_str().expect("id").to_owned();
+    let settled = api.settled(&wallet, &operation, SETTLE).await;
+    assert_eq!(settled["status"], "PROCESSED", "{settled}");
+    let balance = api.balance(&wallet).await.body;
+    assert_eq!(
+        (balance["balance"].clone(), balance["version"].clone()),
+        (json!("5.00"), json!(1))
+    );
+}
+
+/// Proves the final status names the record a worker applied, not a later record reusing its
+/// id in the same batch: the applied request's retry is the same operation, not a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_status_names_the_applied_record() {
+    let mut system = System::start(1);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    system.worker.kill();
+    let id = uuid::Uuid::new_v4().to_string();
+    let request = with_id(deposit(&wallet, "5.00"), &id);
+    api.submit_accepted(&request).await;
+    let impostor = json!({
+        "v": 1, "tenant": "default", "operationId": id, "walletId": wallet, "type": "DEPOSIT",
+        "amount": "7", "acceptedAt": chrono::Utc::now(), "fingerprint": "other"
+    });
+    produce_raw(
+        &system.stack,
+        vec![serde_json::to_vec(&impostor).expect("json")],
+    )
+    .await;
+    system.worker.start();
+    let settled = api.settled(&wallet, &id, SETTLE).await;
+    assert_eq!(settled["status"], "PROCESSED", "{settled}");
+    let retry = api.submit(&request).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{:?}", retry.body);
+    assert_eq!(retry.body["status"], "PROCESSED");
+    assert_eq!(api.balance(&wallet).await.body["balance"], "5.00");
+    let db = system.database().await;
+    let reason: String = db
+        .query_one("SELECT reason FROM dead_letters", &[])
+        .await
+        .expect("the impostor is a dead letter")
+        .get(0);
+    assert!(reason.starts_with("IDEMPOTENCY_KEY_REUSED"), "{reason}");
+}
+
+async fn produce_raw(stack: &Stack, values: Vec<Vec<u8>>) {
+    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
+        .build()
+        .await
+        .expect("connects");
+    let partition = client
+        .partition_client(
+            &stack.operations_topic,
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Error,
+        )
+        .await
+        .expect("partition");
+    let records = values
+        .into_iter()
+        .map(|value| rskafka::record::Record {
+            key: None,
+            value: Some(value),
+            headers: Default::default(),
+            timestamp: chrono::Utc::now(),
+        })
+        .collect();
+    partition
+        .produce(records, Default::default())
+        .await
+        .expect("produced");
+}
+
+async fn database(stack: &Stack) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&stack.postgres.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    tokio::spawn(connection);
+    client
+}
+
+fn wallet_cli(stack: &Stack, args: &[&str]) -> String {
+    let output = stack.wallet_command(args).output().expect("wallet runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// One tenant's view of the API.
+struct Tenant {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Tenant {
+    async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn new_wallet(&self) -> String {
+        let (status, body) = self
+            .send(
+                self.http
+                    .post(format!("{}/api/v1/wallets", self.base))
+                    .json(&json!({})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["walletId"].as_str().expect("walletId").to_owned()
+    }
+
+    async fn submit(&self, wallet: &str, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v1/wallets/{wallet}/operations", self.base))
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        self.send(request).await
+    }
+
+    async fn status(&self, wallet: &str, operation: &str) -> (StatusCode, Value) {
+        let url = format!(
+            "{}/api/v1/wallets/{wallet}/operations/{operation}",
+            self.base
+        );
+        self.send(self.http.get(url)).await
+    }
+
+    async fn settled(&self, wallet: &str, operation: &str) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let (_, status) = self.status(wallet, operation).await;
+            if matches!(status["status"].as_str(), Some("PROCESSED" | "FAILED")) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < SETTLE,
+                "{operation} did not settle: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Proves operation ids belong to their tenant: two tenants using the same explicit id and
+/// the same key each get their own operation applied, and neither sees the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_own_their_operation_ids() {
+    let stack = Stack::start(2);
+    // Tokens first: the server loads them when it starts.
+    let server_env = [("WALLET_AUTH__ENABLED", "true".to_owned())];
+    let tokens = ["acme", "globex"].map(|name| {
+        wallet_cli(
+            &stack,
+            &[
+                "token",
+                "create",
+                "--tenant",
+                name,
+                "--scopes",
+                "read,write",
+                "--name",
+                "test",
+            ],
+        )
+    });
+    let server = stack.serve_with(&server_env);
+    let _worker = stack.work("work-1");
+    let [acme, globex] = tokens.map(|token| Tenant {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        token,
+    });
+    let (acme_wallet, globex_wallet) = (acme.new_wallet().await, globex.new_wallet().await);
+    let shared_id = uuid::Uuid::new_v4().to_string();
+    let mut decided = Vec::new();
+    for (tenant, wallet, explicit, keyed, total) in [
+        (&acme, &acme_wallet, "5.00", "3.00", "8.00"),
+        (&globex, &globex_wallet, "7.00", "4.00", "11.00"),
+    ] {
+        let body = with_id(deposit(wallet, explicit), &shared_id);
+        let (status, answer) = tenant.submit(wallet, None, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        assert_eq!(answer["operationId"], shared_id.as_str());
+        let (status, answer) = tenant
+            .submit(wallet, Some("order-1"), &deposit(wallet, keyed))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let keyed_id = answer["operationId"].as_str().expect("id").to_owned();
+        decided.push((tenant, wallet, explicit, keyed_id, total));
+    }
+    // Each tenant's explicit id carries its own deposit: balanceAfter is its own wallet's.
+    for (tenant, wallet, explicit, keyed_id, total) in decided {
+        let status = tenant.settled(wallet, &shared_id).await;
+        assert_eq!(
+            (&status["status"], &status["balanceAfter"]),
+            (&json!("PROCESSED"), &json!(explicit))
+        );
+        let status = tenant.settled(wallet, &keyed_id).await;
+        assert_eq!(
+            (&status["status"], &status["balanceAfter"]),
+            (&json!("PROCESSED"), &json!(total))
+        );
+    }
+    let (status, _) = globex.status(&acme_wallet, &shared_id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A trigger that makes inserting an operation fail with the SQLSTATE in `fault` while a row
+/// is there (for every amount, or only `amount` when set).
+async fn install_fault(db: &tokio_postgres::Client) {
+    db.batch_execute(
+        "CREATE TABLE fault (sqlstate text NOT NULL, amount numeric);
+         CREATE FUNCTION inject_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE code text;
+         BEGIN
+             SELECT sqlstate INTO code FROM fault WHERE amount IS NULL OR amount = NEW.amount LIMIT 1;
+             IF code IS NOT NULL THEN
+                 RAISE EXCEPTION 'injected fault %', code USING ERRCODE = code;
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER inject_fault BEFORE INSERT ON operations
+             FOR EACH ROW EXECUTE FUNCTION inject_fault();",
+    )
+    .await
+    .expect("fault trigger installs");
+}
+
+/// A worker serving `/readyz` and `/metrics` on a port of its own.
+fn observed_worker(stack: &Stack, name: &str) -> (Process, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let worker = stack.spawn_wallet(
+        name,
+        &["work"],
+        &[("WALLET_WORKER__METRICS_LISTEN", listen)],
+    );
+    (worker, format!("http://127.0.0.1:{port}"))
+}
+
+async fn get_text(url: &str) -> String {
+    match reqwest::get(url).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+fn retries(metrics: &str, reason: &str) -> u64 {
+    let prefix = format!("wallet_batch_retries_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// Proves PostgreSQL refusing writes for a while (disk full, then read-only after a
+/// failover) is waited out: the acknowledged deposit stays PENDING while the worker retries,
+/// visibly (metric, degraded readiness naming the SQLSTATE), and is applied once the database
+/// recovers; nothing becomes a dead letter. It used to be dead-lettered after ~300 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_errors_are_waited_out() {
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let (_worker, endpoints) = observed_worker(&stack, "work-1");
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let db = database(&stack).await;
+    install_fault(&db).await;
+    for (n, (sqlstate, reason)) in [("53100", "resources"), ("25006", "read_only")]
+        .into_iter()
+        .enumerate()
+    {
+        db.execute("INSERT INTO fault (sqlstate) VALUES ($1)", &[&sqlstate])
+            .await
+            .expect("fault on");
+        let operation = api.submit_accepted(&deposit(&wallet, "1.00")).await;
+        let retried = eventually(SETTLE, || async {
+            retries(&get_text(&format!("{endpoints}/metrics")).await, reason) >= 5
+        })
+        .await;
+        assert!(retried, "the worker retries {sqlstate} as {reason}");
+        let readiness: Value =
+            serde_json::from_str(&get_text(&format!("{endpoints}/readyz")).await).expect("json");
+        assert_eq!(readiness["status"], "degraded", "{readiness}");
+        let cause = readiness["checks"]["worker"]["error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            cause.contains(sqlstate) && cause.contains("injected fault"),
+            "{cause}"
+        );
+        assert_eq!(
+            api.status(&wallet, &operation).await.body["status"],
+            "PENDING"
+        );
+        db.execute("DELETE FROM fault", &[])
+            .await
+            .expect("fault off");
+        let settled = api.settled(&wallet, &operation, SETTLE).await;
+        assert_eq!(settled["status"], "PROCESSED", "{settled}");
+        assert_eq!(api.balance(&wallet).await.body["version"], n as i64 + 1);
+        let ready = eventually(SETTLE, || async {
+            get_text(&format!("{endpoints}/readyz"))
+                .await
+                .contains("\"ready\"")
+        })
+        .await;
+        assert!(ready, "readiness recovers");
+    }
+    let dead: i64 = db
+        .query_one("SELECT count(*) FROM dead_letters", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(dead, 0);
+}
+
+/// Proves a record whose own data the database refuses becomes a dead letter whose status
+/// answers FAILED with a reason (it used to answer PENDING forever), and the partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_is_failed_not_pending() {
+    let mut system = System::start(1);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    let db = system.database().await;
+    install_fault(&db).await;
+    db.execute(
+        "INSERT INTO fault (sqlstate, amount) VALUES ('22023', 13.13)",
+        &[],
+    )
+    .await
+    .expect("fault on");
+    let refused = api.submit_accepted(&deposit(&wallet, "13.13")).await;
+    let next = api.submit_accepted(&deposit(&wallet, "1.00")).await;
+    let status = api.settled(&wallet, &refused, SETTLE).await;
+    assert_eq!(
+        (&status["status"], &status["reason"]),
+        (&json!("FAILED"), &json!("REJECTED")),
+        "{status}"
+    );
+    assert_eq!(
+        api.settled(&wallet, &next, SETTLE).await["status"],
+        "PROCESSED"
+    );
+    let row = db
+        .query_one("SELECT operation_id::text, reason FROM dead_letters", &[])
+        .await
+        .expect("one dead letter");
+    assert_eq!(row.get::<_, String>(0), refused);
+    assert!(
+        row.get::<_, String>(1).contains("22023"),
+        "the reason names the SQLSTATE"
+    );
+    // Read from PostgreSQL too, not only from the marker the worker wrote.
+    system.stack.redis.process.kill();
+    let status = api.status(&wallet, &refused).await.body;
+    assert_eq!(
+        (&status["status"], &status["reason"]),
+        (&json!("FAILED"), &json!("REJECTED")),
+        "{status}"
+    );
+}
+
+/// Proves a worker frozen inside a batch transaction does not stall its partition: another
+/// worker applies it within the lease lapse plus a few seconds, and the frozen one, resumed,
+/// writes nothing twice. It used to stay undecided until the frozen worker resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_does_not_stall_its_partition() {
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let lapse = [("WALLET_WORKER__LEASE_LAPSE_MS", "2000".to_owned())];
+    let frozen = stack.spawn_wallet("work-frozen", &["work"], &lapse);
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    // The first worker owns the only partition before the second one starts.
+    api.fund(&wallet, "1.00").await;
+    let _standby = stack.spawn_wallet("work-standby", &["work"], &lapse);
+    let db = database(&stack).await;
+    db.batch_execute(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.amount = 7.77 THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON operations FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .await
+    .expect("slow trigger installs");
+    let operation = api.submit_accepted(&deposit(&wallet, "7.77")).await;
+    let inside = eventually(SETTLE, || async {
+        let row = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+                &[],
+            )
+            .await
+            .expect("activity");
+        row.get::<_, i64>(0) > 0
+    })
+    .await;
+    assert!(inside, "the first worker is inside the batch transaction");
+    frozen.send_signal(libc::SIGSTOP);
+    let frozen_at = std::time::Instant::now();
+    let settled = api
+        .settled(&wallet, &operation, Duration::from_secs(20))
+        .await;
+    assert_eq!(settled["status"], "PROCESSED");
+    eprintln!(
+        "taken over and applied {:?} after the freeze",
+        frozen_at.elapsed()
+    );
+    frozen.send_signal(libc::SIGCONT);
+    api.fund(&wallet, "1.00").await;
+    let balance = api.balance(&wallet).await.body;
+    assert_eq!(
+        (balance["balance"].clone(), balance["version"].clone()),
+        (json!("9.77"), json!(3))
+    );
+}
+
+/// Proves the causal case of a transfer's order: a client that waited for a transfer S→D to
+/// be PROCESSED and then withdraws from D sees the credit, on every pair of partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_after_a_processed_transfer_sees_its_credit() {
+    let system = System::start(8);
+    let api = &system.api;
+    let pairs = futures::future::join_all((0..16).map(|_| async {
+        let (source, target) = (api.new_wallet().await, api.new_wallet().await);
+        api.fund(&source, "30.00").await;
+        let moved = api
+            .submit_accepted(&transfer(&source, &target, "30.00"))
+            .await;
+        assert_eq!(
+            api.settled(&source, &moved, SETTLE).await["status"],
+            "PROCESSED"
+        );
+        let spent = api.submit_accepted(&withdraw(&target, "30.00")).await;
+        let status = api.settled(&target, &spent, SETTLE).await;
+        (target, moved, status)
+    }))
+    .await;
+    for (target, moved, status) in pairs {
+        assert_eq!(status["status"], "PROCESSED", "{status}");
+        let history = api.history(&target, "limit=10").await.body;
+        let versions: Vec<(i64, String)> = history["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| {
+                (
+                    item["version"].as_i64().unwrap_or(0),
+                    item["operationId"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            versions[1],
+            (1, moved),
+            "the credit is the target's first entry"
+        );
+        assert_eq!(versions.len(), 2);
+    }
+}
