@@ -81,7 +81,7 @@ pub struct WorkerConfig {
     pub relay_idle_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub shutdown_timeout_s: u64,
-    /// Where `wallet work` serves `/metrics` and `/healthz`; empty serves nothing.
+    /// Where `wallet work` serves `/metrics`, `/healthz` and `/readyz`; empty serves nothing.
     pub metrics_listen: String,
 }
 

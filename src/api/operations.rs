@@ -12,7 +12,7 @@ use super::reply::{AcceptedReply, Found};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
 use super::{body, wallets, AppState, Problem};
-use crate::cache::MarkerState;
+use crate::cache::{Marker, MarkerState};
 use crate::ledger::database;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord, REJECTED_REASON};
@@ -267,43 +267,13 @@ pub async fn status(
             None
         }
     };
-    if let Some(marker) = marker
-        .as_ref()
-        .filter(|marker| matches!(marker.state, MarkerState::Processed | MarkerState::Failed))
-    {
-        let status = if marker.state == MarkerState::Processed {
-            OperationStatus::Processed
-        } else {
-            OperationStatus::Failed
-        };
-        return Ok(Found(StatusBody {
-            operation_id: id,
-            wallet_id,
-            status,
-            operation_type: None,
-            amount: None,
-            to_wallet_id: None,
-            reason: marker.reason.clone(),
-            balance_after: marker.balance_after.clone(),
-            accepted_at: marker.accepted_at,
-            processed_at: marker.processed_at,
-        }));
+    if let Some(decided) = marker.as_ref().and_then(|marker| decided(id, marker)) {
+        return Ok(Found(decided));
     }
-    let client = database::client(&state.pool).await?;
-    if let Some(record) = store::operation(&client, &scoped).await? {
-        if record.wallet_id != wallet_id && record.to_wallet_id != Some(wallet_id) {
-            return Err(not_found());
-        }
-        let currency = wallets::find(&state, record.wallet_id)
-            .await?
-            .map(|wallet| wallet.currency);
-        return Ok(Found(StatusBody::from_record(&record, currency)));
-    }
-    if let Some(rejected) = store::rejected_operation(&client, &scoped).await? {
-        if rejected.wallet_id != wallet_id {
-            return Err(not_found());
-        }
-        return Ok(Found(StatusBody::rejected(id, &rejected)));
+    match stored(&state, &scoped, wallet_id).await? {
+        Stored::Found(body) => return Ok(Found(body)),
+        Stored::OtherWallet => return Err(not_found()),
+        Stored::Unknown => {}
     }
     // An `Accepting` marker is a request still being produced, or one whose process died
     // before producing; an `Uncertain` one a request whose produce failed: nothing the client
@@ -323,6 +293,56 @@ pub async fn status(
         accepted_at: marker.accepted_at,
         processed_at: None,
     }))
+}
+
+/// The final status a worker left in the cache, if it did.
+fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
+    let status = match marker.state {
+        MarkerState::Processed => OperationStatus::Processed,
+        MarkerState::Failed => OperationStatus::Failed,
+        MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => return None,
+    };
+    Some(StatusBody {
+        operation_id: id,
+        wallet_id: marker.wallet_id,
+        status,
+        operation_type: None,
+        amount: None,
+        to_wallet_id: None,
+        reason: marker.reason.clone(),
+        balance_after: marker.balance_after.clone(),
+        accepted_at: marker.accepted_at,
+        processed_at: marker.processed_at,
+    })
+}
+
+/// What PostgreSQL knows of an operation, asked from one of its wallets.
+enum Stored {
+    /// Decided, or refused and kept as a dead letter.
+    Found(StatusBody),
+    /// It exists, but the asking wallet is neither of its wallets.
+    OtherWallet,
+    Unknown,
+}
+
+async fn stored(state: &AppState, id: &ScopedId, wallet_id: WalletId) -> Result<Stored, Problem> {
+    let client = database::client(&state.pool).await?;
+    if let Some(record) = store::operation(&client, id).await? {
+        if record.wallet_id != wallet_id && record.to_wallet_id != Some(wallet_id) {
+            return Ok(Stored::OtherWallet);
+        }
+        let currency = wallets::find(state, record.wallet_id)
+            .await?
+            .map(|wallet| wallet.currency);
+        return Ok(Stored::Found(StatusBody::from_record(&record, currency)));
+    }
+    Ok(match store::rejected_operation(&client, id).await? {
+        Some(rejected) if rejected.wallet_id == wallet_id => {
+            Stored::Found(StatusBody::rejected(id.id, &rejected))
+        }
+        Some(_) => Stored::OtherWallet,
+        None => Stored::Unknown,
+    })
 }
 
 /// One journal entry of the wallet and the operation that wrote it.

@@ -586,20 +586,7 @@ pub async fn apply_batch(
         "a batch never moves backwards"
     );
     let transaction = client.transaction().await?;
-    let stored: i64 = transaction
-        .query_one(
-            &prepared(&transaction, "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE").await?,
-            &[&batch.topic, &batch.partition],
-        )
-        .await?
-        .get(0);
-    if stored != batch.from_offset {
-        return Err(StoreError::Fenced {
-            partition: batch.partition,
-            expected: batch.from_offset,
-            stored,
-        });
-    }
+    lock_position(&transaction, batch).await?;
     let (fresh, mut dead_letters, duplicates) = drop_known(&transaction, batch).await?;
     let (mut states, tenants) = lock_wallets(&transaction, &fresh).await?;
     let operations: Vec<Operation> = fresh
@@ -654,6 +641,26 @@ pub async fn apply_batch(
         duplicates,
         processed_at: now,
     })
+}
+
+/// Locks the partition's position and checks that the batch starts there (fencing: a stale
+/// owner's batch is refused).
+async fn lock_position(client: &impl GenericClient, batch: &Batch) -> Result<(), StoreError> {
+    let stored: i64 = client
+        .query_one(
+            &prepared(client, "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2 FOR UPDATE").await?,
+            &[&batch.topic, &batch.partition],
+        )
+        .await?
+        .get(0);
+    if stored != batch.from_offset {
+        return Err(StoreError::Fenced {
+            partition: batch.partition,
+            expected: batch.from_offset,
+            stored,
+        });
+    }
+    Ok(())
 }
 
 /// Drops operations whose id is already stored or repeats earlier in the batch.

@@ -600,7 +600,11 @@ async fn client(
         let cents = rng.random_range(1..=15_000);
         let key = format!("chaos-{n}-{sequence}");
         let id = if keyed {
-            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{source}:{key}").as_bytes())
+            // The API's derivation: the caller's tenant (auth is off: `default`), wallet, key.
+            Uuid::new_v5(
+                &IDEMPOTENCY_NAMESPACE,
+                format!("default:{source}:{key}").as_bytes(),
+            )
         } else {
             Uuid::new_v4()
         };
