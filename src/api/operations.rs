@@ -15,9 +15,9 @@ use super::{body, wallets, AppState, Problem};
 use crate::cache::{Marker, MarkerState};
 use crate::ledger::database;
 use crate::ledger::money::{format_decimal, Currency};
-use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord, REJECTED_REASON};
+use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
-    OperationId, OperationKind, OperationStatus, OperationType, ScopedId, WalletId,
+    FailureReason, OperationId, OperationKind, OperationStatus, OperationType, ScopedId, WalletId,
 };
 
 /// An operation to apply to a wallet.
@@ -202,7 +202,7 @@ impl StatusBody {
             operation_type: None,
             amount: None,
             to_wallet_id: None,
-            reason: Some(REJECTED_REASON.to_owned()),
+            reason: Some(FailureReason::Rejected.as_str().to_owned()),
             balance_after: None,
             accepted_at: record.accepted_at,
             processed_at: Some(record.recorded_at),

@@ -17,10 +17,8 @@ use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
 use crate::ledger::money::{format_decimal, Currency};
-use crate::ledger::store::{
-    self, Batch, BatchReport, DeadLetter, Remedy, StoreError, REJECTED_REASON,
-};
-use crate::ledger::types::{Operation, Outcome, ScopedId, WalletId};
+use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, StoreError};
+use crate::ledger::types::{FailureReason, Operation, Outcome, ScopedId, WalletId};
 
 pub struct PartitionConsumer {
     pub topic: String,
@@ -357,7 +355,7 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
             wallet_id: operation.wallet_id,
             fingerprint: operation.fingerprint.clone(),
             accepted_at: operation.accepted_at,
-            reason: Some(REJECTED_REASON.to_owned()),
+            reason: Some(FailureReason::Rejected.as_str().to_owned()),
             balance_after: None,
             processed_at: Some(report.processed_at),
         };
@@ -441,6 +439,6 @@ mod tests {
         assert_eq!(marker.balance_after.as_deref(), Some("5"));
         let marker = &markers[&refused.scoped_id()];
         assert_eq!(marker.state, MarkerState::Failed);
-        assert_eq!(marker.reason.as_deref(), Some(REJECTED_REASON));
+        assert_eq!(marker.reason.as_deref(), Some("REJECTED"));
     }
 }

@@ -9,7 +9,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::money::format_decimal;
-use super::types::{Entry, Operation, OperationId, OperationType, Outcome, WalletId};
+use super::types::{
+    Entry, FailureReason, Operation, OperationId, OperationType, Outcome, WalletId,
+};
 
 /// Namespace of event ids: an event's id is derived from what it describes, so it is the same
 /// however often the event is published.
@@ -130,6 +132,30 @@ pub fn for_batch(
     events
 }
 
+/// The events of operations the database refused and the batch kept as dead letters: each is
+/// FAILED with reason `REJECTED`, on its source wallet.
+pub fn for_rejected(operations: &[Operation], at: DateTime<Utc>) -> Vec<Event> {
+    let outcome = Outcome::Failed {
+        reason: FailureReason::Rejected,
+        balance_after: None,
+    };
+    operations
+        .iter()
+        .map(|operation| {
+            let tenants = HashMap::from([(operation.wallet_id, operation.tenant.clone())]);
+            event(
+                operation,
+                &outcome,
+                operation.wallet_id,
+                None,
+                operation.kind.target(),
+                &tenants,
+                at,
+            )
+        })
+        .collect()
+}
+
 fn event(
     operation: &Operation,
     outcome: &Outcome,
@@ -245,5 +271,20 @@ mod tests {
         );
         assert_eq!(events, again);
         assert_ne!(events[0].event_id, events[1].event_id);
+    }
+
+    /// Proves an operation the database refused still yields its FAILED event, on its source
+    /// wallet and tenant, with reason REJECTED and no version.
+    #[test]
+    fn a_refused_operation_is_a_failed_event() {
+        let refused = operation(7, wallet(1), OperationKind::Deposit, "2");
+        let events = for_rejected(std::slice::from_ref(&refused), Utc::now());
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        assert_eq!(event.event_type, EventType::OperationFailed);
+        assert_eq!(event.reason, Some("REJECTED"));
+        assert_eq!((event.wallet_id, event.version), (wallet(1), None));
+        assert_eq!(event.tenant.as_deref(), Some("acme"));
+        assert_eq!(event.operation_id, Some(refused.id));
     }
 }

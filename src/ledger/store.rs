@@ -365,10 +365,6 @@ pub async fn operation(
     row.as_ref().map(operation_from_row).transpose()
 }
 
-/// The `reason` of an acknowledged operation the database refused (its dead letter has the
-/// database's own words).
-pub const REJECTED_REASON: &str = "REJECTED";
-
 /// An acknowledged operation the database refused and kept as a dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedRecord {
@@ -609,31 +605,24 @@ pub async fn apply_batch(
         .map(|entry| entry.wallet_id)
         .collect();
     let wallets = write_wallets(&transaction, &states, &touched, now).await?;
-    let events = events::for_batch(
+    let rejected: Vec<Operation> = batch
+        .dead_letters
+        .iter()
+        .filter_map(|letter| letter.operation.clone())
+        .collect();
+    let mut events = events::for_batch(
         &operations,
         &applied.outcomes,
         &applied.entries,
         &tenants,
         now,
     );
+    events.extend(events::for_rejected(&rejected, now));
     write_outbox(&transaction, &events, now).await?;
     dead_letters.extend(batch.dead_letters.iter().cloned());
     write_dead_letters(&transaction, batch, &dead_letters, now).await?;
-    transaction
-        .execute(
-            &prepared(
-                &transaction,
-                "UPDATE consumer_offsets SET next_offset = $3 WHERE topic = $1 AND partition = $2",
-            )
-            .await?,
-            &[&batch.topic, &batch.partition, &batch.next_offset],
-        )
-        .await?;
+    advance_position(&transaction, batch).await?;
     transaction.commit().await?;
-    let rejected = dead_letters
-        .iter()
-        .filter_map(|letter| letter.operation.clone())
-        .collect();
     Ok(BatchReport {
         wallets,
         decided: operations.into_iter().zip(applied.outcomes).collect(),
@@ -660,6 +649,20 @@ async fn lock_position(client: &impl GenericClient, batch: &Batch) -> Result<(),
             stored,
         });
     }
+    Ok(())
+}
+
+async fn advance_position(client: &impl GenericClient, batch: &Batch) -> Result<(), StoreError> {
+    client
+        .execute(
+            &prepared(
+                client,
+                "UPDATE consumer_offsets SET next_offset = $3 WHERE topic = $1 AND partition = $2",
+            )
+            .await?,
+            &[&batch.topic, &batch.partition, &batch.next_offset],
+        )
+        .await?;
     Ok(())
 }
 

@@ -135,6 +135,9 @@ pub enum FailureReason {
     CurrencyMismatch,
     SameWallet,
     InvalidAmount,
+    /// PostgreSQL refused the operation's own data; its dead letter holds the database's
+    /// words. Set by the store, never by the rules.
+    Rejected,
 }
 
 impl FailureReason {
@@ -146,6 +149,7 @@ impl FailureReason {
             FailureReason::CurrencyMismatch => "CURRENCY_MISMATCH",
             FailureReason::SameWallet => "SAME_WALLET",
             FailureReason::InvalidAmount => "INVALID_AMOUNT",
+            FailureReason::Rejected => "REJECTED",
         }
     }
 }
