@@ -17,7 +17,8 @@ pub fn secured(stack: &Stack, extra: &[(&str, String)]) -> Server {
     stack.serve_with(&env)
 }
 
-fn wallet_cli(stack: &Stack, args: &[&str]) -> String {
+/// Runs a `wallet` command against `stack` and returns what it printed; it must succeed.
+pub fn wallet_cli(stack: &Stack, args: &[&str]) -> String {
     let output = stack.wallet_command(args).output().expect("wallet runs");
     assert!(
         output.status.success(),

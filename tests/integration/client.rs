@@ -281,11 +281,15 @@ impl System {
     }
 
     pub async fn database(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.stack.postgres.url(), tokio_postgres::NoTls)
-                .await
-                .expect("connects");
-        tokio::spawn(connection);
-        client
+        database(&self.stack.postgres.url()).await
     }
+}
+
+/// A connection to the PostgreSQL at `url`, driven in the background.
+pub async fn database(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    client
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::client::{deposit, transfer, withdraw, Api, System};
+use crate::auth::wallet_cli;
+use crate::client::{database, deposit, transfer, withdraw, Api, System};
 use crate::harness::{eventually, free_port, Process, Stack};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -137,25 +138,6 @@ async fn produce_raw(stack: &Stack, values: Vec<Vec<u8>>) {
         .produce(records, Default::default())
         .await
         .expect("produced");
-}
-
-async fn database(stack: &Stack) -> tokio_postgres::Client {
-    let (client, connection) =
-        tokio_postgres::connect(&stack.postgres.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-    tokio::spawn(connection);
-    client
-}
-
-fn wallet_cli(stack: &Stack, args: &[&str]) -> String {
-    let output = stack.wallet_command(args).output().expect("wallet runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// One tenant's view of the API.
@@ -347,7 +329,7 @@ async fn resource_errors_are_waited_out() {
     let (_worker, endpoints) = observed_worker(&stack, "work-1");
     let api = Api::new(&server.base);
     let wallet = api.new_wallet().await;
-    let db = database(&stack).await;
+    let db = database(&stack.postgres.url()).await;
     install_fault(&db).await;
     for (n, (sqlstate, reason)) in [("53100", "resources"), ("25006", "read_only")]
         .into_iter()
@@ -458,7 +440,7 @@ async fn a_frozen_worker_does_not_stall_its_partition() {
     // The first worker owns the only partition before the second one starts.
     api.fund(&wallet, "1.00").await;
     let _standby = stack.spawn_wallet("work-standby", &["work"], &lapse);
-    let db = database(&stack).await;
+    let db = database(&stack.postgres.url()).await;
     db.batch_execute(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN IF NEW.amount = 7.77 THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$;
