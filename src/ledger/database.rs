@@ -26,7 +26,10 @@ fn configured(
         .map_err(|error| anyhow::anyhow!("configuration: key `database.url`: {error}"))?;
     pg.connect_timeout(config.connect_timeout());
     pg.options(session_options(config.statement_timeout_ms, batch_lapse));
-    pg.application_name("wallet");
+    // An application_name in the URL names this process's sessions in pg_stat_activity.
+    if pg.get_application_name().is_none() {
+        pg.application_name("wallet");
+    }
     Ok(pg)
 }
 
@@ -171,6 +174,23 @@ pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves an application_name in the URL names the sessions (operators tell processes
+    /// apart in pg_stat_activity), and `wallet` does otherwise.
+    #[test]
+    fn sessions_keep_the_url_application_name() {
+        let named = DatabaseConfig {
+            url: "postgres://wallet@localhost/wallet?application_name=work-1".to_owned(),
+            ..DatabaseConfig::default()
+        };
+        let name = |config: &DatabaseConfig| {
+            connection_config(config)
+                .ok()
+                .and_then(|pg| pg.get_application_name().map(str::to_owned))
+        };
+        assert_eq!(name(&named).as_deref(), Some("work-1"));
+        assert_eq!(name(&DatabaseConfig::default()).as_deref(), Some("wallet"));
+    }
 
     /// Proves batch sessions are bounded on the server by the lease lapse, and other
     /// sessions only by the statement timeout.

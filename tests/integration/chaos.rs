@@ -238,9 +238,14 @@ enum Fault {
     BrokerRestart,
     BrokerKill,
     PostgresRestart,
+    /// A worker stopped while it holds a transaction open (a batch, or the relay's round).
+    WorkerPauseInTransaction,
+    /// PostgreSQL refuses writes of operations for a while: disk full, out of memory, too
+    /// many connections, read-only.
+    PostgresResourceError,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 10] = [
     Fault::WorkerKill,
     Fault::WorkerPause,
     Fault::ServerKill,
@@ -249,7 +254,12 @@ const FAULTS: [Fault; 8] = [
     Fault::BrokerRestart,
     Fault::BrokerKill,
     Fault::PostgresRestart,
+    Fault::WorkerPauseInTransaction,
+    Fault::PostgresResourceError,
 ];
+
+/// SQLSTATEs `PostgresResourceError` raises: none may turn an operation into a dead letter.
+const RESOURCE_ERRORS: [&str; 4] = ["53100", "53200", "53300", "25006"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -378,6 +388,15 @@ async fn run(duration: Duration) {
     let load_seconds = load_started.elapsed().as_secs_f64();
 
     let mut violations = Violations::default();
+    if nemesis.stuck_transactions > 0 {
+        violations.add(
+            "stalled",
+            format!(
+                "{} paused workers kept their transaction's locks beyond the lease lapse",
+                nemesis.stuck_transactions
+            ),
+        );
+    }
     let mut retries: BTreeMap<String, usize> = BTreeMap::new();
     let mut reads = 0;
     for log in &logs {
@@ -447,6 +466,11 @@ async fn run(duration: Duration) {
     );
     let _ = writeln!(
         summary,
+        "  pauses inside a transaction: {}, of which still holding it after the lease lapse: {}",
+        nemesis.paused_in_transaction, nemesis.stuck_transactions
+    );
+    let _ = writeln!(
+        summary,
         "  violations: {}{}",
         violations.total(),
         if violations.counts.is_empty() {
@@ -487,13 +511,18 @@ fn start_cluster() -> Cluster {
     let servers = (0..SERVERS).map(|_| stack.serve_with(&serve_env)).collect();
     let workers = (1..=WORKERS)
         .map(|n| {
+            // Named sessions let the nemesis find the worker's open transactions.
+            let url = format!("{}?application_name=work-{n}", stack.postgres.url());
             stack.spawn_wallet(
                 &format!("work-{n}"),
                 &["work"],
-                &[(
-                    "WALLET_WORKER__REBALANCE_INTERVAL_MS",
-                    REBALANCE_INTERVAL_MS.to_string(),
-                )],
+                &[
+                    (
+                        "WALLET_WORKER__REBALANCE_INTERVAL_MS",
+                        REBALANCE_INTERVAL_MS.to_string(),
+                    ),
+                    ("WALLET_DATABASE__URL", url),
+                ],
             )
         })
         .collect();
@@ -807,6 +836,17 @@ async fn nemesis(cluster: &mut Cluster, until: Instant) -> Nemesis {
                 cluster.stack.postgres.start_again();
                 format!("down {down:?}")
             }
+            Fault::WorkerPauseInTransaction => {
+                let n = rng.random_range(0..cluster.workers.len());
+                let pause =
+                    pause_beyond_lease + Duration::from_millis(rng.random_range(1_000..3_000));
+                pause_in_transaction(cluster, n, pause, &mut report).await
+            }
+            Fault::PostgresResourceError => {
+                let sqlstate = RESOURCE_ERRORS[rng.random_range(0..RESOURCE_ERRORS.len())];
+                let during = Duration::from_millis(rng.random_range(500..3_000));
+                refuse_writes(&cluster.stack.postgres.url(), sqlstate, during).await
+            }
         };
         *report.counts.entry(fault).or_default() += 1;
         eprintln!(
@@ -826,6 +866,99 @@ struct Nemesis {
     /// Pauses at whose end the other worker owned every partition: the paused one woke up as
     /// a stale owner.
     takeovers: u64,
+    /// `WorkerPauseInTransaction` faults that caught the worker inside a transaction.
+    paused_in_transaction: u64,
+    /// Of those, the ones whose transaction still held its locks a lease lapse (plus margin)
+    /// later: its partitions stalled behind a frozen worker.
+    stuck_transactions: u64,
+}
+
+/// The open transactions of worker `n`'s sessions that hold a transaction id (they wrote or
+/// locked rows); 0 when PostgreSQL cannot be asked.
+async fn open_transactions(db: &tokio_postgres::Client, n: usize) -> i64 {
+    let name = format!("work-{}", n + 1);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
+    let ask = db.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND backend_xid IS NOT NULL",
+        &params,
+    );
+    match tokio::time::timeout(Duration::from_secs(5), ask).await {
+        Ok(Ok(row)) => row.get(0),
+        _ => 0,
+    }
+}
+
+/// Stops worker `n` at a moment it holds a transaction open (retrying for a few seconds to
+/// catch one), keeps it stopped for `pause`, and records whether PostgreSQL ended that
+/// transaction within the lease lapse plus margin, as it must for others to take over.
+async fn pause_in_transaction(
+    cluster: &mut Cluster,
+    n: usize,
+    pause: Duration,
+    report: &mut Nemesis,
+) -> String {
+    let url = cluster.stack.postgres.url();
+    let db = connect(&url).await;
+    let worker = &cluster.workers[n];
+    let hunt = Instant::now();
+    let caught = loop {
+        if open_transactions(&db, n).await > 0 {
+            worker.send_signal(libc::SIGSTOP);
+            if open_transactions(&db, n).await > 0 {
+                break true;
+            }
+            worker.send_signal(libc::SIGCONT);
+        }
+        if hunt.elapsed() > Duration::from_secs(5) {
+            worker.send_signal(libc::SIGSTOP);
+            break false;
+        }
+    };
+    let stopped = Instant::now();
+    let bound = Duration::from_millis(LEASE_MS + 3_000).min(pause);
+    std::thread::sleep(bound);
+    let stuck = caught && open_transactions(&db, n).await > 0;
+    std::thread::sleep(pause.saturating_sub(stopped.elapsed()));
+    let taken_over = one_owner(&url).await;
+    worker.send_signal(libc::SIGCONT);
+    report.pauses += 1;
+    report.takeovers += u64::from(taken_over);
+    report.paused_in_transaction += u64::from(caught);
+    report.stuck_transactions += u64::from(stuck);
+    format!(
+        "work-{} paused {pause:?}, inside a transaction: {caught}, still holding it after {bound:?}: {stuck}, partitions taken over: {taken_over}",
+        n + 1
+    )
+}
+
+/// Makes every insert of an operation fail with `sqlstate` for `during` (a trigger installed
+/// on first use), as a full disk or a read-only failover would.
+async fn refuse_writes(url: &str, sqlstate: &str, during: Duration) -> String {
+    let db = connect(url).await;
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS chaos_fault (sqlstate text NOT NULL);
+         CREATE OR REPLACE FUNCTION chaos_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE code text;
+         BEGIN
+             SELECT sqlstate INTO code FROM chaos_fault LIMIT 1;
+             IF code IS NOT NULL THEN
+                 RAISE EXCEPTION 'chaos: injected %', code USING ERRCODE = code;
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE OR REPLACE TRIGGER chaos_fault BEFORE INSERT ON operations
+             FOR EACH ROW EXECUTE FUNCTION chaos_fault();",
+    )
+    .await
+    .expect("fault trigger installs");
+    db.execute("INSERT INTO chaos_fault VALUES ($1)", &[&sqlstate])
+        .await
+        .expect("fault on");
+    std::thread::sleep(during);
+    db.execute("DELETE FROM chaos_fault", &[])
+        .await
+        .expect("fault off");
+    format!("{sqlstate} for {during:?}")
 }
 
 /// Whether one worker session holds every partition lock.
