@@ -64,6 +64,23 @@ impl Cache {
         .await
     }
 
+    /// Drops the entries of `wallets`, so their next read comes from PostgreSQL. Unlike a
+    /// write, this can never make a read go back in version, whatever was written meanwhile.
+    pub async fn forget_balances(&self, wallets: &[WalletId]) -> Result<(), CacheError> {
+        if wallets.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = wallets.iter().map(|id| key(*id)).collect();
+        self.with_connection(|mut connection| async move {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<i64>(&mut connection)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Stores every wallet whose version is newer than the cached one, in one round trip.
     /// Returns how many entries were replaced.
     pub async fn store_balances(&self, wallets: &[CachedWallet]) -> Result<usize, CacheError> {

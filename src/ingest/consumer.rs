@@ -1,7 +1,7 @@
 //! One partition's consumer: fetch from the stored position, cut batches by size or time,
 //! apply each in one transaction, then refresh the cache. Runs until cancelled.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,9 +44,16 @@ const CACHE_WRITE_CHUNK: usize = 500;
 const STALE_OUTCOMES_MAX: usize = 100_000;
 
 /// Cache entries a failed refresh left behind, retried after the next batch.
+///
+/// A balance is written only while it is surely the newest: right after its commit. Once it
+/// is late (a retry after a failed write, a write after this worker was paused or lost the
+/// partition), another worker may have written newer ones and Redis may have lost those
+/// (restart, flush): writing the old one would make reads go back in version. A late entry
+/// is dropped from Redis instead, and the next read fills it from PostgreSQL.
 #[derive(Default)]
 struct StaleCache {
     wallets: HashMap<WalletId, CachedWallet>,
+    forget: HashSet<WalletId>,
     outcomes: HashMap<ScopedId, Marker>,
 }
 
@@ -107,7 +114,10 @@ impl PartitionConsumer {
             };
             let Some(records) = next else {
                 self.record_lag(&reader, position);
-                if !stale.wallets.is_empty() || !stale.outcomes.is_empty() {
+                if !stale.wallets.is_empty()
+                    || !stale.forget.is_empty()
+                    || !stale.outcomes.is_empty()
+                {
                     self.flush_stale(stale).await;
                 }
                 continue;
@@ -137,6 +147,7 @@ impl PartitionConsumer {
                 Ok(None) => return Ok(()),
                 Err(StoreError::Fenced { stored, .. }) => {
                     tracing::warn!(stored, "position moved by another worker; resuming from it");
+                    stale.forget_balances();
                     position = stored;
                     reader = self.reader(position);
                 }
@@ -289,8 +300,15 @@ impl PartitionConsumer {
     }
 
     async fn refresh_cache(&self, report: BatchReport, stale: &mut StaleCache) {
+        let late = is_late(report.processed_at, clock::now(), self.config.lease_lapse());
         for wallet in &report.wallets {
-            stale.wallets.insert(wallet.id, CachedWallet::from(wallet));
+            if late {
+                stale.wallets.remove(&wallet.id);
+                stale.forget.insert(wallet.id);
+            } else {
+                stale.forget.remove(&wallet.id);
+                stale.wallets.insert(wallet.id, CachedWallet::from(wallet));
+            }
         }
         stale.outcomes.extend(final_markers(&report));
         if stale.outcomes.len() > STALE_OUTCOMES_MAX {
@@ -311,11 +329,22 @@ impl PartitionConsumer {
         let wallets: Vec<CachedWallet> = stale.wallets.values().cloned().collect();
         for chunk in wallets.chunks(CACHE_WRITE_CHUNK) {
             if let Err(error) = self.cache.store_balances(chunk).await {
-                tracing::warn!(%error, pending = stale.wallets.len(), "cache refresh failed; will retry");
+                tracing::warn!(%error, pending = stale.wallets.len(), "cache refresh failed; will drop the entries instead");
+                stale.forget_balances();
                 return;
             }
             for wallet in chunk {
                 stale.wallets.remove(&wallet.wallet_id);
+            }
+        }
+        let forget: Vec<WalletId> = stale.forget.iter().copied().collect();
+        for chunk in forget.chunks(CACHE_WRITE_CHUNK) {
+            if let Err(error) = self.cache.forget_balances(chunk).await {
+                tracing::warn!(%error, pending = stale.forget.len(), "cache invalidation failed; will retry");
+                return;
+            }
+            for id in chunk {
+                stale.forget.remove(id);
             }
         }
         let outcomes: Vec<(ScopedId, Marker)> = stale
@@ -333,6 +362,26 @@ impl PartitionConsumer {
             }
         }
     }
+}
+
+impl StaleCache {
+    /// Turns every balance waiting to be written into one waiting to be dropped: it is late.
+    fn forget_balances(&mut self) {
+        self.forget.extend(self.wallets.drain().map(|(id, _)| id));
+    }
+}
+
+/// Whether a balance committed by a batch that started at `processed_at` is too late to be
+/// written at `now`: later than half the lease lapse, which a worker that kept its partition
+/// never is, and one that lost it to another worker always is.
+fn is_late(
+    processed_at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    lease_lapse: Duration,
+) -> bool {
+    (now - processed_at)
+        .to_std()
+        .is_ok_and(|age| age > lease_lapse / 2)
 }
 
 /// The final status of every operation the batch decided, each with the fingerprint and
@@ -440,5 +489,38 @@ mod tests {
         let marker = &markers[&refused.scoped_id()];
         assert_eq!(marker.state, MarkerState::Failed);
         assert_eq!(marker.reason.as_deref(), Some("REJECTED"));
+    }
+
+    /// Proves a balance is written only while it is fresh: a write later than half the lease
+    /// lapse after its batch began (a paused worker's, a retried one) is dropped instead.
+    #[test]
+    fn balances_are_late_after_half_the_lease_lapse() {
+        let began = chrono::Utc::now();
+        let lapse = Duration::from_secs(2);
+        let at = |millis| began + chrono::Duration::milliseconds(millis);
+        assert!(!is_late(began, at(50), lapse));
+        assert!(!is_late(began, at(999), lapse));
+        assert!(is_late(began, at(1_001), lapse));
+        assert!(
+            !is_late(began, at(-5), lapse),
+            "a clock step back is not lateness"
+        );
+        let mut stale = StaleCache::default();
+        let wallet = WalletId(Uuid::from_u128(4));
+        stale.wallets.insert(
+            wallet,
+            CachedWallet {
+                wallet_id: wallet,
+                tenant: "acme".to_owned(),
+                currency: Currency::USD,
+                balance: "1.00".to_owned(),
+                version: 1,
+                created_at: began,
+                updated_at: began,
+            },
+        );
+        stale.forget_balances();
+        assert!(stale.wallets.is_empty());
+        assert!(stale.forget.contains(&wallet));
     }
 }
