@@ -14,7 +14,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 POM="$ROOT/scripts/kafka/pom.xml"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM")"
-TOOLS_DIR="${WALLET_TOOLS_DIR:-$HOME/.cache/wallet}"
+# Not WALLET_*: `wallet` reads every such variable as configuration.
+TOOLS_DIR="${TOOLS_CACHE_DIR:-$HOME/.cache/wallet}"
 LIBS="$TOOLS_DIR/kafka-$KAFKA_VERSION/libs"
 # Any 16 bytes in URL-safe base64; the same in compose.yaml.
 CLUSTER_ID=HLN4njHuV8q0TEIFslZTzw

@@ -57,7 +57,7 @@ java_tools() {
 SCHEMATHESIS_VERSION=4.32.5
 
 fuzzer() {
-  local venv="${HOME}/.cache/wallet/schemathesis-${SCHEMATHESIS_VERSION}"
+  local venv="${TOOLS_CACHE_DIR:-$HOME/.cache/wallet}/schemathesis-${SCHEMATHESIS_VERSION}"
   if [ ! -f "$venv/.installed" ]; then
     command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null || {
       echo "installing python3 python3-venv" >&2
