@@ -66,6 +66,10 @@ EOF
     # The cleaner allocates its dedupe buffer on the heap at start (128 MiB by default); it
     # must exceed 1 MiB per cleaner thread.
     cat <<EOF
+# After a crash the restarted controller holds the old broker registration until its session
+# expires (9 s by default) before the broker may register again: tests kill brokers.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=2000
 log.cleaner.threads=1
 log.cleaner.dedupe.buffer.size=2097152
 offsets.topic.num.partitions=1
