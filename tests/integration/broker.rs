@@ -11,8 +11,8 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use serde_json::Value;
 
-use crate::client::{deposit, System};
-use crate::harness::{eventually, Broker};
+use crate::client::{deposit, stored_and_relayed, System};
+use crate::harness::Broker;
 
 fn record(n: usize, value_bytes: usize) -> Record {
     let mut value = format!("value-{n}-").into_bytes();
@@ -170,20 +170,7 @@ async fn events_are_read_by_kafkas_own_consumer() {
         api.submit_accepted(&deposit(&wallet, amount)).await;
     }
     let db = system.database().await;
-    let relayed = eventually(Duration::from_secs(30), || async {
-        let stored: i64 = db
-            .query_one("SELECT count(*) FROM operations", &[])
-            .await
-            .map(|row| row.get(0))
-            .unwrap_or(0);
-        let waiting: i64 = db
-            .query_one("SELECT count(*) FROM outbox", &[])
-            .await
-            .map(|row| row.get(0))
-            .unwrap_or(1);
-        stored == 3 && waiting == 0
-    })
-    .await;
+    let relayed = stored_and_relayed(&db, 3, Duration::from_secs(30)).await;
     assert!(relayed, "the three deposits are applied and relayed");
     let output =
         std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))

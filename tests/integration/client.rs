@@ -293,3 +293,24 @@ pub async fn database(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// The number of rows in `table`.
+pub async fn count_rows(db: &tokio_postgres::Client, table: &str) -> i64 {
+    db.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap_or_else(|error| panic!("counting {table}: {error}"))
+        .get(0)
+}
+
+/// Polls until at least `operations` operations are stored and the outbox is empty.
+pub async fn stored_and_relayed(
+    db: &tokio_postgres::Client,
+    operations: usize,
+    deadline: Duration,
+) -> bool {
+    crate::harness::eventually(deadline, || async {
+        count_rows(db, "operations").await as usize >= operations
+            && count_rows(db, "outbox").await == 0
+    })
+    .await
+}

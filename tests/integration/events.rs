@@ -13,8 +13,7 @@ use rskafka::client::ClientBuilder;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::client::{deposit, transfer, withdraw, Api, System};
-use crate::harness::eventually;
+use crate::client::{count_rows, deposit, stored_and_relayed, transfer, withdraw, Api, System};
 
 /// Every event on the topic, partition by partition in topic order.
 pub async fn read_events(broker: &str, events_topic: &str) -> Vec<Value> {
@@ -59,26 +58,9 @@ pub async fn read_events(broker: &str, events_topic: &str) -> Vec<Value> {
 /// created wallet, and each wallet's versions gapless from 0 in topic order.
 async fn assert_events_complete(system: &System, operations: usize, wallets: usize) {
     let db = system.database().await;
-    let drained = eventually(Duration::from_secs(90), || async {
-        let stored: i64 = db
-            .query_one("SELECT count(*) FROM operations", &[])
-            .await
-            .expect("count")
-            .get(0);
-        let waiting: i64 = db
-            .query_one("SELECT count(*) FROM outbox", &[])
-            .await
-            .expect("count")
-            .get(0);
-        stored as usize >= operations && waiting == 0
-    })
-    .await;
+    let drained = stored_and_relayed(&db, operations, Duration::from_secs(90)).await;
     assert!(drained, "every operation stored and the outbox drained");
-    let entries: i64 = db
-        .query_one("SELECT count(*) FROM entries", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let entries = count_rows(&db, "entries").await;
     let events = read_events(&system.stack.broker.address(), &system.stack.events_topic).await;
     let mut seen = HashSet::new();
     let mut versions: BTreeMap<String, Vec<i64>> = BTreeMap::new();

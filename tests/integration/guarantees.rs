@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::auth::wallet_cli;
-use crate::client::{database, deposit, transfer, withdraw, Api, System};
+use crate::client::{count_rows, database, deposit, transfer, withdraw, Api, System};
 use crate::harness::{eventually, free_port, Process, Stack};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -372,12 +372,7 @@ async fn resource_errors_are_waited_out() {
         .await;
         assert!(ready, "readiness recovers");
     }
-    let dead: i64 = db
-        .query_one("SELECT count(*) FROM dead_letters", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(dead, 0);
+    assert_eq!(count_rows(&db, "dead_letters").await, 0);
 }
 
 /// Proves a record whose own data the database refuses becomes a dead letter whose status

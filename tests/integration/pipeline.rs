@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::client::{deposit, withdraw, Api, System};
+use crate::client::{count_rows, deposit, withdraw, Api, System};
 use crate::harness::eventually;
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -253,12 +253,7 @@ async fn worker_crash_loses_and_doubles_nothing() {
         assert_eq!(assert_journal_consistent(&db, wallet).await, 300);
         assert_eq!(api.balance(wallet).await.body["balance"], "300.00");
     }
-    let stored: i64 = db
-        .query_one("SELECT count(*) FROM operations", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(stored, 600);
+    assert_eq!(count_rows(&db, "operations").await, 600);
 }
 
 /// Proves two workers split the partitions, and killing one moves its partitions to the
