@@ -34,20 +34,24 @@ fn configured(
 }
 
 /// Server-side bounds of a session. Every session has `statement_timeout`. A worker's batch
-/// sessions also end once idle inside a transaction for the lease lapse: a worker frozen
-/// after `BEGIN` (stopped, paused, cut off) loses its partitions' leases after that same
-/// lapse, so by the time another worker takes a partition over, the frozen transaction and
-/// its row locks are gone. `lock_timeout` makes a worker that still meets such a lock give
-/// up and retry its batch instead of queueing behind it until `statement_timeout`.
+/// sessions may not hold locks past the lease lapse while their process is silent: a worker
+/// frozen after `BEGIN` (stopped, paused, cut off) loses its partitions' leases after that
+/// lapse, so by then its transaction and row locks must be gone. Idle in the transaction,
+/// `idle_in_transaction_session_timeout` ends it; frozen mid-statement (the server waits for
+/// the rest of a pipelined request and the session stays active), only `statement_timeout`
+/// does, so it is the lapse too when shorter. `lock_timeout` makes a worker that still meets
+/// such a lock give up and retry its batch instead of queueing behind it.
 pub fn session_options(statement_timeout_ms: u64, batch_lapse: Option<Duration>) -> String {
-    let mut options = format!("-c statement_timeout={statement_timeout_ms}");
-    if let Some(lapse) = batch_lapse {
-        let lapse_ms = lapse.as_millis().max(1);
-        options.push_str(&format!(
-            " -c idle_in_transaction_session_timeout={lapse_ms} -c lock_timeout={lapse_ms}"
-        ));
+    match batch_lapse {
+        None => format!("-c statement_timeout={statement_timeout_ms}"),
+        Some(lapse) => {
+            let lapse_ms = u64::try_from(lapse.as_millis()).unwrap_or(u64::MAX).max(1);
+            let statement_ms = statement_timeout_ms.min(lapse_ms);
+            format!(
+                "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={lapse_ms} -c lock_timeout={lapse_ms}"
+            )
+        }
     }
-    options
 }
 
 /// Builds the pool. Connections are made lazily; call [`check`] to fail fast.
@@ -192,14 +196,18 @@ mod tests {
         assert_eq!(name(&DatabaseConfig::default()).as_deref(), Some("wallet"));
     }
 
-    /// Proves batch sessions are bounded on the server by the lease lapse, and other
-    /// sessions only by the statement timeout.
+    /// Proves batch sessions are bounded on the server by the lease lapse, statements
+    /// included, and other sessions only by the statement timeout.
     #[test]
     fn batch_sessions_end_within_the_lease_lapse() {
         assert_eq!(session_options(30_000, None), "-c statement_timeout=30000");
         assert_eq!(
             session_options(30_000, Some(Duration::from_millis(2_500))),
-            "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=2500 -c lock_timeout=2500"
+            "-c statement_timeout=2500 -c idle_in_transaction_session_timeout=2500 -c lock_timeout=2500"
+        );
+        assert_eq!(
+            session_options(1_000, Some(Duration::from_millis(2_500))),
+            "-c statement_timeout=1000 -c idle_in_transaction_session_timeout=2500 -c lock_timeout=2500"
         );
     }
 }

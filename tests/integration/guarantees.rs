@@ -421,24 +421,36 @@ async fn a_refused_record_is_failed_not_pending() {
     );
 }
 
-/// Proves a worker frozen inside a batch transaction does not stall its partition: another
-/// worker applies it within the lease lapse plus a few seconds, and the frozen one, resumed,
-/// writes nothing twice. It used to stay undecided until the frozen worker resumed.
+/// Proves a worker frozen inside a batch transaction does not stall its partition, even
+/// frozen while its statement runs: another worker applies it within the lease lapse plus a
+/// few seconds, and the frozen one, resumed, writes nothing twice. It used to stay undecided
+/// until the frozen worker resumed, and then, mid-statement, until `statement_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_does_not_stall_its_partition() {
     let stack = Stack::start(1);
     let server = stack.serve();
-    let lapse = [("WALLET_WORKER__LEASE_LAPSE_MS", "2000".to_owned())];
-    let frozen = stack.spawn_wallet("work-frozen", &["work"], &lapse);
+    let lapse = ("WALLET_WORKER__LEASE_LAPSE_MS", "2000".to_owned());
+    // Its sessions are named, so that only its statements are slow.
+    let named = format!("{}?application_name=work-frozen", stack.postgres.url());
+    let frozen = stack.spawn_wallet(
+        "work-frozen",
+        &["work"],
+        &[lapse.clone(), ("WALLET_DATABASE__URL", named)],
+    );
     let api = Api::new(&server.base);
     let wallet = api.new_wallet().await;
     // The first worker owns the only partition before the second one starts.
     api.fund(&wallet, "1.00").await;
-    let _standby = stack.spawn_wallet("work-standby", &["work"], &lapse);
+    let _standby = stack.spawn_wallet("work-standby", &["work"], &[lapse]);
     let db = database(&stack.postgres.url()).await;
     db.batch_execute(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN IF NEW.amount = 7.77 THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$;
+         BEGIN
+             IF NEW.amount = 7.77 AND current_setting('application_name') = 'work-frozen' THEN
+                 PERFORM pg_sleep(60);
+             END IF;
+             RETURN NEW;
+         END $$;
          CREATE TRIGGER slow BEFORE INSERT ON operations FOR EACH ROW EXECUTE FUNCTION slow();",
     )
     .await
