@@ -2,10 +2,11 @@
 //! hand-off to Kafka.
 //!
 //! The Redis marker is written as `Accepting` before producing and promoted to `Pending`
-//! after the broker's acknowledgement, so a crash between the two leaves a marker that
-//! expires instead of an operation that looks accepted but was never produced. A produce
-//! that fails leaves the marker `Uncertain` for its full TTL: the record may still land, so
-//! the id stays bound to that content, and only the same request may be retried. The worker's
+//! after the broker's acknowledgement. A produce that fails leaves the marker `Uncertain`:
+//! the record may still land, so the id stays bound to that content for the marker's full
+//! TTL, and only the same request may be retried. A crash between the two leaves an
+//! `Accepting` marker, which binds the id the same way once `redis.accepting_ttl_s` has
+//! passed (its record may have landed before the process died). The worker's
 //! dedupe by operation id is the backstop whatever Redis says: once a marker has expired or
 //! Redis lost it, a repeated id is accepted again but never applied twice, and one reused
 //! with other content is kept as a dead letter instead of being answered 422. The accept path
@@ -170,8 +171,9 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
 }
 
 /// The marker exists: the same request gets the same operation, another request a 422, and a
-/// request racing the first one's produce a 409. The same request after a failed produce is
-/// produced again with the first one's content, which the worker applies at most once.
+/// request racing the first one's produce a 409. The same request after a failed produce, or
+/// after the first one's process died while producing, is produced again with the first
+/// one's content, which the worker applies at most once.
 async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Problem> {
     let Some(marker) = state.cache.marker(&operation.scoped_id()).await? else {
         return Err(in_flight());
@@ -180,8 +182,10 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
         return Err(key_reused());
     }
     let status = match marker.state {
-        MarkerState::Accepting => return Err(in_flight()),
-        MarkerState::Uncertain => {
+        MarkerState::Accepting if state.cache.still_accepting(&marker, clock::now()) => {
+            return Err(in_flight())
+        }
+        MarkerState::Accepting | MarkerState::Uncertain => {
             let first = Operation {
                 accepted_at: marker.accepted_at,
                 ..operation

@@ -11,7 +11,9 @@ use crate::ledger::types::{ScopedId, WalletId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MarkerState {
-    /// The API is producing the operation; nobody knows yet whether the broker has it.
+    /// The API is producing the operation; nobody knows yet whether the broker has it. Older
+    /// than `redis.accepting_ttl_s`, the request's process died while producing, and its
+    /// record may have landed: the marker then binds the id like `Uncertain`.
     Accepting,
     /// The produce failed, and a failed produce may still have written the record: the id
     /// stays bound to this content until a worker decides it (or the marker's TTL ends), so
@@ -69,10 +71,11 @@ impl Cache {
     }
 
     /// Writes an `Accepting` marker unless one exists; returns whether this call wrote it.
-    /// The short TTL bounds how long a crashed request can block its retries.
+    /// It lives as long as any marker: a request that crashed while producing keeps its id
+    /// bound to its content (see [`Cache::still_accepting`]).
     pub async fn claim(&self, id: &ScopedId, marker: &Marker) -> Result<bool, CacheError> {
         let value = serde_json::to_string(marker)?;
-        let ttl = self.accepting_ttl_s;
+        let ttl = self.marker_ttl_s;
         let key = key(id);
         self.with_connection(|mut connection| async move {
             let written: Option<String> = redis::cmd("SET")
@@ -86,6 +89,14 @@ impl Cache {
             Ok(written.is_some())
         })
         .await
+    }
+
+    /// Whether an `Accepting` marker may still belong to a live request (which a retry must
+    /// not race: `409`), rather than to one whose process died while producing.
+    pub fn still_accepting(&self, marker: &Marker, now: DateTime<Utc>) -> bool {
+        let ttl =
+            chrono::Duration::seconds(i64::try_from(self.accepting_ttl_s).unwrap_or(i64::MAX));
+        marker.state == MarkerState::Accepting && now < marker.accepted_at + ttl
     }
 
     /// Replaces this request's own marker `from` with `to`: `Pending` after the broker's

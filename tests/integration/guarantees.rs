@@ -76,6 +76,80 @@ async fn a_failed_produce_keeps_the_key_bound_to_its_content() {
     );
 }
 
+/// Proves a request whose process died while producing keeps its id bound to its content:
+/// once `redis.accepting_ttl_s` has passed, another request with the id is 422 (its marker
+/// used to expire, so it was accepted and then kept as a dead letter behind the record that
+/// did land), and the first request's retry is accepted and applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_died_while_producing_keeps_its_id_bound() {
+    let mut stack = Stack::start_with_own_broker(1);
+    let serve_env = [
+        ("WALLET_REDIS__ACCEPTING_TTL_S", "2".to_owned()),
+        ("WALLET_KAFKA__REQUEST_TIMEOUT_MS", "1500".to_owned()),
+    ];
+    let mut server = stack.serve_with(&serve_env);
+    // No worker until the end: a final status it wrote would bind the id on its own.
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let first = with_id(deposit(&wallet, "5.00"), &id);
+    stack.broker.pause();
+    let hanging = {
+        let (api, first) = (Api::new(&server.base), first.clone());
+        tokio::spawn(async move { api.try_submit(&first).await })
+    };
+    let redis = redis::Client::open(stack.redis.url()).expect("redis url");
+    let mut redis = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    let key = format!("op:default:{id}");
+    let accepting = std::cell::RefCell::new(None);
+    let seen = eventually(SETTLE, || async {
+        let marker: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut redis.clone())
+            .await
+            .unwrap_or_default();
+        let marker: Option<Value> = marker.and_then(|text| serde_json::from_str(&text).ok());
+        *accepting.borrow_mut() = marker.filter(|marker| marker["state"] == "ACCEPTING");
+        accepting.borrow().is_some()
+    })
+    .await;
+    assert!(seen, "the request is being produced");
+    server.process.kill();
+    stack.broker.resume();
+    assert!(hanging.await.expect("the request task ends").is_none());
+    server.start_again();
+    let accepted_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(accepting.into_inner().expect("marker")["acceptedAt"].clone())
+            .expect("acceptedAt");
+    // What is tested is the passing of `redis.accepting_ttl_s`, so the wait is for the clock.
+    let dead = eventually(SETTLE, || async {
+        chrono::Utc::now() > accepted_at + chrono::Duration::milliseconds(2_500)
+    })
+    .await;
+    assert!(dead, "the clock passes the accepting TTL");
+    let api = Api::new(&server.base);
+    let reused = with_id(deposit(&wallet, "7.00"), &id);
+    let response = api.submit(&reused).await;
+    assert_eq!(
+        response.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        response.body
+    );
+    assert_eq!(response.code(), "IDEMPOTENCY_KEY_REUSED");
+    let _worker = stack.work("work-1");
+    let retry = api.submit(&first).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{:?}", retry.body);
+    let settled = api.settled(&wallet, &id, SETTLE).await;
+    assert_eq!(settled["status"], "PROCESSED", "{settled}");
+    assert_eq!(api.balance(&wallet).await.body["balance"], "5.00");
+    let db = database(&stack.postgres.url()).await;
+    assert_eq!(count_rows(&db, "dead_letters").await, 0);
+}
+
 /// Proves the final status names the record a worker applied, not a later record reusing its
 /// id in the same batch: the applied request's retry is the same operation, not a 422.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

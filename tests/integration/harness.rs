@@ -508,6 +508,15 @@ impl Broker {
         self.own().kill();
     }
 
+    /// SIGSTOP: the broker freezes (a VM pause, a long GC) with its connections open.
+    pub fn pause(&mut self) {
+        self.own().send_signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&mut self) {
+        self.own().send_signal(libc::SIGCONT);
+    }
+
     pub fn start_again(&mut self) {
         let port = self.port;
         let process = self.own();
