@@ -29,10 +29,25 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> Api {
+        Api::with_headers(base, reqwest::header::HeaderMap::new())
+    }
+
+    /// A client that sends `token` as its bearer token with every request.
+    pub fn with_token(base: &str, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .expect("a token is a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        Api::with_headers(base, headers)
+    }
+
+    fn with_headers(base: &str, headers: reqwest::header::HeaderMap) -> Api {
         Api {
             base: base.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .default_headers(headers)
                 .build()
                 .expect("client builds"),
         }

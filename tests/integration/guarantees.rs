@@ -99,7 +99,7 @@ async fn a_request_that_died_while_producing_keeps_its_id_bound() {
         tokio::spawn(async move { api.try_submit(&first).await })
     };
     let redis = redis::Client::open(stack.redis.url()).expect("redis url");
-    let mut redis = redis
+    let redis = redis
         .get_multiplexed_async_connection()
         .await
         .expect("connects to Redis");
