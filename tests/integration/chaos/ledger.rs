@@ -108,8 +108,7 @@ pub struct Ledger {
     pub entries: Vec<Entry>,
     /// Wallet → (balance, version).
     pub wallets: HashMap<Uuid, (i64, i64)>,
-    /// The operations kept as dead letters; `None` for a record no operation could be read
-    /// from.
+    /// The operations kept as dead letters; `None` for a record that names none.
     pub dead_letters: Vec<Option<OperationKey>>,
 }
 
@@ -169,14 +168,15 @@ impl Ledger {
             .map(|row| (row.get(0), (row.get(1), row.get(2))))
             .collect();
         let dead_letters = db
-            .query("SELECT tenant, operation_id FROM dead_letters", &[])
+            .query("SELECT tenant, operation_id, payload FROM dead_letters", &[])
             .await
             .expect("dead letters")
             .iter()
             .map(|row| {
                 let tenant: Option<String> = row.get(0);
                 let id: Option<Uuid> = row.get(1);
-                tenant.zip(id)
+                let payload: Option<Vec<u8>> = row.get(2);
+                tenant.zip(id).or_else(|| payload.as_deref().and_then(named_operation))
             })
             .collect();
         Ledger {
@@ -199,4 +199,14 @@ impl Ledger {
         }
         by_operation
     }
+}
+
+/// The tenant and id a dead letter's record names, as JSON: a record that reused an applied
+/// id with other content is kept without them, so the applied operation's status is not
+/// taken for it.
+fn named_operation(payload: &[u8]) -> Option<OperationKey> {
+    let record: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let tenant = record["tenant"].as_str()?.to_owned();
+    let id = Uuid::parse_str(record["operationId"].as_str()?).ok()?;
+    Some((tenant, id))
 }
