@@ -168,15 +168,15 @@ impl Ledger {
             .map(|row| (row.get(0), (row.get(1), row.get(2))))
             .collect();
         let dead_letters = db
-            .query("SELECT tenant, operation_id, payload FROM dead_letters", &[])
+            .query("SELECT tenant, operation_id, reason FROM dead_letters", &[])
             .await
             .expect("dead letters")
             .iter()
             .map(|row| {
                 let tenant: Option<String> = row.get(0);
                 let id: Option<Uuid> = row.get(1);
-                let payload: Option<Vec<u8>> = row.get(2);
-                tenant.zip(id).or_else(|| payload.as_deref().and_then(named_operation))
+                let reason: String = row.get(2);
+                tenant.zip(id).or_else(|| reused_operation(&reason))
             })
             .collect();
         Ledger {
@@ -201,12 +201,12 @@ impl Ledger {
     }
 }
 
-/// The tenant and id a dead letter's record names, as JSON: a record that reused an applied
-/// id with other content is kept without them, so the applied operation's status is not
-/// taken for it.
-fn named_operation(payload: &[u8]) -> Option<OperationKey> {
-    let record: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let tenant = record["tenant"].as_str()?.to_owned();
-    let id = Uuid::parse_str(record["operationId"].as_str()?).ok()?;
-    Some((tenant, id))
+/// The tenant and id a dead letter's reason names when its record reused an applied id with
+/// other content: such a record is kept without them, so that the applied operation's status
+/// is not taken for it.
+fn reused_operation(reason: &str) -> Option<OperationKey> {
+    let rest = reason.strip_prefix("IDEMPOTENCY_KEY_REUSED: operation ")?;
+    let (id, rest) = rest.split_once(" of tenant ")?;
+    let (tenant, _) = rest.split_once(' ')?;
+    Some((tenant.to_owned(), Uuid::parse_str(id).ok()?))
 }
