@@ -14,6 +14,7 @@ use super::submit::{self, Accepted, IdSource, Submission};
 use super::{body, wallets, AppState, Problem};
 use crate::cache::{Marker, MarkerState};
 use crate::ledger::database;
+use crate::ledger::kind::KindError;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
@@ -127,29 +128,14 @@ fn parse(
         Problem::invalid(
             "INVALID_OPERATION_TYPE",
             "operationType",
-            "operationType must be DEPOSIT, WITHDRAW or TRANSFER",
+            format!(
+                "operationType must be {}",
+                OperationType::listed(OperationType::ALL)
+            ),
         )
     })?;
     let target = uuid("toWalletId", input.to_wallet_id)?.map(WalletId);
-    let kind = match (operation_type, target) {
-        (OperationType::Deposit, None) => OperationKind::Deposit,
-        (OperationType::Withdraw, None) => OperationKind::Withdraw,
-        (OperationType::Transfer, Some(target)) => OperationKind::Transfer { target },
-        (OperationType::Transfer, None) => {
-            return Err(Problem::invalid(
-                "MISSING_FIELD",
-                "toWalletId",
-                "a TRANSFER needs toWalletId",
-            ))
-        }
-        (_, Some(_)) => {
-            return Err(Problem::invalid(
-                "UNEXPECTED_FIELD",
-                "toWalletId",
-                "only a TRANSFER has toWalletId",
-            ))
-        }
-    };
+    let kind = OperationKind::from_fields(operation_type, target).map_err(kind_problem)?;
     let amount = body::amount(&input.amount.0)?;
     let id = match (uuid("operationId", input.operation_id)?, key) {
         (Some(id), _) => IdSource::Explicit(OperationId(id)),
@@ -163,6 +149,29 @@ fn parse(
         amount,
         id,
     })
+}
+
+fn kind_problem(error: KindError) -> Problem {
+    match error {
+        KindError::MissingTarget(operation_type) => Problem::invalid(
+            "MISSING_FIELD",
+            "toWalletId",
+            format!("a {} needs toWalletId", operation_type.as_str()),
+        ),
+        KindError::UnexpectedTarget(_) => {
+            let with_target = OperationType::ALL
+                .into_iter()
+                .filter(|kind| kind.effect().credits_target);
+            Problem::invalid(
+                "UNEXPECTED_FIELD",
+                "toWalletId",
+                format!(
+                    "only a {} has toWalletId",
+                    OperationType::listed(with_target)
+                ),
+            )
+        }
+    }
 }
 
 /// An operation and its outcome. While PENDING only the ids, status and `acceptedAt` are

@@ -12,7 +12,6 @@
 //! asks PostgreSQL nothing, which is what lets one wallet take thousands of operations a second.
 
 use actix_web::http::StatusCode;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{wallets, AppState, Problem};
@@ -55,7 +54,9 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
         kind: submission.kind,
-        fingerprint: fingerprint(&submission),
+        fingerprint: submission
+            .kind
+            .fingerprint(submission.wallet_id, &submission.amount),
         amount: submission.amount,
         accepted_at: clock::now(),
         tenant: submission.tenant,
@@ -197,25 +198,6 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
         wallet_id: operation.wallet_id,
         status,
     })
-}
-
-/// Identifies what a request asks for, so a reused key with other content is recognised.
-/// Amounts are compared by value (`10.5` equals `10.50`).
-fn fingerprint(submission: &Submission) -> String {
-    let target = submission
-        .kind
-        .target()
-        .map(|target| target.to_string())
-        .unwrap_or_default();
-    let canonical = format!(
-        "{}|{}|{}|{}",
-        submission.wallet_id,
-        submission.kind.operation_type().as_str(),
-        submission.amount,
-        target
-    );
-    let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn key_reused() -> Problem {

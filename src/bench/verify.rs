@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 use super::load::{new_histogram, BenchWallet, Sent};
 use super::{BenchOptions, FUNDING};
-use crate::ledger::types::OperationType;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -260,10 +259,11 @@ fn check(
             continue;
         }
         verification.processed += 1;
-        let signed = match operation.operation_type {
-            OperationType::Deposit => operation.amount.clone(),
-            OperationType::Withdraw | OperationType::Transfer => -operation.amount.clone(),
-        };
+        let signed = operation
+            .operation_type
+            .effect()
+            .source
+            .signed(&operation.amount);
         if delta != signed {
             violation("entry delta differs from the operation");
         }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod database;
 pub mod events;
+pub mod kind;
 pub mod migrate;
 pub mod money;
 pub mod rules;

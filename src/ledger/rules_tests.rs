@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::ledger::money::{Amount, Currency};
-use crate::ledger::types::{OperationId, OperationStatus};
+use crate::ledger::types::{OperationId, OperationKind, OperationStatus};
 
 // ---------------------------------------------------------------------------------------------
 // Generated scenarios
