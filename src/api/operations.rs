@@ -12,7 +12,7 @@ use super::reply::{AcceptedReply, Found};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
 use super::{body, wallets, AppState, Problem};
-use crate::cache::{Marker, MarkerState};
+use crate::cache::Marker;
 use crate::ledger::database;
 use crate::ledger::kind::KindError;
 use crate::ledger::money::{format_decimal, Currency};
@@ -288,7 +288,7 @@ pub async fn status(
     // before producing; an `Uncertain` one a request whose produce failed: nothing the client
     // was told is accepted, so nothing to show yet.
     let marker = marker
-        .filter(|marker| marker.state == MarkerState::Pending)
+        .filter(|marker| marker.state.status() == Some(OperationStatus::Pending))
         .ok_or_else(not_found)?;
     Ok(Found(StatusBody {
         operation_id: id,
@@ -306,10 +306,9 @@ pub async fn status(
 
 /// The final status a worker left in the cache, if it did.
 fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
-    let status = match marker.state {
-        MarkerState::Processed => OperationStatus::Processed,
-        MarkerState::Failed => OperationStatus::Failed,
-        MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => return None,
+    let status = match marker.state.status()? {
+        OperationStatus::Pending => return None,
+        status @ (OperationStatus::Processed | OperationStatus::Failed) => status,
     };
     Some(StatusBody {
         operation_id: id,

@@ -61,15 +61,7 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         accepted_at: clock::now(),
         tenant: submission.tenant,
     };
-    let accepting = Marker {
-        state: MarkerState::Accepting,
-        wallet_id: operation.wallet_id,
-        fingerprint: operation.fingerprint.clone(),
-        accepted_at: operation.accepted_at,
-        reason: None,
-        balance_after: None,
-        processed_at: None,
-    };
+    let accepting = Marker::accepting(&operation);
     let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
         Ok(claimed) => claimed,
         Err(error) => {
@@ -96,13 +88,7 @@ async fn produce(
 ) -> Result<Accepted, Problem> {
     let id = operation.scoped_id();
     let produced = state.producer.produce(operation).await;
-    let next = Marker {
-        state: match produced {
-            Ok(_) => MarkerState::Pending,
-            Err(_) => MarkerState::Uncertain,
-        },
-        ..own.clone()
-    };
+    let next = own.produced(produced.is_ok());
     if next != *own {
         if let Err(error) = state.cache.replace_own(&id, own, &next).await {
             tracing::warn!(%error, state = ?next.state, "cannot update the idempotency marker");
@@ -180,24 +166,21 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
     if marker.fingerprint != operation.fingerprint || marker.wallet_id != operation.wallet_id {
         return Err(key_reused());
     }
-    let status = match marker.state {
-        MarkerState::Accepting => return Err(in_flight()),
-        MarkerState::Uncertain => {
-            let first = Operation {
-                accepted_at: marker.accepted_at,
-                ..operation
-            };
-            return produce(state, &first, &marker).await;
-        }
-        MarkerState::Pending => OperationStatus::Pending,
-        MarkerState::Processed => OperationStatus::Processed,
-        MarkerState::Failed => OperationStatus::Failed,
+    if let Some(status) = marker.state.status() {
+        return Ok(Accepted {
+            id: operation.id,
+            wallet_id: operation.wallet_id,
+            status,
+        });
+    }
+    if marker.state != MarkerState::Uncertain {
+        return Err(in_flight());
+    }
+    let first = Operation {
+        accepted_at: marker.accepted_at,
+        ..operation
     };
-    Ok(Accepted {
-        id: operation.id,
-        wallet_id: operation.wallet_id,
-        status,
-    })
+    produce(state, &first, &marker).await
 }
 
 fn key_reused() -> Problem {

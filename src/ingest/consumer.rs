@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 use super::health::WorkerHealth;
 use super::reader::PartitionReader;
-use crate::cache::{Cache, CachedWallet, Marker, MarkerState};
+use crate::cache::{Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
-use crate::ledger::money::{format_decimal, Currency};
+use crate::ledger::money::Currency;
 use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, StoreError};
-use crate::ledger::types::{FailureReason, Operation, Outcome, ScopedId, WalletId};
+use crate::ledger::types::{ScopedId, WalletId};
 
 pub struct PartitionConsumer {
     pub topic: String,
@@ -395,60 +395,22 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
         .collect();
     let decided = report.decided.iter().map(|(operation, outcome)| {
         let currency = currencies.get(&operation.wallet_id).copied();
-        let marker = final_marker(operation, outcome, currency, report.processed_at);
+        let marker = Marker::decided(operation, outcome, currency, report.processed_at);
         (operation.scoped_id(), marker)
     });
     let rejected = report.rejected.iter().map(|operation| {
-        let marker = Marker {
-            state: MarkerState::Failed,
-            wallet_id: operation.wallet_id,
-            fingerprint: operation.fingerprint.clone(),
-            accepted_at: operation.accepted_at,
-            reason: Some(FailureReason::Rejected.as_str().to_owned()),
-            balance_after: None,
-            processed_at: Some(report.processed_at),
-        };
+        let marker = Marker::rejected(operation, report.processed_at);
         (operation.scoped_id(), marker)
     });
     decided.chain(rejected).collect()
 }
 
-fn final_marker(
-    operation: &Operation,
-    outcome: &Outcome,
-    currency: Option<Currency>,
-    processed_at: chrono::DateTime<chrono::Utc>,
-) -> Marker {
-    let (state, reason, balance_after) = match outcome {
-        Outcome::Processed { balance_after } => (MarkerState::Processed, None, Some(balance_after)),
-        Outcome::Failed {
-            reason,
-            balance_after,
-        } => (
-            MarkerState::Failed,
-            Some(reason.as_str().to_owned()),
-            balance_after.as_ref(),
-        ),
-    };
-    Marker {
-        state,
-        wallet_id: operation.wallet_id,
-        fingerprint: operation.fingerprint.clone(),
-        accepted_at: operation.accepted_at,
-        reason,
-        balance_after: balance_after.map(|balance| match currency {
-            Some(currency) => currency.format(balance),
-            None => format_decimal(balance),
-        }),
-        processed_at: Some(processed_at),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::MarkerState;
     use crate::ledger::money::Amount;
-    use crate::ledger::types::{OperationId, OperationKind};
+    use crate::ledger::types::{Operation, OperationId, OperationKind, Outcome};
     use bigdecimal::BigDecimal;
     use uuid::Uuid;
 
