@@ -11,7 +11,7 @@ use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, Wal
 use super::reply::{AcceptedReply, Found};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
-use super::{body, wallets, AppState, Problem};
+use super::{body, lookup, AppState, Problem};
 use crate::cache::Marker;
 use crate::ledger::database;
 use crate::ledger::kind::KindError;
@@ -259,7 +259,7 @@ pub async fn status(
             format!("operation {id} does not exist for wallet {wallet_id}"),
         )
     };
-    if wallets::currency(&state, wallet_id, &caller.0.tenant)
+    if lookup::currency(&state, wallet_id, &caller.0.tenant)
         .await?
         .is_none()
     {
@@ -339,7 +339,7 @@ async fn stored(state: &AppState, id: &ScopedId, wallet_id: WalletId) -> Result<
         if record.wallet_id != wallet_id && record.to_wallet_id != Some(wallet_id) {
             return Ok(Stored::OtherWallet);
         }
-        let currency = wallets::find(state, record.wallet_id)
+        let currency = lookup::find(state, record.wallet_id)
             .await?
             .map(|wallet| wallet.currency);
         return Ok(Stored::Found(StatusBody::from_record(&record, currency)));
@@ -419,7 +419,7 @@ pub async fn history(
                 )
             })?,
     };
-    let wallet = wallets::visible(&state, wallet_id, &caller.0.tenant)
+    let wallet = lookup::visible(&state, wallet_id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;

@@ -14,7 +14,7 @@
 use actix_web::http::StatusCode;
 use uuid::Uuid;
 
-use super::{wallets, AppState, Problem};
+use super::{lookup, AppState, Problem};
 use crate::cache::{Marker, MarkerState};
 use crate::clock;
 use crate::ingest::producer::ProduceError;
@@ -121,7 +121,7 @@ fn operation_id(submission: &Submission) -> OperationId {
 
 async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
     let tenant = &submission.tenant;
-    let source = wallets::currency(state, submission.wallet_id, tenant)
+    let source = lookup::currency(state, submission.wallet_id, tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
     submission
@@ -136,7 +136,7 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
                 "a transfer needs two different wallets",
             ));
         }
-        let target_currency = wallets::currency(state, target, tenant)
+        let target_currency = lookup::currency(state, target, tenant)
             .await?
             .ok_or_else(|| {
                 Problem::invalid(
