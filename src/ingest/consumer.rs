@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 use super::health::WorkerHealth;
 use super::reader::PartitionReader;
-use crate::cache::{Cache, CachedWallet, Marker};
+use crate::cache::{self, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
@@ -38,8 +38,8 @@ enum Attempt {
 
 /// How long an idle partition waits before retrying cache writes that failed.
 const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-/// Cache entries written per Redis round trip.
-const CACHE_WRITE_CHUNK: usize = 500;
+/// The first retry of a failed batch or consumer waits twice this.
+const RETRY_STEP: Duration = Duration::from_millis(50);
 /// Statuses kept for Redis while it is unreachable; beyond this they are dropped.
 const STALE_OUTCOMES_MAX: usize = 100_000;
 
@@ -89,8 +89,8 @@ impl PartitionConsumer {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let millis = 50u64.saturating_mul(1 << failures.min(10));
-        Duration::from_millis(millis.min(self.config.retry_backoff_max_ms))
+        let max = Duration::from_millis(self.config.retry_backoff_max_ms);
+        super::backoff(failures, RETRY_STEP, max)
     }
 
     /// Consumes from the stored position until cancelled (Ok) or an error (Err; the caller
@@ -327,7 +327,7 @@ impl PartitionConsumer {
     /// next attempt (after the next batch, or the next idle fetch).
     async fn flush_stale(&self, stale: &mut StaleCache) {
         let wallets: Vec<CachedWallet> = stale.wallets.values().cloned().collect();
-        for chunk in wallets.chunks(CACHE_WRITE_CHUNK) {
+        for chunk in wallets.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.store_balances(chunk).await {
                 tracing::warn!(%error, pending = stale.wallets.len(), "cache refresh failed; will drop the entries instead");
                 stale.forget_balances();
@@ -338,7 +338,7 @@ impl PartitionConsumer {
             }
         }
         let forget: Vec<WalletId> = stale.forget.iter().copied().collect();
-        for chunk in forget.chunks(CACHE_WRITE_CHUNK) {
+        for chunk in forget.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.forget_balances(chunk).await {
                 tracing::warn!(%error, pending = stale.forget.len(), "cache invalidation failed; will retry");
                 return;
@@ -352,7 +352,7 @@ impl PartitionConsumer {
             .iter()
             .map(|(id, marker)| (id.clone(), marker.clone()))
             .collect();
-        for chunk in outcomes.chunks(CACHE_WRITE_CHUNK) {
+        for chunk in outcomes.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.store_outcomes(chunk).await {
                 tracing::warn!(%error, pending = stale.outcomes.len(), "status refresh failed; will retry");
                 return;
