@@ -131,3 +131,7 @@ fn record(
 #[cfg(test)]
 #[path = "rules_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rules_examples.rs"]
+mod examples;
