@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::client::{exchange, Response as Answer};
 use crate::harness::{eventually, Server, Stack};
 
 /// Serves with authentication on; tokens are reloaded every `refresh_ms`.
@@ -74,13 +75,6 @@ async fn creating_a_wallet_answers(
     .await
 }
 
-struct Answer {
-    status: StatusCode,
-    body: Value,
-    challenge: Option<String>,
-    retry_after: Option<String>,
-}
-
 async fn call(
     http: &reqwest::Client,
     base: &str,
@@ -96,24 +90,7 @@ async fn call(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.expect("the API answers");
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    let status = response.status();
-    let challenge = header("www-authenticate");
-    let retry_after = header("retry-after");
-    let body = response.json().await.unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        challenge,
-        retry_after,
-    }
+    exchange(request).await.expect("the API answers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

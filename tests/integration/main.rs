@@ -14,6 +14,8 @@ mod foundation;
 mod fuzz;
 mod guarantees;
 mod harness;
+mod hostile;
+mod lifecycle;
 mod operator;
 mod packaging;
 mod pipeline;
