@@ -19,3 +19,5 @@ mod lifecycle;
 mod operator;
 mod packaging;
 mod pipeline;
+mod refusals;
+mod tenants;
