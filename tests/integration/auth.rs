@@ -93,6 +93,156 @@ pub async fn call(
     exchange(request).await.expect("the API answers")
 }
 
+/// A route as each kind of caller sees it: what its owner gets, and what another tenant gets
+/// in its place.
+struct Route {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    success: StatusCode,
+    hidden: (StatusCode, &'static str),
+}
+
+/// Every route, on `wallet` and its `operation`.
+fn routes(wallet: &str, operation: &str, deposit: &Value) -> Vec<Route> {
+    let operations = format!("/api/v1/wallets/{wallet}/operations");
+    vec![
+        Route {
+            method: Method::POST,
+            path: "/api/v1/wallets".to_owned(),
+            body: Some(json!({"walletId": wallet})),
+            success: StatusCode::OK,
+            hidden: (StatusCode::CONFLICT, "WALLET_EXISTS"),
+        },
+        Route {
+            method: Method::GET,
+            path: format!("/api/v1/wallets/{wallet}"),
+            body: None,
+            success: StatusCode::OK,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/wallet".to_owned(),
+            body: Some(deposit.clone()),
+            success: StatusCode::ACCEPTED,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::POST,
+            path: operations.clone(),
+            body: Some(json!({"operationType": "DEPOSIT", "amount": "1.00"})),
+            success: StatusCode::ACCEPTED,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::GET,
+            path: operations.clone(),
+            body: None,
+            success: StatusCode::OK,
+            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
+        },
+        Route {
+            method: Method::GET,
+            path: format!("{operations}/{operation}"),
+            body: None,
+            success: StatusCode::OK,
+            hidden: (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
+        },
+    ]
+}
+
+/// The tokens of each kind of caller: acme's owner, reader and writer, globex's owner, and
+/// a revoked token.
+struct Tokens<'a> {
+    owner: &'a str,
+    reader: &'a str,
+    writer: &'a str,
+    stranger: &'a str,
+    revoked: &'a str,
+}
+
+/// Calls every route as each kind of caller; returns each answer that was not the documented
+/// one.
+async fn route_failures(
+    http: &reqwest::Client,
+    base: &str,
+    routes: &[Route],
+    tokens: &Tokens<'_>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for route in routes {
+        let wrong_scope = if route.method == Method::GET {
+            tokens.writer
+        } else {
+            tokens.reader
+        };
+        let callers: [(&str, Option<&str>, StatusCode, &str); 6] = [
+            (
+                "no token",
+                None,
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+            ),
+            (
+                "bad token",
+                Some("wlt_not-a-real-token"),
+                StatusCode::UNAUTHORIZED,
+                "INVALID_TOKEN",
+            ),
+            (
+                "revoked token",
+                Some(tokens.revoked),
+                StatusCode::UNAUTHORIZED,
+                "INVALID_TOKEN",
+            ),
+            (
+                "wrong scope",
+                Some(wrong_scope),
+                StatusCode::FORBIDDEN,
+                "INSUFFICIENT_SCOPE",
+            ),
+            (
+                "other tenant",
+                Some(tokens.stranger),
+                route.hidden.0,
+                route.hidden.1,
+            ),
+            ("right token", Some(tokens.owner), route.success, ""),
+        ];
+        for (who, token, status, code) in callers {
+            let answer = call(
+                http,
+                base,
+                route.method.clone(),
+                &route.path,
+                token,
+                route.body.clone(),
+            )
+            .await;
+            let got_code = answer.body["code"].as_str().unwrap_or_default();
+            if answer.status != status || got_code != code {
+                failures.push(format!(
+                    "{} {} as {who}: expected {status} {code}, got {} {}",
+                    route.method, route.path, answer.status, answer.body
+                ));
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && answer
+                    .challenge
+                    .as_deref()
+                    .is_none_or(|c| !c.starts_with("Bearer"))
+            {
+                failures.push(format!(
+                    "{} {} as {who}: no WWW-Authenticate: Bearer",
+                    route.method, route.path
+                ));
+            }
+        }
+    }
+    failures
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_route_answers_each_kind_of_caller_as_documented() {
     let stack = Stack::start(2);
@@ -153,147 +303,55 @@ async fn every_route_answers_each_kind_of_caller_as_documented() {
         .expect("id")
         .to_owned();
 
-    struct Route {
-        method: Method,
-        path: String,
-        body: Option<Value>,
-        success: StatusCode,
-        hidden: (StatusCode, &'static str),
-    }
     let operations = format!("/api/v1/wallets/{wallet}/operations");
-    let routes = [
-        Route {
-            method: Method::POST,
-            path: "/api/v1/wallets".to_owned(),
-            body: Some(json!({"walletId": wallet})),
-            success: StatusCode::OK,
-            hidden: (StatusCode::CONFLICT, "WALLET_EXISTS"),
-        },
-        Route {
-            method: Method::GET,
-            path: format!("/api/v1/wallets/{wallet}"),
-            body: None,
-            success: StatusCode::OK,
-            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
-        },
-        Route {
-            method: Method::POST,
-            path: "/api/v1/wallet".to_owned(),
-            body: Some(deposit.clone()),
-            success: StatusCode::ACCEPTED,
-            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
-        },
-        Route {
-            method: Method::POST,
-            path: operations.clone(),
-            body: Some(json!({"operationType": "DEPOSIT", "amount": "1.00"})),
-            success: StatusCode::ACCEPTED,
-            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
-        },
-        Route {
-            method: Method::GET,
-            path: operations.clone(),
-            body: None,
-            success: StatusCode::OK,
-            hidden: (StatusCode::NOT_FOUND, "WALLET_NOT_FOUND"),
-        },
-        Route {
-            method: Method::GET,
-            path: format!("{operations}/{operation}"),
-            body: None,
-            success: StatusCode::OK,
-            hidden: (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
-        },
-    ];
-    let mut failures = Vec::new();
-    for route in &routes {
-        let wrong_scope = if route.method == Method::GET {
-            &writer
-        } else {
-            &reader
-        };
-        let callers: [(&str, Option<&str>, StatusCode, &str); 6] = [
-            (
-                "no token",
-                None,
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-            ),
-            (
-                "bad token",
-                Some("wlt_not-a-real-token"),
-                StatusCode::UNAUTHORIZED,
-                "INVALID_TOKEN",
-            ),
-            (
-                "revoked token",
-                Some(&revoked),
-                StatusCode::UNAUTHORIZED,
-                "INVALID_TOKEN",
-            ),
-            (
-                "wrong scope",
-                Some(wrong_scope),
-                StatusCode::FORBIDDEN,
-                "INSUFFICIENT_SCOPE",
-            ),
-            (
-                "other tenant",
-                Some(&stranger),
-                route.hidden.0,
-                route.hidden.1,
-            ),
-            ("right token", Some(&owner), route.success, ""),
-        ];
-        for (who, token, status, code) in callers {
-            let answer = call(
-                &http,
-                &base,
-                route.method.clone(),
-                &route.path,
-                token,
-                route.body.clone(),
-            )
-            .await;
-            let got_code = answer.body["code"].as_str().unwrap_or_default();
-            if answer.status != status || got_code != code {
-                failures.push(format!(
-                    "{} {} as {who}: expected {status} {code}, got {} {}",
-                    route.method, route.path, answer.status, answer.body
-                ));
-            }
-            if status == StatusCode::UNAUTHORIZED
-                && answer
-                    .challenge
-                    .as_deref()
-                    .is_none_or(|c| !c.starts_with("Bearer"))
-            {
-                failures.push(format!(
-                    "{} {} as {who}: no WWW-Authenticate: Bearer",
-                    route.method, route.path
-                ));
-            }
-        }
-    }
+    let routes = routes(&wallet, &operation, &deposit);
+    let tokens = Tokens {
+        owner: &owner,
+        reader: &reader,
+        writer: &writer,
+        stranger: &stranger,
+        revoked: &revoked,
+    };
+    let failures = route_failures(&http, &base, &routes, &tokens).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    // A missing wallet and another tenant's answer alike, to the byte but for the id.
+    another_tenants_wallet_is_answered_as_missing(&http, &base, &owner, &their_wallet, &operations)
+        .await;
+
+    let log = std::fs::read_to_string(&server.process.log).expect("server log");
+    for secret in [&owner, &reader, &writer, &stranger, &revoked] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token is in the server log"
+        );
+    }
+}
+
+/// A missing wallet and another tenant's answer alike, to the byte but for the id, and a
+/// transfer to another tenant's wallet finds no wallet.
+async fn another_tenants_wallet_is_answered_as_missing(
+    http: &reqwest::Client,
+    base: &str,
+    owner: &str,
+    their_wallet: &str,
+    operations: &str,
+) {
     let missing = uuid::Uuid::new_v4().to_string();
     let absent = call(
-        &http,
-        &base,
+        http,
+        base,
         Method::GET,
         &format!("/api/v1/wallets/{missing}"),
-        Some(&owner),
+        Some(owner),
         None,
     )
     .await;
     let hidden = call(
-        &http,
-        &base,
+        http,
+        base,
         Method::GET,
         &format!("/api/v1/wallets/{their_wallet}"),
-        Some(&owner),
+        Some(owner),
         None,
     )
     .await;
@@ -304,27 +362,19 @@ async fn every_route_answers_each_kind_of_caller_as_documented() {
             .map(|d| d.replace(&missing, "ID")),
         hidden.body["detail"]
             .as_str()
-            .map(|d| d.replace(&their_wallet, "ID"))
+            .map(|d| d.replace(their_wallet, "ID"))
     );
     let across = call(
-        &http,
-        &base,
+        http,
+        base,
         Method::POST,
-        &operations,
-        Some(&owner),
+        operations,
+        Some(owner),
         Some(json!({"operationType": "TRANSFER", "amount": "1.00", "toWalletId": their_wallet})),
     )
     .await;
     assert_eq!(across.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(across.body["code"], "TARGET_WALLET_NOT_FOUND");
-
-    let log = std::fs::read_to_string(&server.process.log).expect("server log");
-    for secret in [&owner, &reader, &writer, &stranger, &revoked] {
-        assert!(
-            !log.contains(secret.as_str()),
-            "a token is in the server log"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -41,50 +41,7 @@ async fn tenants_under_concurrent_load_never_see_each_other() {
     for token in &tokens {
         let (http, base, token) = (http.clone(), server.base.clone(), token.clone());
         loads.push(tokio::spawn(async move {
-            let mut wallets = Vec::new();
-            for _ in 0..4 {
-                let created = call(
-                    &http,
-                    &base,
-                    Method::POST,
-                    "/api/v1/wallets",
-                    Some(&token),
-                    None,
-                )
-                .await;
-                wallets.push(
-                    created.body["walletId"]
-                        .as_str()
-                        .expect("walletId")
-                        .to_owned(),
-                );
-            }
-            let mut operations = Vec::new();
-            for round in 0..40 {
-                // Each transfer moves part of the deposit just made, so every one succeeds.
-                let from = &wallets[(round / 2) % wallets.len()];
-                let to = &wallets[(round / 2 + 1) % wallets.len()];
-                let body = if round % 2 == 0 {
-                    json!({"operationType": "DEPOSIT", "amount": "5.00"})
-                } else {
-                    json!({"operationType": "TRANSFER", "amount": "1.00", "toWalletId": to})
-                };
-                let answer = call(
-                    &http,
-                    &base,
-                    Method::POST,
-                    &format!("/api/v1/wallets/{from}/operations"),
-                    Some(&token),
-                    Some(body),
-                )
-                .await;
-                assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
-                operations.push((
-                    from.clone(),
-                    answer.body["operationId"].as_str().expect("id").to_owned(),
-                ));
-            }
-            (wallets, operations)
+            tenant_load(&http, &base, &token).await
         }));
     }
     let mut results = Vec::new();
@@ -109,69 +66,19 @@ async fn tenants_under_concurrent_load_never_see_each_other() {
         })
         .await;
         assert!(settled, "{}'s operations were not processed", tenants[mine]);
-        for wallet in wallets {
-            let history = call(
-                &http,
-                &server.base,
-                Method::GET,
-                &format!("/api/v1/wallets/{wallet}/operations?limit=1000"),
-                Some(&tokens[mine]),
-                None,
-            )
-            .await;
-            for item in history.body["items"].as_array().expect("items") {
-                for field in ["walletId", "toWalletId"] {
-                    if let Some(id) = item[field].as_str() {
-                        assert!(
-                            wallets.iter().any(|w| w == id),
-                            "{} sees {id} of another tenant",
-                            tenants[mine]
-                        );
-                    }
-                }
-            }
-        }
-        for wallet in their_wallets {
-            for path in [
-                format!("/api/v1/wallets/{wallet}"),
-                format!("/api/v1/wallets/{wallet}/operations"),
-            ] {
-                let answer = call(
-                    &http,
-                    &server.base,
-                    Method::GET,
-                    &path,
-                    Some(&tokens[mine]),
-                    None,
-                )
-                .await;
-                assert_eq!(
-                    answer.status,
-                    StatusCode::NOT_FOUND,
-                    "{} reads {path}",
-                    tenants[mine]
-                );
-            }
-        }
-        for (wallet, operation) in their_operations.iter().take(5) {
-            let answer = call(
-                &http,
-                &server.base,
-                Method::GET,
-                &format!("/api/v1/wallets/{wallet}/operations/{operation}"),
-                Some(&tokens[mine]),
-                None,
-            )
-            .await;
-            assert_eq!(answer.status, StatusCode::NOT_FOUND);
-        }
+        sees_only_its_own(
+            &http,
+            &server.base,
+            &tokens[mine],
+            tenants[mine],
+            wallets,
+            their_wallets,
+            their_operations,
+        )
+        .await;
     }
     // Every event names its wallet's tenant, so consumers can keep tenants apart too.
-    let (database, connection) =
-        tokio_postgres::connect(&stack.postgres.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-    tokio::spawn(connection);
+    let database = crate::client::database(&stack.postgres.url()).await;
     let relayed = eventually(Duration::from_secs(30), || async {
         let row = database
             .query_one("SELECT count(*) FROM outbox", &[])
@@ -193,4 +100,118 @@ async fn tenants_under_concurrent_load_never_see_each_other() {
         }
     }
     assert!(checked >= 2 * (4 + 40), "only {checked} events checked");
+}
+
+/// One tenant's load: four wallets, then forty deposits and transfers among them. Returns
+/// the wallets and each (wallet, operation) accepted.
+async fn tenant_load(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut wallets = Vec::new();
+    for _ in 0..4 {
+        let created = call(
+            http,
+            base,
+            Method::POST,
+            "/api/v1/wallets",
+            Some(token),
+            None,
+        )
+        .await;
+        wallets.push(
+            created.body["walletId"]
+                .as_str()
+                .expect("walletId")
+                .to_owned(),
+        );
+    }
+    let mut operations = Vec::new();
+    for round in 0..40 {
+        // Each transfer moves part of the deposit just made, so every one succeeds.
+        let from = &wallets[(round / 2) % wallets.len()];
+        let to = &wallets[(round / 2 + 1) % wallets.len()];
+        let body = if round % 2 == 0 {
+            json!({"operationType": "DEPOSIT", "amount": "5.00"})
+        } else {
+            json!({"operationType": "TRANSFER", "amount": "1.00", "toWalletId": to})
+        };
+        let answer = call(
+            http,
+            base,
+            Method::POST,
+            &format!("/api/v1/wallets/{from}/operations"),
+            Some(token),
+            Some(body),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        operations.push((
+            from.clone(),
+            answer.body["operationId"].as_str().expect("id").to_owned(),
+        ));
+    }
+    (wallets, operations)
+}
+
+/// What `token`'s tenant (`tenant`, owning `wallets`) sees: its own histories hold only its
+/// own wallets, and the other tenant's wallets and operations are not found.
+async fn sees_only_its_own(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    tenant: &str,
+    wallets: &[String],
+    their_wallets: &[String],
+    their_operations: &[(String, String)],
+) {
+    for wallet in wallets {
+        let history = call(
+            http,
+            base,
+            Method::GET,
+            &format!("/api/v1/wallets/{wallet}/operations?limit=1000"),
+            Some(token),
+            None,
+        )
+        .await;
+        for item in history.body["items"].as_array().expect("items") {
+            for field in ["walletId", "toWalletId"] {
+                if let Some(id) = item[field].as_str() {
+                    assert!(
+                        wallets.iter().any(|w| w == id),
+                        "{} sees {id} of another tenant",
+                        tenant
+                    );
+                }
+            }
+        }
+    }
+    for wallet in their_wallets {
+        for path in [
+            format!("/api/v1/wallets/{wallet}"),
+            format!("/api/v1/wallets/{wallet}/operations"),
+        ] {
+            let answer = call(http, base, Method::GET, &path, Some(token), None).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::NOT_FOUND,
+                "{} reads {path}",
+                tenant
+            );
+        }
+    }
+    for (wallet, operation) in their_operations.iter().take(5) {
+        let answer = call(
+            http,
+            base,
+            Method::GET,
+            &format!("/api/v1/wallets/{wallet}/operations/{operation}"),
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    }
 }
