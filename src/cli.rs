@@ -230,38 +230,36 @@ impl Cli {
     /// The flags that were given, shaped like the configuration tree so they can be merged
     /// over the file and the environment.
     pub fn config_overrides(&self) -> Value {
-        let mut tree = Map::new();
         let global = &self.global;
-        set(
-            &mut tree,
-            "database",
-            "url",
-            global.database_url.as_ref().map(|v| json!(v)),
-        );
-        set(
-            &mut tree,
-            "redis",
-            "url",
-            global.redis_url.as_ref().map(|v| json!(v)),
-        );
-        set(
-            &mut tree,
-            "kafka",
-            "brokers",
-            global.brokers.as_ref().map(|v| json!(v)),
-        );
-        set(
-            &mut tree,
-            "log",
-            "level",
-            global.log_level.as_ref().map(|v| json!(v)),
-        );
-        set(
-            &mut tree,
-            "log",
-            "format",
-            global.log_format.as_ref().map(|v| json!(v)),
-        );
+        let mut flags = vec![
+            (
+                "database",
+                "url",
+                global.database_url.as_ref().map(|v| json!(v)),
+            ),
+            ("redis", "url", global.redis_url.as_ref().map(|v| json!(v))),
+            (
+                "kafka",
+                "brokers",
+                global.brokers.as_ref().map(|v| json!(v)),
+            ),
+            ("log", "level", global.log_level.as_ref().map(|v| json!(v))),
+            (
+                "log",
+                "format",
+                global.log_format.as_ref().map(|v| json!(v)),
+            ),
+        ];
+        flags.extend(self.command_flags());
+        let mut tree = Map::new();
+        for (section, key, value) in flags {
+            set(&mut tree, section, key, value);
+        }
+        Value::Object(tree)
+    }
+
+    /// The configuration flags of the subcommand, as (section, key, value if given).
+    fn command_flags(&self) -> Vec<(&'static str, &'static str, Option<Value>)> {
         let (serve, work) = match &self.command {
             Command::Serve(serve) => (Some(serve), None),
             Command::Work(work) => (None, Some(work)),
@@ -270,38 +268,22 @@ impl Cli {
                 (None, None)
             }
             Command::Migrate(migrate) => {
-                set(
-                    &mut tree,
-                    "kafka",
-                    "partitions",
-                    migrate.partitions.map(|v| json!(v)),
-                );
-                (None, None)
+                let partitions = migrate.partitions.map(|v| json!(v));
+                return vec![("kafka", "partitions", partitions)];
             }
         };
+        let mut flags = Vec::new();
         if let Some(serve) = serve {
-            set(
-                &mut tree,
-                "http",
-                "listen",
-                serve.listen.map(|v| json!(v.to_string())),
-            );
+            let listen = serve.listen.map(|v| json!(v.to_string()));
+            flags.push(("http", "listen", listen));
         }
         if let Some(work) = work {
-            set(
-                &mut tree,
-                "worker",
-                "batch_records_max",
-                work.batch_records_max.map(|v| json!(v)),
-            );
-            set(
-                &mut tree,
-                "worker",
-                "batch_linger_ms",
-                work.batch_linger_ms.map(|v| json!(v)),
-            );
+            let records = work.batch_records_max.map(|v| json!(v));
+            flags.push(("worker", "batch_records_max", records));
+            let linger = work.batch_linger_ms.map(|v| json!(v));
+            flags.push(("worker", "batch_linger_ms", linger));
         }
-        Value::Object(tree)
+        flags
     }
 }
 

@@ -8,6 +8,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use checks::CHECKS;
+
+mod checks;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -257,101 +261,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 22] = [
-            (
-                self.http.body_bytes_max >= 256,
-                "http.body_bytes_max must be at least 256",
-            ),
-            (self.http.workers >= 1, "http.workers must be at least 1"),
-            (
-                (1..=60_000).contains(&self.http.readiness_timeout_ms),
-                "http.readiness_timeout_ms must be between 1 and 60000",
-            ),
-            (
-                (100..=600_000).contains(&self.http.request_timeout_ms),
-                "http.request_timeout_ms must be between 100 and 600000",
-            ),
-            (
-                self.http.connections_max >= 1,
-                "http.connections_max must be at least 1",
-            ),
-            (
-                self.worker.metrics_listen.is_empty()
-                    || self.worker.metrics_listen.parse::<SocketAddr>().is_ok(),
-                "worker.metrics_listen must be empty or an address like 0.0.0.0:9187",
-            ),
-            (
-                self.worker.lease_lapse_ms == 0
-                    || (self.worker.lease_lapse_ms >= 1_000
-                        && self.worker.lease_lapse_ms >= 2 * self.worker.rebalance_interval_ms),
-                "worker.lease_lapse_ms must be 0 (derived) or at least 1000 and twice worker.rebalance_interval_ms",
-            ),
-            (
-                // A request that crashed mid-produce frees its id when its marker expires;
-                // by then its produce must have ended, landed or not.
-                self.redis.accepting_ttl_s.saturating_mul(1_000) > self.kafka.request_timeout_ms,
-                "redis.accepting_ttl_s must be longer than kafka.request_timeout_ms",
-            ),
-            (
-                (10..=60_000).contains(&self.auth.refresh_interval_ms),
-                "auth.refresh_interval_ms must be between 10 and 60000",
-            ),
-            (
-                self.auth.rate_limit_per_s >= 1 && self.auth.rate_limit_burst >= 1,
-                "auth.rate_limit_per_s and auth.rate_limit_burst must be at least 1",
-            ),
-            (
-                self.auth.public.iter().all(|endpoint| {
-                    ["healthz", "readyz", "metrics", "docs"].contains(&endpoint.as_str())
-                }),
-                "auth.public may list only healthz, readyz, metrics and docs",
-            ),
-            (
-                (1..=3_600).contains(&self.worker.shutdown_timeout_s),
-                "worker.shutdown_timeout_s must be between 1 and 3600",
-            ),
-            (
-                self.http.history_limit_max >= 1,
-                "http.history_limit_max must be at least 1",
-            ),
-            (
-                self.database.pool_size >= 2,
-                "database.pool_size must be at least 2",
-            ),
-            (
-                !self.kafka.broker_list().is_empty(),
-                "kafka.brokers must name at least one broker",
-            ),
-            (
-                (1..=1024).contains(&self.kafka.partitions),
-                "kafka.partitions must be between 1 and 1024",
-            ),
-            (
-                self.kafka.replication_factor >= 1,
-                "kafka.replication_factor must be at least 1",
-            ),
-            (
-                (512..=1_000_000).contains(&self.kafka.produce_batch_bytes_max),
-                "kafka.produce_batch_bytes_max must be between 512 and 1000000",
-            ),
-            (
-                (1..=100_000).contains(&self.worker.batch_records_max),
-                "worker.batch_records_max must be between 1 and 100000",
-            ),
-            (
-                self.worker.fetch_bytes_max >= 1024,
-                "worker.fetch_bytes_max must be at least 1024",
-            ),
-            (
-                (0..=1_000).contains(&self.worker.fetch_wait_ms),
-                "worker.fetch_wait_ms must be between 0 and 1000",
-            ),
-            (
-                (1..=100_000).contains(&self.worker.relay_batch_max),
-                "worker.relay_batch_max must be between 1 and 100000",
-            ),
-        ];
-        match checks.iter().find(|(ok, _)| !ok) {
+        match CHECKS.iter().find(|(ok, _)| !ok(self)) {
             Some((_, message)) => Err(ConfigError::Value((*message).to_owned())),
             None => Ok(()),
         }

@@ -57,7 +57,8 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
 pub fn serve(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
-        let application = build_api(&config, None).await?;
+        let (pool, cache) = connect_stores(&config).await?;
+        let application = build_api(&config, pool, cache, None).await?;
         tracing::info!(port = application.port, "serving the API");
         application.server.await.context("HTTP server")
     })
@@ -89,13 +90,17 @@ pub fn work(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// `wallet run`: the API and a worker in one process.
+/// `wallet run`: the API and a worker in one process, sharing one PostgreSQL pool (so the
+/// process holds at most `database.pool_size` connections) and one Redis connection. The pool
+/// is the worker's: its session bounds only ever end work that holds locks or a transaction,
+/// which no request does.
 pub fn run(config: Config) -> anyhow::Result<()> {
     crate::telemetry::init_metrics()?;
     runtime()?.block_on(async {
         let health = WorkerHealth::default();
-        let application = build_api(&config, Some(health.clone())).await?;
         let (pool, cache) = connect_worker_stores(&config).await?;
+        let application =
+            build_api(&config, pool.clone(), cache.clone(), Some(health.clone())).await?;
         let shutdown = shutdown_on_signal();
         tracing::info!(
             port = application.port,
@@ -301,8 +306,12 @@ async fn connect(
 }
 
 /// `worker` is the health of the worker running in the same process, if any.
-async fn build_api(config: &Config, worker: Option<WorkerHealth>) -> anyhow::Result<Application> {
-    let (pool, cache) = connect_stores(config).await?;
+async fn build_api(
+    config: &Config,
+    pool: deadpool_postgres::Pool,
+    cache: Cache,
+    worker: Option<WorkerHealth>,
+) -> anyhow::Result<Application> {
     let producer = OperationProducer::connect(&config.kafka).await?;
     let tokens = Arc::new(TokenRegistry::new(&config.auth)?);
     if tokens.enabled() {

@@ -169,7 +169,10 @@ pub fn money_problem(error: &MoneyError) -> Problem {
         MoneyError::UnsupportedCurrency(_) => {
             Problem::invalid("UNSUPPORTED_CURRENCY", "currency", error.to_string())
         }
-        _ => invalid_amount(error.to_string()),
+        MoneyError::Malformed(_)
+        | MoneyError::NotPositive
+        | MoneyError::TooLarge
+        | MoneyError::TooPrecise { .. } => invalid_amount(error.to_string()),
     }
 }
 

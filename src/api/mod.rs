@@ -7,6 +7,7 @@ mod directory;
 mod edge;
 mod extract;
 mod health;
+mod lookup;
 mod openapi;
 mod operations;
 mod problem;

@@ -11,9 +11,10 @@ use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, Wal
 use super::reply::{AcceptedReply, Found};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
-use super::{body, wallets, AppState, Problem};
-use crate::cache::{Marker, MarkerState};
+use super::{body, lookup, AppState, Problem};
+use crate::cache::Marker;
 use crate::ledger::database;
+use crate::ledger::kind::KindError;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
@@ -127,29 +128,14 @@ fn parse(
         Problem::invalid(
             "INVALID_OPERATION_TYPE",
             "operationType",
-            "operationType must be DEPOSIT, WITHDRAW or TRANSFER",
+            format!(
+                "operationType must be {}",
+                OperationType::listed(OperationType::ALL)
+            ),
         )
     })?;
     let target = uuid("toWalletId", input.to_wallet_id)?.map(WalletId);
-    let kind = match (operation_type, target) {
-        (OperationType::Deposit, None) => OperationKind::Deposit,
-        (OperationType::Withdraw, None) => OperationKind::Withdraw,
-        (OperationType::Transfer, Some(target)) => OperationKind::Transfer { target },
-        (OperationType::Transfer, None) => {
-            return Err(Problem::invalid(
-                "MISSING_FIELD",
-                "toWalletId",
-                "a TRANSFER needs toWalletId",
-            ))
-        }
-        (_, Some(_)) => {
-            return Err(Problem::invalid(
-                "UNEXPECTED_FIELD",
-                "toWalletId",
-                "only a TRANSFER has toWalletId",
-            ))
-        }
-    };
+    let kind = OperationKind::from_fields(operation_type, target).map_err(kind_problem)?;
     let amount = body::amount(&input.amount.0)?;
     let id = match (uuid("operationId", input.operation_id)?, key) {
         (Some(id), _) => IdSource::Explicit(OperationId(id)),
@@ -163,6 +149,29 @@ fn parse(
         amount,
         id,
     })
+}
+
+fn kind_problem(error: KindError) -> Problem {
+    match error {
+        KindError::MissingTarget(operation_type) => Problem::invalid(
+            "MISSING_FIELD",
+            "toWalletId",
+            format!("a {} needs toWalletId", operation_type.as_str()),
+        ),
+        KindError::UnexpectedTarget(_) => {
+            let with_target = OperationType::ALL
+                .into_iter()
+                .filter(|kind| kind.effect().credits_target);
+            Problem::invalid(
+                "UNEXPECTED_FIELD",
+                "toWalletId",
+                format!(
+                    "only a {} has toWalletId",
+                    OperationType::listed(with_target)
+                ),
+            )
+        }
+    }
 }
 
 /// An operation and its outcome. While PENDING only the ids, status and `acceptedAt` are
@@ -250,7 +259,7 @@ pub async fn status(
             format!("operation {id} does not exist for wallet {wallet_id}"),
         )
     };
-    if wallets::currency(&state, wallet_id, &caller.0.tenant)
+    if lookup::currency(&state, wallet_id, &caller.0.tenant)
         .await?
         .is_none()
     {
@@ -279,7 +288,7 @@ pub async fn status(
     // before producing; an `Uncertain` one a request whose produce failed: nothing the client
     // was told is accepted, so nothing to show yet.
     let marker = marker
-        .filter(|marker| marker.state == MarkerState::Pending)
+        .filter(|marker| marker.state.status() == Some(OperationStatus::Pending))
         .ok_or_else(not_found)?;
     Ok(Found(StatusBody {
         operation_id: id,
@@ -297,10 +306,9 @@ pub async fn status(
 
 /// The final status a worker left in the cache, if it did.
 fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
-    let status = match marker.state {
-        MarkerState::Processed => OperationStatus::Processed,
-        MarkerState::Failed => OperationStatus::Failed,
-        MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => return None,
+    let status = match marker.state.status()? {
+        OperationStatus::Pending => return None,
+        status @ (OperationStatus::Processed | OperationStatus::Failed) => status,
     };
     Some(StatusBody {
         operation_id: id,
@@ -331,7 +339,7 @@ async fn stored(state: &AppState, id: &ScopedId, wallet_id: WalletId) -> Result<
         if record.wallet_id != wallet_id && record.to_wallet_id != Some(wallet_id) {
             return Ok(Stored::OtherWallet);
         }
-        let currency = wallets::find(state, record.wallet_id)
+        let currency = lookup::find(state, record.wallet_id)
             .await?
             .map(|wallet| wallet.currency);
         return Ok(Stored::Found(StatusBody::from_record(&record, currency)));
@@ -411,7 +419,7 @@ pub async fn history(
                 )
             })?,
     };
-    let wallet = wallets::visible(&state, wallet_id, &caller.0.tenant)
+    let wallet = lookup::visible(&state, wallet_id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;

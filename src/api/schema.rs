@@ -49,28 +49,20 @@ impl Apiv2Schema for Currency {
 
 impl Apiv2Schema for OperationStatus {
     fn raw_schema() -> DefaultSchemaRaw {
-        let all = [
-            OperationStatus::Pending,
-            OperationStatus::Processed,
-            OperationStatus::Failed,
-        ];
         string_enum(
             "PENDING until a worker applies the operation, then PROCESSED or FAILED (see `reason`)",
-            all.into_iter().map(OperationStatus::as_str),
+            OperationStatus::ALL
+                .into_iter()
+                .map(OperationStatus::as_str),
         )
     }
 }
 
 impl Apiv2Schema for OperationType {
     fn raw_schema() -> DefaultSchemaRaw {
-        let all = [
-            OperationType::Deposit,
-            OperationType::Withdraw,
-            OperationType::Transfer,
-        ];
         string_enum(
-            "DEPOSIT and WITHDRAW change one wallet; TRANSFER moves money to `toWalletId`",
-            all.into_iter().map(OperationType::as_str),
+            OperationType::SUMMARY,
+            OperationType::ALL.into_iter().map(OperationType::as_str),
         )
     }
 }

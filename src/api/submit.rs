@@ -13,11 +13,10 @@
 //! asks PostgreSQL nothing, which is what lets one wallet take thousands of operations a second.
 
 use actix_web::http::StatusCode;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{wallets, AppState, Problem};
-use crate::cache::{Marker, MarkerState};
+use super::{lookup, AppState, Problem};
+use crate::cache::Marker;
 use crate::clock;
 use crate::ingest::producer::ProduceError;
 use crate::ledger::money::Amount;
@@ -56,20 +55,14 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
         kind: submission.kind,
-        fingerprint: fingerprint(&submission),
+        fingerprint: submission
+            .kind
+            .fingerprint(submission.wallet_id, &submission.amount),
         amount: submission.amount,
         accepted_at: clock::now(),
         tenant: submission.tenant,
     };
-    let accepting = Marker {
-        state: MarkerState::Accepting,
-        wallet_id: operation.wallet_id,
-        fingerprint: operation.fingerprint.clone(),
-        accepted_at: operation.accepted_at,
-        reason: None,
-        balance_after: None,
-        processed_at: None,
-    };
+    let accepting = Marker::accepting(&operation);
     let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
         Ok(claimed) => claimed,
         Err(error) => {
@@ -96,13 +89,7 @@ async fn produce(
 ) -> Result<Accepted, Problem> {
     let id = operation.scoped_id();
     let produced = state.producer.produce(operation).await;
-    let next = Marker {
-        state: match produced {
-            Ok(_) => MarkerState::Pending,
-            Err(_) => MarkerState::Uncertain,
-        },
-        ..own.clone()
-    };
+    let next = own.produced(produced.is_ok());
     if next != *own {
         if let Err(error) = state.cache.replace_own(&id, own, &next).await {
             tracing::warn!(%error, state = ?next.state, "cannot update the idempotency marker");
@@ -135,7 +122,7 @@ fn operation_id(submission: &Submission) -> OperationId {
 
 async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
     let tenant = &submission.tenant;
-    let source = wallets::currency(state, submission.wallet_id, tenant)
+    let source = lookup::currency(state, submission.wallet_id, tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
     submission
@@ -150,7 +137,7 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
                 "a transfer needs two different wallets",
             ));
         }
-        let target_currency = wallets::currency(state, target, tenant)
+        let target_currency = lookup::currency(state, target, tenant)
             .await?
             .ok_or_else(|| {
                 Problem::invalid(
@@ -181,45 +168,21 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
     if marker.fingerprint != operation.fingerprint || marker.wallet_id != operation.wallet_id {
         return Err(key_reused());
     }
-    let status = match marker.state {
-        MarkerState::Accepting if state.cache.still_accepting(&marker, clock::now()) => {
-            return Err(in_flight())
-        }
-        MarkerState::Accepting | MarkerState::Uncertain => {
-            let first = Operation {
-                accepted_at: marker.accepted_at,
-                ..operation
-            };
-            return produce(state, &first, &marker).await;
-        }
-        MarkerState::Pending => OperationStatus::Pending,
-        MarkerState::Processed => OperationStatus::Processed,
-        MarkerState::Failed => OperationStatus::Failed,
+    if let Some(status) = marker.state.status() {
+        return Ok(Accepted {
+            id: operation.id,
+            wallet_id: operation.wallet_id,
+            status,
+        });
+    }
+    if state.cache.still_accepting(&marker, clock::now()) {
+        return Err(in_flight());
+    }
+    let first = Operation {
+        accepted_at: marker.accepted_at,
+        ..operation
     };
-    Ok(Accepted {
-        id: operation.id,
-        wallet_id: operation.wallet_id,
-        status,
-    })
-}
-
-/// Identifies what a request asks for, so a reused key with other content is recognised.
-/// Amounts are compared by value (`10.5` equals `10.50`).
-fn fingerprint(submission: &Submission) -> String {
-    let target = submission
-        .kind
-        .target()
-        .map(|target| target.to_string())
-        .unwrap_or_default();
-    let canonical = format!(
-        "{}|{}|{}|{}",
-        submission.wallet_id,
-        submission.kind.operation_type().as_str(),
-        submission.amount,
-        target
-    );
-    let digest = Sha256::digest(canonical.as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    produce(state, &first, &marker).await
 }
 
 fn key_reused() -> Problem {

@@ -15,7 +15,6 @@ use super::load::{plan, Sent};
 use super::{BenchOptions, FUNDING};
 use crate::config::DatabaseConfig;
 use crate::ledger::database;
-use crate::ledger::types::OperationType;
 
 /// Its own schema, so the baseline never touches the service's ledger.
 const SCHEMA: &str = "
@@ -86,14 +85,11 @@ async fn drive(
 async fn apply(client: &Client, operation: &Sent, wallets: &[Uuid]) -> anyhow::Result<()> {
     let source = wallets[operation.source];
     let amount = operation.amount.clone();
-    let legs: Vec<(Uuid, BigDecimal)> = match (operation.operation_type, operation.target) {
-        (OperationType::Deposit, _) => vec![(source, amount)],
-        (OperationType::Withdraw, _) => vec![(source, -amount)],
-        (OperationType::Transfer, Some(target)) => {
-            vec![(source, -amount.clone()), (wallets[target], amount)]
-        }
-        (OperationType::Transfer, None) => vec![(source, amount)],
-    };
+    let effect = operation.operation_type.effect();
+    let mut legs: Vec<(Uuid, BigDecimal)> = vec![(source, effect.source.signed(&amount))];
+    if let Some(target) = operation.target {
+        legs.push((wallets[target], amount));
+    }
     let mut ids: Vec<Uuid> = legs.iter().map(|(id, _)| *id).collect();
     ids.sort();
     client.batch_execute("BEGIN").await?;

@@ -196,11 +196,11 @@ async fn drive(
 
 pub fn plan(rng: &mut impl Rng, options: &BenchOptions, wallets: usize) -> Sent {
     let mut operation_type = options.mix.pick(rng);
-    if wallets < 2 && operation_type == OperationType::Transfer {
+    if wallets < 2 && operation_type.effect().credits_target {
         operation_type = OperationType::Deposit;
     }
     let source = rng.random_range(0..wallets);
-    let target = (operation_type == OperationType::Transfer).then(|| {
+    let target = operation_type.effect().credits_target.then(|| {
         let offset = rng.random_range(1..wallets);
         (source + offset) % wallets
     });

@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 use super::load::{new_histogram, BenchWallet, Sent};
 use super::{BenchOptions, FUNDING};
-use crate::ledger::types::OperationType;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -169,6 +168,16 @@ async fn history(
     }
 }
 
+/// Counts of each kind of violation found.
+type Violations = BTreeMap<&'static str, u64>;
+
+fn violation(violations: &mut Violations, kind: &'static str) {
+    *violations.entry(kind).or_default() += 1;
+}
+
+/// (operation, wallet position) → the journal entries found for it.
+type Found<'a> = HashMap<(Uuid, usize), Vec<&'a HistoryEntry>>;
+
 fn check(
     wallets: &[BenchWallet],
     sent: &[Sent],
@@ -182,8 +191,8 @@ fn check(
         first_accepted: None,
         last_processed: None,
     };
-    let mut violations: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut violation = |kind: &'static str| *violations.entry(kind).or_default() += 1;
+    let mut violations = Violations::new();
+    let found = journal(wallets, histories, &mut violations);
     let index: HashMap<Uuid, usize> = wallets
         .iter()
         .enumerate()
@@ -191,20 +200,64 @@ fn check(
         .collect();
     let funding: BigDecimal = FUNDING.parse()?;
     let mut expected: Vec<BigDecimal> = vec![funding; wallets.len()];
-    // (operation, wallet) → the entries found for it.
-    let mut found: HashMap<(Uuid, usize), Vec<&HistoryEntry>> = HashMap::new();
+    for operation in sent {
+        let Some(source_entries) = found.get(&(operation.id, operation.source)) else {
+            if histories[operation.source].is_some() {
+                violation(&mut violations, "accepted operation never applied");
+            }
+            continue;
+        };
+        if source_entries.len() != 1 {
+            violation(&mut violations, "operation applied more than once");
+        }
+        let entry = source_entries[0];
+        if index.get(&entry.wallet_id) != Some(&operation.source) {
+            violation(&mut violations, "operation recorded on the wrong wallet");
+        }
+        record_timing(&mut verification, entry);
+        check_applied(
+            operation,
+            entry,
+            &found,
+            &mut expected,
+            &mut verification,
+            &mut violations,
+        )?;
+    }
+    for (position, history) in histories.iter().enumerate() {
+        if let Some(Settled { balance, .. }) = history {
+            if balance.parse::<BigDecimal>().ok().as_ref() != Some(&expected[position]) {
+                violation(
+                    &mut violations,
+                    "balance differs from the processed operations",
+                );
+            }
+        }
+    }
+    verification.violations = violations;
+    Ok(verification)
+}
+
+/// Every settled wallet's entries by operation, checking each history on the way: versions
+/// gapless, no negative balance, the funding deposit present.
+fn journal<'a>(
+    wallets: &[BenchWallet],
+    histories: &'a [Option<Settled>],
+    violations: &mut Violations,
+) -> Found<'a> {
+    let mut found = Found::new();
     for (position, history) in histories.iter().enumerate() {
         let Some(Settled {
             version, entries, ..
         }) = history
         else {
-            violation("wallet did not settle in time");
+            violation(violations, "wallet did not settle in time");
             continue;
         };
         let mut versions: Vec<i64> = entries.iter().map(|entry| entry.version).collect();
         versions.sort_unstable();
         if versions != (1..=*version).collect::<Vec<i64>>() {
-            violation("versions not gapless");
+            violation(violations, "versions not gapless");
         }
         for entry in entries {
             if entry
@@ -212,7 +265,7 @@ fn check(
                 .parse::<BigDecimal>()
                 .map_or(true, |balance| balance < BigDecimal::zero())
             {
-                violation("negative balance");
+                violation(violations, "negative balance");
             }
             found
                 .entry((entry.operation_id, position))
@@ -223,68 +276,60 @@ fn check(
             .iter()
             .any(|entry| entry.operation_id == wallets[position].funding)
         {
-            violation("funding deposit missing");
+            violation(violations, "funding deposit missing");
         }
     }
-    let mut first_accepted: Option<DateTime<Utc>> = None;
-    let mut last_processed: Option<DateTime<Utc>> = None;
-    for operation in sent {
-        let Some(source_entries) = found.get(&(operation.id, operation.source)) else {
-            if histories[operation.source].is_some() {
-                violation("accepted operation never applied");
-            }
-            continue;
-        };
-        if source_entries.len() != 1 {
-            violation("operation applied more than once");
+    found
+}
+
+/// Widens the run's window of acceptance and processing, and records the entry's latency.
+fn record_timing(verification: &mut Verification, entry: &HistoryEntry) {
+    verification.first_accepted = verification
+        .first_accepted
+        .min(Some(entry.accepted_at))
+        .or(Some(entry.accepted_at));
+    verification.last_processed = verification.last_processed.max(Some(entry.processed_at));
+    let latency = (entry.processed_at - entry.accepted_at)
+        .num_microseconds()
+        .unwrap_or(0)
+        .max(1) as u64;
+    verification.processed_latency_us.saturating_record(latency);
+}
+
+/// Checks what the operation's source entry moved, and adds it (and a transfer's credit) to
+/// the balances expected.
+fn check_applied(
+    operation: &Sent,
+    entry: &HistoryEntry,
+    found: &Found,
+    expected: &mut [BigDecimal],
+    verification: &mut Verification,
+    violations: &mut Violations,
+) -> anyhow::Result<()> {
+    let delta: BigDecimal = entry.delta.parse()?;
+    if entry.status != "PROCESSED" {
+        verification.failed += 1;
+        if !delta.is_zero() {
+            violation(violations, "failed operation moved money");
         }
-        let entry = source_entries[0];
-        if index.get(&entry.wallet_id) != Some(&operation.source) {
-            violation("operation recorded on the wrong wallet");
-        }
-        first_accepted = first_accepted
-            .min(Some(entry.accepted_at))
-            .or(Some(entry.accepted_at));
-        last_processed = last_processed.max(Some(entry.processed_at));
-        let latency = (entry.processed_at - entry.accepted_at)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(1) as u64;
-        verification.processed_latency_us.saturating_record(latency);
-        let delta: BigDecimal = entry.delta.parse()?;
-        if entry.status != "PROCESSED" {
-            verification.failed += 1;
-            if !delta.is_zero() {
-                violation("failed operation moved money");
-            }
-            continue;
-        }
-        verification.processed += 1;
-        let signed = match operation.operation_type {
-            OperationType::Deposit => operation.amount.clone(),
-            OperationType::Withdraw | OperationType::Transfer => -operation.amount.clone(),
-        };
-        if delta != signed {
-            violation("entry delta differs from the operation");
-        }
-        expected[operation.source] += &signed;
-        if let Some(target) = operation.target {
-            match found.get(&(operation.id, target)).map(Vec::len) {
-                Some(1) => expected[target] += &operation.amount,
-                Some(_) => violation("transfer credited more than once"),
-                None => violation("transfer never credited"),
-            }
+        return Ok(());
+    }
+    verification.processed += 1;
+    let signed = operation
+        .operation_type
+        .effect()
+        .source
+        .signed(&operation.amount);
+    if delta != signed {
+        violation(violations, "entry delta differs from the operation");
+    }
+    expected[operation.source] += &signed;
+    if let Some(target) = operation.target {
+        match found.get(&(operation.id, target)).map(Vec::len) {
+            Some(1) => expected[target] += &operation.amount,
+            Some(_) => violation(violations, "transfer credited more than once"),
+            None => violation(violations, "transfer never credited"),
         }
     }
-    for (position, history) in histories.iter().enumerate() {
-        if let Some(Settled { balance, .. }) = history {
-            if balance.parse::<BigDecimal>().ok().as_ref() != Some(&expected[position]) {
-                violation("balance differs from the processed operations");
-            }
-        }
-    }
-    verification.violations = violations;
-    verification.first_accepted = first_accepted;
-    verification.last_processed = last_processed;
-    Ok(verification)
+    Ok(())
 }

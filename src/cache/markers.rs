@@ -1,12 +1,18 @@
 //! Operation markers `op:{tenant}:{id}`: the idempotency record of a request and, once a
 //! worker has decided the operation, its final status. Ids are scoped by tenant here as
 //! everywhere, so one tenant's marker can never block or reveal another's.
+//!
+//! The state machine lives here: a request claims an `Accepting` marker, the broker's answer
+//! makes it `Pending` or `Uncertain`, and a worker's commit makes it `Processed` or `Failed`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Cache, CacheError};
-use crate::ledger::types::{ScopedId, WalletId};
+use crate::ledger::money::{format_decimal, Currency};
+use crate::ledger::types::{
+    FailureReason, Operation, OperationStatus, Outcome, ScopedId, WalletId,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -38,6 +44,94 @@ pub struct Marker {
     pub balance_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_at: Option<DateTime<Utc>>,
+}
+
+impl MarkerState {
+    /// The status a client is told: none while nothing it was told is accepted (a request
+    /// still being produced, or one whose produce failed).
+    pub fn status(self) -> Option<OperationStatus> {
+        match self {
+            MarkerState::Accepting | MarkerState::Uncertain => None,
+            MarkerState::Pending => Some(OperationStatus::Pending),
+            MarkerState::Processed => Some(OperationStatus::Processed),
+            MarkerState::Failed => Some(OperationStatus::Failed),
+        }
+    }
+}
+
+impl Marker {
+    /// The marker a request claims before producing `operation`.
+    pub fn accepting(operation: &Operation) -> Marker {
+        Marker {
+            state: MarkerState::Accepting,
+            wallet_id: operation.wallet_id,
+            fingerprint: operation.fingerprint.clone(),
+            accepted_at: operation.accepted_at,
+            reason: None,
+            balance_after: None,
+            processed_at: None,
+        }
+    }
+
+    /// This request's marker once the broker answered: `Pending` when it acknowledged the
+    /// record, `Uncertain` otherwise, since a failed produce may still have written it.
+    pub fn produced(&self, acknowledged: bool) -> Marker {
+        Marker {
+            state: match acknowledged {
+                true => MarkerState::Pending,
+                false => MarkerState::Uncertain,
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The final status of an operation a worker decided, with the fingerprint and
+    /// acceptance time of the record it applied.
+    pub fn decided(
+        operation: &Operation,
+        outcome: &Outcome,
+        currency: Option<Currency>,
+        processed_at: DateTime<Utc>,
+    ) -> Marker {
+        let (state, reason, balance_after) = match outcome {
+            Outcome::Processed { balance_after } => {
+                (MarkerState::Processed, None, Some(balance_after))
+            }
+            Outcome::Failed {
+                reason,
+                balance_after,
+            } => (
+                MarkerState::Failed,
+                Some(reason.as_str().to_owned()),
+                balance_after.as_ref(),
+            ),
+        };
+        Marker {
+            state,
+            wallet_id: operation.wallet_id,
+            fingerprint: operation.fingerprint.clone(),
+            accepted_at: operation.accepted_at,
+            reason,
+            balance_after: balance_after.map(|balance| match currency {
+                Some(currency) => currency.format(balance),
+                None => format_decimal(balance),
+            }),
+            processed_at: Some(processed_at),
+        }
+    }
+
+    /// The final status of an operation the database refused: FAILED, `REJECTED`.
+    pub fn rejected(operation: &Operation, processed_at: DateTime<Utc>) -> Marker {
+        Marker {
+            state: MarkerState::Failed,
+            wallet_id: operation.wallet_id,
+            fingerprint: operation.fingerprint.clone(),
+            accepted_at: operation.accepted_at,
+            reason: Some(FailureReason::Rejected.as_str().to_owned()),
+            balance_after: None,
+            processed_at: Some(processed_at),
+        }
+    }
 }
 
 /// Replaces this request's own marker (ARGV[1]) with ARGV[2]; also writes it when the marker
@@ -146,5 +240,48 @@ impl Cache {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::money::Amount;
+    use crate::ledger::types::{OperationId, OperationKind};
+    use uuid::Uuid;
+
+    /// Proves the marker's life: a claimed request answers nothing until the broker
+    /// acknowledged it (then PENDING) and stays bound to its content when the produce failed;
+    /// a worker's decision is final, a refused operation FAILED with REJECTED.
+    #[test]
+    fn markers_move_from_accepting_to_a_final_status() {
+        let operation = Operation {
+            tenant: "acme".to_owned(),
+            id: OperationId(Uuid::from_u128(1)),
+            wallet_id: WalletId(Uuid::from_u128(2)),
+            kind: OperationKind::Withdraw,
+            amount: Amount::parse("5").unwrap(),
+            accepted_at: Utc::now(),
+            fingerprint: "f".to_owned(),
+        };
+        let accepting = Marker::accepting(&operation);
+        assert_eq!(accepting.state.status(), None);
+        let pending = accepting.produced(true);
+        assert_eq!(pending.state.status(), Some(OperationStatus::Pending));
+        let uncertain = accepting.produced(false);
+        assert_eq!(uncertain.state, MarkerState::Uncertain);
+        assert_eq!(uncertain.state.status(), None);
+        assert_eq!(uncertain.fingerprint, accepting.fingerprint);
+        let failed = Outcome::Failed {
+            reason: FailureReason::InsufficientFunds,
+            balance_after: Some(bigdecimal::BigDecimal::from(3)),
+        };
+        let decided = Marker::decided(&operation, &failed, Some(Currency::USD), Utc::now());
+        assert_eq!(decided.state.status(), Some(OperationStatus::Failed));
+        assert_eq!(decided.reason.as_deref(), Some("INSUFFICIENT_FUNDS"));
+        assert_eq!(decided.balance_after.as_deref(), Some("3.00"));
+        let rejected = Marker::rejected(&operation, Utc::now());
+        assert_eq!(rejected.state.status(), Some(OperationStatus::Failed));
+        assert_eq!(rejected.reason.as_deref(), Some("REJECTED"));
     }
 }

@@ -17,6 +17,10 @@ pub use markers::{Marker, MarkerState};
 
 use crate::config::RedisConfig;
 
+/// Cache entries written per Redis round trip: large enough to amortise the trip, small
+/// enough that one write never holds Redis for long.
+pub const WRITE_CHUNK: usize = 500;
+
 /// One multiplexed connection serves every concurrent request; it reconnects by itself after
 /// a failure. (A checkout pool would add a PING round trip to every command.)
 #[derive(Clone)]

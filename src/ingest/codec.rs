@@ -95,12 +95,8 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
     }
     let amount =
         Amount::parse(&message.amount).map_err(|error| DecodeError::Amount(error.to_string()))?;
-    let kind = match (message.operation_type, message.to_wallet_id) {
-        (OperationType::Deposit, None) => OperationKind::Deposit,
-        (OperationType::Withdraw, None) => OperationKind::Withdraw,
-        (OperationType::Transfer, Some(target)) => OperationKind::Transfer { target },
-        _ => return Err(DecodeError::Target),
-    };
+    let kind = OperationKind::from_fields(message.operation_type, message.to_wallet_id)
+        .map_err(|_| DecodeError::Target)?;
     Ok(Operation {
         tenant: message.tenant,
         id: message.operation_id,

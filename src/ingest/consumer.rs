@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 use super::health::WorkerHealth;
 use super::reader::PartitionReader;
-use crate::cache::{Cache, CachedWallet, Marker, MarkerState};
+use crate::cache::{self, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
-use crate::ledger::money::{format_decimal, Currency};
+use crate::ledger::money::Currency;
 use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, StoreError};
-use crate::ledger::types::{FailureReason, Operation, Outcome, ScopedId, WalletId};
+use crate::ledger::types::{ScopedId, WalletId};
 
 pub struct PartitionConsumer {
     pub topic: String,
@@ -38,8 +38,8 @@ enum Attempt {
 
 /// How long an idle partition waits before retrying cache writes that failed.
 const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
-/// Cache entries written per Redis round trip.
-const CACHE_WRITE_CHUNK: usize = 500;
+/// The first retry of a failed batch or consumer waits twice this.
+const RETRY_STEP: Duration = Duration::from_millis(50);
 /// Statuses kept for Redis while it is unreachable; beyond this they are dropped.
 const STALE_OUTCOMES_MAX: usize = 100_000;
 
@@ -89,8 +89,8 @@ impl PartitionConsumer {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let millis = 50u64.saturating_mul(1 << failures.min(10));
-        Duration::from_millis(millis.min(self.config.retry_backoff_max_ms))
+        let max = Duration::from_millis(self.config.retry_backoff_max_ms);
+        super::backoff(failures, RETRY_STEP, max)
     }
 
     /// Consumes from the stored position until cancelled (Ok) or an error (Err; the caller
@@ -327,7 +327,7 @@ impl PartitionConsumer {
     /// next attempt (after the next batch, or the next idle fetch).
     async fn flush_stale(&self, stale: &mut StaleCache) {
         let wallets: Vec<CachedWallet> = stale.wallets.values().cloned().collect();
-        for chunk in wallets.chunks(CACHE_WRITE_CHUNK) {
+        for chunk in wallets.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.store_balances(chunk).await {
                 tracing::warn!(%error, pending = stale.wallets.len(), "cache refresh failed; will drop the entries instead");
                 stale.forget_balances();
@@ -338,7 +338,7 @@ impl PartitionConsumer {
             }
         }
         let forget: Vec<WalletId> = stale.forget.iter().copied().collect();
-        for chunk in forget.chunks(CACHE_WRITE_CHUNK) {
+        for chunk in forget.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.forget_balances(chunk).await {
                 tracing::warn!(%error, pending = stale.forget.len(), "cache invalidation failed; will retry");
                 return;
@@ -352,7 +352,7 @@ impl PartitionConsumer {
             .iter()
             .map(|(id, marker)| (id.clone(), marker.clone()))
             .collect();
-        for chunk in outcomes.chunks(CACHE_WRITE_CHUNK) {
+        for chunk in outcomes.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.store_outcomes(chunk).await {
                 tracing::warn!(%error, pending = stale.outcomes.len(), "status refresh failed; will retry");
                 return;
@@ -395,60 +395,22 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
         .collect();
     let decided = report.decided.iter().map(|(operation, outcome)| {
         let currency = currencies.get(&operation.wallet_id).copied();
-        let marker = final_marker(operation, outcome, currency, report.processed_at);
+        let marker = Marker::decided(operation, outcome, currency, report.processed_at);
         (operation.scoped_id(), marker)
     });
     let rejected = report.rejected.iter().map(|operation| {
-        let marker = Marker {
-            state: MarkerState::Failed,
-            wallet_id: operation.wallet_id,
-            fingerprint: operation.fingerprint.clone(),
-            accepted_at: operation.accepted_at,
-            reason: Some(FailureReason::Rejected.as_str().to_owned()),
-            balance_after: None,
-            processed_at: Some(report.processed_at),
-        };
+        let marker = Marker::rejected(operation, report.processed_at);
         (operation.scoped_id(), marker)
     });
     decided.chain(rejected).collect()
 }
 
-fn final_marker(
-    operation: &Operation,
-    outcome: &Outcome,
-    currency: Option<Currency>,
-    processed_at: chrono::DateTime<chrono::Utc>,
-) -> Marker {
-    let (state, reason, balance_after) = match outcome {
-        Outcome::Processed { balance_after } => (MarkerState::Processed, None, Some(balance_after)),
-        Outcome::Failed {
-            reason,
-            balance_after,
-        } => (
-            MarkerState::Failed,
-            Some(reason.as_str().to_owned()),
-            balance_after.as_ref(),
-        ),
-    };
-    Marker {
-        state,
-        wallet_id: operation.wallet_id,
-        fingerprint: operation.fingerprint.clone(),
-        accepted_at: operation.accepted_at,
-        reason,
-        balance_after: balance_after.map(|balance| match currency {
-            Some(currency) => currency.format(balance),
-            None => format_decimal(balance),
-        }),
-        processed_at: Some(processed_at),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::MarkerState;
     use crate::ledger::money::Amount;
-    use crate::ledger::types::{OperationId, OperationKind};
+    use crate::ledger::types::{Operation, OperationId, OperationKind, Outcome};
     use bigdecimal::BigDecimal;
     use uuid::Uuid;
 

@@ -21,7 +21,7 @@ use rskafka::record::Record;
 use tokio_util::sync::CancellationToken;
 
 use super::{broker, partitioner};
-use crate::cache::{Cache, CachedWallet};
+use crate::cache::{self, Cache, CachedWallet};
 use crate::config::{KafkaConfig, WorkerConfig};
 use crate::ledger::database;
 use crate::ledger::store::{self, OutboxRow};
@@ -30,7 +30,8 @@ use crate::ledger::types::WalletId;
 /// Uncompressed bytes of events per produce request.
 const RELAY_REQUEST_BYTES_MAX: usize = 256 * 1024;
 /// Cache entries written per Redis round trip.
-const CACHE_WRITE_CHUNK: usize = 500;
+/// The first retry after a failed round waits twice this.
+const RETRY_STEP: Duration = Duration::from_millis(50);
 
 pub struct OutboxRelay {
     pool: deadpool_postgres::Pool,
@@ -77,9 +78,8 @@ impl OutboxRelay {
                 }
                 Err(error) => {
                     failures += 1;
-                    let delay = Duration::from_millis(
-                        (50u64 << failures.min(7)).min(self.config.retry_backoff_max_ms),
-                    );
+                    let max = Duration::from_millis(self.config.retry_backoff_max_ms);
+                    let delay = super::backoff(failures, RETRY_STEP, max);
                     tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "events not published; retrying");
                     delay
                 }
@@ -134,7 +134,7 @@ impl OutboxRelay {
             .await
             .context("reading the wallets of the events")?;
         let cached: Vec<CachedWallet> = wallets.iter().map(CachedWallet::from).collect();
-        for chunk in cached.chunks(CACHE_WRITE_CHUNK) {
+        for chunk in cached.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.store_balances(chunk).await {
                 tracing::warn!(%error, wallets = cached.len(), "cannot refresh the cache from the outbox");
                 break;

@@ -22,6 +22,18 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// What this worker's consumers and relay share, and the tasks it runs.
+struct Worker {
+    config: Config,
+    pool: deadpool_postgres::Pool,
+    cache: Cache,
+    health: WorkerHealth,
+    shutdown: CancellationToken,
+    client: Client,
+    running: HashMap<i32, Running>,
+    relay: Option<Running>,
+}
+
 pub async fn run(
     config: Config,
     pool: deadpool_postgres::Pool,
@@ -30,112 +42,165 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let interval = Duration::from_millis(config.worker.rebalance_interval_ms);
-    let topic = config.kafka.operations_topic.clone();
     let Some((client, partitions)) = connect_broker(&config, &shutdown, interval).await else {
         return Ok(());
     };
-    let mut running: HashMap<i32, Running> = HashMap::new();
-    let mut relay: Option<Running> = None;
+    let mut worker = Worker {
+        config,
+        pool,
+        cache,
+        health,
+        shutdown,
+        client,
+        running: HashMap::new(),
+        relay: None,
+    };
     let mut failures = 0u32;
-    while !shutdown.is_cancelled() {
-        let lease_client = match database::connect(&config.database).await {
+    while !worker.shutdown.is_cancelled() {
+        let lease_client = match database::connect(&worker.config.database).await {
             Ok(lease_client) => lease_client,
             Err(error) => {
                 failures += 1;
                 tracing::warn!(error = %format!("{error:#}"), "cannot open the lease connection; retrying");
-                pause(&shutdown, interval * failures.min(5)).await;
+                pause(&worker.shutdown, retry_pause(interval, failures)).await;
                 continue;
             }
         };
-        let result = async {
-            let mut lease = PartitionLease::join(
-                lease_client,
-                partitions,
-                config.database.connect_timeout(),
-                config.worker.lease_lapse(),
-            )
-            .await?;
-            loop {
-                let stopped: Vec<i32> = running
-                    .iter()
-                    .filter(|(_, consumer)| consumer.task.is_finished())
-                    .map(|(partition, _)| *partition)
-                    .collect();
-                for partition in stopped {
-                    running.remove(&partition);
-                    lease.release(partition).await?;
-                    tracing::error!(
-                        partition,
-                        "partition consumer stopped unexpectedly; released it"
-                    );
-                }
-                let rebalance = lease.rebalance().await?;
-                for partition in rebalance.to_release {
-                    if let Some(consumer) = running.remove(&partition) {
-                        consumer.cancel.cancel();
-                        let _ = consumer.task.await;
-                    }
-                    lease.release(partition).await?;
-                    tracing::info!(partition, "released partition");
-                }
-                for partition in rebalance.acquired {
-                    let consumer = PartitionConsumer {
-                        topic: topic.clone(),
-                        partition: broker::partition(&client, &config.kafka, &topic, partition)
-                            .await?,
-                        pool: pool.clone(),
-                        cache: cache.clone(),
-                        config: config.worker.clone(),
-                        request_timeout: config.kafka.request_timeout(),
-                        health: health.clone(),
-                    };
-                    let cancel = shutdown.child_token();
-                    let task = tokio::spawn(consumer.run(cancel.clone()));
-                    running.insert(partition, Running { cancel, task });
-                    tracing::info!(partition, "acquired partition");
-                }
-                let relaying = relay
-                    .as_ref()
-                    .is_some_and(|running| !running.task.is_finished());
-                if !relaying && lease.lead_relay().await? {
-                    let outbox = OutboxRelay::connect(
-                        &client,
-                        &config.kafka,
-                        &config.worker,
-                        pool.clone(),
-                        cache.clone(),
-                    );
-                    match outbox.await {
-                        Ok(outbox) => {
-                            let cancel = shutdown.child_token();
-                            let task = tokio::spawn(outbox.run(cancel.clone()));
-                            relay = Some(Running { cancel, task });
-                            tracing::info!("relaying the outbox");
-                        }
-                        Err(error) => {
-                            tracing::warn!(error = %format!("{error:#}"), "cannot start the outbox relay; retrying")
-                        }
-                    }
-                }
-                failures = 0;
-                if pause(&shutdown, interval).await {
-                    return anyhow::Ok(());
-                }
-            }
-        };
-        if let Err(error) = result.await {
+        let held = worker
+            .hold_lease(lease_client, partitions, interval, &mut failures)
+            .await;
+        if let Err(error) = held {
             // The lease connection is gone, and with it every lock: stop all consumers so no
             // partition is consumed twice for long (fencing makes it harmless meanwhile).
             tracing::warn!(error = %format!("{error:#}"), "lost the partition lease; stopping consumers");
-            stop_all(&mut running).await;
-            stop(relay.take()).await;
+            worker.stop_everything().await;
             failures += 1;
-            pause(&shutdown, interval).await;
+            pause(&worker.shutdown, interval).await;
         }
     }
-    stop_all(&mut running).await;
-    stop(relay.take()).await;
+    worker.stop_everything().await;
     Ok(())
+}
+
+impl Worker {
+    /// Joins the group on `lease_client` and rebalances every `interval` until shutdown (Ok)
+    /// or until the lease connection fails (Err).
+    async fn hold_lease(
+        &mut self,
+        lease_client: tokio_postgres::Client,
+        partitions: i32,
+        interval: Duration,
+        failures: &mut u32,
+    ) -> anyhow::Result<()> {
+        let mut lease = PartitionLease::join(
+            lease_client,
+            partitions,
+            self.config.database.connect_timeout(),
+            self.config.worker.lease_lapse(),
+        )
+        .await?;
+        loop {
+            self.release_stopped(&mut lease).await?;
+            self.rebalance(&mut lease).await?;
+            self.ensure_relay(&mut lease).await?;
+            *failures = 0;
+            if pause(&self.shutdown, interval).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Releases the partitions whose consumer ended on its own, so another worker takes them.
+    async fn release_stopped(&mut self, lease: &mut PartitionLease) -> anyhow::Result<()> {
+        let stopped: Vec<i32> = self
+            .running
+            .iter()
+            .filter(|(_, consumer)| consumer.task.is_finished())
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in stopped {
+            self.running.remove(&partition);
+            lease.release(partition).await?;
+            tracing::error!(
+                partition,
+                "partition consumer stopped unexpectedly; released it"
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops and releases what this worker must give up, then starts a consumer for each
+    /// partition it acquired.
+    async fn rebalance(&mut self, lease: &mut PartitionLease) -> anyhow::Result<()> {
+        let rebalance = lease.rebalance().await?;
+        for partition in rebalance.to_release {
+            if let Some(consumer) = self.running.remove(&partition) {
+                consumer.cancel.cancel();
+                let _ = consumer.task.await;
+            }
+            lease.release(partition).await?;
+            tracing::info!(partition, "released partition");
+        }
+        let topic = &self.config.kafka.operations_topic;
+        for partition in rebalance.acquired {
+            let consumer = PartitionConsumer {
+                topic: topic.clone(),
+                partition: broker::partition(&self.client, &self.config.kafka, topic, partition)
+                    .await?,
+                pool: self.pool.clone(),
+                cache: self.cache.clone(),
+                config: self.config.worker.clone(),
+                request_timeout: self.config.kafka.request_timeout(),
+                health: self.health.clone(),
+            };
+            let cancel = self.shutdown.child_token();
+            let task = tokio::spawn(consumer.run(cancel.clone()));
+            self.running.insert(partition, Running { cancel, task });
+            tracing::info!(partition, "acquired partition");
+        }
+        Ok(())
+    }
+
+    /// Starts the outbox relay when no relay runs here and this worker leads the group.
+    async fn ensure_relay(&mut self, lease: &mut PartitionLease) -> anyhow::Result<()> {
+        let relaying = self
+            .relay
+            .as_ref()
+            .is_some_and(|running| !running.task.is_finished());
+        if relaying || !lease.lead_relay().await? {
+            return Ok(());
+        }
+        let outbox = OutboxRelay::connect(
+            &self.client,
+            &self.config.kafka,
+            &self.config.worker,
+            self.pool.clone(),
+            self.cache.clone(),
+        );
+        match outbox.await {
+            Ok(outbox) => {
+                let cancel = self.shutdown.child_token();
+                let task = tokio::spawn(outbox.run(cancel.clone()));
+                self.relay = Some(Running { cancel, task });
+                tracing::info!("relaying the outbox");
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "cannot start the outbox relay; retrying")
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop_everything(&mut self) {
+        stop_all(&mut self.running).await;
+        stop(self.relay.take()).await;
+    }
+}
+
+/// The wait before retrying to reach the broker or PostgreSQL: one rebalance interval after
+/// the first failure, growing to five.
+fn retry_pause(interval: Duration, failures: u32) -> Duration {
+    super::backoff(failures, interval / 2, interval * 5)
 }
 
 /// Connects to the broker and reads the topic's partition count, retrying until it works so
@@ -159,7 +224,7 @@ async fn connect_broker(
             Err(error) => {
                 failures += 1;
                 tracing::warn!(error = %format!("{error:#}"), "cannot reach the broker; retrying");
-                if pause(shutdown, interval * failures.min(5)).await {
+                if pause(shutdown, retry_pause(interval, failures)).await {
                     return None;
                 }
             }

@@ -73,3 +73,34 @@ async fn apply_locked(client: &mut Client) -> anyhow::Result<usize> {
     }
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::kind::OperationType;
+
+    /// Proves the schema accepts exactly the kinds the code knows: a kind missing from the
+    /// `CHECK` on `operations.type` would reject whole batches. The last migration that
+    /// states the check is the one in force.
+    #[test]
+    fn the_operations_type_check_lists_every_kind() {
+        const CHECK: &str = "CHECK (type IN (";
+        let stated = MIGRATIONS
+            .iter()
+            .rev()
+            .find_map(|(_, _, sql)| sql.rfind(CHECK).map(|at| &sql[at + CHECK.len()..]))
+            .expect("a migration checks operations.type");
+        let list = &stated[..stated.find(')').expect("the list is closed")];
+        let mut in_schema: Vec<&str> = list
+            .split(',')
+            .map(|name| name.trim().trim_matches('\''))
+            .collect();
+        let mut in_code: Vec<&str> = OperationType::ALL
+            .into_iter()
+            .map(OperationType::as_str)
+            .collect();
+        in_schema.sort_unstable();
+        in_code.sort_unstable();
+        assert_eq!(in_schema, in_code);
+    }
+}

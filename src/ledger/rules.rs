@@ -5,9 +5,8 @@ use std::collections::HashMap;
 
 use bigdecimal::{BigDecimal, Zero};
 
-use super::types::{
-    Entry, FailureReason, Operation, OperationKind, Outcome, WalletId, WalletState,
-};
+use super::kind::Direction;
+use super::types::{Entry, FailureReason, Operation, Outcome, WalletId, WalletState};
 
 /// The result of applying a batch: outcomes in the order of the operations, and the entries
 /// in the order they were written.
@@ -44,18 +43,13 @@ fn apply_one(
             balance_after: None,
         };
     };
-    let rejection = match operation.kind {
-        // The API checks this too; the rules re-check because any producer may write the topic.
-        _ if operation.amount.check_currency(source.currency).is_err() => {
-            Some(FailureReason::InvalidAmount)
-        }
-        OperationKind::Deposit => None,
-        OperationKind::Withdraw => {
-            (source.balance < *amount).then_some(FailureReason::InsufficientFunds)
-        }
-        OperationKind::Transfer { target } => {
-            transfer_rejection(wallets, source, target, operation, amount)
-        }
+    let effect = operation.kind.operation_type().effect();
+    // The API checks the amount too; the rules re-check because any producer may write the
+    // topic.
+    let rejection = if operation.amount.check_currency(source.currency).is_err() {
+        Some(FailureReason::InvalidAmount)
+    } else {
+        rejection(wallets, source, operation, effect.source)
     };
     if let Some(reason) = rejection {
         let balance_after = record(
@@ -70,34 +64,39 @@ fn apply_one(
             balance_after: Some(balance_after),
         };
     }
-    let delta = match operation.kind {
-        OperationKind::Deposit => amount.clone(),
-        OperationKind::Withdraw | OperationKind::Transfer { .. } => -amount.clone(),
-    };
+    let delta = effect.source.signed(amount);
     let balance_after = record(wallets, operation, operation.wallet_id, delta, entries);
-    if let OperationKind::Transfer { target } = operation.kind {
+    if let Some(target) = operation.kind.target() {
         record(wallets, operation, target, amount.clone(), entries);
     }
     Outcome::Processed { balance_after }
 }
 
-fn transfer_rejection(
+/// Why the operation cannot be applied, if it cannot: its target first (a second wallet of
+/// the same currency), then whether the source can afford a debit.
+fn rejection(
     wallets: &HashMap<WalletId, WalletState>,
     source: &WalletState,
-    target: WalletId,
     operation: &Operation,
-    amount: &BigDecimal,
+    direction: Direction,
 ) -> Option<FailureReason> {
-    if target == operation.wallet_id {
-        return Some(FailureReason::SameWallet);
+    if let Some(target) = operation.kind.target() {
+        if target == operation.wallet_id {
+            return Some(FailureReason::SameWallet);
+        }
+        let Some(target_state) = wallets.get(&target) else {
+            return Some(FailureReason::TargetWalletNotFound);
+        };
+        if target_state.currency != source.currency {
+            return Some(FailureReason::CurrencyMismatch);
+        }
     }
-    let Some(target_state) = wallets.get(&target) else {
-        return Some(FailureReason::TargetWalletNotFound);
-    };
-    if target_state.currency != source.currency {
-        return Some(FailureReason::CurrencyMismatch);
+    match direction {
+        Direction::Credit => None,
+        Direction::Debit => {
+            (source.balance < *operation.amount.value()).then_some(FailureReason::InsufficientFunds)
+        }
     }
-    (source.balance < *amount).then_some(FailureReason::InsufficientFunds)
 }
 
 /// Moves `delta` into `wallet_id`, bumps its version, journals it, and returns the new balance.
@@ -132,3 +131,7 @@ fn record(
 #[cfg(test)]
 #[path = "rules_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rules_examples.rs"]
+mod examples;

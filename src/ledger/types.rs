@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use super::kind::{OperationKind, OperationType};
 use super::money::{Amount, Currency};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -36,58 +37,6 @@ macro_rules! uuid_newtype {
 }
 uuid_newtype!(WalletId);
 uuid_newtype!(OperationId);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OperationType {
-    Deposit,
-    Withdraw,
-    Transfer,
-}
-
-impl OperationType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OperationType::Deposit => "DEPOSIT",
-            OperationType::Withdraw => "WITHDRAW",
-            OperationType::Transfer => "TRANSFER",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "DEPOSIT" => Some(OperationType::Deposit),
-            "WITHDRAW" => Some(OperationType::Withdraw),
-            "TRANSFER" => Some(OperationType::Transfer),
-            _ => None,
-        }
-    }
-}
-
-/// What an operation does; a transfer names the wallet that receives the money.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OperationKind {
-    Deposit,
-    Withdraw,
-    Transfer { target: WalletId },
-}
-
-impl OperationKind {
-    pub fn operation_type(self) -> OperationType {
-        match self {
-            OperationKind::Deposit => OperationType::Deposit,
-            OperationKind::Withdraw => OperationType::Withdraw,
-            OperationKind::Transfer { .. } => OperationType::Transfer,
-        }
-    }
-
-    pub fn target(self) -> Option<WalletId> {
-        match self {
-            OperationKind::Transfer { target } => Some(target),
-            _ => None,
-        }
-    }
-}
 
 /// An operation id in the only namespace it is unique in: its tenant's.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,6 +112,12 @@ pub enum OperationStatus {
 }
 
 impl OperationStatus {
+    pub const ALL: [OperationStatus; 3] = [
+        OperationStatus::Pending,
+        OperationStatus::Processed,
+        OperationStatus::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OperationStatus::Pending => "PENDING",
@@ -172,12 +127,7 @@ impl OperationStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "PENDING" => Some(OperationStatus::Pending),
-            "PROCESSED" => Some(OperationStatus::Processed),
-            "FAILED" => Some(OperationStatus::Failed),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::client::{deposit, transfer, withdraw, System};
 
@@ -130,24 +130,16 @@ async fn wallet_creation_is_idempotent() {
     assert_eq!(clash.code(), "WALLET_EXISTS");
 }
 
-/// Proves every validation error answers its status and problem code, before anything is
-/// produced.
-#[tokio::test]
-async fn validation_errors_are_problems() {
-    let system = System::start(2);
-    let api = &system.api;
-    let usd = api.new_wallet().await;
-    let other = api.new_wallet().await;
-    let eur = api.create_wallet(json!({"currency": "EUR"})).await.body["walletId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let jpy = api.create_wallet(json!({"currency": "JPY"})).await.body["walletId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let missing = uuid::Uuid::new_v4().to_string();
-    let cases = vec![
+/// Submissions that must be refused, each with its status and problem code. `usd`, `other`,
+/// `eur` and `jpy` exist (`other` in USD); `missing` does not.
+fn invalid_submissions(
+    usd: &str,
+    other: &str,
+    eur: &str,
+    jpy: &str,
+    missing: &str,
+) -> Vec<(Value, u16, &'static str)> {
+    vec![
         (
             json!({"walletId": "nope", "operationType": "DEPOSIT", "amount": "1"}),
             422,
@@ -238,7 +230,27 @@ async fn validation_errors_are_problems() {
             422,
             "INVALID_ID",
         ),
-    ];
+    ]
+}
+
+/// Proves every validation error answers its status and problem code, before anything is
+/// produced.
+#[tokio::test]
+async fn validation_errors_are_problems() {
+    let system = System::start(2);
+    let api = &system.api;
+    let usd = api.new_wallet().await;
+    let other = api.new_wallet().await;
+    let eur = api.create_wallet(json!({"currency": "EUR"})).await.body["walletId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let jpy = api.create_wallet(json!({"currency": "JPY"})).await.body["walletId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let missing = uuid::Uuid::new_v4().to_string();
+    let cases = invalid_submissions(&usd, &other, &eur, &jpy, &missing);
     for (body, status, code) in cases {
         let response = api.submit(&body).await;
         assert_eq!(

@@ -7,12 +7,51 @@ use serde_json::{json, Value};
 
 use crate::harness::{Process, Server, Stack};
 
+/// An answer as tests read it: the status, the headers they check, and the body as JSON (or
+/// as a JSON string when it is not JSON).
 pub struct Response {
     pub status: StatusCode,
     pub content_type: String,
     pub location: Option<String>,
     pub retry_after: Option<String>,
+    pub request_id: Option<String>,
+    /// `WWW-Authenticate`.
+    pub challenge: Option<String>,
     pub body: Value,
+}
+
+/// Sends a request and reads its answer; None when the API could not be reached. Every
+/// test's HTTP goes through here.
+pub async fn exchange(request: reqwest::RequestBuilder) -> Option<Response> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| eprintln!("request failed: {error:?}"))
+        .ok()?;
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let location = header("location");
+    let retry_after = header("retry-after");
+    let request_id = header("x-request-id");
+    let challenge = header("www-authenticate");
+    let text = response.text().await.ok()?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Some(Response {
+        status,
+        content_type,
+        location,
+        retry_after,
+        request_id,
+        challenge,
+        body,
+    })
 }
 
 impl Response {
@@ -59,31 +98,7 @@ impl Api {
 
     /// Sends a request; None when the API could not be reached.
     async fn try_send(&self, request: reqwest::RequestBuilder) -> Option<Response> {
-        let response = request
-            .send()
-            .await
-            .map_err(|error| eprintln!("request failed: {error:?}"))
-            .ok()?;
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let location = header("location");
-        let retry_after = header("retry-after");
-        let text = response.text().await.ok()?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Some(Response {
-            status,
-            content_type,
-            location,
-            retry_after,
-            body,
-        })
+        exchange(request).await
     }
 
     pub async fn raw(

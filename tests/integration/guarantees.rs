@@ -1,6 +1,6 @@
-//! The guarantees under the faults that used to break them: a produce that fails, a reused id
-//! in one batch, tenants using the same ids, PostgreSQL refusing writes for a while, a worker
-//! frozen inside a batch transaction, and a transfer's place in its target's order.
+//! The guarantees under the faults that used to break them: a produce that fails or dies, a reused id
+//! in one batch, tenants using the same ids, a worker frozen inside a batch transaction, and a
+//! transfer's place in its target's order. PostgreSQL refusing writes is in `refusals`.
 
 use std::time::Duration;
 
@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use crate::auth::wallet_cli;
 use crate::client::{count_rows, database, deposit, transfer, withdraw, Api, System};
-use crate::harness::{eventually, free_port, Process, Stack};
+use crate::harness::{eventually, Stack};
 
-const SETTLE: Duration = Duration::from_secs(60);
+pub const SETTLE: Duration = Duration::from_secs(60);
 
 fn with_id(mut body: Value, id: &str) -> Value {
     body["operationId"] = json!(id);
@@ -341,158 +341,6 @@ async fn tenants_own_their_operation_ids() {
     }
     let (status, _) = globex.status(&acme_wallet, &shared_id).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-}
-
-/// A trigger that makes inserting an operation fail with the SQLSTATE in `fault` while a row
-/// is there (for every amount, or only `amount` when set).
-async fn install_fault(db: &tokio_postgres::Client) {
-    db.batch_execute(
-        "CREATE TABLE fault (sqlstate text NOT NULL, amount numeric);
-         CREATE FUNCTION inject_fault() RETURNS trigger LANGUAGE plpgsql AS $$
-         DECLARE code text;
-         BEGIN
-             SELECT sqlstate INTO code FROM fault WHERE amount IS NULL OR amount = NEW.amount LIMIT 1;
-             IF code IS NOT NULL THEN
-                 RAISE EXCEPTION 'injected fault %', code USING ERRCODE = code;
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER inject_fault BEFORE INSERT ON operations
-             FOR EACH ROW EXECUTE FUNCTION inject_fault();",
-    )
-    .await
-    .expect("fault trigger installs");
-}
-
-/// A worker serving `/readyz` and `/metrics` on a port of its own.
-fn observed_worker(stack: &Stack, name: &str) -> (Process, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let worker = stack.spawn_wallet(
-        name,
-        &["work"],
-        &[("WALLET_WORKER__METRICS_LISTEN", listen)],
-    );
-    (worker, format!("http://127.0.0.1:{port}"))
-}
-
-async fn get_text(url: &str) -> String {
-    match reqwest::get(url).await {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
-fn retries(metrics: &str, reason: &str) -> u64 {
-    let prefix = format!("wallet_batch_retries_total{{reason=\"{reason}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map_or(0, |value| value as u64)
-}
-
-/// Proves PostgreSQL refusing writes for a while (disk full, then read-only after a
-/// failover) is waited out: the acknowledged deposit stays PENDING while the worker retries,
-/// visibly (metric, degraded readiness naming the SQLSTATE), and is applied once the database
-/// recovers; nothing becomes a dead letter. It used to be dead-lettered after ~300 ms.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resource_errors_are_waited_out() {
-    let stack = Stack::start(1);
-    let server = stack.serve();
-    let (_worker, endpoints) = observed_worker(&stack, "work-1");
-    let api = Api::new(&server.base);
-    let wallet = api.new_wallet().await;
-    let db = database(&stack.postgres.url()).await;
-    install_fault(&db).await;
-    for (n, (sqlstate, reason)) in [("53100", "resources"), ("25006", "read_only")]
-        .into_iter()
-        .enumerate()
-    {
-        db.execute("INSERT INTO fault (sqlstate) VALUES ($1)", &[&sqlstate])
-            .await
-            .expect("fault on");
-        let operation = api.submit_accepted(&deposit(&wallet, "1.00")).await;
-        let retried = eventually(SETTLE, || async {
-            retries(&get_text(&format!("{endpoints}/metrics")).await, reason) >= 5
-        })
-        .await;
-        assert!(retried, "the worker retries {sqlstate} as {reason}");
-        let readiness: Value =
-            serde_json::from_str(&get_text(&format!("{endpoints}/readyz")).await).expect("json");
-        assert_eq!(readiness["status"], "degraded", "{readiness}");
-        let cause = readiness["checks"]["worker"]["error"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            cause.contains(sqlstate) && cause.contains("injected fault"),
-            "{cause}"
-        );
-        assert_eq!(
-            api.status(&wallet, &operation).await.body["status"],
-            "PENDING"
-        );
-        db.execute("DELETE FROM fault", &[])
-            .await
-            .expect("fault off");
-        let settled = api.settled(&wallet, &operation, SETTLE).await;
-        assert_eq!(settled["status"], "PROCESSED", "{settled}");
-        assert_eq!(api.balance(&wallet).await.body["version"], n as i64 + 1);
-        let ready = eventually(SETTLE, || async {
-            get_text(&format!("{endpoints}/readyz"))
-                .await
-                .contains("\"ready\"")
-        })
-        .await;
-        assert!(ready, "readiness recovers");
-    }
-    assert_eq!(count_rows(&db, "dead_letters").await, 0);
-}
-
-/// Proves a record whose own data the database refuses becomes a dead letter whose status
-/// answers FAILED with a reason (it used to answer PENDING forever), and the partition goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_record_is_failed_not_pending() {
-    let mut system = System::start(1);
-    let api = system.api.clone();
-    let wallet = api.new_wallet().await;
-    let db = system.database().await;
-    install_fault(&db).await;
-    db.execute(
-        "INSERT INTO fault (sqlstate, amount) VALUES ('22023', 13.13)",
-        &[],
-    )
-    .await
-    .expect("fault on");
-    let refused = api.submit_accepted(&deposit(&wallet, "13.13")).await;
-    let next = api.submit_accepted(&deposit(&wallet, "1.00")).await;
-    let status = api.settled(&wallet, &refused, SETTLE).await;
-    assert_eq!(
-        (&status["status"], &status["reason"]),
-        (&json!("FAILED"), &json!("REJECTED")),
-        "{status}"
-    );
-    assert_eq!(
-        api.settled(&wallet, &next, SETTLE).await["status"],
-        "PROCESSED"
-    );
-    let row = db
-        .query_one("SELECT operation_id::text, reason FROM dead_letters", &[])
-        .await
-        .expect("one dead letter");
-    assert_eq!(row.get::<_, String>(0), refused);
-    assert!(
-        row.get::<_, String>(1).contains("22023"),
-        "the reason names the SQLSTATE"
-    );
-    // Read from PostgreSQL too, not only from the marker the worker wrote.
-    system.stack.redis.process.kill();
-    let status = api.status(&wallet, &refused).await.body;
-    assert_eq!(
-        (&status["status"], &status["reason"]),
-        (&json!("FAILED"), &json!("REJECTED")),
-        "{status}"
-    );
 }
 
 /// Proves a worker frozen inside a batch transaction does not stall its partition, even

@@ -97,18 +97,18 @@ fn expected_entries(
     status: OperationStatus,
     amount: &BigDecimal,
 ) -> Option<(i64, BigDecimal, BigDecimal)> {
-    match (status, kind) {
-        (OperationStatus::Processed, OperationType::Deposit) => {
-            Some((1, amount.clone(), amount.clone()))
-        }
-        (OperationStatus::Processed, OperationType::Withdraw) => {
-            Some((1, -amount.clone(), amount.clone()))
-        }
-        (OperationStatus::Processed, OperationType::Transfer) => {
-            Some((2, BigDecimal::zero(), amount * BigDecimal::from(2)))
+    match status {
+        OperationStatus::Processed => {
+            let effect = kind.effect();
+            let source = effect.source.signed(amount);
+            let (count, sum) = match effect.credits_target {
+                true => (2, source + amount),
+                false => (1, source),
+            };
+            Some((count, sum, amount * BigDecimal::from(count)))
         }
         // A failed operation writes a zero entry on a wallet that exists, none otherwise.
-        (OperationStatus::Failed, _) | (OperationStatus::Pending, _) => None,
+        OperationStatus::Failed | OperationStatus::Pending => None,
     }
 }
 

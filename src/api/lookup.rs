@@ -1,0 +1,108 @@
+//! Finding a wallet for a request: the cache, then this process's directory of wallets it
+//! has seen, then PostgreSQL, refilling the cache from what PostgreSQL answered. Handlers
+//! call it; none of them reads wallets another way.
+
+use std::sync::Arc;
+
+use super::directory::WalletFacts;
+use super::{AppState, Problem};
+use crate::cache::CachedWallet;
+use crate::ledger::database;
+use crate::ledger::money::Currency;
+use crate::ledger::store;
+use crate::ledger::types::WalletId;
+
+/// The wallet, when it exists and belongs to `tenant`. Another tenant's wallet is answered
+/// exactly as a missing one, and costs what a missing one costs, or timing would tell them
+/// apart: a cache lookup and a PostgreSQL read, without a cache refill.
+pub async fn visible(
+    state: &AppState,
+    id: WalletId,
+    tenant: &str,
+) -> Result<Option<CachedWallet>, Problem> {
+    if let Some(wallet) = cached(state, id)
+        .await
+        .filter(|wallet| wallet.tenant == tenant)
+    {
+        return Ok(Some(wallet));
+    }
+    match stored(state, id).await? {
+        Some(wallet) if wallet.tenant == tenant => {
+            refill(state, &wallet).await;
+            Ok(Some(wallet))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The wallet's currency when it exists and belongs to `tenant`, from this process's
+/// directory when it has seen the wallet before. Only the caller's own wallets are
+/// remembered, so that another tenant's wallet keeps costing what a missing one does.
+pub async fn currency(
+    state: &AppState,
+    id: WalletId,
+    tenant: &str,
+) -> Result<Option<Currency>, Problem> {
+    if let Some(facts) = state
+        .directory
+        .facts(id)
+        .filter(|facts| *facts.tenant == *tenant)
+    {
+        return Ok(Some(facts.currency));
+    }
+    let Some(wallet) = visible(state, id, tenant).await? else {
+        return Ok(None);
+    };
+    let facts = WalletFacts {
+        currency: wallet.currency,
+        tenant: Arc::from(wallet.tenant),
+    };
+    state.directory.remember(id, facts);
+    Ok(Some(wallet.currency))
+}
+
+/// Looks a wallet up in the cache, falling back to PostgreSQL (and refilling the cache
+/// through its version guard) on a miss or when Redis is unavailable.
+pub async fn find(state: &AppState, id: WalletId) -> Result<Option<CachedWallet>, Problem> {
+    if let Some(wallet) = cached(state, id).await {
+        return Ok(Some(wallet));
+    }
+    let Some(wallet) = stored(state, id).await? else {
+        return Ok(None);
+    };
+    refill(state, &wallet).await;
+    Ok(Some(wallet))
+}
+
+/// The cached wallet; an unavailable cache counts as a miss.
+async fn cached(state: &AppState, id: WalletId) -> Option<CachedWallet> {
+    let lookup = state.cache.balance(id).await;
+    let result = match &lookup {
+        Ok(Some(_)) => "hit",
+        Ok(None) => "miss",
+        Err(_) => "error",
+    };
+    metrics::counter!("wallet_cache_lookups_total", "result" => result).increment(1);
+    lookup.unwrap_or_else(|error| {
+        tracing::warn!(%error, "cache read failed; reading PostgreSQL");
+        None
+    })
+}
+
+async fn stored(state: &AppState, id: WalletId) -> Result<Option<CachedWallet>, Problem> {
+    let client = database::client(&state.pool).await?;
+    Ok(store::wallet(&client, id)
+        .await?
+        .as_ref()
+        .map(CachedWallet::from))
+}
+
+async fn refill(state: &AppState, wallet: &CachedWallet) {
+    if let Err(error) = state
+        .cache
+        .store_balances(std::slice::from_ref(wallet))
+        .await
+    {
+        tracing::warn!(%error, "cannot refill the cache");
+    }
+}

@@ -1,0 +1,33 @@
+//! PostgreSQL persistence of the ledger: wallets, operations, entries and consumer positions.
+//! The rules themselves live in `rules`; this module only loads, locks and writes, one job
+//! per file.
+
+mod apply;
+mod batch;
+mod error;
+mod offsets;
+mod operations;
+mod outbox;
+mod wallets;
+mod writers;
+
+use deadpool_postgres::GenericClient;
+
+pub use apply::apply_batch;
+pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
+pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
+pub use offsets::next_offset;
+pub use operations::{
+    history, operation, rejected_operation, HistoryItem, OperationRecord, RejectedRecord,
+};
+pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
+pub use wallets::{create_wallet, wallet, wallets, Created, Wallet};
+
+/// Goes through the connection's statement cache, so each statement is parsed and planned
+/// once per connection instead of on every call.
+async fn prepared(
+    client: &impl GenericClient,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    Ok(client.prepare_cached(sql).await?)
+}

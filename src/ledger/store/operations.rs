@@ -1,0 +1,154 @@
+//! The API's read models of decided operations: one operation, a refused one, and a
+//! wallet's history.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{prepared, StoreError};
+use crate::ledger::money::decimal_from_db;
+use crate::ledger::types::{OperationId, OperationStatus, OperationType, ScopedId, WalletId};
+
+/// An operation as stored once a worker has decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRecord {
+    pub id: OperationId,
+    pub wallet_id: WalletId,
+    pub operation_type: OperationType,
+    pub amount: BigDecimal,
+    pub to_wallet_id: Option<WalletId>,
+    pub status: OperationStatus,
+    pub reason: Option<String>,
+    pub balance_after: Option<BigDecimal>,
+    pub fingerprint: String,
+    pub accepted_at: DateTime<Utc>,
+    pub processed_at: DateTime<Utc>,
+}
+
+const OPERATION_COLUMNS: &str =
+    "o.id, o.wallet_id, o.type, o.amount::text, o.to_wallet_id, o.status, o.reason, \
+     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at";
+
+fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("operation {}: {what}", row.get::<_, Uuid>(0)));
+    let operation_type: String = row.get(2);
+    let status: String = row.get(5);
+    let amount: String = row.get(3);
+    let balance_after: Option<String> = row.get(7);
+    Ok(OperationRecord {
+        id: OperationId(row.get(0)),
+        wallet_id: WalletId(row.get(1)),
+        operation_type: OperationType::parse(&operation_type).ok_or_else(|| corrupt("type"))?,
+        amount: decimal_from_db(&amount).map_err(|_| corrupt("amount"))?,
+        to_wallet_id: row.get::<_, Option<Uuid>>(4).map(WalletId),
+        status: OperationStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        reason: row.get(6),
+        balance_after: balance_after
+            .map(|text| decimal_from_db(&text))
+            .transpose()
+            .map_err(|_| corrupt("balance_after"))?,
+        fingerprint: row.get(8),
+        accepted_at: row.get(9),
+        processed_at: row.get(10),
+    })
+}
+
+pub async fn operation(
+    client: &impl GenericClient,
+    id: &ScopedId,
+) -> Result<Option<OperationRecord>, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {OPERATION_COLUMNS} FROM operations o WHERE o.tenant = $1 AND o.id = $2"
+                ),
+            )
+            .await?,
+            &[&id.tenant, &id.id.0],
+        )
+        .await?;
+    row.as_ref().map(operation_from_row).transpose()
+}
+
+/// An acknowledged operation the database refused and kept as a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecord {
+    pub wallet_id: WalletId,
+    pub accepted_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+pub async fn rejected_operation(
+    client: &impl GenericClient,
+    id: &ScopedId,
+) -> Result<Option<RejectedRecord>, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                "SELECT wallet_id, accepted_at, recorded_at FROM dead_letters
+                 WHERE tenant = $1 AND operation_id = $2 ORDER BY recorded_at LIMIT 1",
+            )
+            .await?,
+            &[&id.tenant, &id.id.0],
+        )
+        .await?;
+    Ok(row.map(|row| RejectedRecord {
+        wallet_id: WalletId(row.get(0)),
+        accepted_at: row.get(1),
+        recorded_at: row.get(2),
+    }))
+}
+
+/// One line of a wallet's history: its journal entry and the operation behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryItem {
+    pub version: i64,
+    pub delta: BigDecimal,
+    pub balance_after: BigDecimal,
+    pub operation: OperationRecord,
+}
+
+/// The wallet's entries with a version below `before_version`, newest first. Versions are
+/// assigned under the wallet's row lock, so pages never skip or repeat while new entries land.
+pub async fn history(
+    client: &impl GenericClient,
+    wallet_id: WalletId,
+    before_version: i64,
+    limit: i64,
+) -> Result<Vec<HistoryItem>, StoreError> {
+    let rows = client
+        .query(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
+                 FROM entries e JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
+                 WHERE e.wallet_id = $1 AND e.version < $2
+                 ORDER BY e.version DESC LIMIT $3"
+                ),
+            )
+            .await?,
+            &[&wallet_id.0, &before_version, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let delta: String = row.get(12);
+            let balance_after: String = row.get(13);
+            Ok(HistoryItem {
+                version: row.get(11),
+                delta: decimal_from_db(&delta)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                balance_after: decimal_from_db(&balance_after)
+                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                operation: operation_from_row(row)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,126 @@
+//! Wallet rows: creating a wallet with its first event, and reading wallets by id.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{prepared, StoreError};
+use crate::ledger::events;
+use crate::ledger::money::{decimal_from_db, Currency};
+use crate::ledger::types::WalletId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    pub id: WalletId,
+    /// Who may see and operate the wallet: the tenant of the token that created it.
+    pub tenant: String,
+    pub currency: Currency,
+    pub balance: BigDecimal,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(Wallet),
+    Existing(Wallet),
+}
+
+const WALLET_COLUMNS: &str = "id, currency, balance::text, version, created_at, updated_at, tenant";
+
+pub(super) fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
+    let currency: String = row.get(1);
+    let balance: String = row.get(2);
+    Ok(Wallet {
+        id: WalletId(row.get(0)),
+        currency: Currency::parse(&currency)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        balance: decimal_from_db(&balance)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        version: row.get(3),
+        created_at: row.get(4),
+        updated_at: row.get(5),
+        tenant: row.get(6),
+    })
+}
+
+/// Creates a wallet, or returns the one that already has this id.
+pub async fn create_wallet(
+    client: &impl GenericClient,
+    id: WalletId,
+    tenant: &str,
+    currency: Currency,
+    now: DateTime<Utc>,
+) -> Result<Created, StoreError> {
+    let event = events::wallet_created(id, tenant, now);
+    let payload =
+        serde_json::to_string(&event).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    // One statement, so the wallet and its WalletCreated event exist together or not at all.
+    let inserted = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!(
+                    "WITH inserted AS (
+                         INSERT INTO wallets (id, currency, balance, version, created_at, updated_at, tenant)
+                         VALUES ($1, $2, 0, 0, $3, $3, $6) ON CONFLICT (id) DO NOTHING RETURNING *
+                     ), event AS (
+                         INSERT INTO outbox (event_id, wallet_id, payload, created_at)
+                         SELECT $4, id, $5, $3 FROM inserted
+                     )
+                     SELECT {WALLET_COLUMNS} FROM inserted"
+                ),
+            )
+            .await?,
+            &[&id.0, &currency.code(), &now, &event.event_id, &payload, &tenant],
+        )
+        .await?;
+    match inserted {
+        Some(row) => Ok(Created::New(wallet_from_row(&row)?)),
+        None => match wallet(client, id).await? {
+            Some(existing) => Ok(Created::Existing(existing)),
+            None => Err(StoreError::Corrupt(format!(
+                "wallet {id} conflicted but does not exist"
+            ))),
+        },
+    }
+}
+
+pub async fn wallet(
+    client: &impl GenericClient,
+    id: WalletId,
+) -> Result<Option<Wallet>, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = $1"),
+            )
+            .await?,
+            &[&id.0],
+        )
+        .await?;
+    row.as_ref().map(wallet_from_row).transpose()
+}
+
+/// The wallets among `ids` that exist, in no particular order, in one round trip.
+pub async fn wallets(
+    client: &impl GenericClient,
+    ids: &[WalletId],
+) -> Result<Vec<Wallet>, StoreError> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let rows = client
+        .query(
+            &prepared(
+                client,
+                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = ANY($1)"),
+            )
+            .await?,
+            &[&ids],
+        )
+        .await?;
+    rows.iter().map(wallet_from_row).collect()
+}

@@ -1,0 +1,211 @@
+//! The batch transaction's writers: one statement per table, every row of the batch at once.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::wallets::wallet_from_row;
+use super::{prepared, Batch, DeadLetter, StoreError, Wallet};
+use crate::ledger::types::{Entry, Operation, Outcome, WalletId, WalletState};
+
+pub(super) async fn write_operations(
+    client: &impl GenericClient,
+    partition: i32,
+    operations: &[(i64, Operation)],
+    outcomes: &[Outcome],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let count = operations.len();
+    let (mut ids, mut wallets, mut types, mut amounts, mut targets) = (
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+    );
+    let (mut statuses, mut reasons, mut balances, mut fingerprints, mut offsets, mut accepted) = (
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+    );
+    let mut tenants = Vec::with_capacity(count);
+    for ((offset, operation), outcome) in operations.iter().zip(outcomes) {
+        tenants.push(operation.tenant.as_str());
+        ids.push(operation.id.0);
+        wallets.push(operation.wallet_id.0);
+        types.push(operation.kind.operation_type().as_str());
+        amounts.push(operation.amount.to_string());
+        targets.push(operation.kind.target().map(|target| target.0));
+        statuses.push(outcome.status().as_str());
+        let (reason, balance_after) = match outcome {
+            Outcome::Processed { balance_after } => (None, Some(balance_after)),
+            Outcome::Failed {
+                reason,
+                balance_after,
+            } => (Some(reason.as_str()), balance_after.as_ref()),
+        };
+        reasons.push(reason);
+        balances.push(balance_after.map(|balance| balance.to_plain_string()));
+        fingerprints.push(operation.fingerprint.as_str());
+        offsets.push(*offset);
+        accepted.push(operation.accepted_at);
+    }
+    client
+        .execute(
+            &prepared(client, "INSERT INTO operations (tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
+                                     fingerprint, partition, \"offset\", accepted_at, processed_at)
+             SELECT tenant, id, wallet_id, type, amount::numeric, to_wallet_id, status, reason, balance_after::numeric,
+                    fingerprint, $10, \"offset\", accepted_at, $13
+             FROM unnest($14::text[], $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $11::bigint[], $12::timestamptz[])
+                  AS t(tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
+                       \"offset\", accepted_at)").await?,
+            &[
+                &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
+                &accepted, &now, &tenants,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// `tenants` holds every wallet the entries name: an entry's operation is its wallet's
+/// tenant's, since a transfer never leaves a tenant.
+pub(super) async fn write_entries(
+    client: &impl GenericClient,
+    entries: &[Entry],
+    tenants: &HashMap<WalletId, String>,
+) -> Result<(), StoreError> {
+    let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet_id.0).collect();
+    let entry_tenants = entries
+        .iter()
+        .map(|entry| {
+            tenants
+                .get(&entry.wallet_id)
+                .map(String::as_str)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("entry for unlocked wallet {}", entry.wallet_id))
+                })
+        })
+        .collect::<Result<Vec<&str>, StoreError>>()?;
+    let versions: Vec<i64> = entries.iter().map(|entry| entry.version).collect();
+    let operations: Vec<Uuid> = entries.iter().map(|entry| entry.operation_id.0).collect();
+    let deltas: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.delta.to_plain_string())
+        .collect();
+    let balances: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.balance_after.to_plain_string())
+        .collect();
+    client
+        .execute(
+            &prepared(
+                client,
+                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant)
+             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant
+             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant)",
+            )
+            .await?,
+            &[&wallets, &versions, &operations, &deltas, &balances, &entry_tenants],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn write_wallets(
+    client: &impl GenericClient,
+    states: &HashMap<WalletId, WalletState>,
+    touched: &HashSet<WalletId>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Wallet>, StoreError> {
+    let mut ids = Vec::with_capacity(touched.len());
+    let mut balances = Vec::with_capacity(touched.len());
+    let mut versions = Vec::with_capacity(touched.len());
+    for id in touched {
+        let state = &states[id];
+        ids.push(id.0);
+        balances.push(state.balance.to_plain_string());
+        versions.push(state.version);
+    }
+    let rows = client
+        .query(
+            &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
+             WHERE w.id = t.id
+             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant").await?,
+            &[&ids, &balances, &versions, &now],
+        )
+        .await?;
+    rows.iter().map(wallet_from_row).collect()
+}
+
+pub(super) async fn write_dead_letters(
+    client: &impl GenericClient,
+    batch: &Batch,
+    dead_letters: &[DeadLetter],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if dead_letters.is_empty() {
+        return Ok(());
+    }
+    let offsets: Vec<i64> = dead_letters.iter().map(|letter| letter.offset).collect();
+    // PostgreSQL text cannot hold NUL, and a reason may quote raw input.
+    let reasons: Vec<String> = dead_letters
+        .iter()
+        .map(|letter| letter.reason.replace('\0', ""))
+        .collect();
+    let payloads: Vec<Option<&[u8]>> = dead_letters
+        .iter()
+        .map(|letter| letter.payload.as_deref())
+        .collect();
+    let operations: Vec<Option<&Operation>> = dead_letters
+        .iter()
+        .map(|letter| letter.operation.as_ref())
+        .collect();
+    let tenants: Vec<Option<&str>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.tenant.as_str()))
+        .collect();
+    let ids: Vec<Option<Uuid>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.id.0))
+        .collect();
+    let wallets: Vec<Option<Uuid>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.wallet_id.0))
+        .collect();
+    let accepted: Vec<Option<DateTime<Utc>>> = operations
+        .iter()
+        .map(|operation| operation.map(|operation| operation.accepted_at))
+        .collect();
+    client
+        .execute(
+            &prepared(client, "INSERT INTO dead_letters (topic, partition, \"offset\", reason, payload, recorded_at,
+                                       tenant, operation_id, wallet_id, accepted_at)
+             SELECT $1, $2, \"offset\", reason, payload, $6, tenant, operation_id, wallet_id, accepted_at
+             FROM unnest($3::bigint[], $4::text[], $5::bytea[], $7::text[], $8::uuid[], $9::uuid[], $10::timestamptz[])
+                  AS t(\"offset\", reason, payload, tenant, operation_id, wallet_id, accepted_at)
+             ON CONFLICT DO NOTHING").await?,
+            &[
+                &batch.topic,
+                &batch.partition,
+                &offsets,
+                &reasons,
+                &payloads,
+                &now,
+                &tenants,
+                &ids,
+                &wallets,
+                &accepted,
+            ],
+        )
+        .await?;
+    Ok(())
+}
