@@ -141,12 +141,21 @@ impl Worker {
             lease.release(partition).await?;
             tracing::info!(partition, "released partition");
         }
-        let topic = &self.config.kafka.operations_topic;
+        let topic = self.config.kafka.operations_topic.clone();
         for partition in rebalance.acquired {
+            let opened = broker::partition(&self.client, &self.config.kafka, &topic, partition);
+            let partition_client = match opened.await {
+                Ok(partition_client) => partition_client,
+                Err(error) => {
+                    tracing::warn!(partition, error = %format!("{error:#}"), "cannot open the partition; released it");
+                    lease.release(partition).await?;
+                    self.reconnect_broker().await;
+                    continue;
+                }
+            };
             let consumer = PartitionConsumer {
                 topic: topic.clone(),
-                partition: broker::partition(&self.client, &self.config.kafka, topic, partition)
-                    .await?,
+                partition: partition_client,
                 pool: self.pool.clone(),
                 cache: self.cache.clone(),
                 config: self.config.worker.clone(),
@@ -185,10 +194,23 @@ impl Worker {
                 tracing::info!("relaying the outbox");
             }
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "cannot start the outbox relay; retrying")
+                tracing::warn!(error = %format!("{error:#}"), "cannot start the outbox relay; retrying");
+                self.reconnect_broker().await;
             }
         }
         Ok(())
+    }
+
+    /// Replaces the broker client after it failed to open a partition: rskafka keeps the
+    /// metadata it read while a restarting broker had no leaders, and answers
+    /// LeaderNotAvailable from it for as long as the client lives.
+    async fn reconnect_broker(&mut self) {
+        match broker::connect(&self.config.kafka).await {
+            Ok(client) => self.client = client,
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "cannot reconnect to the broker; retrying later")
+            }
+        }
     }
 
     async fn stop_everything(&mut self) {
