@@ -47,7 +47,6 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     pub url: String,
-    pub pool_size: usize,
     pub timeout_ms: u64,
     pub balance_ttl_s: u64,
     pub marker_ttl_s: u64,
@@ -142,7 +141,6 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
-            pool_size: 32,
             timeout_ms: 1_000,
             balance_ttl_s: 3_600,
             marker_ttl_s: 86_400,
@@ -259,7 +257,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 23] = [
+        let checks: [(bool, &str); 22] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -319,10 +317,6 @@ impl Config {
             (
                 self.database.pool_size >= 2,
                 "database.pool_size must be at least 2",
-            ),
-            (
-                (1..=1_024).contains(&self.redis.pool_size),
-                "redis.pool_size must be between 1 and 1024",
             ),
             (
                 !self.kafka.broker_list().is_empty(),

@@ -5,21 +5,24 @@ mod balances;
 mod markers;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_redis::{Connection, Pool, PoolError, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
 
 pub use balances::CachedWallet;
 pub use markers::{Marker, MarkerState};
 
 use crate::config::RedisConfig;
 
-/// A pool of `redis.pool_size` connections, each checked out by one exchange at a time and
-/// checked with a PING when it is checked out again, so a broken one is replaced before use.
+/// One multiplexed connection serves every concurrent request; it reconnects by itself after
+/// a failure. (A checkout pool would add a PING round trip to every command.)
 #[derive(Clone)]
 pub struct Cache {
-    pool: Pool,
+    client: redis::Client,
+    connection: Arc<OnceCell<ConnectionManager>>,
     timeout: Duration,
     balance_ttl_s: u64,
     marker_ttl_s: u64,
@@ -32,8 +35,6 @@ pub enum CacheError {
     Timeout(Duration),
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("no Redis connection: {0}")]
-    Pool(#[from] PoolError),
     #[error("Redis holds an unreadable entry: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -42,34 +43,38 @@ impl Cache {
     /// Prepares the cache; the connection is made on first use, so a process starts even while
     /// Redis is down.
     pub fn new(config: &RedisConfig) -> anyhow::Result<Cache> {
-        let timeout = Duration::from_millis(config.timeout_ms);
-        let pool = deadpool_redis::Config::from_url(config.url.as_str())
-            .builder()
-            .context("configuration: key `redis.url`")?
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .build()
-            .context("configuration: key `redis.pool_size`")?;
+        let client =
+            redis::Client::open(config.url.as_str()).context("configuration: key `redis.url`")?;
         Ok(Cache {
-            pool,
-            timeout,
+            client,
+            connection: Arc::new(OnceCell::new()),
+            timeout: Duration::from_millis(config.timeout_ms),
             balance_ttl_s: config.balance_ttl_s,
             marker_ttl_s: config.marker_ttl_s,
             accepting_ttl_s: config.accepting_ttl_s,
         })
     }
 
+    async fn connection(&self) -> Result<ConnectionManager, CacheError> {
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout);
+        let connection = self
+            .connection
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await?;
+        Ok(connection.clone())
+    }
+
     /// Runs one exchange with Redis under the configured deadline.
     async fn with_connection<T, F, Fut>(&self, exchange: F) -> Result<T, CacheError>
     where
-        F: FnOnce(Connection) -> Fut,
+        F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, CacheError>>,
     {
         let attempt = async {
-            let connection = self.pool.get().await?;
+            let connection = self.connection().await?;
             exchange(connection).await
         };
         tokio::time::timeout(self.timeout, attempt)
