@@ -32,6 +32,7 @@ pub struct HttpConfig {
     pub shutdown_timeout_s: u64,
     pub request_timeout_ms: u64,
     pub connections_max: usize,
+    pub prefer_wait_max_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +123,7 @@ impl Default for HttpConfig {
             shutdown_timeout_s: 10,
             request_timeout_ms: 10_000,
             connections_max: 5_000,
+            prefer_wait_max_s: 30,
         }
     }
 }
@@ -257,7 +259,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &str); 22] = [
+        let checks: [(bool, &str); 23] = [
             (
                 self.http.body_bytes_max >= 256,
                 "http.body_bytes_max must be at least 256",
@@ -274,6 +276,10 @@ impl Config {
             (
                 self.http.connections_max >= 1,
                 "http.connections_max must be at least 1",
+            ),
+            (
+                self.http.prefer_wait_max_s <= 600,
+                "http.prefer_wait_max_s must be between 0 and 600",
             ),
             (
                 self.worker.metrics_listen.is_empty()

@@ -15,6 +15,7 @@ mod request_log;
 mod schema;
 mod submit;
 mod swagger;
+mod wait;
 mod wallets;
 
 use std::net::TcpListener;
@@ -34,7 +35,7 @@ pub use edge::loggable;
 pub use problem::Problem;
 
 use crate::auth::TokenRegistry;
-use crate::cache::Cache;
+use crate::cache::{Cache, Decisions};
 use crate::config::HttpConfig;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
@@ -44,6 +45,10 @@ pub struct AppState {
     pub pool: deadpool_postgres::Pool,
     pub directory: WalletDirectory,
     pub cache: Cache,
+    /// Wakes the requests waiting for a decision (`Prefer: wait`).
+    pub decisions: Decisions,
+    /// The longest wait a request may ask for (`http.prefer_wait_max_s`).
+    pub prefer_wait_max_s: u64,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
     pub readiness_timeout: Duration,

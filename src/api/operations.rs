@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, WalletPath};
-use super::reply::{AcceptedReply, Found};
+use super::reply::{Found, Outcome, SubmitReply};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
+use super::wait::{PreferWait, Wait};
 use super::{body, wallets, AppState, Problem};
 use crate::cache::{Marker, MarkerState};
+use crate::clock;
 use crate::ledger::database;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord};
@@ -49,16 +51,18 @@ pub struct AcceptedBody {
 /// Submit an operation (wallet id in the body)
 ///
 /// Validates the operation and hands it to the broker; a worker applies it exactly once and
-/// in order with the wallet's other operations. Poll `Location` for the outcome.
+/// in order with the wallet's other operations. Poll `Location` for the outcome, or send
+/// `Prefer: wait=N` to have the answer wait for it.
 #[api_v2_operation(tags(operations), operation_id = "submitOperation")]
 pub async fn submit(
     state: web::Data<AppState>,
     caller: Caller,
     key: IdempotencyKey,
+    wait: PreferWait,
     input: JsonBody<SubmitOperation>,
-) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
     let submission = parse(caller.0.tenant, input.0, key.0, None)?;
-    accepted(&state, submission).await
+    accepted(&state, submission, wait.0).await
 }
 
 /// Submit an operation on a wallet
@@ -70,28 +74,48 @@ pub async fn submit_for_wallet(
     caller: Caller,
     path: WalletPath,
     key: IdempotencyKey,
+    wait: PreferWait,
     input: JsonBody<SubmitOperation>,
-) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
     let submission = parse(caller.0.tenant, input.0, key.0, Some(path.0))?;
-    accepted(&state, submission).await
+    accepted(&state, submission, wait.0).await
 }
 
+/// Accepts the operation; with a wait, watches for its decision from before it is produced,
+/// so a decision can never slip by between the produce and the watch.
 async fn accepted(
     state: &AppState,
     submission: Submission,
-) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+    wait: Option<Wait>,
+) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
+    let scoped = ScopedId {
+        tenant: submission.tenant.clone(),
+        id: submit::operation_id(&submission),
+    };
+    let watch = wait
+        .as_ref()
+        .map(|_| state.decisions.watch(std::slice::from_ref(&scoped)));
     let Accepted {
         id,
         wallet_id,
         status,
     } = submit::accept(state, submission).await?;
-    Ok(AcceptedReply {
-        location: format!("/api/v1/wallets/{wallet_id}/operations/{id}"),
-        body: AcceptedBody {
+    let decided = match (watch, &wait) {
+        (Some(watch), Some(wait)) => watch.decided_by(wait.deadline).await.pop().flatten(),
+        _ => None,
+    };
+    let outcome = match decided.as_ref().and_then(|marker| decided_body(id, marker)) {
+        Some(body) => Outcome::Decided(body),
+        None => Outcome::Accepted(AcceptedBody {
             operation_id: id,
             wallet_id,
             status,
-        },
+        }),
+    };
+    Ok(SubmitReply {
+        location: format!("/api/v1/wallets/{wallet_id}/operations/{id}"),
+        preference_applied: wait.as_ref().map(Wait::preference_applied),
+        outcome,
     })
 }
 
@@ -154,7 +178,7 @@ fn parse(
     let id = match (uuid("operationId", input.operation_id)?, key) {
         (Some(id), _) => IdSource::Explicit(OperationId(id)),
         (None, Some(key)) => IdSource::IdempotencyKey(key),
-        (None, None) => IdSource::Generated,
+        (None, None) => IdSource::Generated(clock::new_operation_id()),
     };
     Ok(Submission {
         tenant,
@@ -267,7 +291,7 @@ pub async fn status(
             None
         }
     };
-    if let Some(decided) = marker.as_ref().and_then(|marker| decided(id, marker)) {
+    if let Some(decided) = marker.as_ref().and_then(|marker| decided_body(id, marker)) {
         return Ok(Found(decided));
     }
     match stored(&state, &scoped, wallet_id).await? {
@@ -296,7 +320,7 @@ pub async fn status(
 }
 
 /// The final status a worker left in the cache, if it did.
-fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
+fn decided_body(id: OperationId, marker: &Marker) -> Option<StatusBody> {
     let status = match marker.state {
         MarkerState::Processed => OperationStatus::Processed,
         MarkerState::Failed => OperationStatus::Failed,

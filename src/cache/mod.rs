@@ -2,6 +2,7 @@
 //! read that misses or fails falls back to PostgreSQL.
 
 mod balances;
+mod decisions;
 mod markers;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 pub use balances::CachedWallet;
+pub use decisions::{Decisions, Watch};
 pub use markers::{Marker, MarkerState};
 
 use crate::config::RedisConfig;
