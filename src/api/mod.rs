@@ -119,7 +119,10 @@ impl Application {
                 let app = app
                     .into_factory()
                     .map_err(|error: actix_web::Error| error.error_response());
+                // A client that closes its side is gone: its request, a `Prefer: wait`
+                // above all, stops instead of running to its end for nobody.
                 HttpService::build()
+                    .h1_allow_half_closed(false)
                     .client_request_timeout(request_timeout)
                     .local_addr(address)
                     .expect(gate.clone().service())

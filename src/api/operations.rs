@@ -62,7 +62,7 @@ pub async fn submit(
     input: JsonBody<SubmitOperation>,
 ) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
     let submission = parse(caller.0.tenant, input.0, key.0, None)?;
-    accepted(&state, submission, wait.0).await
+    accepted(state, submission, wait.0).await
 }
 
 /// Submit an operation on a wallet
@@ -78,13 +78,16 @@ pub async fn submit_for_wallet(
     input: JsonBody<SubmitOperation>,
 ) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
     let submission = parse(caller.0.tenant, input.0, key.0, Some(path.0))?;
-    accepted(&state, submission, wait.0).await
+    accepted(state, submission, wait.0).await
 }
 
 /// Accepts the operation; with a wait, watches for its decision from before it is produced,
-/// so a decision can never slip by between the produce and the watch.
+/// so a decision can never slip by between the produce and the watch. The acceptance runs to
+/// its end even when the client goes away (the server drops the request of a client that
+/// closed its side, which ends a wait at once): stopped between its claim and its produce,
+/// it would leave a marker that refuses retries of the id with 409 until it expires.
 async fn accepted(
-    state: &AppState,
+    state: web::Data<AppState>,
     submission: Submission,
     wait: Option<Wait>,
 ) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
@@ -99,7 +102,20 @@ async fn accepted(
         id,
         wallet_id,
         status,
-    } = submit::accept(state, submission).await?;
+    } = actix_web::rt::spawn({
+        let state = state.clone();
+        async move { submit::accept(&state, submission).await }
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "the acceptance of an operation panicked");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error",
+            "the server failed the request",
+        )
+    })??;
     let decided = match (watch, &wait) {
         (Some(watch), Some(wait)) => watch.decided_by(wait.deadline).await.pop().flatten(),
         _ => None,

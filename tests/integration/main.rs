@@ -17,3 +17,4 @@ mod harness;
 mod operator;
 mod packaging;
 mod pipeline;
+mod wait;
