@@ -95,9 +95,11 @@ async fn accepted(
         tenant: submission.tenant.clone(),
         id: submit::operation_id(&submission),
     };
-    let watch = wait
-        .as_ref()
-        .map(|_| state.decisions.watch(std::slice::from_ref(&scoped)));
+    let preference_applied = wait.as_ref().map(Wait::preference_applied);
+    let watch = wait.map(|wait| {
+        let watch = state.decisions.watch(std::slice::from_ref(&scoped));
+        (watch, wait.deadline)
+    });
     let Accepted {
         id,
         wallet_id,
@@ -108,7 +110,7 @@ async fn accepted(
     })
     .await
     .map_err(|error| {
-        tracing::error!(%error, "the acceptance of an operation panicked");
+        tracing::error!(%error, "the acceptance of an operation did not finish");
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL",
@@ -116,11 +118,11 @@ async fn accepted(
             "the server failed the request",
         )
     })??;
-    let decided = match (watch, &wait) {
-        (Some(watch), Some(wait)) => watch.decided_by(wait.deadline).await.pop().flatten(),
-        _ => None,
+    let decision = match watch {
+        Some((watch, deadline)) => watch.decided_by(deadline).await.pop().flatten(),
+        None => None,
     };
-    let outcome = match decided.as_ref().and_then(|marker| decided_body(id, marker)) {
+    let outcome = match decision.as_ref().and_then(|marker| decided(id, marker)) {
         Some(body) => Outcome::Decided(body),
         None => Outcome::Accepted(AcceptedBody {
             operation_id: id,
@@ -130,7 +132,7 @@ async fn accepted(
     };
     Ok(SubmitReply {
         location: format!("/api/v1/wallets/{wallet_id}/operations/{id}"),
-        preference_applied: wait.as_ref().map(Wait::preference_applied),
+        preference_applied,
         outcome,
     })
 }
@@ -307,7 +309,7 @@ pub async fn status(
             None
         }
     };
-    if let Some(decided) = marker.as_ref().and_then(|marker| decided_body(id, marker)) {
+    if let Some(decided) = marker.as_ref().and_then(|marker| decided(id, marker)) {
         return Ok(Found(decided));
     }
     match stored(&state, &scoped, wallet_id).await? {
@@ -336,7 +338,7 @@ pub async fn status(
 }
 
 /// The final status a worker left in the cache, if it did.
-fn decided_body(id: OperationId, marker: &Marker) -> Option<StatusBody> {
+fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
     let status = match marker.state {
         MarkerState::Processed => OperationStatus::Processed,
         MarkerState::Failed => OperationStatus::Failed,
