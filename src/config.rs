@@ -36,6 +36,7 @@ pub struct HttpConfig {
     pub shutdown_timeout_s: u64,
     pub request_timeout_ms: u64,
     pub connections_max: usize,
+    pub prefer_wait_max_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +127,7 @@ impl Default for HttpConfig {
             shutdown_timeout_s: 10,
             request_timeout_ms: 10_000,
             connections_max: 5_000,
+            prefer_wait_max_s: 30,
         }
     }
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, Application, WalletDirectory};
 use crate::auth::{self, Scope, TokenRegistry};
 use crate::bench::{BenchOptions, Report};
-use crate::cache::Cache;
+use crate::cache::{Cache, Decisions};
 use crate::cli::TokenCommand;
 use crate::config::Config;
 use crate::ingest::health::WorkerHealth;
@@ -333,6 +333,8 @@ async fn build_api(
     let state = AppState {
         pool,
         directory: WalletDirectory::new(config.http.known_wallets_max),
+        decisions: Decisions::start(cache.clone()),
+        prefer_wait_max_s: config.http.prefer_wait_max_s,
         cache,
         producer: Arc::new(producer),
         history_limit_max: config.http.history_limit_max,

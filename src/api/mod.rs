@@ -16,6 +16,7 @@ mod request_log;
 mod schema;
 mod submit;
 mod swagger;
+mod wait;
 mod wallets;
 
 use std::net::TcpListener;
@@ -35,7 +36,7 @@ pub use edge::loggable;
 pub use problem::Problem;
 
 use crate::auth::TokenRegistry;
-use crate::cache::Cache;
+use crate::cache::{Cache, Decisions};
 use crate::config::HttpConfig;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
@@ -45,6 +46,10 @@ pub struct AppState {
     pub pool: deadpool_postgres::Pool,
     pub directory: WalletDirectory,
     pub cache: Cache,
+    /// Wakes the requests waiting for a decision (`Prefer: wait`).
+    pub decisions: Decisions,
+    /// The longest wait a request may ask for (`http.prefer_wait_max_s`).
+    pub prefer_wait_max_s: u64,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
     pub readiness_timeout: Duration,
@@ -115,7 +120,10 @@ impl Application {
                 let app = app
                     .into_factory()
                     .map_err(|error: actix_web::Error| error.error_response());
+                // A client that closes its side is gone: its request, a `Prefer: wait`
+                // above all, stops instead of running to its end for nobody.
                 HttpService::build()
+                    .h1_allow_half_closed(false)
                     .client_request_timeout(request_timeout)
                     .local_addr(address)
                     .expect(gate.clone().service())

@@ -26,7 +26,7 @@ pub const NULLABLE: [(&str, &str); 1] = [("HistoryPage", "nextCursor")];
 const DESCRIPTION: &str = "\
 Wallets, deposits, withdrawals and transfers. Operations are accepted at once (202) and \
 applied exactly once and in order per wallet by workers; poll the operation's `Location` \
-for its outcome. Every error is an RFC 9457 problem (`application/problem+json`) with a \
+for its outcome, or send `Prefer: wait=N` to have the submission's answer wait for it. Every error is an RFC 9457 problem (`application/problem+json`) with a \
 stable `code`.";
 
 /// The document before paperclip adds the routes.

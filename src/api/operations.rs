@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, WalletPath};
-use super::reply::{AcceptedReply, Found};
+use super::reply::{Found, Outcome, SubmitReply};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
+use super::wait::{PreferWait, Wait};
 use super::{body, lookup, AppState, Problem};
 use crate::cache::Marker;
+use crate::clock;
 use crate::ledger::database;
 use crate::ledger::kind::KindError;
 use crate::ledger::money::{format_decimal, Currency};
@@ -50,16 +52,18 @@ pub struct AcceptedBody {
 /// Submit an operation (wallet id in the body)
 ///
 /// Validates the operation and hands it to the broker; a worker applies it exactly once and
-/// in order with the wallet's other operations. Poll `Location` for the outcome.
+/// in order with the wallet's other operations. Poll `Location` for the outcome, or send
+/// `Prefer: wait=N` to have the answer wait for it.
 #[api_v2_operation(tags(operations), operation_id = "submitOperation")]
 pub async fn submit(
     state: web::Data<AppState>,
     caller: Caller,
     key: IdempotencyKey,
+    wait: PreferWait,
     input: JsonBody<SubmitOperation>,
-) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
     let submission = parse(caller.0.tenant, input.0, key.0, None)?;
-    accepted(&state, submission).await
+    accepted(state, submission, wait.0).await
 }
 
 /// Submit an operation on a wallet
@@ -71,28 +75,66 @@ pub async fn submit_for_wallet(
     caller: Caller,
     path: WalletPath,
     key: IdempotencyKey,
+    wait: PreferWait,
     input: JsonBody<SubmitOperation>,
-) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
     let submission = parse(caller.0.tenant, input.0, key.0, Some(path.0))?;
-    accepted(&state, submission).await
+    accepted(state, submission, wait.0).await
 }
 
+/// Accepts the operation; with a wait, watches for its decision from before it is produced,
+/// so a decision can never slip by between the produce and the watch. The acceptance runs to
+/// its end even when the client goes away (the server drops the request of a client that
+/// closed its side, which ends a wait at once): stopped between its claim and its produce,
+/// it would leave a marker that refuses retries of the id with 409 until it expires.
 async fn accepted(
-    state: &AppState,
+    state: web::Data<AppState>,
     submission: Submission,
-) -> Result<AcceptedReply<AcceptedBody>, Problem> {
+    wait: Option<Wait>,
+) -> Result<SubmitReply<AcceptedBody, StatusBody>, Problem> {
+    let scoped = ScopedId {
+        tenant: submission.tenant.clone(),
+        id: submit::operation_id(&submission),
+    };
+    let preference_applied = wait.as_ref().map(Wait::preference_applied);
+    let watch = wait.map(|wait| {
+        let watch = state.decisions.watch(std::slice::from_ref(&scoped));
+        (watch, wait.deadline)
+    });
     let Accepted {
         id,
         wallet_id,
         status,
-    } = submit::accept(state, submission).await?;
-    Ok(AcceptedReply {
-        location: format!("/api/v1/wallets/{wallet_id}/operations/{id}"),
-        body: AcceptedBody {
+    } = actix_web::rt::spawn({
+        let state = state.clone();
+        async move { submit::accept(&state, submission).await }
+    })
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "the acceptance of an operation did not finish");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error",
+            "the server failed the request",
+        )
+    })??;
+    let decision = match watch {
+        Some((watch, deadline)) => watch.decided_by(deadline).await.pop().flatten(),
+        None => None,
+    };
+    let outcome = match decision.as_ref().and_then(|marker| decided(id, marker)) {
+        Some(body) => Outcome::Decided(body),
+        None => Outcome::Accepted(AcceptedBody {
             operation_id: id,
             wallet_id,
             status,
-        },
+        }),
+    };
+    Ok(SubmitReply {
+        location: format!("/api/v1/wallets/{wallet_id}/operations/{id}"),
+        preference_applied,
+        outcome,
     })
 }
 
@@ -140,7 +182,7 @@ fn parse(
     let id = match (uuid("operationId", input.operation_id)?, key) {
         (Some(id), _) => IdSource::Explicit(OperationId(id)),
         (None, Some(key)) => IdSource::IdempotencyKey(key),
-        (None, None) => IdSource::Generated,
+        (None, None) => IdSource::Generated(clock::new_operation_id()),
     };
     Ok(Submission {
         tenant,

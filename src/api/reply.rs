@@ -6,7 +6,7 @@ use actix_web::body::BoxBody;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, Responder};
 use paperclip::actix::OperationModifier;
-use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw};
+use paperclip::v2::models::{DataType, DefaultOperationRaw, DefaultSchemaRaw, Either, Header};
 use paperclip::v2::schema::Apiv2Schema;
 use serde::Serialize;
 
@@ -137,4 +137,77 @@ impl<T: Apiv2Schema> OperationModifier for Found<T> {
 /// Adds `T` to the document's definitions, as paperclip does for its own JSON bodies.
 pub fn define<T: Apiv2Schema>(map: &mut BTreeMap<String, DefaultSchemaRaw>) {
     <paperclip::actix::web::Json<T> as OperationModifier>::update_definitions(map);
+}
+
+/// A submission's answer: accepted (202, as `AcceptedReply`), or decided (200 with the final
+/// status) when the client asked to wait (`Prefer: wait`) and a worker decided in time.
+pub struct SubmitReply<A, D> {
+    pub location: String,
+    /// The `Preference-Applied` value, when the request asked to wait.
+    pub preference_applied: Option<String>,
+    pub outcome: Outcome<A, D>,
+}
+
+pub enum Outcome<A, D> {
+    Accepted(A),
+    Decided(D),
+}
+
+impl<A: Serialize, D: Serialize> Responder for SubmitReply<A, D> {
+    type Body = BoxBody;
+
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        let mut response = match self.outcome {
+            Outcome::Accepted(_) => HttpResponse::Accepted(),
+            Outcome::Decided(_) => HttpResponse::Ok(),
+        };
+        response.insert_header((header::LOCATION, self.location));
+        if let Some(applied) = self.preference_applied {
+            response.insert_header(("Preference-Applied", applied));
+        }
+        match self.outcome {
+            Outcome::Accepted(body) => response.json(body),
+            Outcome::Decided(body) => response.json(body),
+        }
+    }
+}
+
+impl<A: Apiv2Schema, D: Apiv2Schema> Apiv2Schema for SubmitReply<A, D> {}
+
+impl<A: Apiv2Schema, D: Apiv2Schema> OperationModifier for SubmitReply<A, D> {
+    fn update_response(op: &mut DefaultOperationRaw) {
+        AcceptedReply::<A>::update_response(op);
+        let headers = [
+            ("Location", "The operation's status URL"),
+            (
+                "Preference-Applied",
+                "`wait=N`: the request asked to wait, and waited at most N seconds",
+            ),
+        ];
+        if let Some(Either::Right(accepted)) = op.responses.get_mut(StatusCode::ACCEPTED.as_str()) {
+            let applied = headers[1];
+            accepted.headers.insert(
+                applied.0.to_owned(),
+                Header {
+                    description: Some(applied.1.to_owned()),
+                    data_type: Some(DataType::String),
+                    ..Default::default()
+                },
+            );
+        }
+        openapi::reply(
+            op,
+            StatusCode::OK,
+            "Decided: the request asked to wait (`Prefer: wait=N`) and a worker decided the \
+             operation within the wait; the body is its final status, as its status URL \
+             answers it (PROCESSED, or FAILED with `reason`)",
+            Some(openapi::reference::<D>()),
+            &headers,
+        );
+    }
+
+    fn update_definitions(map: &mut BTreeMap<String, DefaultSchemaRaw>) {
+        define::<A>(map);
+        define::<D>(map);
+    }
 }

@@ -29,7 +29,8 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6a0f_5e2c_8d1b_4c7a_9b3e_2
 pub enum IdSource {
     Explicit(OperationId),
     IdempotencyKey(String),
-    Generated,
+    /// Drawn once when the request was read, so every use of the submission names one id.
+    Generated(OperationId),
 }
 
 /// A syntactically valid operation request, not yet checked against the wallets.
@@ -107,7 +108,7 @@ async fn produce(
 
 /// The operation id a submission names, in its tenant's namespace: a key derives the same id
 /// for the same tenant and wallet, and another id for another tenant.
-fn operation_id(submission: &Submission) -> OperationId {
+pub fn operation_id(submission: &Submission) -> OperationId {
     match &submission.id {
         IdSource::Explicit(id) => *id,
         IdSource::IdempotencyKey(key) => {
@@ -116,7 +117,7 @@ fn operation_id(submission: &Submission) -> OperationId {
             let name = format!("{}:{}:{key}", submission.tenant, submission.wallet_id);
             OperationId(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))
         }
-        IdSource::Generated => clock::new_operation_id(),
+        IdSource::Generated(id) => *id,
     }
 }
 

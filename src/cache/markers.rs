@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::decisions::DECIDED_CHANNEL;
 use super::{Cache, CacheError};
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::types::{
@@ -147,7 +148,7 @@ return 1
 "#;
 
 /// Tenants are letters, digits, '-' and '_', so the colon keeps keys unambiguous.
-fn key(id: &ScopedId) -> String {
+pub(super) fn key(id: &ScopedId) -> String {
     format!("op:{}:{}", id.tenant, id.id)
 }
 
@@ -220,13 +221,17 @@ impl Cache {
         .await
     }
 
-    /// Stores final statuses written by a worker after its commit, in one round trip.
+    /// Stores final statuses written by a worker after its commit and announces them to the
+    /// requests waiting for them, in one round trip.
     pub async fn store_outcomes(&self, outcomes: &[(ScopedId, Marker)]) -> Result<(), CacheError> {
         if outcomes.is_empty() {
             return Ok(());
         }
         let mut pipeline = redis::pipe();
+        let mut decided = String::new();
         for (id, marker) in outcomes {
+            decided.push_str(&key(id));
+            decided.push('\n');
             pipeline
                 .cmd("SET")
                 .arg(key(id))
@@ -235,6 +240,11 @@ impl Cache {
                 .arg(self.marker_ttl_s)
                 .ignore();
         }
+        pipeline
+            .cmd("PUBLISH")
+            .arg(DECIDED_CHANNEL)
+            .arg(decided)
+            .ignore();
         self.with_connection(|mut connection| async move {
             pipeline.query_async::<()>(&mut connection).await?;
             Ok(())

@@ -27,6 +27,10 @@ pub(super) const CHECKS: &[Check] = &[
         "http.connections_max must be at least 1",
     ),
     (
+        |config| config.http.prefer_wait_max_s <= 600,
+        "http.prefer_wait_max_s must be between 0 and 600",
+    ),
+    (
         |config| config.worker.metrics_listen.is_empty()
             || config.worker.metrics_listen.parse::<SocketAddr>().is_ok(),
         "worker.metrics_listen must be empty or an address like 0.0.0.0:9187",

@@ -43,7 +43,11 @@ fn generated_requests_get_only_documented_answers() {
     let executable = schemathesis();
     let stack = Stack::start(2);
     let secret = token(&stack, "fuzz", "read,write");
-    let server = secured(&stack, &[]);
+    // Generated `Prefer: wait=N` headers would each hold a request for up to N seconds.
+    let server = secured(
+        &stack,
+        &[("WALLET_HTTP__PREFER_WAIT_MAX_S", "1".to_owned())],
+    );
     let _worker = stack.work("work-1");
     let workdir = tempfile::tempdir().expect("temp dir");
     let authorization = format!("Authorization: Bearer {secret}");

@@ -21,3 +21,4 @@ mod packaging;
 mod pipeline;
 mod refusals;
 mod tenants;
+mod wait;
