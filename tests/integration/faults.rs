@@ -104,3 +104,28 @@ async fn api_crash_with_client_retries_applies_each_once() {
     assert_eq!(balance.body["balance"], "200.00");
     assert_eq!(balance.body["version"], 200);
 }
+
+/// Proves `wallet work` started while PostgreSQL is down waits for it instead of exiting, and
+/// applies what was accepted meanwhile once it is back. It used to exit at once, so a worker
+/// restarted during a database restart stayed down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_while_postgres_is_down_comes_up_with_it() {
+    let mut stack = crate::harness::Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    stack.postgres.stop();
+    let mut worker = stack.work("work-1");
+    let waiting = crate::harness::eventually(SETTLE, || async {
+        std::fs::read_to_string(&worker.log)
+            .unwrap_or_default()
+            .contains("PostgreSQL is not reachable yet; retrying")
+    })
+    .await;
+    assert!(waiting, "the worker waits for PostgreSQL");
+    let operation = submit_until_accepted(&api, &wallet, "after-restart", "3.00").await;
+    stack.postgres.start_again();
+    let status = api.settled(&wallet, &operation, SETTLE).await;
+    assert_eq!(status["status"], "PROCESSED", "{status}");
+    assert!(worker.is_running(), "the worker is still running");
+}
