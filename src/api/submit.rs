@@ -52,6 +52,7 @@ pub struct Accepted {
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
     validate(state, &submission).await?;
+    let chosen_id = !matches!(submission.id, IdSource::Generated(_));
     let operation = Operation {
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
@@ -66,9 +67,12 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
     let accepting = Marker::accepting(&operation);
     let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
         Ok(claimed) => claimed,
+        // An id the client chose may already be bound to other content, which only the
+        // marker knows: accepting it blind could answer 202 for a record the worker refuses.
+        // Nothing was produced, so the client's retry is safe.
+        Err(error) if chosen_id => return Err(error.into()),
         Err(error) => {
-            // Without Redis the 409 for concurrent duplicates is lost, but the worker still
-            // applies an id only once.
+            // A fresh id has no earlier request to conflict with; the worker applies it once.
             tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
             true
         }
