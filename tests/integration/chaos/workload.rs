@@ -345,6 +345,11 @@ impl Client {
         while !stop.load(Ordering::SeqCst) {
             match self.attempt(&current, sent.id, key).await {
                 Answer::Accepted(id) => {
+                    // The other content holds the id: only a Redis wipe let it bind the id
+                    // while the request's own record may have been in flight.
+                    if current != sent.content {
+                        sent.excused = self.workload.redis_losses.since(first_attempt);
+                    }
                     self.acknowledged(sent, current, &id, key);
                     return;
                 }
