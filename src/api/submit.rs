@@ -13,6 +13,7 @@
 //! asks PostgreSQL nothing, which is what lets one wallet take thousands of operations a second.
 
 use actix_web::http::StatusCode;
+use futures::future::join_all;
 use uuid::Uuid;
 
 use super::{lookup, AppState, Problem};
@@ -51,6 +52,76 @@ pub struct Accepted {
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
+    match claim(state, submission).await? {
+        Claim::Own(operation, accepting) => produce(state, &operation, &accepting).await,
+        Claim::Taken(operation) => replay(state, operation).await,
+    }
+}
+
+/// Accepts each submission as `accept` does, independently, with the marker protocol of each
+/// unchanged; the operations this call claims are produced together, one request per
+/// partition. Answers in the order given. A submission must not repeat the id of another in
+/// the same call (the claims race): the caller sends repeats in a later call.
+pub async fn accept_all(
+    state: &AppState,
+    submissions: Vec<Submission>,
+) -> Vec<Result<Accepted, Problem>> {
+    let claims = join_all(
+        submissions
+            .into_iter()
+            .map(|submission| claim(state, submission)),
+    )
+    .await;
+    let mut answers: Vec<Option<Result<Accepted, Problem>>> = Vec::with_capacity(claims.len());
+    let mut owned = Vec::new();
+    let mut taken = Vec::new();
+    for (index, claimed) in claims.into_iter().enumerate() {
+        match claimed {
+            Ok(Claim::Own(operation, accepting)) => owned.push((index, operation, accepting)),
+            Ok(Claim::Taken(operation)) => taken.push((index, operation)),
+            Err(problem) => {
+                answers.push(Some(Err(problem)));
+                continue;
+            }
+        }
+        answers.push(None);
+    }
+    let operations: Vec<Operation> = owned
+        .iter()
+        .map(|(_, operation, _)| operation.clone())
+        .collect();
+    let produced = state.producer.produce_all(&operations).await;
+    let settled = join_all(owned.iter().zip(produced).map(
+        |((_, operation, accepting), produced)| settle(state, operation, accepting, produced),
+    ));
+    let replayed = join_all(
+        taken
+            .into_iter()
+            .map(|(index, operation)| async move { (index, replay(state, operation).await) }),
+    );
+    let (settled, replayed) = futures::join!(settled, replayed);
+    for ((index, _, _), answer) in owned.iter().zip(settled) {
+        answers[*index] = Some(answer);
+    }
+    for (index, answer) in replayed {
+        answers[index] = Some(answer);
+    }
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Err(unfinished())))
+        .collect()
+}
+
+/// What claiming a submission's id found.
+enum Claim {
+    /// This request holds the `Accepting` marker and must produce the operation.
+    Own(Operation, Marker),
+    /// Another request holds or held the id.
+    Taken(Operation),
+}
+
+/// Validates the submission and claims its id with an `Accepting` marker.
+async fn claim(state: &AppState, submission: Submission) -> Result<Claim, Problem> {
     validate(state, &submission).await?;
     let operation = Operation {
         id: operation_id(&submission),
@@ -73,10 +144,10 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
             true
         }
     };
-    if !claimed {
-        return replay(state, operation).await;
-    }
-    produce(state, &operation, &accepting).await
+    Ok(match claimed {
+        true => Claim::Own(operation, accepting),
+        false => Claim::Taken(operation),
+    })
 }
 
 /// Produces `operation`, whose marker `own` this request holds. The marker becomes `Pending`
@@ -88,8 +159,18 @@ async fn produce(
     operation: &Operation,
     own: &Marker,
 ) -> Result<Accepted, Problem> {
-    let id = operation.scoped_id();
     let produced = state.producer.produce(operation).await;
+    settle(state, operation, own, produced).await
+}
+
+/// Records the broker's answer for `operation` in its marker `own`, as `produce` explains.
+async fn settle(
+    state: &AppState,
+    operation: &Operation,
+    own: &Marker,
+    produced: Result<i64, ProduceError>,
+) -> Result<Accepted, Problem> {
+    let id = operation.scoped_id();
     let next = own.produced(produced.is_ok());
     if next != *own {
         if let Err(error) = state.cache.replace_own(&id, own, &next).await {
@@ -204,6 +285,15 @@ fn in_flight() -> Problem {
     );
     problem.retry_after_s = Some(1);
     problem
+}
+
+pub fn unfinished() -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "Internal error",
+        "the server failed the request",
+    )
 }
 
 fn produce_problem(error: &ProduceError) -> Problem {
