@@ -109,6 +109,10 @@ pub struct BenchFlags {
     /// Constant arrival rate in operations per second (open loop); otherwise closed loop
     #[arg(long, value_name = "PER_SECOND")]
     pub rate: Option<u64>,
+    /// Send N operations per request to POST /api/v1/operations/batch instead of one per
+    /// request to POST /api/v1/wallet
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Option<u64>,
     /// Longest wait for every accepted operation to be decided, in seconds
     #[arg(long = "settle-timeout", default_value_t = 120, value_name = "SECONDS")]
     pub settle_timeout_s: u64,
@@ -142,18 +146,23 @@ impl BenchFlags {
     /// The scenarios to run: the one the flags describe, or with `--standard` the three
     /// standard ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate).
     pub fn scenarios(&self, database: &crate::config::DatabaseConfig) -> Vec<BenchOptions> {
+        let batched = |scenario: String| match self.batch {
+            Some(batch) => format!("{scenario}, batches of {batch}"),
+            None => scenario,
+        };
         let base = BenchOptions {
-            scenario: if self.hot {
+            scenario: batched(if self.hot {
                 "hot wallet".to_owned()
             } else {
                 format!("{} wallets", self.wallets)
-            },
+            }),
             url: self.url.trim_end_matches('/').to_owned(),
             wallets: if self.hot { 1 } else { self.wallets.max(1) },
             duration_s: self.duration_s,
             connections: self.connections.max(1),
             mix: self.mix,
             rate: self.rate.filter(|rate| *rate > 0),
+            batch: self.batch.map(|batch| batch as usize),
             settle_timeout_s: self.settle_timeout_s,
             token: self.token.clone(),
             baseline: self.baseline.map(|Baseline::RowLock| database.clone()),
@@ -167,19 +176,19 @@ impl BenchFlags {
             .unwrap_or(STANDARD_RATE_PER_S);
         vec![
             BenchOptions {
-                scenario: "hot wallet".to_owned(),
+                scenario: batched("hot wallet".to_owned()),
                 wallets: 1,
                 rate: None,
                 ..base.clone()
             },
             BenchOptions {
-                scenario: "10000 wallets".to_owned(),
+                scenario: batched("10000 wallets".to_owned()),
                 wallets: 10_000,
                 rate: None,
                 ..base.clone()
             },
             BenchOptions {
-                scenario: format!("open loop {rate}/s"),
+                scenario: batched(format!("open loop {rate}/s")),
                 wallets: 1_000,
                 rate: Some(rate),
                 ..base
