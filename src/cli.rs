@@ -122,9 +122,9 @@ pub struct BenchFlags {
     /// API token with the read and write scopes, when the server requires one
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
-    /// Run the three standard scenarios (hot wallet; 10,000 wallets; open loop at --rate,
-    /// default 1000/s, on 1,000 wallets) and print one table
-    #[arg(long, conflicts_with_all = ["hot", "wallets"])]
+    /// Run the standard scenarios (hot wallet; 10,000 wallets; open loop at --rate, default
+    /// 1000/s, on 1,000 wallets; hot wallet in batches of 1,000) and print one table
+    #[arg(long, conflicts_with_all = ["hot", "wallets", "batch"])]
     pub standard: bool,
     /// After each closed-loop scenario, drive the replaced design (one row-locked transaction
     /// per operation) against the same PostgreSQL (database.url) and print the ratio
@@ -142,9 +142,15 @@ pub enum Baseline {
 /// The open-loop rate of the standard scenarios when `--rate` is not given.
 const STANDARD_RATE_PER_S: u64 = 1_000;
 
+/// Operations per request of the standard bulk scenario, and its connections at most: each
+/// request already carries a thousand operations.
+const STANDARD_BATCH: usize = 1_000;
+const STANDARD_BATCH_CONNECTIONS: usize = 8;
+
 impl BenchFlags {
-    /// The scenarios to run: the one the flags describe, or with `--standard` the three
-    /// standard ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate).
+    /// The scenarios to run: the one the flags describe, or with `--standard` the standard
+    /// ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate; hot wallet
+    /// in batches).
     pub fn scenarios(&self, database: &crate::config::DatabaseConfig) -> Vec<BenchOptions> {
         let batched = |scenario: String| match self.batch {
             Some(batch) => format!("{scenario}, batches of {batch}"),
@@ -176,21 +182,29 @@ impl BenchFlags {
             .unwrap_or(STANDARD_RATE_PER_S);
         vec![
             BenchOptions {
-                scenario: batched("hot wallet".to_owned()),
+                scenario: "hot wallet".to_owned(),
                 wallets: 1,
                 rate: None,
                 ..base.clone()
             },
             BenchOptions {
-                scenario: batched("10000 wallets".to_owned()),
+                scenario: "10000 wallets".to_owned(),
                 wallets: 10_000,
                 rate: None,
                 ..base.clone()
             },
             BenchOptions {
-                scenario: batched(format!("open loop {rate}/s")),
+                scenario: format!("open loop {rate}/s"),
                 wallets: 1_000,
                 rate: Some(rate),
+                ..base.clone()
+            },
+            BenchOptions {
+                scenario: format!("hot wallet, batches of {STANDARD_BATCH}"),
+                wallets: 1,
+                rate: None,
+                batch: Some(STANDARD_BATCH),
+                connections: base.connections.min(STANDARD_BATCH_CONNECTIONS),
                 ..base
             },
         ]

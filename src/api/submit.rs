@@ -17,11 +17,13 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use super::{lookup, AppState, Problem};
-use crate::cache::Marker;
+use crate::cache::{CacheError, Marker};
 use crate::clock;
 use crate::ingest::producer::ProduceError;
 use crate::ledger::money::Amount;
-use crate::ledger::types::{Operation, OperationId, OperationKind, OperationStatus, WalletId};
+use crate::ledger::types::{
+    Operation, OperationId, OperationKind, OperationStatus, ScopedId, WalletId,
+};
 
 /// Namespace of operation ids derived from an `Idempotency-Key` header.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6a0f_5e2c_8d1b_4c7a_9b3e_2f41_d8c6_a705);
@@ -52,56 +54,70 @@ pub struct Accepted {
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
-    match claim(state, submission).await? {
-        Claim::Own(operation, accepting) => produce(state, &operation, &accepting).await,
-        Claim::Taken(operation) => replay(state, operation).await,
+    let (operation, accepting) = prepare(state, submission).await?;
+    let claimed = state
+        .cache
+        .claim(&operation.scoped_id(), &accepting)
+        .await
+        .unwrap_or_else(|error| claim_unavailable(&error));
+    if !claimed {
+        return replay(state, operation).await;
     }
+    produce(state, &operation, &accepting).await
 }
 
-/// Accepts each submission as `accept` does, independently, with the marker protocol of each
-/// unchanged; the operations this call claims are produced together, one request per
-/// partition. Answers in the order given. A submission must not repeat the id of another in
-/// the same call (the claims race): the caller sends repeats in a later call.
+/// Accepts each submission as `accept` does, independently and with the same marker protocol
+/// for each (claim `Accepting`, produce, `Pending` or `Uncertain`), but with one Redis round
+/// trip for all claims, one produce request per partition for all claimed operations and
+/// one round trip for all their markers' updates. Answers in the order given. A submission
+/// must not repeat the id of another in the same call (its claim would find its twin's):
+/// the caller sends repeats in a later call.
 pub async fn accept_all(
     state: &AppState,
     submissions: Vec<Submission>,
 ) -> Vec<Result<Accepted, Problem>> {
-    let claims = join_all(
+    let prepared = join_all(
         submissions
             .into_iter()
-            .map(|submission| claim(state, submission)),
+            .map(|submission| prepare(state, submission)),
     )
     .await;
-    let mut answers: Vec<Option<Result<Accepted, Problem>>> = Vec::with_capacity(claims.len());
-    let mut owned = Vec::new();
-    let mut taken = Vec::new();
-    for (index, claimed) in claims.into_iter().enumerate() {
-        match claimed {
-            Ok(Claim::Own(operation, accepting)) => owned.push((index, operation, accepting)),
-            Ok(Claim::Taken(operation)) => taken.push((index, operation)),
-            Err(problem) => {
-                answers.push(Some(Err(problem)));
-                continue;
-            }
+    let mut answers: Vec<Option<Result<Accepted, Problem>>> =
+        (0..prepared.len()).map(|_| None).collect();
+    let mut ready = Vec::new();
+    for (index, prepared) in prepared.into_iter().enumerate() {
+        match prepared {
+            Ok((operation, accepting)) => ready.push((index, operation, accepting)),
+            Err(problem) => answers[index] = Some(Err(problem)),
         }
-        answers.push(None);
     }
-    let operations: Vec<Operation> = owned
+    let claims: Vec<(ScopedId, &Marker)> = ready
         .iter()
-        .map(|(_, operation, _)| operation.clone())
+        .map(|(_, operation, accepting)| (operation.scoped_id(), accepting))
         .collect();
-    let produced = state.producer.produce_all(&operations).await;
-    let settled = join_all(owned.iter().zip(produced).map(
-        |((_, operation, accepting), produced)| settle(state, operation, accepting, produced),
-    ));
+    let claimed = state
+        .cache
+        .claim_all(&claims)
+        .await
+        .unwrap_or_else(|error| vec![claim_unavailable(&error); claims.len()]);
+    let (owned, taken): (Vec<_>, Vec<_>) = ready
+        .into_iter()
+        .zip(claimed)
+        .partition(|(_, claimed)| *claimed);
     let replayed = join_all(
         taken
             .into_iter()
-            .map(|(index, operation)| async move { (index, replay(state, operation).await) }),
+            .map(
+                |((index, operation, _), _)| async move { (index, replay(state, operation).await) },
+            ),
     );
-    let (settled, replayed) = futures::join!(settled, replayed);
-    for ((index, _, _), answer) in owned.iter().zip(settled) {
-        answers[*index] = Some(answer);
+    let (owned_indices, owned): (Vec<usize>, Vec<(Operation, Marker)>) = owned
+        .into_iter()
+        .map(|((index, operation, accepting), _)| (index, (operation, accepting)))
+        .unzip();
+    let (produced, replayed) = futures::join!(produce_claimed(state, owned), replayed);
+    for (index, answer) in owned_indices.into_iter().zip(produced) {
+        answers[index] = Some(answer);
     }
     for (index, answer) in replayed {
         answers[index] = Some(answer);
@@ -112,16 +128,34 @@ pub async fn accept_all(
         .collect()
 }
 
-/// What claiming a submission's id found.
-enum Claim {
-    /// This request holds the `Accepting` marker and must produce the operation.
-    Own(Operation, Marker),
-    /// Another request holds or held the id.
-    Taken(Operation),
+/// Produces operations whose `Accepting` markers this call holds, as `produce` does one.
+async fn produce_claimed(
+    state: &AppState,
+    owned: Vec<(Operation, Marker)>,
+) -> Vec<Result<Accepted, Problem>> {
+    let (operations, markers): (Vec<Operation>, Vec<Marker>) = owned.into_iter().unzip();
+    let produced = state.producer.produce_all(&operations).await;
+    let replacements: Vec<(ScopedId, &Marker, Marker)> = operations
+        .iter()
+        .zip(&markers)
+        .zip(&produced)
+        .map(|((operation, own), produced)| {
+            (operation.scoped_id(), own, own.produced(produced.is_ok()))
+        })
+        .collect();
+    if let Err(error) = state.cache.replace_own_all(&replacements).await {
+        tracing::warn!(%error, "cannot update the idempotency markers");
+    }
+    operations
+        .iter()
+        .zip(produced)
+        .map(|(operation, produced)| answer(operation, produced))
+        .collect()
 }
 
-/// Validates the submission and claims its id with an `Accepting` marker.
-async fn claim(state: &AppState, submission: Submission) -> Result<Claim, Problem> {
+/// Validates the submission; answers its operation and the `Accepting` marker that claims
+/// its id.
+async fn prepare(state: &AppState, submission: Submission) -> Result<(Operation, Marker), Problem> {
     validate(state, &submission).await?;
     let operation = Operation {
         id: operation_id(&submission),
@@ -135,19 +169,14 @@ async fn claim(state: &AppState, submission: Submission) -> Result<Claim, Proble
         tenant: submission.tenant,
     };
     let accepting = Marker::accepting(&operation);
-    let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
-        Ok(claimed) => claimed,
-        Err(error) => {
-            // Without Redis the 409 for concurrent duplicates is lost, but the worker still
-            // applies an id only once.
-            tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
-            true
-        }
-    };
-    Ok(match claimed {
-        true => Claim::Own(operation, accepting),
-        false => Claim::Taken(operation),
-    })
+    Ok((operation, accepting))
+}
+
+/// A claim Redis could not answer counts as won: without Redis the 409 for concurrent
+/// duplicates is lost, but the worker still applies an id only once.
+fn claim_unavailable(error: &CacheError) -> bool {
+    tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
+    true
 }
 
 /// Produces `operation`, whose marker `own` this request holds. The marker becomes `Pending`
@@ -159,24 +188,19 @@ async fn produce(
     operation: &Operation,
     own: &Marker,
 ) -> Result<Accepted, Problem> {
-    let produced = state.producer.produce(operation).await;
-    settle(state, operation, own, produced).await
-}
-
-/// Records the broker's answer for `operation` in its marker `own`, as `produce` explains.
-async fn settle(
-    state: &AppState,
-    operation: &Operation,
-    own: &Marker,
-    produced: Result<i64, ProduceError>,
-) -> Result<Accepted, Problem> {
     let id = operation.scoped_id();
+    let produced = state.producer.produce(operation).await;
     let next = own.produced(produced.is_ok());
     if next != *own {
         if let Err(error) = state.cache.replace_own(&id, own, &next).await {
             tracing::warn!(%error, state = ?next.state, "cannot update the idempotency marker");
         }
     }
+    answer(operation, produced)
+}
+
+/// The answer for `operation` once the broker answered.
+fn answer(operation: &Operation, produced: Result<i64, ProduceError>) -> Result<Accepted, Problem> {
     match produced {
         Ok(_) => Ok(Accepted {
             id: operation.id,
