@@ -290,3 +290,44 @@ async fn a_batch_waits_for_its_decisions() {
         .await;
     assert_eq!(results[0], status.body, "the same body as the status URL");
 }
+
+/// The produce requests `wallet serve` has made so far, from its metrics.
+async fn produce_requests(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with("wallet_produce_duration_seconds_count"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Proves a batch costs one produce request per partition, not one per item: 1,000
+/// operations on one wallet are one request; and that without a worker a waiting batch
+/// answers 200 at its deadline with every item still PENDING.
+#[tokio::test]
+async fn a_batch_is_one_produce_request_per_partition() {
+    let stack = Stack::start(2);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let before = produce_requests(&server.base).await;
+    let operations = vec![deposit(&wallet, "1"); 1000];
+    let answer = batch(&server.base, &[], &operations).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "PENDING"));
+    assert_eq!(produce_requests(&server.base).await - before, 1);
+
+    let waited = batch(&server.base, &[("Prefer", "wait=1")], &operations[..3]).await;
+    assert_eq!(waited.status, StatusCode::OK, "{}", waited.body);
+    assert_eq!(waited.preference_applied.as_deref(), Some("wait=1"));
+    assert!((0..3).all(|index| outcome(&waited, index) == "PENDING"));
+    assert!(
+        waited.took >= Duration::from_secs(1) && waited.took < Duration::from_secs(5),
+        "answered after {:?}",
+        waited.took
+    );
+}
