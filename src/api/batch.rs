@@ -17,7 +17,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, Responder};
 use paperclip::actix::{api_v2_operation, Apiv2Schema, OperationModifier};
-use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw};
+use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw, Either};
 use paperclip::v2::schema::Apiv2Schema as _;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -163,12 +163,7 @@ pub async fn submit(
     .await
     .map_err(|error| {
         tracing::error!(%error, "the acceptance of a batch did not finish");
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error",
-            "the server failed the request",
-        )
+        submit::unfinished()
     })?;
     let results = match wait.0 {
         Some(wait) => decided_by(&state, &tenant, accepted, wait).await,
@@ -299,6 +294,12 @@ impl OperationModifier for NoIdempotencyKey {
     fn update_definitions(_: &mut BTreeMap<String, DefaultSchemaRaw>) {}
 }
 
+const PREFER_WAIT: &str = "`wait=N` (RFC 7240): wait up to N seconds for the workers' \
+     decisions; each operation decided by then is answered with its final status, the others \
+     stay PENDING. N is clamped to the server's `http.prefer_wait_max_s`; \
+     `Preference-Applied` says the wait applied. Other preferences, and a malformed `wait`, \
+     are ignored";
+
 /// 200 with the results, and `Preference-Applied` when the request asked to wait.
 pub struct BatchReply {
     preference_applied: Option<String>,
@@ -321,6 +322,14 @@ impl paperclip::v2::schema::Apiv2Schema for BatchReply {}
 
 impl OperationModifier for BatchReply {
     fn update_response(op: &mut DefaultOperationRaw) {
+        // A batch answers 200 whether or not it waited, unlike a single submission.
+        for parameter in op.parameters.iter_mut() {
+            if let Either::Right(parameter) = parameter {
+                if parameter.name == "Prefer" {
+                    parameter.description = Some(PREFER_WAIT.to_owned());
+                }
+            }
+        }
         openapi::reply(
             op,
             StatusCode::OK,

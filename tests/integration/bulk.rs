@@ -2,7 +2,7 @@
 //! item in request order, items independent and each idempotent by its id, tenants kept
 //! apart, the batch's bounds, and `Prefer: wait` on a batch.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -10,41 +10,12 @@ use serde_json::{json, Value};
 use crate::auth::{secured, token};
 use crate::client::{deposit, transfer, withdraw, Api, System};
 use crate::harness::{eventually, Stack};
+use crate::wait::{post, Answer};
 
 const BATCH: &str = "/api/v1/operations/batch";
 
-/// A batch's answer with what these tests look at.
-struct Answer {
-    status: StatusCode,
-    preference_applied: Option<String>,
-    body: Value,
-    took: Duration,
-}
-
 async fn send_batch(base: &str, headers: &[(&str, &str)], body: String) -> Answer {
-    let started = Instant::now();
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}{BATCH}"))
-        .header("content-type", "application/json")
-        .timeout(Duration::from_secs(60))
-        .body(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("the API answers");
-    let status = response.status();
-    let preference_applied = response
-        .headers()
-        .get("Preference-Applied")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let body = response.json().await.expect("a JSON body");
-    Answer {
-        status,
-        preference_applied,
-        body,
-        took: started.elapsed(),
-    }
+    post(&format!("{base}{BATCH}"), headers, body).await
 }
 
 async fn batch(base: &str, headers: &[(&str, &str)], operations: &[Value]) -> Answer {
