@@ -109,6 +109,10 @@ pub struct BenchFlags {
     /// Constant arrival rate in operations per second (open loop); otherwise closed loop
     #[arg(long, value_name = "PER_SECOND")]
     pub rate: Option<u64>,
+    /// Send N operations per request to POST /api/v1/operations/batch instead of one per
+    /// request to POST /api/v1/wallet
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: Option<u64>,
     /// Longest wait for every accepted operation to be decided, in seconds
     #[arg(long = "settle-timeout", default_value_t = 120, value_name = "SECONDS")]
     pub settle_timeout_s: u64,
@@ -118,9 +122,9 @@ pub struct BenchFlags {
     /// API token with the read and write scopes, when the server requires one
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
-    /// Run the three standard scenarios (hot wallet; 10,000 wallets; open loop at --rate,
-    /// default 1000/s, on 1,000 wallets) and print one table
-    #[arg(long, conflicts_with_all = ["hot", "wallets"])]
+    /// Run the standard scenarios (hot wallet; 10,000 wallets; open loop at --rate, default
+    /// 1000/s, on 1,000 wallets; hot wallet in batches of 1,000) and print one table
+    #[arg(long, conflicts_with_all = ["hot", "wallets", "batch"])]
     pub standard: bool,
     /// After each closed-loop scenario, drive the replaced design (one row-locked transaction
     /// per operation) against the same PostgreSQL (database.url) and print the ratio
@@ -138,22 +142,33 @@ pub enum Baseline {
 /// The open-loop rate of the standard scenarios when `--rate` is not given.
 const STANDARD_RATE_PER_S: u64 = 1_000;
 
+/// Operations per request of the standard bulk scenario, and its connections at most: each
+/// request already carries a thousand operations.
+const STANDARD_BATCH: usize = 1_000;
+const STANDARD_BATCH_CONNECTIONS: usize = 8;
+
 impl BenchFlags {
-    /// The scenarios to run: the one the flags describe, or with `--standard` the three
-    /// standard ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate).
+    /// The scenarios to run: the one the flags describe, or with `--standard` the standard
+    /// ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate; hot wallet
+    /// in batches).
     pub fn scenarios(&self, database: &crate::config::DatabaseConfig) -> Vec<BenchOptions> {
+        let batched = |scenario: String| match self.batch {
+            Some(batch) => format!("{scenario}, batches of {batch}"),
+            None => scenario,
+        };
         let base = BenchOptions {
-            scenario: if self.hot {
+            scenario: batched(if self.hot {
                 "hot wallet".to_owned()
             } else {
                 format!("{} wallets", self.wallets)
-            },
+            }),
             url: self.url.trim_end_matches('/').to_owned(),
             wallets: if self.hot { 1 } else { self.wallets.max(1) },
             duration_s: self.duration_s,
             connections: self.connections.max(1),
             mix: self.mix,
             rate: self.rate.filter(|rate| *rate > 0),
+            batch: self.batch.map(|batch| batch as usize),
             settle_timeout_s: self.settle_timeout_s,
             token: self.token.clone(),
             baseline: self.baseline.map(|Baseline::RowLock| database.clone()),
@@ -182,6 +197,14 @@ impl BenchFlags {
                 scenario: format!("open loop {rate}/s"),
                 wallets: 1_000,
                 rate: Some(rate),
+                ..base.clone()
+            },
+            BenchOptions {
+                scenario: format!("hot wallet, batches of {STANDARD_BATCH}"),
+                wallets: 1,
+                rate: None,
+                batch: Some(STANDARD_BATCH),
+                connections: base.connections.min(STANDARD_BATCH_CONNECTIONS),
                 ..base
             },
         ]

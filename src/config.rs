@@ -37,6 +37,8 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     pub connections_max: usize,
     pub prefer_wait_max_s: u64,
+    pub batch_operations_max: usize,
+    pub batch_body_bytes_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +130,8 @@ impl Default for HttpConfig {
             request_timeout_ms: 10_000,
             connections_max: 5_000,
             prefer_wait_max_s: 30,
+            batch_operations_max: 10_000,
+            batch_body_bytes_max: 4 * 1024 * 1024,
         }
     }
 }

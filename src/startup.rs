@@ -355,6 +355,7 @@ async fn build_api(
         directory: WalletDirectory::new(config.http.known_wallets_max),
         decisions: Decisions::start(cache.clone()),
         prefer_wait_max_s: config.http.prefer_wait_max_s,
+        batch_operations_max: config.http.batch_operations_max,
         cache,
         producer: Arc::new(producer),
         history_limit_max: config.http.history_limit_max,

@@ -174,6 +174,8 @@ pub struct ContinueGate {
     pub tokens: Arc<TokenRegistry>,
     pub public: Arc<[String]>,
     pub body_bytes_max: usize,
+    /// The bound of a batch's body instead (`http.batch_body_bytes_max`).
+    pub batch_body_bytes_max: usize,
 }
 
 impl ContinueGate {
@@ -183,7 +185,11 @@ impl ContinueGate {
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > self.body_bytes_max as u64) {
+        let bound = match request.path() == super::batch::BATCH_PATH {
+            true => self.batch_body_bytes_max,
+            false => self.body_bytes_max,
+        };
+        if declared.is_some_and(|length| length > bound as u64) {
             return Err(Problem::payload_too_large());
         }
         let authorization = caller::authorization(headers)?;

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, request parsing, validation and error mapping. It never changes a
 //! balance; operations go to Kafka and workers apply them.
 
+mod batch;
 mod body;
 mod caller;
 mod directory;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub decisions: Decisions,
     /// The longest wait a request may ask for (`http.prefer_wait_max_s`).
     pub prefer_wait_max_s: u64,
+    /// The most operations one batch may hold (`http.batch_operations_max`).
+    pub batch_operations_max: usize,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
     pub readiness_timeout: Duration,
@@ -84,10 +87,12 @@ impl Application {
             tokens: state.tokens.clone(),
             public: Arc::from(state.public.clone()),
             body_bytes_max: config.body_bytes_max,
+            batch_body_bytes_max: config.batch_body_bytes_max,
         };
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
         let state = actix_web::web::Data::new(state);
         let body_bytes_max = config.body_bytes_max;
+        let batch_body_bytes_max = config.batch_body_bytes_max;
         let server = Server::build()
             .workers(config.workers)
             .max_concurrent_connections(config.connections_max)
@@ -98,7 +103,7 @@ impl Application {
                     .app_data(state.clone())
                     .app_data(actix_web::web::PayloadConfig::new(body_bytes_max))
                     .app_data(edge::BodyTimeout(request_timeout))
-                    .configure(routes)
+                    .configure(|config| routes(config, batch_body_bytes_max))
                     .with_raw_json_spec_v3(|app, converted| {
                         app.app_data(actix_web::web::Data::new(openapi::V3Document::new(
                             converted,
@@ -163,7 +168,7 @@ pub fn worker_endpoints(listen: &str, worker: WorkerHealth) -> anyhow::Result<Se
 /// What each route answers, for the `Allow` header of a 405; HEAD goes wherever GET does.
 /// It must agree with `routes` and `swagger::routes`; a test checks the documented routes
 /// against the OpenAPI document.
-const ROUTE_METHODS: [(&str, &str); 15] = [
+const ROUTE_METHODS: [(&str, &str); 16] = [
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
@@ -175,6 +180,7 @@ const ROUTE_METHODS: [(&str, &str); 15] = [
         "/api/v1/wallets/{walletId}/operations/{operationId}",
         "GET, HEAD",
     ),
+    (batch::BATCH_PATH, "POST"),
     ("/openapi/v2.json", "GET, HEAD"),
     ("/openapi/v3.json", "GET, HEAD"),
     ("/swagger", "GET, HEAD"),
@@ -192,8 +198,9 @@ fn allowed_methods(pattern: &str) -> Option<&'static str> {
         .map(|(_, methods)| *methods)
 }
 
-/// Routes are resources so that a known path asked with another method answers 405.
-fn routes(config: &mut web::ServiceConfig) {
+/// Routes are resources so that a known path asked with another method answers 405. A batch
+/// has its own body bound (`http.batch_body_bytes_max`).
+fn routes(config: &mut web::ServiceConfig, batch_body_bytes_max: usize) {
     config
         .service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)))
@@ -213,6 +220,11 @@ fn routes(config: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/wallets/{walletId}/operations/{operationId}")
                         .route(web::get().to(operations::status)),
+                )
+                .service(
+                    web::resource("/operations/batch")
+                        .app_data(actix_web::web::PayloadConfig::new(batch_body_bytes_max))
+                        .route(web::post().to(batch::submit)),
                 ),
         );
 }

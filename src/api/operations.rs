@@ -49,6 +49,16 @@ pub struct AcceptedBody {
     status: OperationStatus,
 }
 
+impl From<Accepted> for AcceptedBody {
+    fn from(accepted: Accepted) -> Self {
+        AcceptedBody {
+            operation_id: accepted.id,
+            wallet_id: accepted.wallet_id,
+            status: accepted.status,
+        }
+    }
+}
+
 /// Submit an operation (wallet id in the body)
 ///
 /// Validates the operation and hands it to the broker; a worker applies it exactly once and
@@ -144,7 +154,7 @@ async fn accepted(
     })
 }
 
-fn parse(
+pub(super) fn parse(
     tenant: String,
     input: SubmitOperation,
     key: Option<String>,
@@ -374,7 +384,7 @@ async fn decided_in_postgres(
 }
 
 /// The final status a worker left in the cache, if it did.
-fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
+pub(super) fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
     let status = match marker.state.status()? {
         OperationStatus::Pending => return None,
         status @ (OperationStatus::Processed | OperationStatus::Failed) => status,

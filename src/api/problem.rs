@@ -114,7 +114,8 @@ impl Problem {
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             "Payload too large",
-            "the request body is larger than the server accepts (key `http.body_bytes_max`)",
+            "the request body is larger than the server accepts (key `http.body_bytes_max`, \
+             for a batch `http.batch_body_bytes_max`)",
         )
     }
 
@@ -128,6 +129,10 @@ impl Problem {
         )
     }
 
+    pub fn cache_unavailable() -> Self {
+        Problem::unavailable("CACHE_UNAVAILABLE", "the cache is unavailable; retry later")
+    }
+
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -137,6 +142,36 @@ impl Problem {
         );
         problem.retry_after_s = Some(1);
         problem
+    }
+}
+
+impl Problem {
+    fn body(&self) -> ProblemBody<'_> {
+        ProblemBody {
+            problem_type: format!(
+                "urn:wallet:problem:{}",
+                self.code.to_ascii_lowercase().replace('_', "-")
+            ),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            field: self.field.as_deref(),
+        }
+    }
+}
+
+/// A problem inside a successful answer (an item of a batch): `{"problem": {…}}`.
+#[derive(Serialize)]
+pub struct Refusal<'a> {
+    problem: ProblemBody<'a>,
+}
+
+impl<'a> Refusal<'a> {
+    pub fn of(problem: &'a Problem) -> Self {
+        Refusal {
+            problem: problem.body(),
+        }
     }
 }
 
@@ -166,18 +201,7 @@ impl ResponseError for Problem {
         if self.status == StatusCode::REQUEST_TIMEOUT {
             response.force_close();
         }
-        let body = ProblemBody {
-            problem_type: format!(
-                "urn:wallet:problem:{}",
-                self.code.to_ascii_lowercase().replace('_', "-")
-            ),
-            title: self.title,
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
-            field: self.field.as_deref(),
-        };
-        response.body(serde_json::to_string(&body).unwrap_or_default())
+        response.body(serde_json::to_string(&self.body()).unwrap_or_default())
     }
 }
 
@@ -302,6 +326,6 @@ impl From<StoreError> for Problem {
 impl From<CacheError> for Problem {
     fn from(error: CacheError) -> Self {
         tracing::warn!(%error, "cache unavailable");
-        Problem::unavailable("CACHE_UNAVAILABLE", "the cache is unavailable; retry later")
+        Problem::cache_unavailable()
     }
 }

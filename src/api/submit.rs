@@ -13,14 +13,17 @@
 //! asks PostgreSQL nothing, which is what lets one wallet take thousands of operations a second.
 
 use actix_web::http::StatusCode;
+use futures::future::join_all;
 use uuid::Uuid;
 
 use super::{lookup, AppState, Problem};
-use crate::cache::Marker;
+use crate::cache::{CacheError, Marker};
 use crate::clock;
 use crate::ingest::producer::ProduceError;
 use crate::ledger::money::Amount;
-use crate::ledger::types::{Operation, OperationId, OperationKind, OperationStatus, WalletId};
+use crate::ledger::types::{
+    Operation, OperationId, OperationKind, OperationStatus, ScopedId, WalletId,
+};
 
 /// Namespace of operation ids derived from an `Idempotency-Key` header.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6a0f_5e2c_8d1b_4c7a_9b3e_2f41_d8c6_a705);
@@ -51,6 +54,118 @@ pub struct Accepted {
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
+    let (operation, accepting, chosen_id) = prepare(state, submission).await?;
+    let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
+        Ok(claimed) => claimed,
+        Err(error) => claim_unavailable(&error, chosen_id)?,
+    };
+    if !claimed {
+        return replay(state, operation).await;
+    }
+    produce(state, &operation, &accepting).await
+}
+
+/// Accepts each submission as `accept` does, independently and with the same marker protocol
+/// for each (claim `Accepting`, produce, `Pending` or `Uncertain`), but with one Redis round
+/// trip for all claims, one produce request per partition for all claimed operations and
+/// one round trip for all their markers' updates. Answers in the order given. A submission
+/// must not repeat the id of another in the same call (its claim would find its twin's):
+/// the caller sends repeats in a later call.
+pub async fn accept_all(
+    state: &AppState,
+    submissions: Vec<Submission>,
+) -> Vec<Result<Accepted, Problem>> {
+    let prepared = join_all(
+        submissions
+            .into_iter()
+            .map(|submission| prepare(state, submission)),
+    )
+    .await;
+    let mut answers: Vec<Option<Result<Accepted, Problem>>> =
+        (0..prepared.len()).map(|_| None).collect();
+    let mut ready = Vec::new();
+    for (index, prepared) in prepared.into_iter().enumerate() {
+        match prepared {
+            Ok((operation, accepting, chosen_id)) => {
+                ready.push((index, operation, accepting, chosen_id))
+            }
+            Err(problem) => answers[index] = Some(Err(problem)),
+        }
+    }
+    let claims: Vec<(ScopedId, &Marker)> = ready
+        .iter()
+        .map(|(_, operation, accepting, _)| (operation.scoped_id(), accepting))
+        .collect();
+    let claimed: Vec<Result<bool, Problem>> = match state.cache.claim_all(&claims).await {
+        Ok(claimed) => claimed.into_iter().map(Ok).collect(),
+        Err(error) => ready
+            .iter()
+            .map(|(_, _, _, chosen_id)| claim_unavailable(&error, *chosen_id))
+            .collect(),
+    };
+    let mut decided = Vec::new();
+    for ((index, operation, accepting, _), claimed) in ready.into_iter().zip(claimed) {
+        match claimed {
+            Ok(claimed) => decided.push(((index, operation, accepting), claimed)),
+            Err(problem) => answers[index] = Some(Err(problem)),
+        }
+    }
+    let (owned, taken): (Vec<_>, Vec<_>) = decided.into_iter().partition(|(_, claimed)| *claimed);
+    let replayed = join_all(
+        taken
+            .into_iter()
+            .map(
+                |((index, operation, _), _)| async move { (index, replay(state, operation).await) },
+            ),
+    );
+    let (owned_indices, owned): (Vec<usize>, Vec<(Operation, Marker)>) = owned
+        .into_iter()
+        .map(|((index, operation, accepting), _)| (index, (operation, accepting)))
+        .unzip();
+    let (produced, replayed) = futures::join!(produce_claimed(state, owned), replayed);
+    for (index, answer) in owned_indices.into_iter().zip(produced) {
+        answers[index] = Some(answer);
+    }
+    for (index, answer) in replayed {
+        answers[index] = Some(answer);
+    }
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Err(unfinished())))
+        .collect()
+}
+
+/// Produces operations whose `Accepting` markers this call holds, as `produce` does one.
+async fn produce_claimed(
+    state: &AppState,
+    owned: Vec<(Operation, Marker)>,
+) -> Vec<Result<Accepted, Problem>> {
+    let (operations, markers): (Vec<Operation>, Vec<Marker>) = owned.into_iter().unzip();
+    let produced = state.producer.produce_all(&operations).await;
+    let replacements: Vec<(ScopedId, &Marker, Marker)> = operations
+        .iter()
+        .zip(&markers)
+        .zip(&produced)
+        .map(|((operation, own), produced)| {
+            (operation.scoped_id(), own, own.produced(produced.is_ok()))
+        })
+        .collect();
+    if let Err(error) = state.cache.replace_own_all(&replacements).await {
+        tracing::warn!(%error, "cannot update the idempotency markers");
+    }
+    operations
+        .iter()
+        .zip(produced)
+        .map(|(operation, produced)| answer(operation, produced))
+        .collect()
+}
+
+/// Validates the submission; answers its operation, the `Accepting` marker that claims its
+/// id, and whether the client chose that id.
+async fn prepare(
+    state: &AppState,
+    submission: Submission,
+) -> Result<(Operation, Marker, bool), Problem> {
     validate(state, &submission).await?;
     let chosen_id = !matches!(submission.id, IdSource::Generated(_));
     let operation = Operation {
@@ -65,22 +180,20 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         tenant: submission.tenant,
     };
     let accepting = Marker::accepting(&operation);
-    let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
-        Ok(claimed) => claimed,
-        // An id the client chose may already be bound to other content, which only the
-        // marker knows: accepting it blind could answer 202 for a record the worker refuses.
-        // Nothing was produced, so the client's retry is safe.
-        Err(error) if chosen_id => return Err(error.into()),
-        Err(error) => {
-            // A fresh id has no earlier request to conflict with; the worker applies it once.
-            tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
-            true
-        }
-    };
-    if !claimed {
-        return replay(state, operation).await;
+    Ok((operation, accepting, chosen_id))
+}
+
+/// What a claim Redis could not answer means. An id the client chose may already be bound to
+/// other content, which only the marker knows: accepting it blind could answer 202 for a
+/// record the worker refuses, so it is refused (nothing was produced: a retry is safe). A
+/// fresh id has no earlier request to conflict with, and the worker applies it once.
+fn claim_unavailable(error: &CacheError, chosen_id: bool) -> Result<bool, Problem> {
+    if chosen_id {
+        tracing::warn!(%error, "idempotency marker unavailable; refusing a chosen id");
+        return Err(Problem::cache_unavailable());
     }
-    produce(state, &operation, &accepting).await
+    tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
+    Ok(true)
 }
 
 /// Produces `operation`, whose marker `own` this request holds. The marker becomes `Pending`
@@ -100,6 +213,11 @@ async fn produce(
             tracing::warn!(%error, state = ?next.state, "cannot update the idempotency marker");
         }
     }
+    answer(operation, produced)
+}
+
+/// The answer for `operation` once the broker answered.
+fn answer(operation: &Operation, produced: Result<i64, ProduceError>) -> Result<Accepted, Problem> {
     match produced {
         Ok(_) => Ok(Accepted {
             id: operation.id,
@@ -208,6 +326,15 @@ fn in_flight() -> Problem {
     );
     problem.retry_after_s = Some(1);
     problem
+}
+
+pub fn unfinished() -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "Internal error",
+        "the server failed the request",
+    )
 }
 
 fn produce_problem(error: &ProduceError) -> Problem {

@@ -10,11 +10,15 @@ use bigdecimal::BigDecimal;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::progress::Counters;
 use super::{BenchOptions, FUNDING};
+
+/// The bulk submission route, which `--batch` drives.
+const BATCH_PATH: &str = "/api/v1/operations/batch";
 use crate::ledger::types::OperationType;
 
 /// An operation the server accepted with 202.
@@ -158,7 +162,10 @@ async fn drive(
     let mut slot = task as u64;
     loop {
         let intended = match options.rate {
-            Some(rate) => start + Duration::from_secs_f64(slot as f64 / rate as f64),
+            Some(rate) => {
+                let operations = slot * options.batch.unwrap_or(1) as u64;
+                start + Duration::from_secs_f64(operations as f64 / rate as f64)
+            }
             None => Instant::now(),
         };
         if intended >= deadline {
@@ -168,29 +175,87 @@ async fn drive(
             tokio::time::sleep_until(intended.into()).await;
         }
         slot += options.connections as u64;
-        let operation = plan(&mut rng, options, wallets.len());
-        let body = body(&operation, wallets);
-        let answer = http
-            .post(format!("{}/api/v1/wallet", options.url))
-            .json(&body)
-            .send()
-            .await;
+        let operations: Vec<Sent> = (0..options.batch.unwrap_or(1))
+            .map(|_| plan(&mut rng, options, wallets.len()))
+            .collect();
+        let answers = submit(http, options, &operations, wallets).await;
         let latency_us = intended.elapsed().as_micros().max(1) as u64;
         load.accept_latency_us.saturating_record(latency_us);
-        match answer.map(|response| response.status().as_u16()) {
-            Ok(202) => {
-                counters.accepted.fetch_add(1, Ordering::Relaxed);
-                load.sent.push(operation);
-            }
-            Ok(status) => {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-                *load.errors.entry(status).or_default() += 1;
-            }
-            Err(_) => {
-                counters.errors.fetch_add(1, Ordering::Relaxed);
-                *load.errors.entry(0).or_default() += 1;
+        for (operation, answer) in operations.into_iter().zip(answers) {
+            match answer {
+                Ok(()) => {
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    load.sent.push(operation);
+                }
+                Err(status) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                    *load.errors.entry(status).or_default() += 1;
+                }
             }
         }
+    }
+}
+
+/// The result of one item of a batch, as far as the bench reads it.
+#[derive(Deserialize)]
+struct ItemResult {
+    problem: Option<ItemProblem>,
+}
+
+#[derive(Deserialize)]
+struct ItemProblem {
+    status: u16,
+}
+
+#[derive(Deserialize)]
+struct BatchResults {
+    results: Vec<ItemResult>,
+}
+
+/// Submits `operations`, one request each or with `--batch` all in one batch request, and
+/// answers for each whether it was accepted or the HTTP status it was refused with (0: no
+/// answer).
+async fn submit(
+    http: &reqwest::Client,
+    options: &BenchOptions,
+    operations: &[Sent],
+    wallets: &[BenchWallet],
+) -> Vec<Result<(), u16>> {
+    let Some(_) = options.batch else {
+        let answer = http
+            .post(format!("{}/api/v1/wallet", options.url))
+            .json(&body(&operations[0], wallets))
+            .send()
+            .await;
+        let accepted = match answer.map(|response| response.status().as_u16()) {
+            Ok(202) => Ok(()),
+            Ok(status) => Err(status),
+            Err(_) => Err(0),
+        };
+        return vec![accepted];
+    };
+    let items: Vec<Value> = operations
+        .iter()
+        .map(|operation| body(operation, wallets))
+        .collect();
+    let answer = http
+        .post(format!("{}{BATCH_PATH}", options.url))
+        .json(&json!({ "operations": items }))
+        .send()
+        .await;
+    let refused = |status| vec![Err(status); operations.len()];
+    let response = match answer {
+        Ok(response) if response.status().as_u16() == 200 => response,
+        Ok(response) => return refused(response.status().as_u16()),
+        Err(_) => return refused(0),
+    };
+    match response.json::<BatchResults>().await {
+        Ok(batch) if batch.results.len() == operations.len() => batch
+            .results
+            .into_iter()
+            .map(|result| result.problem.map_or(Ok(()), |problem| Err(problem.status)))
+            .collect(),
+        Ok(_) | Err(_) => refused(0),
     }
 }
 

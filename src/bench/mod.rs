@@ -27,6 +27,8 @@ pub struct BenchOptions {
     pub connections: usize,
     pub mix: Mix,
     pub rate: Option<u64>,
+    /// Operations per request, sent to the bulk route; none sends each on its own.
+    pub batch: Option<usize>,
     pub settle_timeout_s: u64,
     pub token: Option<String>,
     /// Where to run the row-lock baseline after the scenario (closed-loop scenarios only).

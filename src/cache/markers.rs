@@ -221,6 +221,53 @@ impl Cache {
         .await
     }
 
+    /// [`Cache::claim`] for many ids in one round trip; answers, in order, whether each was
+    /// written by this call.
+    pub async fn claim_all(&self, claims: &[(ScopedId, &Marker)]) -> Result<Vec<bool>, CacheError> {
+        let mut pipeline = redis::pipe();
+        for (id, marker) in claims {
+            pipeline
+                .cmd("SET")
+                .arg(key(id))
+                .arg(serde_json::to_string(marker)?)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.marker_ttl_s);
+        }
+        self.with_connection(|mut connection| async move {
+            let written: Vec<Option<String>> = pipeline.query_async(&mut connection).await?;
+            Ok(written.into_iter().map(|set| set.is_some()).collect())
+        })
+        .await
+    }
+
+    /// [`Cache::replace_own`] for many markers, as (id, from, to), in one round trip.
+    pub async fn replace_own_all(
+        &self,
+        replacements: &[(ScopedId, &Marker, Marker)],
+    ) -> Result<(), CacheError> {
+        if replacements.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for (id, from, to) in replacements {
+            pipeline
+                .cmd("EVAL")
+                .arg(REPLACE_OWN)
+                .arg(1)
+                .arg(key(id))
+                .arg(serde_json::to_string(from)?)
+                .arg(serde_json::to_string(to)?)
+                .arg(self.marker_ttl_s)
+                .ignore();
+        }
+        self.with_connection(|mut connection| async move {
+            pipeline.query_async::<()>(&mut connection).await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Stores final statuses written by a worker after its commit and announces them to the
     /// requests waiting for them, in one round trip.
     pub async fn store_outcomes(&self, outcomes: &[(ScopedId, Marker)]) -> Result<(), CacheError> {

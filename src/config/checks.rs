@@ -31,6 +31,14 @@ pub(super) const CHECKS: &[Check] = &[
         "http.prefer_wait_max_s must be between 0 and 600",
     ),
     (
+        |config| (1..=100_000).contains(&config.http.batch_operations_max),
+        "http.batch_operations_max must be between 1 and 100000",
+    ),
+    (
+        |config| config.http.batch_body_bytes_max >= config.http.body_bytes_max,
+        "http.batch_body_bytes_max must be at least http.body_bytes_max",
+    ),
+    (
         |config| config.worker.metrics_listen.is_empty()
             || config.worker.metrics_listen.parse::<SocketAddr>().is_ok(),
         "worker.metrics_listen must be empty or an address like 0.0.0.0:9187",

@@ -8,6 +8,16 @@ use crate::client::System;
 /// exits 0 with a JSON report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_verifies_a_short_run() {
+    bench_verifies(&[]).await;
+}
+
+/// The same through the bulk route, 50 operations per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_verifies_a_short_batched_run() {
+    bench_verifies(&["--batch", "50"]).await;
+}
+
+async fn bench_verifies(extra: &[&str]) {
     let system = System::start(2);
     let output = Command::new(env!("CARGO_BIN_EXE_wallet"))
         .current_dir(std::env::temp_dir())
@@ -23,6 +33,7 @@ async fn bench_verifies_a_short_run() {
             "4",
             "--json",
         ])
+        .args(extra)
         .output()
         .expect("wallet bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -10,13 +10,14 @@ use crate::client::{exchange, Response as Answer, System};
 use crate::harness::eventually;
 
 /// Every route the server answers, as (method, path template).
-const ROUTES: [(&str, &str); 9] = [
+const ROUTES: [(&str, &str); 10] = [
     ("post", "/api/v1/wallets"),
     ("get", "/api/v1/wallets/{walletId}"),
     ("post", "/api/v1/wallet"),
     ("post", "/api/v1/wallets/{walletId}/operations"),
     ("get", "/api/v1/wallets/{walletId}/operations"),
     ("get", "/api/v1/wallets/{walletId}/operations/{operationId}"),
+    ("post", "/api/v1/operations/batch"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -427,6 +428,22 @@ async fn every_operation_route_answers_as_documented(client: &Client, wallet: &s
         StatusCode::UNPROCESSABLE_ENTITY,
         "{}",
         transfer.body
+    );
+    let batch = client
+        .call(
+            Method::POST,
+            "/api/v1/operations/batch",
+            "/api/v1/operations/batch",
+            Some(json!({"operations": [
+                {"walletId": other, "operationType": "DEPOSIT", "amount": "1.00"},
+                {"walletId": other, "operationType": "DEPOSIT", "amount": "1.001"},
+            ]})),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.body);
+    assert_eq!(
+        batch.body["results"][1]["problem"]["code"],
+        "INVALID_AMOUNT"
     );
     let history = client
         .call(

@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod bench;
 mod broker;
+mod bulk;
 mod chaos;
 mod client;
 mod contract;

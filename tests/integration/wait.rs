@@ -10,23 +10,34 @@ use crate::client::{deposit, withdraw, Api, System};
 use crate::harness::{eventually, Stack};
 
 /// A submission's answer with what these tests look at.
-struct Answer {
-    status: StatusCode,
-    preference_applied: Option<String>,
-    body: Value,
-    took: Duration,
+pub struct Answer {
+    pub status: StatusCode,
+    pub preference_applied: Option<String>,
+    pub body: Value,
+    pub took: Duration,
 }
 
 async fn submit_waiting(base: &str, prefer: &str, body: &Value) -> Answer {
+    post(
+        &format!("{base}/api/v1/wallet"),
+        &[("Prefer", prefer)],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Posts a JSON `body` to `url` with `headers`, and times the answer.
+pub async fn post(url: &str, headers: &[(&str, &str)], body: String) -> Answer {
     let started = Instant::now();
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/v1/wallet"))
-        .header("Prefer", prefer)
-        .json(body)
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
         .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("the API answers");
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the API answers");
     let status = response.status();
     let preference_applied = response
         .headers()

@@ -1,0 +1,304 @@
+//! Bulk submission (`POST /api/v1/operations/batch`) against the real stack: one result per
+//! item in request order, items independent and each idempotent by its id, tenants kept
+//! apart, the batch's bounds, and `Prefer: wait` on a batch.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::auth::{secured, token};
+use crate::client::{deposit, transfer, withdraw, Api, System};
+use crate::harness::{eventually, Stack};
+use crate::wait::{post, Answer};
+
+const BATCH: &str = "/api/v1/operations/batch";
+
+async fn send_batch(base: &str, headers: &[(&str, &str)], body: String) -> Answer {
+    post(&format!("{base}{BATCH}"), headers, body).await
+}
+
+async fn batch(base: &str, headers: &[(&str, &str)], operations: &[Value]) -> Answer {
+    send_batch(
+        base,
+        headers,
+        json!({ "operations": operations }).to_string(),
+    )
+    .await
+}
+
+fn with_id(mut body: Value, id: &str) -> Value {
+    body["operationId"] = json!(id);
+    body
+}
+
+/// The code of the problem of result `index`, or its status when it has none.
+fn outcome(answer: &Answer, index: usize) -> String {
+    let result = &answer.body["results"][index];
+    match result["problem"]["code"].as_str() {
+        Some(code) => code.to_owned(),
+        None => result["status"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+/// Waits until the wallet's version is `version`, then answers its balance.
+async fn balance_at_version(api: &Api, wallet: &str, version: i64) -> String {
+    let reached = eventually(Duration::from_secs(30), || async {
+        api.balance(wallet).await.body["version"] == version
+    })
+    .await;
+    let body = api.balance(wallet).await.body;
+    assert!(
+        reached,
+        "wallet {wallet} did not reach version {version}: {body}"
+    );
+    body["balance"].as_str().expect("balance").to_owned()
+}
+
+/// Proves items are answered in request order and independently: valid ones accepted,
+/// invalid ones with the single route's problem and status, a repeated id with the same
+/// content answered as the same operation and with other content refused; each valid
+/// operation is applied exactly once; and a repeat of the whole batch changes nothing.
+#[tokio::test]
+async fn a_mixed_batch_answers_each_item_and_applies_each_once() {
+    let system = System::start(2);
+    let api = &system.api;
+    let (a, b) = (api.new_wallet().await, api.new_wallet().await);
+    let ids: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let operations = vec![
+        with_id(deposit(&a, "10.00"), &ids[0]),
+        with_id(deposit(&a, "-1"), &ids[1]),
+        with_id(deposit(&unknown, "1"), &ids[2]),
+        json!(5),
+        with_id(deposit(&b, "5"), &uuid::Uuid::new_v4().to_string()),
+        with_id(deposit(&a, "10.00"), &ids[0]),
+        with_id(deposit(&a, "11.00"), &ids[0]),
+        json!({"walletId": a, "operationType": "DEPOSIT", "amount": "1", "colour": "red"}),
+        with_id(transfer(&a, &b, "2.50"), &uuid::Uuid::new_v4().to_string()),
+    ];
+    let answer = batch(&api.base, &[], &operations).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let results = answer.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), operations.len(), "{}", answer.body);
+    let outcomes: Vec<String> = (0..operations.len()).map(|i| outcome(&answer, i)).collect();
+    assert_eq!(outcomes[0], "PENDING");
+    assert_eq!(outcomes[1], "INVALID_AMOUNT");
+    assert_eq!(outcomes[2], "WALLET_NOT_FOUND");
+    assert_eq!(results[2]["problem"]["status"], 404);
+    assert_eq!(outcomes[3], "INVALID_BODY");
+    assert_eq!(outcomes[4], "PENDING");
+    assert!(
+        ["PENDING", "PROCESSED"].contains(&outcomes[5].as_str()),
+        "the same operation again: {}",
+        results[5]
+    );
+    assert_eq!(outcomes[6], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(results[6]["problem"]["status"], 422);
+    assert_eq!(outcomes[7], "UNKNOWN_FIELD");
+    assert_eq!(outcomes[8], "PENDING");
+    for index in [0, 4, 5, 8] {
+        assert_eq!(
+            results[index]["operationId"],
+            operations[index]["operationId"]
+        );
+        assert_eq!(results[index]["walletId"], operations[index]["walletId"]);
+    }
+
+    // a: the deposit once, then the transfer out; b: its deposit and the transfer in.
+    assert_eq!(balance_at_version(api, &a, 2).await, "7.50");
+    assert_eq!(balance_at_version(api, &b, 2).await, "7.50");
+    for index in [0, 4, 8] {
+        let wallet = operations[index]["walletId"].as_str().expect("wallet");
+        let id = operations[index]["operationId"].as_str().expect("id");
+        let settled = api.settled(wallet, id, Duration::from_secs(30)).await;
+        assert_eq!(settled["status"], "PROCESSED", "{settled}");
+    }
+
+    let again = batch(&api.base, &[], &operations).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    for (index, first) in outcomes.iter().enumerate() {
+        let expected = match first.as_str() {
+            "PENDING" => "PROCESSED",
+            other => other,
+        };
+        assert_eq!(outcome(&again, index), expected, "{}", again.body);
+    }
+    // A deposit acknowledged after the repeat is applied after anything the repeat applied.
+    let marker = api.submit_accepted(&deposit(&a, "0.01")).await;
+    api.settled(&a, &marker, Duration::from_secs(30)).await;
+    assert_eq!(balance_at_version(api, &a, 3).await, "7.51");
+    assert_eq!(balance_at_version(api, &b, 2).await, "7.50");
+}
+
+/// Proves an item naming another tenant's wallet gets that item's 404 (or, as a transfer's
+/// target, the single route's 422) and nothing else changes; the caller's own items are
+/// accepted beside it.
+#[tokio::test]
+async fn a_batch_item_cannot_touch_another_tenants_wallet() {
+    let stack = Stack::start(2);
+    let server = secured(&stack, &[]);
+    let _worker = stack.work("work-1");
+    let acme = Api::with_token(&server.base, &token(&stack, "acme", "read,write"));
+    let globex_token = token(&stack, "globex", "read,write");
+    let globex = Api::with_token(&server.base, &globex_token);
+    let loaded = eventually(Duration::from_secs(5), || async {
+        acme.create_wallet(json!({})).await.status == StatusCode::CREATED
+            && globex.create_wallet(json!({})).await.status == StatusCode::CREATED
+    })
+    .await;
+    assert!(loaded, "tokens were not loaded");
+    let theirs = acme.new_wallet().await;
+    let mine = globex.new_wallet().await;
+    let bearer = format!("Bearer {globex_token}");
+    let answer = batch(
+        &server.base,
+        &[("Authorization", &bearer)],
+        &[
+            deposit(&mine, "3"),
+            deposit(&theirs, "1"),
+            transfer(&mine, &theirs, "1"),
+            withdraw(&theirs, "1"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(outcome(&answer, 0), "PENDING");
+    assert_eq!(outcome(&answer, 1), "WALLET_NOT_FOUND");
+    assert_eq!(answer.body["results"][1]["problem"]["status"], 404);
+    assert_eq!(outcome(&answer, 2), "TARGET_WALLET_NOT_FOUND");
+    assert_eq!(outcome(&answer, 3), "WALLET_NOT_FOUND");
+    assert_eq!(balance_at_version(&globex, &mine, 1).await, "3.00");
+    let untouched = acme.balance(&theirs).await.body;
+    assert_eq!(untouched["version"], 0, "{untouched}");
+}
+
+/// Proves the bounds: an empty batch and one over `http.batch_operations_max` are refused
+/// whole with 422; a body over `http.batch_body_bytes_max` with 413, while a batch body
+/// larger than `http.body_bytes_max` is taken; and `Idempotency-Key` is refused with 400.
+#[tokio::test]
+async fn a_batch_is_bounded() {
+    let stack = Stack::start(1);
+    let server = stack.serve_with(&[
+        ("WALLET_HTTP__BODY_BYTES_MAX", "1024".to_owned()),
+        ("WALLET_HTTP__BATCH_BODY_BYTES_MAX", "4096".to_owned()),
+        ("WALLET_HTTP__BATCH_OPERATIONS_MAX", "12".to_owned()),
+    ]);
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+
+    let empty = batch(&server.base, &[], &[]).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(empty.body["code"], "EMPTY_BATCH");
+    let thirteen = vec![json!({}); 13];
+    let over = batch(&server.base, &[], &thirteen).await;
+    assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(over.body["code"], "TOO_MANY_OPERATIONS");
+
+    let twelve = vec![deposit(&wallet, "1"); 12];
+    let body = json!({ "operations": twelve }).to_string();
+    assert!(body.len() > 1024 && body.len() <= 4096, "{}", body.len());
+    let taken = send_batch(&server.base, &[], body).await;
+    assert_eq!(taken.status, StatusCode::OK, "{}", taken.body);
+    assert!((0..12).all(|index| outcome(&taken, index) == "PENDING"));
+
+    let padding = " ".repeat(4096);
+    let too_large = send_batch(
+        &server.base,
+        &[],
+        format!(r#"{{"operations":[{}]{padding}}}"#, deposit(&wallet, "1")),
+    )
+    .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_large.body["code"], "PAYLOAD_TOO_LARGE");
+
+    let keyed = batch(
+        &server.base,
+        &[("Idempotency-Key", "order-1")],
+        &[deposit(&wallet, "1")],
+    )
+    .await;
+    assert_eq!(keyed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(keyed.body["code"], "IDEMPOTENCY_KEY_NOT_SUPPORTED");
+}
+
+/// Proves `Prefer: wait` on a batch: decided items carry their final status (PROCESSED with
+/// `balanceAfter`, FAILED with `reason`), refused ones their problem, an item without an id
+/// gets a fresh one, and the answer does not wait for items that were never accepted.
+#[tokio::test]
+async fn a_batch_waits_for_its_decisions() {
+    let system = System::start(2);
+    let api = &system.api;
+    let wallet = api.new_wallet().await;
+    let answer = batch(
+        &api.base,
+        &[("Prefer", "wait=20")],
+        &[
+            deposit(&wallet, "10"),
+            withdraw(&wallet, "1000"),
+            deposit(&wallet, "0"),
+            deposit(&wallet, "2"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.preference_applied.as_deref(), Some("wait=20"));
+    let results = &answer.body["results"];
+    assert_eq!(results[0]["status"], "PROCESSED", "{}", answer.body);
+    assert_eq!(results[0]["balanceAfter"], "10.00");
+    assert_eq!(results[1]["status"], "FAILED");
+    assert_eq!(results[1]["reason"], "INSUFFICIENT_FUNDS");
+    assert_eq!(outcome(&answer, 2), "INVALID_AMOUNT");
+    assert_eq!(results[3]["status"], "PROCESSED");
+    assert_ne!(results[0]["operationId"], results[3]["operationId"]);
+    assert!(
+        answer.took < Duration::from_secs(15),
+        "a refused item must not hold the wait: {:?}",
+        answer.took
+    );
+    let status = api
+        .status(&wallet, results[0]["operationId"].as_str().expect("id"))
+        .await;
+    assert_eq!(results[0], status.body, "the same body as the status URL");
+}
+
+/// The produce requests `wallet serve` has made so far, from its metrics.
+async fn produce_requests(base: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with("wallet_produce_duration_seconds_count"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Proves a batch costs one produce request per partition, not one per item: 1,000
+/// operations on one wallet are one request; and that without a worker a waiting batch
+/// answers 200 at its deadline with every item still PENDING.
+#[tokio::test]
+async fn a_batch_is_one_produce_request_per_partition() {
+    let stack = Stack::start(2);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let before = produce_requests(&server.base).await;
+    let operations = vec![deposit(&wallet, "1"); 1000];
+    let answer = batch(&server.base, &[], &operations).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "PENDING"));
+    assert_eq!(produce_requests(&server.base).await - before, 1);
+
+    let waited = batch(&server.base, &[("Prefer", "wait=1")], &operations[..3]).await;
+    assert_eq!(waited.status, StatusCode::OK, "{}", waited.body);
+    assert_eq!(waited.preference_applied.as_deref(), Some("wait=1"));
+    assert!((0..3).all(|index| outcome(&waited, index) == "PENDING"));
+    assert!(
+        waited.took >= Duration::from_secs(1) && waited.took < Duration::from_secs(5),
+        "answered after {:?}",
+        waited.took
+    );
+}
