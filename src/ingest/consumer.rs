@@ -476,6 +476,8 @@ mod tests {
                 tenant: "acme".to_owned(),
                 currency: Currency::USD,
                 balance: "1.00".to_owned(),
+                overdraft_limit: None,
+                available: None,
                 version: 1,
                 created_at: began,
                 updated_at: began,

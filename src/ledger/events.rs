@@ -221,6 +221,7 @@ mod tests {
         let state = |balance: i64| WalletState {
             currency: Currency::USD,
             balance: balance.into(),
+            overdraft_limit: 0.into(),
             version: 4,
         };
         let mut wallets = HashMap::from([(a, state(10)), (b, state(0))]);

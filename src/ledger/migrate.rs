@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tenant_operations",
         include_str!("../../sql/0004_tenant_operations.sql"),
     ),
+    (5, "overdraft", include_str!("../../sql/0005_overdraft.sql")),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

@@ -72,7 +72,16 @@ impl Operation {
 pub struct WalletState {
     pub currency: Currency,
     pub balance: BigDecimal,
+    /// How far below zero the balance may go; never negative, fixed when the wallet is made.
+    pub overdraft_limit: BigDecimal,
     pub version: i64,
+}
+
+impl WalletState {
+    /// What a debit may take: the balance down to its floor, `-overdraft_limit`.
+    pub fn available(&self) -> BigDecimal {
+        &self.balance + &self.overdraft_limit
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

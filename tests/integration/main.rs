@@ -17,6 +17,7 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod operator;
+mod overdraft;
 mod packaging;
 mod pipeline;
 mod refusals;

@@ -21,7 +21,7 @@ pub use operations::{
     history, operation, rejected_operation, HistoryItem, OperationRecord, RejectedRecord,
 };
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
-pub use wallets::{create_wallet, wallet, wallets, Created, Wallet};
+pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};
 
 /// Goes through the connection's statement cache, so each statement is parsed and planned
 /// once per connection instead of on every call.

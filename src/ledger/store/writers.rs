@@ -139,7 +139,8 @@ pub(super) async fn write_wallets(
             &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
              FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
              WHERE w.id = t.id
-             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant").await?,
+             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant,
+                       w.overdraft_limit::text").await?,
             &[&ids, &balances, &versions, &now],
         )
         .await?;
