@@ -37,6 +37,9 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     pub connections_max: usize,
     pub prefer_wait_max_s: u64,
+    pub metadata_keys_max: usize,
+    pub metadata_key_chars_max: usize,
+    pub metadata_value_chars_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +131,9 @@ impl Default for HttpConfig {
             request_timeout_ms: 10_000,
             connections_max: 5_000,
             prefer_wait_max_s: 30,
+            metadata_keys_max: 16,
+            metadata_key_chars_max: 64,
+            metadata_value_chars_max: 512,
         }
     }
 }

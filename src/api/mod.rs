@@ -40,6 +40,7 @@ use crate::cache::{Cache, Decisions};
 use crate::config::HttpConfig;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
+use crate::ledger::metadata::MetadataLimits;
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -52,6 +53,8 @@ pub struct AppState {
     pub prefer_wait_max_s: u64,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
+    /// The bounds of an operation's metadata (`http.metadata_*`).
+    pub metadata_limits: MetadataLimits,
     pub readiness_timeout: Duration,
     pub tokens: Arc<TokenRegistry>,
     /// Service endpoints answered without a token (`auth.public`).

@@ -17,6 +17,7 @@ use crate::cache::Marker;
 use crate::clock;
 use crate::ledger::database;
 use crate::ledger::kind::KindError;
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
@@ -38,6 +39,11 @@ pub struct SubmitOperation {
     to_wallet_id: Option<UuidText>,
     /// Choose the id to make the request safe to retry (like `Idempotency-Key`).
     operation_id: Option<UuidText>,
+    /// Your own labels: string values, at most `http.metadata_keys_max` keys (16) of
+    /// `http.metadata_key_chars_max` characters (64), values of at most
+    /// `http.metadata_value_chars_max` (512). Part of the request: reusing its id with other
+    /// metadata is IDEMPOTENCY_KEY_REUSED.
+    metadata: Option<Metadata>,
 }
 
 /// An accepted operation.
@@ -190,6 +196,7 @@ fn parse(
         kind,
         amount,
         id,
+        metadata: input.metadata.unwrap_or_default(),
     })
 }
 
@@ -241,6 +248,9 @@ pub struct StatusBody {
     accepted_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processed_at: Option<DateTime<Utc>>,
+    /// The labels the operation was submitted with; absent when it had none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata>,
 }
 
 impl StatusBody {
@@ -257,6 +267,7 @@ impl StatusBody {
             balance_after: None,
             accepted_at: record.accepted_at,
             processed_at: Some(record.recorded_at),
+            metadata: None,
         }
     }
 
@@ -276,6 +287,7 @@ impl StatusBody {
             balance_after: record.balance_after.as_ref().map(money),
             accepted_at: record.accepted_at,
             processed_at: Some(record.processed_at),
+            metadata: shown(&record.metadata),
         }
     }
 }
@@ -343,6 +355,7 @@ pub async fn status(
         balance_after: None,
         accepted_at: marker.accepted_at,
         processed_at: None,
+        metadata: shown(&marker.metadata),
     }))
 }
 
@@ -363,7 +376,13 @@ fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
         balance_after: marker.balance_after.clone(),
         accepted_at: marker.accepted_at,
         processed_at: marker.processed_at,
+        metadata: shown(&marker.metadata),
     })
+}
+
+/// Metadata as a status shows it: left out when there is none.
+fn shown(metadata: &Metadata) -> Option<Metadata> {
+    (!metadata.is_empty()).then(|| metadata.clone())
 }
 
 /// What PostgreSQL knows of an operation, asked from one of its wallets.

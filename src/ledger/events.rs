@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::metadata::Metadata;
 use super::money::format_decimal;
 use super::types::{
     Entry, FailureReason, Operation, OperationId, OperationType, Outcome, WalletId,
@@ -51,6 +52,9 @@ pub struct Event {
     pub reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counterparty_wallet_id: Option<WalletId>,
+    /// The operation's labels; absent when it had none.
+    #[serde(skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -67,6 +71,7 @@ pub fn wallet_created(wallet_id: WalletId, tenant: &str, at: DateTime<Utc>) -> E
         version: Some(0),
         reason: None,
         counterparty_wallet_id: None,
+        metadata: Metadata::default(),
         occurred_at: at,
     }
 }
@@ -184,6 +189,7 @@ fn event(
         version: entry.map(|entry| entry.version),
         reason,
         counterparty_wallet_id: counterparty,
+        metadata: operation.metadata.clone(),
         occurred_at: at,
     }
 }
@@ -210,6 +216,7 @@ mod tests {
             amount: Amount::parse(amount).unwrap(),
             accepted_at: Utc::now(),
             fingerprint: "f".to_owned(),
+            metadata: Metadata::default(),
         }
     }
 

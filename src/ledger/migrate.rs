@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0004_tenant_operations.sql"),
     ),
     (5, "overdraft", include_str!("../../sql/0005_overdraft.sql")),
+    (6, "metadata", include_str!("../../sql/0006_metadata.sql")),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

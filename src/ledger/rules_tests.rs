@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{Amount, Currency};
 use crate::ledger::types::{OperationId, OperationKind, OperationStatus};
 
@@ -186,6 +187,7 @@ pub(super) fn operation(wallet_id: WalletId, kind: OperationKind, amount: &str) 
         amount: Amount::parse(amount).expect("test amounts are well-formed"),
         accepted_at: chrono::Utc::now(),
         fingerprint: format!("test-{amount}"),
+        metadata: Metadata::default(),
     }
 }
 

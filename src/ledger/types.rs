@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use super::kind::{OperationKind, OperationType};
+use super::metadata::Metadata;
 use super::money::{Amount, Currency};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,6 +58,8 @@ pub struct Operation {
     pub accepted_at: DateTime<Utc>,
     /// Identifies the request's content, so a reused id with other content can be told apart.
     pub fingerprint: String,
+    /// The client's labels, kept with the operation.
+    pub metadata: Metadata,
 }
 
 impl Operation {

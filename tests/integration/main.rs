@@ -16,6 +16,7 @@ mod guarantees;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod metadata;
 mod operator;
 mod overdraft;
 mod packaging;

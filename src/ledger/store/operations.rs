@@ -8,6 +8,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{prepared, StoreError};
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::decimal_from_db;
 use crate::ledger::types::{OperationId, OperationStatus, OperationType, ScopedId, WalletId};
 
@@ -25,11 +26,12 @@ pub struct OperationRecord {
     pub fingerprint: String,
     pub accepted_at: DateTime<Utc>,
     pub processed_at: DateTime<Utc>,
+    pub metadata: Metadata,
 }
 
 const OPERATION_COLUMNS: &str =
     "o.id, o.wallet_id, o.type, o.amount::text, o.to_wallet_id, o.status, o.reason, \
-     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at";
+     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at, o.metadata::text";
 
 fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
     let corrupt =
@@ -38,6 +40,7 @@ fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
     let status: String = row.get(5);
     let amount: String = row.get(3);
     let balance_after: Option<String> = row.get(7);
+    let metadata: String = row.get(11);
     Ok(OperationRecord {
         id: OperationId(row.get(0)),
         wallet_id: WalletId(row.get(1)),
@@ -53,6 +56,7 @@ fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
         fingerprint: row.get(8),
         accepted_at: row.get(9),
         processed_at: row.get(10),
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
     })
 }
 
@@ -139,10 +143,10 @@ pub async fn history(
         .await?;
     rows.iter()
         .map(|row| {
-            let delta: String = row.get(12);
-            let balance_after: String = row.get(13);
+            let delta: String = row.get(13);
+            let balance_after: String = row.get(14);
             Ok(HistoryItem {
-                version: row.get(11),
+                version: row.get(12),
                 delta: decimal_from_db(&delta)
                     .map_err(|error| StoreError::Corrupt(error.to_string()))?,
                 balance_after: decimal_from_db(&balance_after)
