@@ -17,7 +17,7 @@ use paperclip::v2::schema::Apiv2Schema;
 use serde::de::DeserializeOwned;
 
 use super::{body, edge, openapi, reply, Problem};
-use crate::ledger::types::{OperationId, WalletId};
+use crate::ledger::types::{OperationId, OperationStatus, OperationType, WalletId};
 
 /// A JSON request body of type `T`, checked for media type and size before it is parsed.
 pub struct JsonBody<T>(pub T);
@@ -273,11 +273,17 @@ impl OperationModifier for IdempotencyKey {
     fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
 }
 
-/// `limit` and `cursor` of a history page, as text so each bad value gets its own problem.
+/// `limit`, `cursor` and the filters of a history page, as text so each bad value gets its
+/// own problem.
 #[derive(Debug, Default)]
 pub struct HistoryParams {
     pub limit: Option<String>,
     pub cursor: Option<String>,
+    /// `type`.
+    pub operation_type: Option<String>,
+    pub status: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 impl FromRequest for HistoryParams {
@@ -296,9 +302,15 @@ fn history_params(query: &str) -> Result<HistoryParams, Problem> {
         let slot = match name.as_ref() {
             "limit" => &mut params.limit,
             "cursor" => &mut params.cursor,
+            "type" => &mut params.operation_type,
+            "status" => &mut params.status,
+            "from" => &mut params.from,
+            "to" => &mut params.to,
             other => {
                 let name: String = other.chars().take(64).collect();
-                let detail = format!("`{name}` is not a parameter here; use limit and cursor");
+                let detail = format!(
+                    "`{name}` is not a parameter here; use limit, cursor, type, status, from and to"
+                );
                 return Err(Problem::invalid("INVALID_QUERY", name, detail));
             }
         };
@@ -327,16 +339,52 @@ impl OperationModifier for HistoryParams {
             op,
             ParameterIn::Query,
             "cursor",
-            "`nextCursor` of the previous page; absent for the newest page",
+            "`nextCursor` of the previous page, asked with the same filters; absent for the \
+             newest page",
             false,
             DataType::String,
             None,
         );
+        openapi::enum_parameter(
+            op,
+            ParameterIn::Query,
+            "type",
+            "Only operations of this type",
+            OperationType::ALL.into_iter().map(OperationType::as_str),
+        );
+        openapi::enum_parameter(
+            op,
+            ParameterIn::Query,
+            "status",
+            "Only operations with this outcome (history holds decided operations only)",
+            OperationStatus::DECIDED
+                .into_iter()
+                .map(OperationStatus::as_str),
+        );
+        for (name, description) in [
+            (
+                "from",
+                "Only operations applied at or after this RFC 3339 time",
+            ),
+            ("to", "Only operations applied before this RFC 3339 time"),
+        ] {
+            openapi::parameter(
+                op,
+                ParameterIn::Query,
+                name,
+                description,
+                false,
+                DataType::String,
+                Some(DataTypeFormat::DateTime),
+            );
+        }
         openapi::problem(
             op,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "An unknown query parameter (`INVALID_QUERY`), or a bad `limit` (`INVALID_LIMIT`) \
-             or `cursor` (`INVALID_CURSOR`)",
+            "An unknown query parameter (`INVALID_QUERY`), or a bad `limit` (`INVALID_LIMIT`), \
+             `cursor` (`INVALID_CURSOR`), `type` (`INVALID_OPERATION_TYPE`), `status` \
+             (`INVALID_STATUS`), `from` or `to` (`INVALID_TIME`), or `from` after `to` \
+             (`INVALID_RANGE`)",
         );
     }
 

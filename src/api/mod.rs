@@ -7,6 +7,7 @@ mod directory;
 mod edge;
 mod extract;
 mod health;
+mod history_query;
 mod lookup;
 mod openapi;
 mod operations;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, WalletPath};
+use super::history_query::{history_query, HistoryQuery};
 use super::reply::{Found, Outcome, SubmitReply};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
@@ -438,12 +439,12 @@ pub struct HistoryPage {
     next_cursor: Option<String>,
 }
 
-const HISTORY_LIMIT_DEFAULT: u32 = 50;
-
 /// List a wallet's operations
 ///
 /// The wallet's journal, newest first, incoming transfers included. The cursor is the last
-/// version seen, so operations applied meanwhile never shift a page.
+/// version seen, so operations applied meanwhile never shift a page. Filters (`type`,
+/// `status`, `from` ≤ processedAt < `to`) combine; keep them the same while following
+/// `nextCursor`.
 #[api_v2_operation(tags(operations), operation_id = "listOperations")]
 pub async fn history(
     state: web::Data<AppState>,
@@ -452,39 +453,23 @@ pub async fn history(
     query: HistoryParams,
 ) -> Result<Found<HistoryPage>, Problem> {
     let WalletPath(wallet_id) = path;
-    let limit = match query.limit.as_deref() {
-        None => HISTORY_LIMIT_DEFAULT.min(state.history_limit_max),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=state.history_limit_max).contains(limit))
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "INVALID_LIMIT",
-                    "limit",
-                    format!("limit must be between 1 and {}", state.history_limit_max),
-                )
-            })?,
-    };
-    let before = match query.cursor.as_deref() {
-        None => i64::MAX,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|cursor| *cursor > 0)
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "INVALID_CURSOR",
-                    "cursor",
-                    "cursor must be a value returned as nextCursor",
-                )
-            })?,
-    };
+    let HistoryQuery {
+        limit,
+        before_version,
+        filter,
+    } = history_query(&query, state.history_limit_max)?;
     let wallet = lookup::visible(&state, wallet_id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;
-    let items = store::history(&client, wallet_id, before, i64::from(limit)).await?;
+    let items = store::history(
+        &client,
+        wallet_id,
+        before_version,
+        i64::from(limit),
+        &filter,
+    )
+    .await?;
     let next_cursor = (items.len() == limit as usize)
         .then(|| items.last().map(|item| item.version.to_string()))
         .flatten();

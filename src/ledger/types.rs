@@ -130,6 +130,9 @@ impl OperationStatus {
         OperationStatus::Failed,
     ];
 
+    /// The statuses of operations a worker has decided: what a wallet's history holds.
+    pub const DECIDED: [OperationStatus; 2] = [OperationStatus::Processed, OperationStatus::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OperationStatus::Pending => "PENDING",

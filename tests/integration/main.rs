@@ -14,6 +14,7 @@ mod foundation;
 mod fuzz;
 mod guarantees;
 mod harness;
+mod history_filters;
 mod hostile;
 mod lifecycle;
 mod metadata;

@@ -18,7 +18,8 @@ pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
 pub use offsets::next_offset;
 pub use operations::{
-    history, operation, rejected_operation, HistoryItem, OperationRecord, RejectedRecord,
+    history, operation, rejected_operation, HistoryFilter, HistoryItem, OperationRecord,
+    RejectedRecord,
 };
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
 pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};

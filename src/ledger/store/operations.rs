@@ -118,13 +118,26 @@ pub struct HistoryItem {
     pub operation: OperationRecord,
 }
 
-/// The wallet's entries with a version below `before_version`, newest first. Versions are
-/// assigned under the wallet's row lock, so pages never skip or repeat while new entries land.
+/// Which entries of a wallet's history a page holds; every filter left out matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub operation_type: Option<OperationType>,
+    pub status: Option<OperationStatus>,
+    /// Applied at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Applied before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The wallet's entries with a version below `before_version` that pass `filter`, newest
+/// first. Versions are assigned under the wallet's row lock, so pages never skip or repeat
+/// while new entries land, filtered or not.
 pub async fn history(
     client: &impl GenericClient,
     wallet_id: WalletId,
     before_version: i64,
     limit: i64,
+    filter: &HistoryFilter,
 ) -> Result<Vec<HistoryItem>, StoreError> {
     let rows = client
         .query(
@@ -134,11 +147,23 @@ pub async fn history(
                     "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
                  FROM entries e JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
                  WHERE e.wallet_id = $1 AND e.version < $2
+                   AND ($4::text IS NULL OR o.type = $4)
+                   AND ($5::text IS NULL OR o.status = $5)
+                   AND ($6::timestamptz IS NULL OR o.processed_at >= $6)
+                   AND ($7::timestamptz IS NULL OR o.processed_at < $7)
                  ORDER BY e.version DESC LIMIT $3"
                 ),
             )
             .await?,
-            &[&wallet_id.0, &before_version, &limit],
+            &[
+                &wallet_id.0,
+                &before_version,
+                &limit,
+                &filter.operation_type.map(OperationType::as_str),
+                &filter.status.map(OperationStatus::as_str),
+                &filter.from,
+                &filter.to,
+            ],
         )
         .await?;
     rows.iter()
