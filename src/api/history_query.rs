@@ -1,10 +1,8 @@
 //! What a history request asks for: its page (limit, cursor) and its filters, each bad value
 //! answered with a problem naming its parameter.
 
-use chrono::{DateTime, Utc};
-
 use super::extract::HistoryParams;
-use super::Problem;
+use super::{body, Problem};
 use crate::ledger::store::HistoryFilter;
 use crate::ledger::types::{OperationStatus, OperationType};
 
@@ -82,8 +80,8 @@ fn filter(params: &HistoryParams) -> Result<HistoryFilter, Problem> {
                 })
         })
         .transpose()?;
-    let from = time("from", params.from.as_deref())?;
-    let to = time("to", params.to.as_deref())?;
+    let from = body::time("from", params.from.as_deref())?;
+    let to = body::time("to", params.to.as_deref())?;
     if let (Some(from), Some(to)) = (from, to) {
         if from > to {
             return Err(Problem::invalid(
@@ -99,22 +97,6 @@ fn filter(params: &HistoryParams) -> Result<HistoryFilter, Problem> {
         from,
         to,
     })
-}
-
-/// An RFC 3339 time; a `+` offset must be sent as `%2B`, since a query reads `+` as a space.
-pub fn time(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Problem> {
-    text.map(|text| {
-        DateTime::parse_from_rfc3339(text)
-            .map(|time| time.with_timezone(&Utc))
-            .map_err(|_| {
-                let detail = format!(
-                    "{name} must be an RFC 3339 time such as 2026-12-01T10:00:00Z \
-                     (write a + offset as %2B)"
-                );
-                Problem::invalid("INVALID_TIME", name, detail)
-            })
-    })
-    .transpose()
 }
 
 #[cfg(test)]

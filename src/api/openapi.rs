@@ -143,6 +143,19 @@ pub fn parameter(
     }));
 }
 
+/// Documents an optional query parameter holding an RFC 3339 time.
+pub fn time_parameter(op: &mut DefaultOperationRaw, name: &str, description: &str) {
+    parameter(
+        op,
+        ParameterIn::Query,
+        name,
+        description,
+        false,
+        DataType::String,
+        Some(DataTypeFormat::DateTime),
+    );
+}
+
 /// Documents a string parameter that takes one of `values`.
 pub fn enum_parameter(
     op: &mut DefaultOperationRaw,

@@ -8,7 +8,7 @@ use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
-use super::extract::{JsonBody, WalletPath};
+use super::extract::{BalanceParams, JsonBody, WalletPath};
 use super::reply::{Found, WalletReply};
 use super::schema::{CurrencyText, UuidText};
 use super::{body, lookup, AppState, Problem};
@@ -53,7 +53,11 @@ pub struct WalletBody {
     /// Journal entries applied to this wallet so far; 0 for a new wallet.
     version: i64,
     created_at: DateTime<Utc>,
+    /// When the balance shown last changed (for `at`, the entry that set it).
     updated_at: DateTime<Utc>,
+    /// The instant asked for with `at`: balance, available and version are as of then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_of: Option<DateTime<Utc>>,
 }
 
 impl From<CachedWallet> for WalletBody {
@@ -72,6 +76,7 @@ impl From<CachedWallet> for WalletBody {
             version: wallet.version,
             created_at: wallet.created_at,
             updated_at: wallet.updated_at,
+            as_of: None,
         }
     }
 }
@@ -170,16 +175,71 @@ fn settled(created: Created, new: &NewWallet) -> Result<(bool, Wallet), Problem>
 /// Read a wallet's balance
 ///
 /// Served from the cache, or PostgreSQL when the cache misses. The balance includes every
-/// operation applied so far; accepted operations still PENDING are not in it yet.
+/// operation applied so far; accepted operations still PENDING are not in it yet. With `at`,
+/// the balance as of that instant, from the journal: the last entry applied at or before it
+/// (version 0 and a zero balance between the wallet's creation and its first entry); an `at`
+/// before the wallet was created answers 404, one in the future 422.
 #[api_v2_operation(tags(wallets), operation_id = "getWallet")]
 pub async fn balance(
     state: web::Data<AppState>,
     caller: Caller,
     path: WalletPath,
+    query: BalanceParams,
 ) -> Result<Found<WalletBody>, Problem> {
     let WalletPath(id) = path;
+    if let Some(at) = body::time("at", query.at.as_deref())? {
+        return as_of(&state, id, &caller.0.tenant, at).await.map(Found);
+    }
     let wallet = lookup::visible(&state, id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(id))?;
     Ok(Found(WalletBody::from(wallet)))
+}
+
+/// The wallet as its journal had it at `at`. Another tenant's wallet answers as a missing
+/// one, at the same cost: one read of the wallet row.
+async fn as_of(
+    state: &AppState,
+    id: WalletId,
+    tenant: &str,
+    at: DateTime<Utc>,
+) -> Result<WalletBody, Problem> {
+    if at > clock::now() {
+        return Err(Problem::invalid(
+            "INVALID_TIME",
+            "at",
+            "at must not be in the future: later entries may still be applied before it",
+        ));
+    }
+    let client = database::client(&state.pool).await?;
+    let wallet = store::wallet(&client, id)
+        .await?
+        .filter(|wallet| wallet.tenant == tenant)
+        .ok_or_else(|| Problem::wallet_not_found(id))?;
+    if at < wallet.created_at {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "WALLET_NOT_FOUND",
+            "Wallet not found",
+            format!("wallet {id} did not exist yet at {at}"),
+        ));
+    }
+    let then = match store::entry_at(&client, id, at).await? {
+        Some(entry) => Wallet {
+            balance: entry.balance_after,
+            version: entry.version,
+            updated_at: entry.recorded_at,
+            ..wallet
+        },
+        None => Wallet {
+            balance: BigDecimal::zero(),
+            version: 0,
+            updated_at: wallet.created_at,
+            ..wallet
+        },
+    };
+    Ok(WalletBody {
+        as_of: Some(at),
+        ..WalletBody::from(CachedWallet::from(&then))
+    })
 }

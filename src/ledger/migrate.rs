@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (5, "overdraft", include_str!("../../sql/0005_overdraft.sql")),
     (6, "metadata", include_str!("../../sql/0006_metadata.sql")),
+    (
+        7,
+        "entry_times",
+        include_str!("../../sql/0007_entry_times.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

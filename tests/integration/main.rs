@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod balance_at;
 mod bench;
 mod broker;
 mod chaos;

@@ -44,7 +44,7 @@ pub async fn apply_batch(
         now,
     )
     .await?;
-    write_entries(&transaction, &applied.entries, &tenants).await?;
+    write_entries(&transaction, &applied.entries, &tenants, now).await?;
     let touched: HashSet<WalletId> = applied
         .entries
         .iter()

@@ -5,6 +5,7 @@
 mod apply;
 mod batch;
 mod error;
+mod journal;
 mod offsets;
 mod operations;
 mod outbox;
@@ -16,6 +17,7 @@ use deadpool_postgres::GenericClient;
 pub use apply::apply_batch;
 pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
+pub use journal::{entry_at, EntryAt};
 pub use offsets::next_offset;
 pub use operations::{
     history, operation, rejected_operation, HistoryFilter, HistoryItem, OperationRecord,

@@ -82,6 +82,7 @@ pub(super) async fn write_entries(
     client: &impl GenericClient,
     entries: &[Entry],
     tenants: &HashMap<WalletId, String>,
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet_id.0).collect();
     let entry_tenants = entries
@@ -109,13 +110,21 @@ pub(super) async fn write_entries(
         .execute(
             &prepared(
                 client,
-                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant)
-             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant
+                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at)
+             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant, $7
              FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
                   AS t(wallet_id, version, operation_id, delta, balance_after, tenant)",
             )
             .await?,
-            &[&wallets, &versions, &operations, &deltas, &balances, &entry_tenants],
+            &[
+                &wallets,
+                &versions,
+                &operations,
+                &deltas,
+                &balances,
+                &entry_tenants,
+                &now,
+            ],
         )
         .await?;
     Ok(())
