@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -55,10 +56,18 @@ pub struct Event {
     /// The operation's labels; absent when it had none.
     #[serde(skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
+    /// A created wallet's overdraft limit; absent on operation events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdraft_limit: Option<String>,
     pub occurred_at: DateTime<Utc>,
 }
 
-pub fn wallet_created(wallet_id: WalletId, tenant: &str, at: DateTime<Utc>) -> Event {
+pub fn wallet_created(
+    wallet_id: WalletId,
+    tenant: &str,
+    overdraft_limit: &BigDecimal,
+    at: DateTime<Utc>,
+) -> Event {
     Event {
         event_id: Uuid::new_v5(&EVENT_NAMESPACE, format!("{wallet_id}:created").as_bytes()),
         event_type: EventType::WalletCreated,
@@ -72,6 +81,7 @@ pub fn wallet_created(wallet_id: WalletId, tenant: &str, at: DateTime<Utc>) -> E
         reason: None,
         counterparty_wallet_id: None,
         metadata: Metadata::default(),
+        overdraft_limit: Some(format_decimal(overdraft_limit)),
         occurred_at: at,
     }
 }
@@ -190,6 +200,7 @@ fn event(
         reason,
         counterparty_wallet_id: counterparty,
         metadata: operation.metadata.clone(),
+        overdraft_limit: None,
         occurred_at: at,
     }
 }

@@ -52,11 +52,14 @@ async fn migrate_applies_once_even_when_run_concurrently() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("4 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("7 migration(s) applied"));
     let again = run().wait_with_output().expect("second run");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
-    assert_eq!(schema_versions(&postgres.url()).await, vec![1, 2, 3, 4]);
+    assert_eq!(
+        schema_versions(&postgres.url()).await,
+        (1..=7).collect::<Vec<i32>>()
+    );
 
     let fresh = Postgres::start();
     let concurrent = || spawn_migrate(&fresh, &broker);
@@ -74,12 +77,15 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert_eq!(
         applied
             .iter()
-            .filter(|out| out.contains("4 migration(s) applied"))
+            .filter(|out| out.contains("7 migration(s) applied"))
             .count(),
         1,
         "{applied:?}"
     );
-    assert_eq!(schema_versions(&fresh.url()).await, vec![1, 2, 3, 4]);
+    assert_eq!(
+        schema_versions(&fresh.url()).await,
+        (1..=7).collect::<Vec<i32>>()
+    );
 }
 
 fn closed_port() -> u16 {
@@ -189,7 +195,7 @@ async fn harness_restarts_its_servers() {
     stack.postgres.start_again();
     assert_eq!(
         schema_versions(&stack.postgres.url()).await,
-        vec![1, 2, 3, 4]
+        (1..=7).collect::<Vec<i32>>()
     );
     stack.redis.restart();
     assert!(stack.redis.process.is_running());

@@ -1,11 +1,14 @@
 //! Overdraft limits end to end: a wallet made with a limit may go below zero down to minus
 //! its limit, never further, and the database refuses a balance beyond it whoever writes it.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::client::{transfer, withdraw, Api, System};
+use crate::client::{stored_and_relayed, transfer, withdraw, Api, System};
+use crate::events::read_events;
 use crate::guarantees::SETTLE;
 
 async fn settled_submit(api: &Api, wallet: &str, body: &Value) -> Value {
@@ -49,6 +52,22 @@ async fn a_balance_goes_down_to_minus_its_limit_and_no_further() {
         status["reason"], "INSUFFICIENT_FUNDS",
         "a wallet without a limit stops at zero"
     );
+
+    let db = system.database().await;
+    assert!(stored_and_relayed(&db, 4, Duration::from_secs(60)).await);
+    let events = read_events(&system.stack.broker.address(), &system.stack.events_topic).await;
+    let created = |wallet: &str| {
+        events
+            .iter()
+            .find(|event| event["type"] == "WalletCreated" && event["walletId"] == wallet)
+            .map(|event| event["overdraftLimit"].clone())
+    };
+    assert_eq!(
+        created(&alice),
+        Some(json!("50")),
+        "its event names the limit"
+    );
+    assert_eq!(created(&bob), Some(json!("0")));
 }
 
 /// Proves bad limits are refused with a 422 naming the field, and re-creating a wallet is

@@ -75,7 +75,7 @@ pub async fn create_wallet(
         overdraft_limit,
     } = new;
     let id = *id;
-    let event = events::wallet_created(id, tenant, now);
+    let event = events::wallet_created(id, tenant, overdraft_limit, now);
     let payload =
         serde_json::to_string(&event).map_err(|error| StoreError::Corrupt(error.to_string()))?;
     // One statement, so the wallet and its WalletCreated event exist together or not at all.
