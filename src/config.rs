@@ -39,6 +39,9 @@ pub struct HttpConfig {
     pub prefer_wait_max_s: u64,
     pub batch_operations_max: usize,
     pub batch_body_bytes_max: usize,
+    pub metadata_keys_max: usize,
+    pub metadata_key_chars_max: usize,
+    pub metadata_value_chars_max: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +135,9 @@ impl Default for HttpConfig {
             prefer_wait_max_s: 30,
             batch_operations_max: 10_000,
             batch_body_bytes_max: 4 * 1024 * 1024,
+            metadata_keys_max: 16,
+            metadata_key_chars_max: 64,
+            metadata_value_chars_max: 512,
         }
     }
 }

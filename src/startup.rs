@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
 use crate::ingest::{backoff, broker, lag, worker};
+use crate::ledger::metadata::MetadataLimits;
 use crate::ledger::{audit, database, migrate as schema};
 
 /// How long `serve`, `work` and `run` wait at start for PostgreSQL to answer.
@@ -359,6 +360,11 @@ async fn build_api(
         cache,
         producer: Arc::new(producer),
         history_limit_max: config.http.history_limit_max,
+        metadata_limits: MetadataLimits {
+            keys_max: config.http.metadata_keys_max,
+            key_chars_max: config.http.metadata_key_chars_max,
+            value_chars_max: config.http.metadata_value_chars_max,
+        },
         readiness_timeout: Duration::from_millis(config.http.readiness_timeout_ms),
         tokens,
         public: config.auth.public.clone(),

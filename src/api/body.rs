@@ -4,6 +4,7 @@
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::HttpRequest;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -162,6 +163,22 @@ pub fn amount(raw: &RawValue) -> Result<Amount, Problem> {
         return Err(invalid_amount("amount must be a decimal string or number"));
     };
     Amount::parse(&decimal).map_err(|error| money_problem(&error))
+}
+
+/// An RFC 3339 time; a `+` offset must be sent as `%2B`, since a query reads `+` as a space.
+pub fn time(name: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, Problem> {
+    text.map(|text| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|time| time.with_timezone(&Utc))
+            .map_err(|_| {
+                let detail = format!(
+                    "{name} must be an RFC 3339 time such as 2026-12-01T10:00:00Z \
+                     (write a + offset as %2B)"
+                );
+                Problem::invalid("INVALID_TIME", name, detail)
+            })
+    })
+    .transpose()
 }
 
 pub fn money_problem(error: &MoneyError) -> Problem {

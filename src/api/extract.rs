@@ -17,7 +17,7 @@ use paperclip::v2::schema::Apiv2Schema;
 use serde::de::DeserializeOwned;
 
 use super::{body, edge, openapi, reply, Problem};
-use crate::ledger::types::{OperationId, WalletId};
+use crate::ledger::types::{OperationId, OperationStatus, OperationType, WalletId};
 
 /// A JSON request body of type `T`, checked for media type and size before it is parsed.
 pub struct JsonBody<T>(pub T);
@@ -273,11 +273,17 @@ impl OperationModifier for IdempotencyKey {
     fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
 }
 
-/// `limit` and `cursor` of a history page, as text so each bad value gets its own problem.
+/// `limit`, `cursor` and the filters of a history page, as text so each bad value gets its
+/// own problem.
 #[derive(Debug, Default)]
 pub struct HistoryParams {
     pub limit: Option<String>,
     pub cursor: Option<String>,
+    /// `type`.
+    pub operation_type: Option<String>,
+    pub status: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 impl FromRequest for HistoryParams {
@@ -289,25 +295,74 @@ impl FromRequest for HistoryParams {
     }
 }
 
-/// Each parameter at most once, and no others; a problem names the parameter, cut short.
 fn history_params(query: &str) -> Result<HistoryParams, Problem> {
-    let mut params = HistoryParams::default();
+    let [limit, cursor, operation_type, status, from, to] =
+        query_params(query, ["limit", "cursor", "type", "status", "from", "to"])?;
+    Ok(HistoryParams {
+        limit,
+        cursor,
+        operation_type,
+        status,
+        from,
+        to,
+    })
+}
+
+/// The values of `names`, in their order: each parameter at most once, and no others; a
+/// problem names the parameter, cut short.
+fn query_params<const N: usize>(
+    query: &str,
+    names: [&'static str; N],
+) -> Result<[Option<String>; N], Problem> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let slot = match name.as_ref() {
-            "limit" => &mut params.limit,
-            "cursor" => &mut params.cursor,
-            other => {
-                let name: String = other.chars().take(64).collect();
-                let detail = format!("`{name}` is not a parameter here; use limit and cursor");
-                return Err(Problem::invalid("INVALID_QUERY", name, detail));
-            }
+        let Some(slot) = names.iter().position(|known| *known == name) else {
+            let name: String = name.chars().take(64).collect();
+            let detail = format!("`{name}` is not a parameter here; use {}", names.join(", "));
+            return Err(Problem::invalid("INVALID_QUERY", name, detail));
         };
-        if slot.replace(value.into_owned()).is_some() {
+        if values[slot].replace(value.into_owned()).is_some() {
             let detail = format!("`{name}` is given more than once");
             return Err(Problem::invalid("INVALID_QUERY", name.into_owned(), detail));
         }
     }
-    Ok(params)
+    Ok(values)
+}
+
+/// `at` of a balance read, as text so a bad value gets its own problem.
+#[derive(Debug, Default)]
+pub struct BalanceParams {
+    pub at: Option<String>,
+}
+
+impl FromRequest for BalanceParams {
+    type Error = Problem;
+    type Future = std::future::Ready<Result<Self, Problem>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let parsed = query_params(request.query_string(), ["at"]);
+        std::future::ready(parsed.map(|[at]| BalanceParams { at }))
+    }
+}
+
+impl Apiv2Schema for BalanceParams {}
+
+impl OperationModifier for BalanceParams {
+    fn update_parameter(op: &mut DefaultOperationRaw) {
+        openapi::time_parameter(
+            op,
+            "at",
+            "The balance as of this RFC 3339 time, from the journal; not later than now",
+        );
+        openapi::problem(
+            op,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "An unknown query parameter (`INVALID_QUERY`), or an `at` that is not an RFC 3339 \
+             time or is in the future (`INVALID_TIME`)",
+        );
+    }
+
+    fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
 }
 
 impl Apiv2Schema for HistoryParams {}
@@ -327,16 +382,44 @@ impl OperationModifier for HistoryParams {
             op,
             ParameterIn::Query,
             "cursor",
-            "`nextCursor` of the previous page; absent for the newest page",
+            "`nextCursor` of the previous page, asked with the same filters; absent for the \
+             newest page",
             false,
             DataType::String,
             None,
         );
+        openapi::enum_parameter(
+            op,
+            ParameterIn::Query,
+            "type",
+            "Only operations of this type",
+            OperationType::ALL.into_iter().map(OperationType::as_str),
+        );
+        openapi::enum_parameter(
+            op,
+            ParameterIn::Query,
+            "status",
+            "Only operations with this outcome (history holds decided operations only)",
+            OperationStatus::DECIDED
+                .into_iter()
+                .map(OperationStatus::as_str),
+        );
+        for (name, description) in [
+            (
+                "from",
+                "Only operations applied at or after this RFC 3339 time",
+            ),
+            ("to", "Only operations applied before this RFC 3339 time"),
+        ] {
+            openapi::time_parameter(op, name, description);
+        }
         openapi::problem(
             op,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "An unknown query parameter (`INVALID_QUERY`), or a bad `limit` (`INVALID_LIMIT`) \
-             or `cursor` (`INVALID_CURSOR`)",
+            "An unknown query parameter (`INVALID_QUERY`), or a bad `limit` (`INVALID_LIMIT`), \
+             `cursor` (`INVALID_CURSOR`), `type` (`INVALID_OPERATION_TYPE`), `status` \
+             (`INVALID_STATUS`), `from` or `to` (`INVALID_TIME`), or `from` after `to` \
+             (`INVALID_RANGE`)",
         );
     }
 
@@ -369,5 +452,9 @@ mod tests {
             unknown.detail
         );
         assert!(history_params("limit=1&limit=2").is_err());
+        let filtered = history_params("type=DEPOSIT&to=x").expect("valid");
+        assert_eq!(filtered.operation_type.as_deref(), Some("DEPOSIT"));
+        assert_eq!(filtered.to.as_deref(), Some("x"));
+        assert_eq!(filtered.from, None);
     }
 }

@@ -8,6 +8,7 @@ mod directory;
 mod edge;
 mod extract;
 mod health;
+mod history_query;
 mod lookup;
 mod openapi;
 mod operations;
@@ -41,6 +42,7 @@ use crate::cache::{Cache, Decisions};
 use crate::config::HttpConfig;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
+use crate::ledger::metadata::MetadataLimits;
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -55,6 +57,8 @@ pub struct AppState {
     pub batch_operations_max: usize,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
+    /// The bounds of an operation's metadata (`http.metadata_*`).
+    pub metadata_limits: MetadataLimits,
     pub readiness_timeout: Duration,
     pub tokens: Arc<TokenRegistry>,
     /// Service endpoints answered without a token (`auth.public`).

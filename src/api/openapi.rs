@@ -143,6 +143,37 @@ pub fn parameter(
     }));
 }
 
+/// Documents an optional query parameter holding an RFC 3339 time.
+pub fn time_parameter(op: &mut DefaultOperationRaw, name: &str, description: &str) {
+    parameter(
+        op,
+        ParameterIn::Query,
+        name,
+        description,
+        false,
+        DataType::String,
+        Some(DataTypeFormat::DateTime),
+    );
+}
+
+/// Documents a string parameter that takes one of `values`.
+pub fn enum_parameter(
+    op: &mut DefaultOperationRaw,
+    location: ParameterIn,
+    name: &str,
+    description: &str,
+    values: impl IntoIterator<Item = &'static str>,
+) {
+    op.parameters.push(Either::Right(Parameter {
+        in_: location,
+        name: name.to_owned(),
+        description: Some(description.to_owned()),
+        data_type: Some(DataType::String),
+        enum_: values.into_iter().map(Value::from).collect(),
+        ..Default::default()
+    }));
+}
+
 /// The OpenAPI 3 document as served, rendered once when the application is built.
 pub struct V3Document(String);
 

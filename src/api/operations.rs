@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
 use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, WalletPath};
+use super::history_query::{history_query, HistoryQuery};
 use super::reply::{Found, Outcome, SubmitReply};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
@@ -17,6 +18,7 @@ use crate::cache::Marker;
 use crate::clock;
 use crate::ledger::database;
 use crate::ledger::kind::KindError;
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
@@ -38,6 +40,11 @@ pub struct SubmitOperation {
     to_wallet_id: Option<UuidText>,
     /// Choose the id to make the request safe to retry (like `Idempotency-Key`).
     operation_id: Option<UuidText>,
+    /// Your own labels: string values, at most `http.metadata_keys_max` keys (16) of
+    /// `http.metadata_key_chars_max` characters (64), values of at most
+    /// `http.metadata_value_chars_max` (512). Part of the request: reusing its id with other
+    /// metadata is IDEMPOTENCY_KEY_REUSED.
+    metadata: Option<Metadata>,
 }
 
 /// An accepted operation.
@@ -206,6 +213,7 @@ pub(super) fn parse(
         kind,
         amount,
         id,
+        metadata: input.metadata.unwrap_or_default(),
     })
 }
 
@@ -257,6 +265,9 @@ pub struct StatusBody {
     accepted_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processed_at: Option<DateTime<Utc>>,
+    /// The labels the operation was submitted with; absent when it had none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata>,
 }
 
 impl StatusBody {
@@ -273,6 +284,7 @@ impl StatusBody {
             balance_after: None,
             accepted_at: record.accepted_at,
             processed_at: Some(record.recorded_at),
+            metadata: None,
         }
     }
 
@@ -292,6 +304,7 @@ impl StatusBody {
             balance_after: record.balance_after.as_ref().map(money),
             accepted_at: record.accepted_at,
             processed_at: Some(record.processed_at),
+            metadata: shown(&record.metadata),
         }
     }
 }
@@ -359,6 +372,7 @@ pub async fn status(
         balance_after: None,
         accepted_at: marker.accepted_at,
         processed_at: None,
+        metadata: shown(&marker.metadata),
     }))
 }
 
@@ -400,7 +414,13 @@ pub(super) fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
         balance_after: marker.balance_after.clone(),
         accepted_at: marker.accepted_at,
         processed_at: marker.processed_at,
+        metadata: shown(&marker.metadata),
     })
+}
+
+/// Metadata as a status shows it: left out when there is none.
+fn shown(metadata: &Metadata) -> Option<Metadata> {
+    (!metadata.is_empty()).then(|| metadata.clone())
 }
 
 /// What PostgreSQL knows of an operation, asked from one of its wallets.
@@ -456,12 +476,12 @@ pub struct HistoryPage {
     next_cursor: Option<String>,
 }
 
-const HISTORY_LIMIT_DEFAULT: u32 = 50;
-
 /// List a wallet's operations
 ///
 /// The wallet's journal, newest first, incoming transfers included. The cursor is the last
-/// version seen, so operations applied meanwhile never shift a page.
+/// version seen, so operations applied meanwhile never shift a page. Filters (`type`,
+/// `status`, `from` ≤ processedAt < `to`) combine; keep them the same while following
+/// `nextCursor`.
 #[api_v2_operation(tags(operations), operation_id = "listOperations")]
 pub async fn history(
     state: web::Data<AppState>,
@@ -470,39 +490,23 @@ pub async fn history(
     query: HistoryParams,
 ) -> Result<Found<HistoryPage>, Problem> {
     let WalletPath(wallet_id) = path;
-    let limit = match query.limit.as_deref() {
-        None => HISTORY_LIMIT_DEFAULT.min(state.history_limit_max),
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|limit| (1..=state.history_limit_max).contains(limit))
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "INVALID_LIMIT",
-                    "limit",
-                    format!("limit must be between 1 and {}", state.history_limit_max),
-                )
-            })?,
-    };
-    let before = match query.cursor.as_deref() {
-        None => i64::MAX,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|cursor| *cursor > 0)
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "INVALID_CURSOR",
-                    "cursor",
-                    "cursor must be a value returned as nextCursor",
-                )
-            })?,
-    };
+    let HistoryQuery {
+        limit,
+        before_version,
+        filter,
+    } = history_query(&query, state.history_limit_max)?;
     let wallet = lookup::visible(&state, wallet_id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;
-    let items = store::history(&client, wallet_id, before, i64::from(limit)).await?;
+    let items = store::history(
+        &client,
+        wallet_id,
+        before_version,
+        i64::from(limit),
+        &filter,
+    )
+    .await?;
     let next_cursor = (items.len() == limit as usize)
         .then(|| items.last().map(|item| item.version.to_string()))
         .flatten();

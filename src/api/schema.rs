@@ -1,11 +1,12 @@
 //! How domain values appear in the OpenAPI document. The ledger types stay free of HTTP
 //! concerns; their documented shape lives here, next to the API that shows them.
 
-use paperclip::v2::models::{DataType, DataTypeFormat, DefaultSchemaRaw};
+use paperclip::v2::models::{DataType, DataTypeFormat, DefaultSchemaRaw, Either};
 use paperclip::v2::schema::{Apiv2Schema, TypedData};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::Currency;
 use crate::ledger::types::{OperationId, OperationStatus, OperationType, WalletId};
 
@@ -64,6 +65,22 @@ impl Apiv2Schema for OperationType {
             OperationType::SUMMARY,
             OperationType::ALL.into_iter().map(OperationType::as_str),
         )
+    }
+}
+
+impl Apiv2Schema for Metadata {
+    fn raw_schema() -> DefaultSchemaRaw {
+        let value = DefaultSchemaRaw {
+            data_type: Some(DataType::String),
+            ..Default::default()
+        };
+        DefaultSchemaRaw {
+            data_type: Some(DataType::Object),
+            description: Some("Labels of your own: an object of string values".to_owned()),
+            extra_props: Some(Either::Right(Box::new(value))),
+            example: Some(serde_json::json!({"orderId": "A-1001"})),
+            ..Default::default()
+        }
     }
 }
 

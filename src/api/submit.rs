@@ -20,6 +20,7 @@ use super::{lookup, AppState, Problem};
 use crate::cache::{CacheError, Marker};
 use crate::clock;
 use crate::ingest::producer::ProduceError;
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::Amount;
 use crate::ledger::types::{
     Operation, OperationId, OperationKind, OperationStatus, ScopedId, WalletId,
@@ -44,6 +45,8 @@ pub struct Submission {
     pub kind: OperationKind,
     pub amount: Amount,
     pub id: IdSource,
+    /// Not yet checked against the configured bounds: `accept` does that.
+    pub metadata: Metadata,
 }
 
 /// The answer to an accepted (or re-submitted) operation.
@@ -172,10 +175,13 @@ async fn prepare(
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
         kind: submission.kind,
-        fingerprint: submission
-            .kind
-            .fingerprint(submission.wallet_id, &submission.amount),
+        fingerprint: submission.kind.fingerprint(
+            submission.wallet_id,
+            &submission.amount,
+            &submission.metadata,
+        ),
         amount: submission.amount,
+        metadata: submission.metadata,
         accepted_at: clock::now(),
         tenant: submission.tenant,
     };
@@ -244,6 +250,10 @@ pub fn operation_id(submission: &Submission) -> OperationId {
 }
 
 async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
+    submission
+        .metadata
+        .check(&state.metadata_limits)
+        .map_err(|error| Problem::invalid("INVALID_METADATA", "metadata", error.to_string()))?;
     let tenant = &submission.tenant;
     let source = lookup::currency(state, submission.wallet_id, tenant)
         .await?
@@ -361,6 +371,7 @@ mod tests {
             kind: OperationKind::Deposit,
             amount: Amount::parse("1.00").unwrap(),
             id,
+            metadata: Metadata::default(),
         }
     }
 

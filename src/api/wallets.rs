@@ -2,20 +2,21 @@
 
 use actix_web::http::StatusCode;
 use actix_web::web;
+use bigdecimal::{BigDecimal, Zero};
 use chrono::{DateTime, Utc};
 use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
-use super::extract::{JsonBody, WalletPath};
+use super::extract::{BalanceParams, JsonBody, WalletPath};
 use super::reply::{Found, WalletReply};
 use super::schema::{CurrencyText, UuidText};
 use super::{body, lookup, AppState, Problem};
 use crate::cache::CachedWallet;
 use crate::clock;
 use crate::ledger::database;
-use crate::ledger::money::Currency;
-use crate::ledger::store::{self, Created};
+use crate::ledger::money::{self, Currency};
+use crate::ledger::store::{self, Created, NewWallet, Wallet};
 use crate::ledger::types::WalletId;
 
 /// A new wallet. The body and each field may be left out.
@@ -27,6 +28,11 @@ pub struct CreateWallet {
     wallet_id: Option<UuidText>,
     /// USD when left out.
     currency: Option<CurrencyText>,
+    /// How far below zero the balance may go: a non-negative decimal string with no more
+    /// decimals than the currency allows; "0" (no overdraft) when left out. Fixed for the
+    /// wallet's life.
+    #[openapi(example = "\"100.00\"")]
+    overdraft_limit: Option<String>,
 }
 
 /// A wallet and its balance.
@@ -38,21 +44,39 @@ pub struct WalletBody {
     /// Exact decimal, with the currency's decimals.
     #[openapi(example = "\"125.50\"")]
     balance: String,
+    /// How far below zero the balance may go ("0": not at all).
+    #[openapi(example = "\"100.00\"")]
+    overdraft_limit: String,
+    /// What a WITHDRAW or TRANSFER may take now: `balance` + `overdraftLimit`.
+    #[openapi(example = "\"225.50\"")]
+    available: String,
     /// Journal entries applied to this wallet so far; 0 for a new wallet.
     version: i64,
     created_at: DateTime<Utc>,
+    /// When the balance shown last changed (for `at`, the entry that set it).
     updated_at: DateTime<Utc>,
+    /// The instant asked for with `at`: balance, available and version are as of then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_of: Option<DateTime<Utc>>,
 }
 
 impl From<CachedWallet> for WalletBody {
     fn from(wallet: CachedWallet) -> Self {
+        // An entry cached before overdraft limits existed is a wallet whose limit is 0.
+        let overdraft_limit = wallet
+            .overdraft_limit
+            .unwrap_or_else(|| wallet.currency.format(&BigDecimal::zero()));
+        let available = wallet.available.unwrap_or_else(|| wallet.balance.clone());
         WalletBody {
             wallet_id: wallet.wallet_id,
             currency: wallet.currency,
             balance: wallet.balance,
+            overdraft_limit,
+            available,
             version: wallet.version,
             created_at: wallet.created_at,
             updated_at: wallet.updated_at,
+            as_of: None,
         }
     }
 }
@@ -60,48 +84,18 @@ impl From<CachedWallet> for WalletBody {
 /// Create a wallet
 ///
 /// Creates a wallet with a zero balance. Re-creating an existing id with the same currency
-/// answers the wallet (200); with another currency, a 409 problem.
+/// and overdraft limit answers the wallet (200); with another currency or limit, a 409
+/// problem.
 #[api_v2_operation(tags(wallets), operation_id = "createWallet")]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     input: JsonBody<Option<CreateWallet>>,
 ) -> Result<WalletReply<WalletBody>, Problem> {
-    let tenant = caller.0.tenant;
-    let input = input.0.unwrap_or_default();
-    let id = match input.wallet_id {
-        Some(UuidText(text)) => WalletId(body::uuid("walletId", &text)?),
-        None => clock::new_wallet_id(),
-    };
-    let currency = match input.currency {
-        Some(CurrencyText(code)) => {
-            Currency::parse(&code).map_err(|error| body::money_problem(&error))?
-        }
-        None => Currency::USD,
-    };
+    let new = new_wallet(caller.0.tenant, input.0.unwrap_or_default())?;
     let client = database::client(&state.pool).await?;
-    let created = store::create_wallet(&client, id, &tenant, currency, clock::now()).await?;
-    let (created, wallet) = match created {
-        Created::New(wallet) => (true, wallet),
-        // Another tenant's wallet: the id is taken, and that is all this caller learns.
-        Created::Existing(wallet) if wallet.tenant != tenant => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "WALLET_EXISTS",
-                "Wallet exists",
-                format!("wallet id {id} is taken; choose another"),
-            ))
-        }
-        Created::Existing(wallet) if wallet.currency == currency => (false, wallet),
-        Created::Existing(wallet) => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "WALLET_EXISTS",
-                "Wallet exists",
-                format!("wallet {id} exists with currency {}", wallet.currency),
-            ))
-        }
-    };
+    let created = store::create_wallet(&client, &new, clock::now()).await?;
+    let (created, wallet) = settled(created, &new)?;
     let cached = CachedWallet::from(&wallet);
     if let Err(error) = state
         .cache
@@ -112,24 +106,140 @@ pub async fn create(
     }
     Ok(WalletReply {
         created,
-        location: format!("/api/v1/wallets/{id}"),
+        location: format!("/api/v1/wallets/{}", new.id),
         body: WalletBody::from(cached),
     })
+}
+
+fn new_wallet(tenant: String, input: CreateWallet) -> Result<NewWallet, Problem> {
+    let id = match input.wallet_id {
+        Some(UuidText(text)) => WalletId(body::uuid("walletId", &text)?),
+        None => clock::new_wallet_id(),
+    };
+    let currency = match input.currency {
+        Some(CurrencyText(code)) => {
+            Currency::parse(&code).map_err(|error| body::money_problem(&error))?
+        }
+        None => Currency::USD,
+    };
+    let overdraft_limit = match input.overdraft_limit {
+        Some(text) => money::overdraft_limit(&text, currency).map_err(|error| {
+            Problem::invalid(
+                "INVALID_OVERDRAFT_LIMIT",
+                "overdraftLimit",
+                format!("overdraftLimit must be zero or more: {error}"),
+            )
+        })?,
+        None => BigDecimal::zero(),
+    };
+    Ok(NewWallet {
+        id,
+        tenant,
+        currency,
+        overdraft_limit,
+    })
+}
+
+/// Whether the wallet was made now, and the wallet: one that already had the id answers as
+/// made before only when it is what was asked for.
+fn settled(created: Created, new: &NewWallet) -> Result<(bool, Wallet), Problem> {
+    let conflict = |detail: String| {
+        Err(Problem::new(
+            StatusCode::CONFLICT,
+            "WALLET_EXISTS",
+            "Wallet exists",
+            detail,
+        ))
+    };
+    let id = new.id;
+    match created {
+        Created::New(wallet) => Ok((true, wallet)),
+        // Another tenant's wallet: the id is taken, and that is all this caller learns.
+        Created::Existing(wallet) if wallet.tenant != new.tenant => {
+            conflict(format!("wallet id {id} is taken; choose another"))
+        }
+        Created::Existing(wallet) if wallet.currency != new.currency => conflict(format!(
+            "wallet {id} exists with currency {}",
+            wallet.currency
+        )),
+        Created::Existing(wallet) if wallet.overdraft_limit != new.overdraft_limit => {
+            conflict(format!(
+                "wallet {id} exists with overdraftLimit {}",
+                wallet.currency.format(&wallet.overdraft_limit)
+            ))
+        }
+        Created::Existing(wallet) => Ok((false, wallet)),
+    }
 }
 
 /// Read a wallet's balance
 ///
 /// Served from the cache, or PostgreSQL when the cache misses. The balance includes every
-/// operation applied so far; accepted operations still PENDING are not in it yet.
+/// operation applied so far; accepted operations still PENDING are not in it yet. With `at`,
+/// the balance as of that instant, from the journal: the last entry applied at or before it
+/// (version 0 and a zero balance between the wallet's creation and its first entry); an `at`
+/// before the wallet was created answers 404, one in the future 422.
 #[api_v2_operation(tags(wallets), operation_id = "getWallet")]
 pub async fn balance(
     state: web::Data<AppState>,
     caller: Caller,
     path: WalletPath,
+    query: BalanceParams,
 ) -> Result<Found<WalletBody>, Problem> {
     let WalletPath(id) = path;
+    if let Some(at) = body::time("at", query.at.as_deref())? {
+        return as_of(&state, id, &caller.0.tenant, at).await.map(Found);
+    }
     let wallet = lookup::visible(&state, id, &caller.0.tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(id))?;
     Ok(Found(WalletBody::from(wallet)))
+}
+
+/// The wallet as its journal had it at `at`. Another tenant's wallet answers as a missing
+/// one, at the same cost: one read of the wallet row.
+async fn as_of(
+    state: &AppState,
+    id: WalletId,
+    tenant: &str,
+    at: DateTime<Utc>,
+) -> Result<WalletBody, Problem> {
+    if at > clock::now() {
+        return Err(Problem::invalid(
+            "INVALID_TIME",
+            "at",
+            "at must not be in the future: later entries may still be applied before it",
+        ));
+    }
+    let client = database::client(&state.pool).await?;
+    let wallet = store::wallet(&client, id)
+        .await?
+        .filter(|wallet| wallet.tenant == tenant)
+        .ok_or_else(|| Problem::wallet_not_found(id))?;
+    if at < wallet.created_at {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "WALLET_NOT_FOUND",
+            "Wallet not found",
+            format!("wallet {id} did not exist yet at {at}"),
+        ));
+    }
+    let then = match store::entry_at(&client, id, at).await? {
+        Some(entry) => Wallet {
+            balance: entry.balance_after,
+            version: entry.version,
+            updated_at: entry.recorded_at,
+            ..wallet
+        },
+        None => Wallet {
+            balance: BigDecimal::zero(),
+            version: 0,
+            updated_at: wallet.created_at,
+            ..wallet
+        },
+    };
+    Ok(WalletBody {
+        as_of: Some(at),
+        ..WalletBody::from(CachedWallet::from(&then))
+    })
 }

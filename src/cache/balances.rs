@@ -17,6 +17,13 @@ pub struct CachedWallet {
     pub tenant: String,
     pub currency: Currency,
     pub balance: String,
+    /// How far below zero the balance may go, and what a debit may take. Both are absent
+    /// from entries written before overdraft limits existed, whose wallets have a limit of 0
+    /// and can spend exactly their balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdraft_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -29,6 +36,12 @@ impl From<&Wallet> for CachedWallet {
             tenant: wallet.tenant.clone(),
             currency: wallet.currency,
             balance: wallet.currency.format(&wallet.balance),
+            overdraft_limit: Some(wallet.currency.format(&wallet.overdraft_limit)),
+            available: Some(
+                wallet
+                    .currency
+                    .format(&(&wallet.balance + &wallet.overdraft_limit)),
+            ),
             version: wallet.version,
             created_at: wallet.created_at,
             updated_at: wallet.updated_at,

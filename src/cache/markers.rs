@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::decisions::DECIDED_CHANNEL;
 use super::{Cache, CacheError};
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::types::{
     FailureReason, Operation, OperationStatus, Outcome, ScopedId, WalletId,
@@ -45,6 +46,9 @@ pub struct Marker {
     pub balance_after: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_at: Option<DateTime<Utc>>,
+    /// The operation's labels, so its status shows them without a PostgreSQL read.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
 }
 
 impl MarkerState {
@@ -71,6 +75,7 @@ impl Marker {
             reason: None,
             balance_after: None,
             processed_at: None,
+            metadata: operation.metadata.clone(),
         }
     }
 
@@ -118,6 +123,7 @@ impl Marker {
                 None => format_decimal(balance),
             }),
             processed_at: Some(processed_at),
+            metadata: operation.metadata.clone(),
         }
     }
 
@@ -131,6 +137,7 @@ impl Marker {
             reason: Some(FailureReason::Rejected.as_str().to_owned()),
             balance_after: None,
             processed_at: Some(processed_at),
+            metadata: operation.metadata.clone(),
         }
     }
 }
@@ -320,6 +327,7 @@ mod tests {
             amount: Amount::parse("5").unwrap(),
             accepted_at: Utc::now(),
             fingerprint: "f".to_owned(),
+            metadata: Metadata::default(),
         };
         let accepting = Marker::accepting(&operation);
         assert_eq!(accepting.state.status(), None);

@@ -78,6 +78,18 @@ pub(super) const CHECKS: &[Check] = &[
         "http.history_limit_max must be at least 1",
     ),
     (
+        |config| config.http.metadata_keys_max <= 256,
+        "http.metadata_keys_max must be at most 256",
+    ),
+    (
+        |config| (1..=1_024).contains(&config.http.metadata_key_chars_max),
+        "http.metadata_key_chars_max must be between 1 and 1024",
+    ),
+    (
+        |config| config.http.metadata_value_chars_max <= 65_536,
+        "http.metadata_value_chars_max must be at most 65536",
+    ),
+    (
         |config| config.database.pool_size >= 2,
         "database.pool_size must be at least 2",
     ),

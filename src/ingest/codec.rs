@@ -3,6 +3,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::Amount;
 use crate::ledger::types::{Operation, OperationId, OperationKind, OperationType, WalletId};
 
@@ -25,6 +26,9 @@ struct OperationMessage {
     to_wallet_id: Option<WalletId>,
     accepted_at: DateTime<Utc>,
     fingerprint: String,
+    /// Records written before metadata existed carry none.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    metadata: Metadata,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +47,8 @@ pub enum DecodeError {
     AcceptedAt,
     #[error("tenant must be 1 to {TENANT_CHARS_MAX} letters, digits, '-' or '_'")]
     Tenant,
+    #[error("metadata may not contain the NUL character")]
+    Metadata,
 }
 
 const FINGERPRINT_CHARS_MAX: usize = 128;
@@ -63,6 +69,7 @@ pub fn encode(operation: &Operation) -> Vec<u8> {
         to_wallet_id: operation.kind.target(),
         accepted_at: operation.accepted_at,
         fingerprint: operation.fingerprint.clone(),
+        metadata: operation.metadata.clone(),
     };
     // Serialising a struct of strings, ids and a timestamp into a Vec cannot fail.
     serde_json::to_vec(&message).expect("an operation message always serialises")
@@ -90,6 +97,9 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
     if !tenant_ok {
         return Err(DecodeError::Tenant);
     }
+    if !message.metadata.storable() {
+        return Err(DecodeError::Metadata);
+    }
     if !(1970..=9999).contains(&message.accepted_at.year()) {
         return Err(DecodeError::AcceptedAt);
     }
@@ -105,6 +115,7 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
         amount,
         accepted_at: message.accepted_at,
         fingerprint: message.fingerprint,
+        metadata: message.metadata,
     })
 }
 
@@ -125,8 +136,16 @@ mod tests {
             amount: Amount::parse("12.34").unwrap(),
             accepted_at: Utc::now(),
             fingerprint: "abc".to_owned(),
+            metadata: Metadata::default(),
         };
         assert_eq!(decode(&encode(&operation)).unwrap(), operation);
+        let bare = String::from_utf8(encode(&operation)).unwrap();
+        assert!(!bare.contains("metadata"), "no metadata, no field: {bare}");
+        let labelled = Operation {
+            metadata: serde_json::from_str(r#"{"order":"A-1","shop":"x"}"#).unwrap(),
+            ..operation
+        };
+        assert_eq!(decode(&encode(&labelled)).unwrap(), labelled);
     }
 
     #[test]
@@ -164,6 +183,10 @@ mod tests {
             legacy.tenant, "default",
             "a record without a tenant is default's"
         );
+        assert!(
+            legacy.metadata.is_empty(),
+            "a record without metadata has none"
+        );
         let spoofed = message(1, "DEPOSIT", "1", r#""tenant":"a:b","#);
         assert_eq!(decode(spoofed.as_bytes()), Err(DecodeError::Tenant));
         let nul = message(1, "DEPOSIT", "1", "")
@@ -171,5 +194,7 @@ mod tests {
         assert_eq!(decode(nul.as_bytes()), Err(DecodeError::Fingerprint));
         let ancient = message(1, "DEPOSIT", "1", "").replace("2026-01-01", "0001-01-01");
         assert_eq!(decode(ancient.as_bytes()), Err(DecodeError::AcceptedAt));
+        let nul = message(1, "DEPOSIT", "1", r#""metadata":{"a":"\u0000"},"#);
+        assert_eq!(decode(nul.as_bytes()), Err(DecodeError::Metadata));
     }
 }

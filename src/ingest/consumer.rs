@@ -419,6 +419,7 @@ mod tests {
     /// the database refused is FAILED with a reason.
     #[test]
     fn final_markers_name_the_applied_record() {
+        use crate::ledger::metadata::Metadata;
         let applied = Operation {
             tenant: "acme".to_owned(),
             id: OperationId(Uuid::from_u128(1)),
@@ -427,6 +428,7 @@ mod tests {
             amount: Amount::parse("5").unwrap(),
             accepted_at: chrono::Utc::now(),
             fingerprint: "applied".to_owned(),
+            metadata: Metadata::default(),
         };
         let refused = Operation {
             id: OperationId(Uuid::from_u128(3)),
@@ -476,6 +478,8 @@ mod tests {
                 tenant: "acme".to_owned(),
                 currency: Currency::USD,
                 balance: "1.00".to_owned(),
+                overdraft_limit: None,
+                available: None,
                 version: 1,
                 created_at: began,
                 updated_at: began,

@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 
+use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::metadata::Metadata;
 use super::money::format_decimal;
 use super::types::{
     Entry, FailureReason, Operation, OperationId, OperationType, Outcome, WalletId,
@@ -51,10 +53,21 @@ pub struct Event {
     pub reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counterparty_wallet_id: Option<WalletId>,
+    /// The operation's labels; absent when it had none.
+    #[serde(skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
+    /// A created wallet's overdraft limit; absent on operation events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overdraft_limit: Option<String>,
     pub occurred_at: DateTime<Utc>,
 }
 
-pub fn wallet_created(wallet_id: WalletId, tenant: &str, at: DateTime<Utc>) -> Event {
+pub fn wallet_created(
+    wallet_id: WalletId,
+    tenant: &str,
+    overdraft_limit: &BigDecimal,
+    at: DateTime<Utc>,
+) -> Event {
     Event {
         event_id: Uuid::new_v5(&EVENT_NAMESPACE, format!("{wallet_id}:created").as_bytes()),
         event_type: EventType::WalletCreated,
@@ -67,6 +80,8 @@ pub fn wallet_created(wallet_id: WalletId, tenant: &str, at: DateTime<Utc>) -> E
         version: Some(0),
         reason: None,
         counterparty_wallet_id: None,
+        metadata: Metadata::default(),
+        overdraft_limit: Some(format_decimal(overdraft_limit)),
         occurred_at: at,
     }
 }
@@ -184,6 +199,8 @@ fn event(
         version: entry.map(|entry| entry.version),
         reason,
         counterparty_wallet_id: counterparty,
+        metadata: operation.metadata.clone(),
+        overdraft_limit: None,
         occurred_at: at,
     }
 }
@@ -210,6 +227,7 @@ mod tests {
             amount: Amount::parse(amount).unwrap(),
             accepted_at: Utc::now(),
             fingerprint: "f".to_owned(),
+            metadata: Metadata::default(),
         }
     }
 
@@ -221,6 +239,7 @@ mod tests {
         let state = |balance: i64| WalletState {
             currency: Currency::USD,
             balance: balance.into(),
+            overdraft_limit: 0.into(),
             version: 4,
         };
         let mut wallets = HashMap::from([(a, state(10)), (b, state(0))]);

@@ -7,6 +7,7 @@ use bigdecimal::BigDecimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::metadata::Metadata;
 use super::money::Amount;
 use super::types::WalletId;
 
@@ -147,17 +148,21 @@ impl OperationKind {
     }
 
     /// Identifies what a request asks for, so a reused id with other content is recognised:
-    /// every field of the kind is in it. Amounts are compared by value (`10.5` equals
-    /// `10.50`).
-    pub fn fingerprint(self, wallet_id: WalletId, amount: &Amount) -> String {
+    /// every field of the kind is in it, and the metadata. Amounts are compared by value
+    /// (`10.5` equals `10.50`), metadata by content (keys in any order). A request without
+    /// metadata keeps the form fingerprints had before metadata existed.
+    pub fn fingerprint(self, wallet_id: WalletId, amount: &Amount, metadata: &Metadata) -> String {
         let target = match self {
             OperationKind::Transfer { target } => target.to_string(),
             OperationKind::Deposit | OperationKind::Withdraw => String::new(),
         };
-        let canonical = format!(
+        let mut canonical = format!(
             "{wallet_id}|{}|{amount}|{target}",
             self.operation_type().as_str()
         );
+        if !metadata.is_empty() {
+            canonical = format!("{canonical}|{}", metadata.canonical());
+        }
         let digest = Sha256::digest(canonical.as_bytes());
         digest.iter().map(|byte| format!("{byte:02x}")).collect()
     }
@@ -208,14 +213,23 @@ mod tests {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect();
-        assert_eq!(kind.fingerprint(wallet(7), &amount), expected);
+        let none = Metadata::default();
+        assert_eq!(kind.fingerprint(wallet(7), &amount, &none), expected);
         assert_eq!(
-            kind.fingerprint(wallet(7), &Amount::parse("10.5").unwrap()),
+            kind.fingerprint(wallet(7), &Amount::parse("10.5").unwrap(), &none),
             expected
         );
         assert_ne!(
-            OperationKind::Deposit.fingerprint(wallet(7), &amount),
-            OperationKind::Withdraw.fingerprint(wallet(7), &amount)
+            OperationKind::Deposit.fingerprint(wallet(7), &amount, &none),
+            OperationKind::Withdraw.fingerprint(wallet(7), &amount, &none)
+        );
+        let labels = |text: &str| serde_json::from_str::<Metadata>(text).unwrap();
+        let labelled = kind.fingerprint(wallet(7), &amount, &labels(r#"{"a":"1","b":"2"}"#));
+        assert_ne!(labelled, expected, "metadata is part of the request");
+        assert_eq!(
+            kind.fingerprint(wallet(7), &amount, &labels(r#"{"b":"2","a":"1"}"#)),
+            labelled,
+            "key order is not"
         );
     }
 }

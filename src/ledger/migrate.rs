@@ -13,6 +13,13 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tenant_operations",
         include_str!("../../sql/0004_tenant_operations.sql"),
     ),
+    (5, "overdraft", include_str!("../../sql/0005_overdraft.sql")),
+    (6, "metadata", include_str!("../../sql/0006_metadata.sql")),
+    (
+        7,
+        "entry_times",
+        include_str!("../../sql/0007_entry_times.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

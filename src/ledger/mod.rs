@@ -31,6 +31,7 @@ pub mod audit;
 pub mod database;
 pub mod events;
 pub mod kind;
+pub mod metadata;
 pub mod migrate;
 pub mod money;
 pub mod rules;

@@ -176,6 +176,18 @@ impl fmt::Display for Amount {
     }
 }
 
+/// A wallet's overdraft limit: zero, or a positive amount with the grammar and bounds of
+/// [`Amount::parse`] and no more decimals than `currency` allows.
+pub fn overdraft_limit(text: &str, currency: Currency) -> Result<BigDecimal, MoneyError> {
+    let value = parse_decimal(text)?;
+    if value.is_zero() {
+        return Ok(BigDecimal::zero());
+    }
+    let limit = Amount::from_decimal(value)?;
+    limit.check_currency(currency)?;
+    Ok(limit.0)
+}
+
 /// Renders a balance the way clients see it: plain notation, no exponent, no trailing zeros
 /// beyond what the value needs.
 pub fn format_decimal(value: &BigDecimal) -> String {
@@ -311,6 +323,27 @@ mod tests {
             .check_currency(Currency::USD)
             .is_ok());
         assert!(Currency::parse("usd").is_err());
+    }
+
+    #[test]
+    fn overdraft_limits_are_zero_or_amounts_of_the_currency() {
+        assert_eq!(overdraft_limit("0", Currency::USD), Ok(BigDecimal::zero()));
+        assert_eq!(
+            overdraft_limit("0.00", Currency::USD),
+            Ok(BigDecimal::zero())
+        );
+        assert_eq!(
+            overdraft_limit("250.50", Currency::USD).map(|limit| format_decimal(&limit)),
+            Ok("250.5".to_owned())
+        );
+        for text in ["-1", "", "1.005", "abc", "1e41"] {
+            assert!(
+                overdraft_limit(text, Currency::USD).is_err(),
+                "{text:?} must be rejected"
+            );
+        }
+        let jpy = Currency::parse("JPY").unwrap();
+        assert!(overdraft_limit("1.5", jpy).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct Applied {
 /// operations touch; a wallet absent from the map does not exist.
 ///
 /// # Panics
-/// When a computed balance is negative or a version does not advance by one. Both are
+/// When a computed balance is below its floor (`-overdraft_limit`) or a version does not advance by one. Both are
 /// impossible by construction; stopping beats writing a wrong balance.
 pub fn apply(wallets: &mut HashMap<WalletId, WalletState>, operations: &[Operation]) -> Applied {
     let mut applied = Applied::default();
@@ -93,9 +93,8 @@ fn rejection(
     }
     match direction {
         Direction::Credit => None,
-        Direction::Debit => {
-            (source.balance < *operation.amount.value()).then_some(FailureReason::InsufficientFunds)
-        }
+        Direction::Debit => (source.available() < *operation.amount.value())
+            .then_some(FailureReason::InsufficientFunds),
     }
 }
 
@@ -114,8 +113,8 @@ fn record(
     state.balance = &state.balance + &delta;
     state.version += 1;
     assert!(
-        state.balance >= BigDecimal::zero(),
-        "wallet {wallet_id} would go negative"
+        state.available() >= BigDecimal::zero(),
+        "wallet {wallet_id} would go below its overdraft limit"
     );
     assert_eq!(state.version, previous_version + 1);
     entries.push(Entry {

@@ -16,6 +16,7 @@ fn state(currency: &str, balance: &str, version: i64) -> WalletState {
     WalletState {
         currency: Currency::parse(currency).unwrap(),
         balance: BigDecimal::from_str(balance).unwrap(),
+        overdraft_limit: zero(),
         version,
     }
 }

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{Amount, Currency};
 use crate::ledger::types::{OperationId, OperationKind, OperationStatus};
 
@@ -55,8 +56,9 @@ struct OpSpec {
 
 #[derive(Debug, Clone)]
 struct Scenario {
-    /// Initial balance in cents and initial version of each existing wallet.
-    initial: Vec<(u64, i64)>,
+    /// Initial balance in cents, overdraft limit in cents and initial version of each existing
+    /// wallet. A balance starts at or above zero; the limit lets it go below.
+    initial: Vec<(u64, u64, i64)>,
     ops: Vec<OpSpec>,
 }
 
@@ -86,7 +88,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     // Each operation writes at most one entry per wallet, so this headroom keeps versions
     // from overflowing even for a wallet touched by all 200 operations.
     let version = prop_oneof![Just(0i64), 0..=i64::MAX - 256];
-    prop::collection::vec((0u64..=100_000, version), 1..=6)
+    let limit = prop_oneof![Just(0u64), 0u64..=50_000];
+    prop::collection::vec((0u64..=100_000, limit, version), 1..=6)
         .prop_flat_map(|initial| {
             let ops = prop::collection::vec(op_spec(initial.len()), 0..200);
             (Just(initial), ops)
@@ -112,10 +115,11 @@ impl Run {
             .initial
             .iter()
             .zip(&ids)
-            .map(|(&(cents, version), &id)| {
+            .map(|(&(cents, limit, version), &id)| {
                 let state = WalletState {
                     currency: Currency::USD,
                     balance: BigDecimal::new(BigInt::from(cents), 2),
+                    overdraft_limit: BigDecimal::new(BigInt::from(limit), 2),
                     version,
                 };
                 (id, state)
@@ -183,6 +187,7 @@ pub(super) fn operation(wallet_id: WalletId, kind: OperationKind, amount: &str) 
         amount: Amount::parse(amount).expect("test amounts are well-formed"),
         accepted_at: chrono::Utc::now(),
         fingerprint: format!("test-{amount}"),
+        metadata: Metadata::default(),
     }
 }
 
@@ -201,6 +206,7 @@ fn from_mills(mills: i128) -> BigDecimal {
 #[derive(Debug, Clone, Copy)]
 struct ModelWallet {
     mills: i128,
+    limit_mills: i128,
     version: i64,
 }
 
@@ -217,9 +223,10 @@ fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet
         .initial
         .iter()
         .enumerate()
-        .map(|(slot, &(cents, version))| {
+        .map(|(slot, &(cents, limit, version))| {
             let wallet = ModelWallet {
                 mills: i128::from(cents) * 10,
+                limit_mills: i128::from(limit) * 10,
                 version,
             };
             (slot, wallet)
@@ -236,14 +243,13 @@ fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet
             continue;
         };
         let amount = op.amount.mills();
+        let available = source.mills + source.limit_mills;
         let reason = if amount % 10 != 0 {
             Some(FailureReason::InvalidAmount)
         } else {
             match op.kind {
                 KindSpec::Deposit => None,
-                KindSpec::Withdraw if amount > source.mills => {
-                    Some(FailureReason::InsufficientFunds)
-                }
+                KindSpec::Withdraw if amount > available => Some(FailureReason::InsufficientFunds),
                 KindSpec::Withdraw => None,
                 KindSpec::Transfer(target) if target == op.source => {
                     Some(FailureReason::SameWallet)
@@ -251,7 +257,7 @@ fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet
                 KindSpec::Transfer(target) if !wallets.contains_key(&target) => {
                     Some(FailureReason::TargetWalletNotFound)
                 }
-                KindSpec::Transfer(_) if amount > source.mills => {
+                KindSpec::Transfer(_) if amount > available => {
                     Some(FailureReason::InsufficientFunds)
                 }
                 KindSpec::Transfer(_) => None,
@@ -325,10 +331,12 @@ proptest! {
         prop_assert_eq!(Run::total(&run.wallets), Run::total(&run.initial) + net);
     }
 
-    // Proves no balance ever goes negative and an overdraft is refused as InsufficientFunds.
+    // Proves no balance ever goes below minus its overdraft limit, and a debit beyond it is
+    // refused as InsufficientFunds.
     #[test]
     fn nothing_is_overdrawn(scenario in scenario()) {
         let run = Run::new(&scenario);
+        let floor = |id: &WalletId| -run.initial[id].overdraft_limit.clone();
         let mut balances: HashMap<WalletId, BigDecimal> = run
             .initial
             .iter()
@@ -338,17 +346,22 @@ proptest! {
         for (op, outcome) in run.operations.iter().zip(&run.applied.outcomes) {
             let before = balances.get(&op.wallet_id).cloned();
             while let Some(entry) = entries.next_if(|entry| entry.operation_id == op.id) {
-                prop_assert!(entry.balance_after >= zero(), "negative entry {:?}", entry);
+                prop_assert!(
+                    entry.balance_after >= floor(&entry.wallet_id),
+                    "entry below the floor {:?}",
+                    entry
+                );
                 balances.insert(entry.wallet_id, entry.balance_after.clone());
             }
             let Some(before) = before else { continue };
             let spends = matches!(op.kind, OperationKind::Withdraw | OperationKind::Transfer { .. });
-            if !spends || *op.amount.value() <= before {
+            let available = before - floor(&op.wallet_id);
+            if !spends || *op.amount.value() <= available {
                 continue;
             }
             let Outcome::Failed { reason, .. } = outcome else {
                 return Err(TestCaseError::fail(format!(
-                    "overdraft of {before} by {} was processed: {op:?}",
+                    "overdraft of {available} available by {} was processed: {op:?}",
                     op.amount
                 )));
             };
@@ -365,7 +378,8 @@ proptest! {
         }
         prop_assert!(entries.next().is_none(), "entries out of operation order");
         for (id, state) in &run.wallets {
-            prop_assert!(state.balance >= zero(), "wallet {} ends negative", id);
+            prop_assert!(state.balance >= floor(id), "wallet {} ends below its floor", id);
+            prop_assert_eq!(&state.overdraft_limit, &run.initial[id].overdraft_limit);
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use super::kind::{OperationKind, OperationType};
+use super::metadata::Metadata;
 use super::money::{Amount, Currency};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,6 +58,8 @@ pub struct Operation {
     pub accepted_at: DateTime<Utc>,
     /// Identifies the request's content, so a reused id with other content can be told apart.
     pub fingerprint: String,
+    /// The client's labels, kept with the operation.
+    pub metadata: Metadata,
 }
 
 impl Operation {
@@ -72,7 +75,16 @@ impl Operation {
 pub struct WalletState {
     pub currency: Currency,
     pub balance: BigDecimal,
+    /// How far below zero the balance may go; never negative, fixed when the wallet is made.
+    pub overdraft_limit: BigDecimal,
     pub version: i64,
+}
+
+impl WalletState {
+    /// What a debit may take: the balance down to its floor, `-overdraft_limit`.
+    pub fn available(&self) -> BigDecimal {
+        &self.balance + &self.overdraft_limit
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +129,9 @@ impl OperationStatus {
         OperationStatus::Processed,
         OperationStatus::Failed,
     ];
+
+    /// The statuses of operations a worker has decided: what a wallet's history holds.
+    pub const DECIDED: [OperationStatus; 2] = [OperationStatus::Processed, OperationStatus::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -52,11 +52,14 @@ async fn migrate_applies_once_even_when_run_concurrently() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("4 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("7 migration(s) applied"));
     let again = run().wait_with_output().expect("second run");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
-    assert_eq!(schema_versions(&postgres.url()).await, vec![1, 2, 3, 4]);
+    assert_eq!(
+        schema_versions(&postgres.url()).await,
+        (1..=7).collect::<Vec<i32>>()
+    );
 
     let fresh = Postgres::start();
     let concurrent = || spawn_migrate(&fresh, &broker);
@@ -74,12 +77,15 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert_eq!(
         applied
             .iter()
-            .filter(|out| out.contains("4 migration(s) applied"))
+            .filter(|out| out.contains("7 migration(s) applied"))
             .count(),
         1,
         "{applied:?}"
     );
-    assert_eq!(schema_versions(&fresh.url()).await, vec![1, 2, 3, 4]);
+    assert_eq!(
+        schema_versions(&fresh.url()).await,
+        (1..=7).collect::<Vec<i32>>()
+    );
 }
 
 fn closed_port() -> u16 {
@@ -189,9 +195,100 @@ async fn harness_restarts_its_servers() {
     stack.postgres.start_again();
     assert_eq!(
         schema_versions(&stack.postgres.url()).await,
-        vec![1, 2, 3, 4]
+        (1..=7).collect::<Vec<i32>>()
     );
     stack.redis.restart();
     assert!(stack.redis.process.is_running());
     let _other = Redis::start();
+}
+
+/// Proves the migrations of issue 16 upgrade a database that already holds data: wallets get
+/// a limit of 0 and keep their floor at zero, old entries take their operation's processing
+/// time (so a balance at a point in time covers them), old operations have no metadata.
+#[tokio::test]
+async fn migrations_upgrade_a_database_with_data() {
+    let postgres = Postgres::start();
+    let server = postgres.url().replace("/wallet", "/postgres");
+    let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    admin
+        .batch_execute("CREATE DATABASE wallet")
+        .await
+        .expect("database");
+    let db = crate::client::database(&postgres.url()).await;
+    for sql in [
+        include_str!("../../sql/0001_ledger.sql"),
+        include_str!("../../sql/0002_outbox.sql"),
+        include_str!("../../sql/0003_auth.sql"),
+        include_str!("../../sql/0004_tenant_operations.sql"),
+    ] {
+        db.batch_execute(sql).await.expect("an earlier migration");
+    }
+    db.batch_execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                         applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO schema_migrations (version, name) VALUES
+             (1, 'ledger'), (2, 'outbox'), (3, 'auth'), (4, 'tenant_operations');
+         INSERT INTO wallets (id, currency, balance, version, created_at, updated_at)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'USD', 7, 2, '2026-01-01', '2026-01-02');
+         INSERT INTO operations (tenant, id, wallet_id, type, amount, status, balance_after,
+                                 fingerprint, partition, \"offset\", accepted_at, processed_at)
+             VALUES ('default', '00000000-0000-0000-0000-0000000000a1',
+                     '00000000-0000-0000-0000-000000000001', 'DEPOSIT', 10, 'PROCESSED', 10, 'f',
+                     0, 0, '2026-01-01 10:00Z', '2026-01-01 10:00:01Z'),
+                    ('default', '00000000-0000-0000-0000-0000000000a2',
+                     '00000000-0000-0000-0000-000000000001', 'WITHDRAW', 3, 'PROCESSED', 7, 'g',
+                     0, 1, '2026-01-02 10:00Z', '2026-01-02 10:00:01Z');
+         INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant) VALUES
+             ('00000000-0000-0000-0000-000000000001', 1, '00000000-0000-0000-0000-0000000000a1', 10, 10, 'default'),
+             ('00000000-0000-0000-0000-000000000001', 2, '00000000-0000-0000-0000-0000000000a2', -3, 7, 'default');",
+    )
+    .await
+    .expect("data from before");
+    let topic = format!("upgrade-{}", uuid::Uuid::new_v4());
+    let migrated = wallet()
+        .arg("migrate")
+        .env("WALLET_DATABASE__URL", postgres.url())
+        .env("WALLET_KAFKA__BROKERS", Broker::shared().address())
+        .env(
+            "WALLET_KAFKA__OPERATIONS_TOPIC",
+            format!("{topic}-operations"),
+        )
+        .env("WALLET_KAFKA__EVENTS_TOPIC", format!("{topic}-events"))
+        .output()
+        .expect("wallet migrate runs");
+    let stdout = String::from_utf8_lossy(&migrated.stdout);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert!(stdout.contains("3 migration(s) applied"), "{stdout}");
+    let timed: i64 = db
+        .query_one(
+            "SELECT count(*) FROM entries e JOIN operations o ON o.id = e.operation_id
+             WHERE e.recorded_at = o.processed_at",
+            &[],
+        )
+        .await
+        .expect("entries")
+        .get(0);
+    assert_eq!(
+        timed, 2,
+        "each old entry takes its operation's processing time"
+    );
+    let row = db
+        .query_one(
+            "SELECT (SELECT overdraft_limit::text FROM wallets),
+                    (SELECT count(*) FROM operations WHERE metadata = '{}'::jsonb)",
+            &[],
+        )
+        .await
+        .expect("upgraded rows");
+    assert_eq!(row.get::<_, String>(0), "0");
+    assert_eq!(row.get::<_, i64>(1), 2);
+    let below = db.execute("UPDATE wallets SET balance = -0.01", &[]).await;
+    assert!(below.is_err(), "the floor of an old wallet stays at zero");
 }

@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod balance_at;
 mod bench;
 mod broker;
 mod bulk;
@@ -15,9 +16,12 @@ mod foundation;
 mod fuzz;
 mod guarantees;
 mod harness;
+mod history_filters;
 mod hostile;
 mod lifecycle;
+mod metadata;
 mod operator;
+mod overdraft;
 mod packaging;
 mod pipeline;
 mod refusals;

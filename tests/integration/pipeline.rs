@@ -323,6 +323,8 @@ async fn stale_cache_writes_are_ignored() {
         tenant: "default".to_owned(),
         currency: wallet::ledger::money::Currency::USD,
         balance: balance.to_owned(),
+        overdraft_limit: None,
+        available: None,
         version,
         created_at: now,
         updated_at: now,

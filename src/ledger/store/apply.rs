@@ -44,7 +44,7 @@ pub async fn apply_batch(
         now,
     )
     .await?;
-    write_entries(&transaction, &applied.entries, &tenants).await?;
+    write_entries(&transaction, &applied.entries, &tenants, now).await?;
     let touched: HashSet<WalletId> = applied
         .entries
         .iter()
@@ -129,7 +129,7 @@ async fn lock_wallets(
     ids.dedup();
     let rows = client
         .query(
-            &prepared(client, "SELECT id, currency, balance::text, version, tenant FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
+            &prepared(client, "SELECT id, currency, balance::text, version, tenant, overdraft_limit::text FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
             &[&ids],
         )
         .await?;
@@ -139,10 +139,13 @@ async fn lock_wallets(
         let id = WalletId(row.get(0));
         let currency: String = row.get(1);
         let balance: String = row.get(2);
+        let overdraft_limit: String = row.get(5);
         let state = WalletState {
             currency: Currency::parse(&currency)
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?,
             balance: decimal_from_db(&balance)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            overdraft_limit: decimal_from_db(&overdraft_limit)
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?,
             version: row.get(3),
         };

@@ -163,6 +163,7 @@ pub fn dedupe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::metadata::Metadata;
     use crate::ledger::money::Amount;
     use crate::ledger::types::{OperationId, OperationKind, WalletId};
     use uuid::Uuid;
@@ -176,6 +177,7 @@ mod tests {
             amount: Amount::parse("1").unwrap(),
             accepted_at: Utc::now(),
             fingerprint: "f".to_owned(),
+            metadata: Metadata::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 mod apply;
 mod batch;
 mod error;
+mod journal;
 mod offsets;
 mod operations;
 mod outbox;
@@ -16,12 +17,14 @@ use deadpool_postgres::GenericClient;
 pub use apply::apply_batch;
 pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
+pub use journal::{entry_at, EntryAt};
 pub use offsets::next_offset;
 pub use operations::{
-    history, operation, rejected_operation, HistoryItem, OperationRecord, RejectedRecord,
+    history, operation, rejected_operation, HistoryFilter, HistoryItem, OperationRecord,
+    RejectedRecord,
 };
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
-pub use wallets::{create_wallet, wallet, wallets, Created, Wallet};
+pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};
 
 /// Goes through the connection's statement cache, so each statement is parsed and planned
 /// once per connection instead of on every call.

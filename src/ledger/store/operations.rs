@@ -8,6 +8,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{prepared, StoreError};
+use crate::ledger::metadata::Metadata;
 use crate::ledger::money::decimal_from_db;
 use crate::ledger::types::{OperationId, OperationStatus, OperationType, ScopedId, WalletId};
 
@@ -25,11 +26,12 @@ pub struct OperationRecord {
     pub fingerprint: String,
     pub accepted_at: DateTime<Utc>,
     pub processed_at: DateTime<Utc>,
+    pub metadata: Metadata,
 }
 
 const OPERATION_COLUMNS: &str =
     "o.id, o.wallet_id, o.type, o.amount::text, o.to_wallet_id, o.status, o.reason, \
-     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at";
+     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at, o.metadata::text";
 
 fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
     let corrupt =
@@ -38,6 +40,7 @@ fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
     let status: String = row.get(5);
     let amount: String = row.get(3);
     let balance_after: Option<String> = row.get(7);
+    let metadata: String = row.get(11);
     Ok(OperationRecord {
         id: OperationId(row.get(0)),
         wallet_id: WalletId(row.get(1)),
@@ -53,6 +56,7 @@ fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
         fingerprint: row.get(8),
         accepted_at: row.get(9),
         processed_at: row.get(10),
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata"))?,
     })
 }
 
@@ -114,13 +118,26 @@ pub struct HistoryItem {
     pub operation: OperationRecord,
 }
 
-/// The wallet's entries with a version below `before_version`, newest first. Versions are
-/// assigned under the wallet's row lock, so pages never skip or repeat while new entries land.
+/// Which entries of a wallet's history a page holds; every filter left out matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub operation_type: Option<OperationType>,
+    pub status: Option<OperationStatus>,
+    /// Applied at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Applied before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The wallet's entries with a version below `before_version` that pass `filter`, newest
+/// first. Versions are assigned under the wallet's row lock, so pages never skip or repeat
+/// while new entries land, filtered or not.
 pub async fn history(
     client: &impl GenericClient,
     wallet_id: WalletId,
     before_version: i64,
     limit: i64,
+    filter: &HistoryFilter,
 ) -> Result<Vec<HistoryItem>, StoreError> {
     let rows = client
         .query(
@@ -130,19 +147,31 @@ pub async fn history(
                     "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
                  FROM entries e JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
                  WHERE e.wallet_id = $1 AND e.version < $2
+                   AND ($4::text IS NULL OR o.type = $4)
+                   AND ($5::text IS NULL OR o.status = $5)
+                   AND ($6::timestamptz IS NULL OR o.processed_at >= $6)
+                   AND ($7::timestamptz IS NULL OR o.processed_at < $7)
                  ORDER BY e.version DESC LIMIT $3"
                 ),
             )
             .await?,
-            &[&wallet_id.0, &before_version, &limit],
+            &[
+                &wallet_id.0,
+                &before_version,
+                &limit,
+                &filter.operation_type.map(OperationType::as_str),
+                &filter.status.map(OperationStatus::as_str),
+                &filter.from,
+                &filter.to,
+            ],
         )
         .await?;
     rows.iter()
         .map(|row| {
-            let delta: String = row.get(12);
-            let balance_after: String = row.get(13);
+            let delta: String = row.get(13);
+            let balance_after: String = row.get(14);
             Ok(HistoryItem {
-                version: row.get(11),
+                version: row.get(12),
                 delta: decimal_from_db(&delta)
                     .map_err(|error| StoreError::Corrupt(error.to_string()))?,
                 balance_after: decimal_from_db(&balance_after)

@@ -18,6 +18,8 @@ pub struct Wallet {
     pub tenant: String,
     pub currency: Currency,
     pub balance: BigDecimal,
+    /// How far below zero the balance may go.
+    pub overdraft_limit: BigDecimal,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -29,16 +31,20 @@ pub enum Created {
     Existing(Wallet),
 }
 
-const WALLET_COLUMNS: &str = "id, currency, balance::text, version, created_at, updated_at, tenant";
+const WALLET_COLUMNS: &str =
+    "id, currency, balance::text, version, created_at, updated_at, tenant, overdraft_limit::text";
 
 pub(super) fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
     let currency: String = row.get(1);
     let balance: String = row.get(2);
+    let overdraft_limit: String = row.get(7);
     Ok(Wallet {
         id: WalletId(row.get(0)),
         currency: Currency::parse(&currency)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?,
         balance: decimal_from_db(&balance)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        overdraft_limit: decimal_from_db(&overdraft_limit)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?,
         version: row.get(3),
         created_at: row.get(4),
@@ -47,15 +53,29 @@ pub(super) fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
     })
 }
 
+/// What a new wallet is made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWallet {
+    pub id: WalletId,
+    pub tenant: String,
+    pub currency: Currency,
+    pub overdraft_limit: BigDecimal,
+}
+
 /// Creates a wallet, or returns the one that already has this id.
 pub async fn create_wallet(
     client: &impl GenericClient,
-    id: WalletId,
-    tenant: &str,
-    currency: Currency,
+    new: &NewWallet,
     now: DateTime<Utc>,
 ) -> Result<Created, StoreError> {
-    let event = events::wallet_created(id, tenant, now);
+    let NewWallet {
+        id,
+        tenant,
+        currency,
+        overdraft_limit,
+    } = new;
+    let id = *id;
+    let event = events::wallet_created(id, tenant, overdraft_limit, now);
     let payload =
         serde_json::to_string(&event).map_err(|error| StoreError::Corrupt(error.to_string()))?;
     // One statement, so the wallet and its WalletCreated event exist together or not at all.
@@ -65,8 +85,8 @@ pub async fn create_wallet(
                 client,
                 &format!(
                     "WITH inserted AS (
-                         INSERT INTO wallets (id, currency, balance, version, created_at, updated_at, tenant)
-                         VALUES ($1, $2, 0, 0, $3, $3, $6) ON CONFLICT (id) DO NOTHING RETURNING *
+                         INSERT INTO wallets (id, currency, balance, version, created_at, updated_at, tenant, overdraft_limit)
+                         VALUES ($1, $2, 0, 0, $3, $3, $6, $7::text::numeric) ON CONFLICT (id) DO NOTHING RETURNING *
                      ), event AS (
                          INSERT INTO outbox (event_id, wallet_id, payload, created_at)
                          SELECT $4, id, $5, $3 FROM inserted
@@ -75,7 +95,15 @@ pub async fn create_wallet(
                 ),
             )
             .await?,
-            &[&id.0, &currency.code(), &now, &event.event_id, &payload, &tenant],
+            &[
+                &id.0,
+                &currency.code(),
+                &now,
+                &event.event_id,
+                &payload,
+                tenant,
+                &overdraft_limit.to_plain_string(),
+            ],
         )
         .await?;
     match inserted {

@@ -34,6 +34,7 @@ pub(super) async fn write_operations(
         Vec::with_capacity(count),
     );
     let mut tenants = Vec::with_capacity(count);
+    let mut metadata = Vec::with_capacity(count);
     for ((offset, operation), outcome) in operations.iter().zip(outcomes) {
         tenants.push(operation.tenant.as_str());
         ids.push(operation.id.0);
@@ -54,20 +55,21 @@ pub(super) async fn write_operations(
         fingerprints.push(operation.fingerprint.as_str());
         offsets.push(*offset);
         accepted.push(operation.accepted_at);
+        metadata.push(operation.metadata.canonical());
     }
     client
         .execute(
             &prepared(client, "INSERT INTO operations (tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
-                                     fingerprint, partition, \"offset\", accepted_at, processed_at)
+                                     fingerprint, partition, \"offset\", accepted_at, processed_at, metadata)
              SELECT tenant, id, wallet_id, type, amount::numeric, to_wallet_id, status, reason, balance_after::numeric,
-                    fingerprint, $10, \"offset\", accepted_at, $13
+                    fingerprint, $10, \"offset\", accepted_at, $13, metadata::jsonb
              FROM unnest($14::text[], $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $11::bigint[], $12::timestamptz[])
+                         $8::text[], $9::text[], $11::bigint[], $12::timestamptz[], $15::text[])
                   AS t(tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
-                       \"offset\", accepted_at)").await?,
+                       \"offset\", accepted_at, metadata)").await?,
             &[
                 &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
-                &accepted, &now, &tenants,
+                &accepted, &now, &tenants, &metadata,
             ],
         )
         .await?;
@@ -80,6 +82,7 @@ pub(super) async fn write_entries(
     client: &impl GenericClient,
     entries: &[Entry],
     tenants: &HashMap<WalletId, String>,
+    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet_id.0).collect();
     let entry_tenants = entries
@@ -107,13 +110,21 @@ pub(super) async fn write_entries(
         .execute(
             &prepared(
                 client,
-                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant)
-             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant
+                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at)
+             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant, $7
              FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
                   AS t(wallet_id, version, operation_id, delta, balance_after, tenant)",
             )
             .await?,
-            &[&wallets, &versions, &operations, &deltas, &balances, &entry_tenants],
+            &[
+                &wallets,
+                &versions,
+                &operations,
+                &deltas,
+                &balances,
+                &entry_tenants,
+                &now,
+            ],
         )
         .await?;
     Ok(())
@@ -139,7 +150,8 @@ pub(super) async fn write_wallets(
             &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
              FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
              WHERE w.id = t.id
-             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant").await?,
+             RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant,
+                       w.overdraft_limit::text").await?,
             &[&ids, &balances, &versions, &now],
         )
         .await?;

@@ -1,0 +1,48 @@
+//! Reading a wallet's journal at a point in time.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+
+use super::{prepared, StoreError};
+use crate::ledger::money::decimal_from_db;
+use crate::ledger::types::WalletId;
+
+/// The wallet's last journal entry at or before an instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryAt {
+    pub version: i64,
+    pub balance_after: BigDecimal,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The last entry of the wallet recorded at or before `at`, or none when it had none yet: one
+/// backward step on the `(wallet_id, recorded_at, version)` index, never a scan.
+pub async fn entry_at(
+    client: &impl GenericClient,
+    wallet_id: WalletId,
+    at: DateTime<Utc>,
+) -> Result<Option<EntryAt>, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                "SELECT version, balance_after::text, recorded_at FROM entries
+                 WHERE wallet_id = $1 AND recorded_at <= $2
+                 ORDER BY recorded_at DESC, version DESC LIMIT 1",
+            )
+            .await?,
+            &[&wallet_id.0, &at],
+        )
+        .await?;
+    row.map(|row| {
+        let balance_after: String = row.get(1);
+        Ok(EntryAt {
+            version: row.get(0),
+            balance_after: decimal_from_db(&balance_after)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            recorded_at: row.get(2),
+        })
+    })
+    .transpose()
+}
