@@ -8,6 +8,7 @@ mod directory;
 mod edge;
 mod extract;
 mod health;
+mod history;
 mod history_query;
 mod lookup;
 mod openapi;
@@ -219,7 +220,7 @@ fn routes(config: &mut web::ServiceConfig, batch_body_bytes_max: usize) {
                 .service(
                     web::resource("/wallets/{walletId}/operations")
                         .route(web::post().to(operations::submit_for_wallet))
-                        .route(web::get().to(operations::history)),
+                        .route(web::get().to(history::history)),
                 )
                 .service(
                     web::resource("/wallets/{walletId}/operations/{operationId}")

@@ -7,8 +7,7 @@ use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
-use super::extract::{HistoryParams, IdempotencyKey, JsonBody, OperationPath, WalletPath};
-use super::history_query::{history_query, HistoryQuery};
+use super::extract::{IdempotencyKey, JsonBody, OperationPath, WalletPath};
 use super::reply::{Found, Outcome, SubmitReply};
 use super::schema::{AmountText, UuidText};
 use super::submit::{self, Accepted, IdSource, Submission};
@@ -20,7 +19,7 @@ use crate::ledger::database;
 use crate::ledger::kind::KindError;
 use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_decimal, Currency};
-use crate::ledger::store::{self, HistoryItem, OperationRecord, RejectedRecord};
+use crate::ledger::store::{self, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
     FailureReason, OperationId, OperationKind, OperationStatus, OperationType, ScopedId, WalletId,
 };
@@ -261,7 +260,7 @@ pub struct StatusBody {
     /// The wallet's balance right after this operation.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[openapi(example = "\"90.00\"")]
-    balance_after: Option<String>,
+    pub(super) balance_after: Option<String>,
     accepted_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processed_at: Option<DateTime<Utc>>,
@@ -288,7 +287,7 @@ impl StatusBody {
         }
     }
 
-    fn from_record(record: &OperationRecord, currency: Option<Currency>) -> Self {
+    pub(super) fn from_record(record: &OperationRecord, currency: Option<Currency>) -> Self {
         let money = |value: &bigdecimal::BigDecimal| match currency {
             Some(currency) => currency.format(value),
             None => format_decimal(value),
@@ -450,108 +449,4 @@ async fn stored(state: &AppState, id: &ScopedId, wallet_id: WalletId) -> Result<
         Some(_) => Stored::OtherWallet,
         None => Stored::Unknown,
     })
-}
-
-/// One journal entry of the wallet and the operation that wrote it.
-#[derive(Debug, Serialize, Apiv2Schema)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryEntry {
-    /// The wallet's version after this entry; versions have no gaps.
-    version: i64,
-    /// What the entry added to the balance (negative for a debit, 0 for a failed operation).
-    #[openapi(example = "\"-10.00\"")]
-    delta: String,
-    /// `balanceAfter` is this wallet's balance after the entry (the receiver's, for an
-    /// incoming transfer).
-    #[serde(flatten)]
-    operation: StatusBody,
-}
-
-/// A page of a wallet's history, newest first.
-#[derive(Debug, Serialize, Apiv2Schema)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryPage {
-    items: Vec<HistoryEntry>,
-    /// Pass as `cursor` for the next (older) page; null on the last page.
-    next_cursor: Option<String>,
-}
-
-/// List a wallet's operations
-///
-/// The wallet's journal, newest first, incoming transfers included. The cursor is the last
-/// version seen, so operations applied meanwhile never shift a page. Filters (`type`,
-/// `status`, `from` ≤ processedAt < `to`) combine; keep them the same while following
-/// `nextCursor`.
-#[api_v2_operation(tags(operations), operation_id = "listOperations")]
-pub async fn history(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: WalletPath,
-    query: HistoryParams,
-) -> Result<Found<HistoryPage>, Problem> {
-    let WalletPath(wallet_id) = path;
-    let HistoryQuery {
-        limit,
-        before_version,
-        filter,
-    } = history_query(&query, state.history_limit_max)?;
-    let wallet = lookup::visible(&state, wallet_id, &caller.0.tenant)
-        .await?
-        .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
-    let client = database::client(&state.pool).await?;
-    let items = store::history(
-        &client,
-        wallet_id,
-        before_version,
-        i64::from(limit),
-        &filter,
-    )
-    .await?;
-    let next_cursor = (items.len() == limit as usize)
-        .then(|| items.last().map(|item| item.version.to_string()))
-        .flatten();
-    let items = items
-        .iter()
-        .map(
-            |HistoryItem {
-                 version,
-                 delta,
-                 balance_after,
-                 operation,
-             }| {
-                let mut operation = StatusBody::from_record(operation, Some(wallet.currency));
-                operation.balance_after = Some(wallet.currency.format(balance_after));
-                HistoryEntry {
-                    version: *version,
-                    delta: wallet.currency.format(delta),
-                    operation,
-                }
-            },
-        )
-        .collect();
-    Ok(Found(HistoryPage { items, next_cursor }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::openapi;
-
-    /// A property written as `null` must be `nullable` in the OpenAPI 3 document, or a
-    /// client generated from it rejects the last page.
-    #[test]
-    fn the_nulls_of_a_last_page_are_documented() {
-        let last = HistoryPage {
-            items: Vec::new(),
-            next_cursor: None,
-        };
-        let body = serde_json::to_value(last).expect("a page serializes");
-        let properties = body.as_object().expect("a page is an object");
-        for (name, value) in properties.iter().filter(|(_, value)| value.is_null()) {
-            assert!(
-                openapi::NULLABLE.contains(&("HistoryPage", name.as_str())),
-                "HistoryPage.{name} is written as {value} but not documented as nullable"
-            );
-        }
-    }
 }
