@@ -56,8 +56,8 @@ fuzz: tools ## Only the API fuzzer (schemathesis) against a throwaway server (pa
 
 chaos: tools ## The chaos test (ignored by `make test`): faults under load for WALLET_CHAOS_SECONDS (180)
 	export PG_BIN_DIR="$$($(TOOLS) pg-bin)" WALLET_CHAOS_SECONDS="$(WALLET_CHAOS_SECONDS)"; \
-	if [ -n "$(NEXTEST)" ]; then cargo nextest run --run-ignored only -E 'test(chaos::bank)'; \
-	else cargo test --test integration -- --ignored --exact chaos::bank; fi
+	if [ -n "$(NEXTEST)" ]; then cargo nextest run --no-capture --run-ignored only -E 'test(chaos::bank)'; \
+	else cargo test --test integration -- --ignored --exact chaos::bank --nocapture; fi
 
 # The benchmarks start Kafka with a production-like heap and GC (unless one already runs).
 bench bench-smoke: export KAFKA_PROFILE := bench

@@ -197,8 +197,8 @@ impl Default for AuthConfig {
         AuthConfig {
             enabled: true,
             refresh_interval_ms: 1_000,
-            rate_limit_per_s: 10_000,
-            rate_limit_burst: 20_000,
+            rate_limit_per_s: 50_000,
+            rate_limit_burst: 100_000,
             public: ["healthz", "readyz", "metrics", "docs"]
                 .map(str::to_owned)
                 .to_vec(),

@@ -14,8 +14,11 @@ use crate::cli::TokenCommand;
 use crate::config::Config;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
-use crate::ingest::{broker, lag, worker};
+use crate::ingest::{backoff, broker, lag, worker};
 use crate::ledger::{audit, database, migrate as schema};
+
+/// How long `serve`, `work` and `run` wait at start for PostgreSQL to answer.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -290,19 +293,36 @@ async fn connect(
     config: &Config,
     pool: deadpool_postgres::Pool,
 ) -> anyhow::Result<(deadpool_postgres::Pool, Cache)> {
-    database::check(&pool, config.database.connect_timeout() * 2)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach PostgreSQL at {}",
-                database::redact(&config.database.url)
-            )
-        })?;
+    await_database(config, &pool).await.with_context(|| {
+        format!(
+            "cannot reach PostgreSQL at {}",
+            database::redact(&config.database.url)
+        )
+    })?;
     let cache = Cache::new(&config.redis)?;
     if let Err(error) = cache.ping().await {
         tracing::warn!(%error, "Redis is unavailable; reads fall back to PostgreSQL");
     }
     Ok((pool, cache))
+}
+
+/// Waits up to `STARTUP_WAIT` for PostgreSQL: a process started while it restarts (or before
+/// it) comes up with it instead of exiting, and a wrong URL still fails within that bound.
+async fn await_database(config: &Config, pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        match database::check(pool, config.database.connect_timeout() * 2).await {
+            Ok(()) => return Ok(()),
+            Err(error) if started.elapsed() < STARTUP_WAIT => {
+                failures += 1;
+                tracing::warn!(error = %format!("{error:#}"), "PostgreSQL is not reachable yet; retrying");
+                let step = Duration::from_millis(100);
+                tokio::time::sleep(backoff(failures, step, Duration::from_secs(2))).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// `worker` is the health of the worker running in the same process, if any.

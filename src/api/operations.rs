@@ -130,10 +130,16 @@ async fn accepted(
         )
     })??;
     let decision = match watch {
-        Some((watch, deadline)) => watch.decided_by(deadline).await.pop().flatten(),
+        Some((watch, deadline)) => {
+            let marker = watch.decided_by(deadline).await.pop().flatten();
+            match marker.as_ref().and_then(|marker| decided(id, marker)) {
+                Some(body) => Some(body),
+                None => decided_in_postgres(&state, &scoped, wallet_id).await,
+            }
+        }
         None => None,
     };
-    let outcome = match decision.as_ref().and_then(|marker| decided(id, marker)) {
+    let outcome = match decision {
         Some(body) => Outcome::Decided(body),
         None => Outcome::Accepted(AcceptedBody {
             operation_id: id,
@@ -354,6 +360,27 @@ pub async fn status(
         accepted_at: marker.accepted_at,
         processed_at: None,
     }))
+}
+
+/// A decision PostgreSQL holds although no final marker announced it: a worker that committed
+/// a batch and died (or lost its connection) before writing the batch's markers leaves them
+/// `Pending`.
+pub(super) async fn decided_in_postgres(
+    state: &AppState,
+    id: &ScopedId,
+    wallet_id: WalletId,
+) -> Option<StatusBody> {
+    match stored(state, id, wallet_id).await {
+        Ok(Stored::Found(body)) => Some(body),
+        Ok(Stored::OtherWallet | Stored::Unknown) => None,
+        Err(problem) => {
+            tracing::warn!(
+                code = problem.code,
+                "cannot read the decision from PostgreSQL"
+            );
+            None
+        }
+    }
 }
 
 /// The final status a worker left in the cache, if it did.

@@ -17,7 +17,7 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use super::{lookup, AppState, Problem};
-use crate::cache::{CacheError, Marker};
+use crate::cache::Marker;
 use crate::clock;
 use crate::ingest::producer::ProduceError;
 use crate::ledger::money::Amount;
@@ -54,12 +54,15 @@ pub struct Accepted {
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
-    let (operation, accepting) = prepare(state, submission).await?;
-    let claimed = state
-        .cache
-        .claim(&operation.scoped_id(), &accepting)
-        .await
-        .unwrap_or_else(|error| claim_unavailable(&error));
+    let Prepared {
+        operation,
+        accepting,
+        chosen_id,
+    } = prepare(state, submission).await?;
+    let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
+        Ok(claimed) => claimed,
+        Err(error) => unclaimed(Problem::from(error), chosen_id)?,
+    };
     if !claimed {
         return replay(state, operation).await;
     }
@@ -87,34 +90,40 @@ pub async fn accept_all(
     let mut ready = Vec::new();
     for (index, prepared) in prepared.into_iter().enumerate() {
         match prepared {
-            Ok((operation, accepting)) => ready.push((index, operation, accepting)),
+            Ok(prepared) => ready.push((index, prepared)),
             Err(problem) => answers[index] = Some(Err(problem)),
         }
     }
     let claims: Vec<(ScopedId, &Marker)> = ready
         .iter()
-        .map(|(_, operation, accepting)| (operation.scoped_id(), accepting))
+        .map(|(_, prepared)| (prepared.operation.scoped_id(), &prepared.accepting))
         .collect();
-    let claimed = state
-        .cache
-        .claim_all(&claims)
-        .await
-        .unwrap_or_else(|error| vec![claim_unavailable(&error); claims.len()]);
-    let (owned, taken): (Vec<_>, Vec<_>) = ready
-        .into_iter()
-        .zip(claimed)
-        .partition(|(_, claimed)| *claimed);
+    let claimed: Vec<Result<bool, Problem>> = match state.cache.claim_all(&claims).await {
+        Ok(claimed) => claimed.into_iter().map(Ok).collect(),
+        Err(error) => {
+            let problem = Problem::from(error);
+            ready
+                .iter()
+                .map(|(_, prepared)| unclaimed(problem.clone(), prepared.chosen_id))
+                .collect()
+        }
+    };
+    let (mut owned_indices, mut owned, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+    for ((index, prepared), claimed) in ready.into_iter().zip(claimed) {
+        match claimed {
+            Ok(true) => {
+                owned_indices.push(index);
+                owned.push((prepared.operation, prepared.accepting));
+            }
+            Ok(false) => taken.push((index, prepared.operation)),
+            Err(problem) => answers[index] = Some(Err(problem)),
+        }
+    }
     let replayed = join_all(
         taken
             .into_iter()
-            .map(
-                |((index, operation, _), _)| async move { (index, replay(state, operation).await) },
-            ),
+            .map(|(index, operation)| async move { (index, replay(state, operation).await) }),
     );
-    let (owned_indices, owned): (Vec<usize>, Vec<(Operation, Marker)>) = owned
-        .into_iter()
-        .map(|((index, operation, accepting), _)| (index, (operation, accepting)))
-        .unzip();
     let (produced, replayed) = futures::join!(produce_claimed(state, owned), replayed);
     for (index, answer) in owned_indices.into_iter().zip(produced) {
         answers[index] = Some(answer);
@@ -153,10 +162,18 @@ async fn produce_claimed(
         .collect()
 }
 
-/// Validates the submission; answers its operation and the `Accepting` marker that claims
-/// its id.
-async fn prepare(state: &AppState, submission: Submission) -> Result<(Operation, Marker), Problem> {
+/// A valid submission, ready to claim its id.
+struct Prepared {
+    operation: Operation,
+    /// The marker that claims the operation's id.
+    accepting: Marker,
+    /// Whether the client chose the id (explicitly or by `Idempotency-Key`).
+    chosen_id: bool,
+}
+
+async fn prepare(state: &AppState, submission: Submission) -> Result<Prepared, Problem> {
     validate(state, &submission).await?;
+    let chosen_id = !matches!(submission.id, IdSource::Generated(_));
     let operation = Operation {
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
@@ -169,14 +186,24 @@ async fn prepare(state: &AppState, submission: Submission) -> Result<(Operation,
         tenant: submission.tenant,
     };
     let accepting = Marker::accepting(&operation);
-    Ok((operation, accepting))
+    Ok(Prepared {
+        operation,
+        accepting,
+        chosen_id,
+    })
 }
 
-/// A claim Redis could not answer counts as won: without Redis the 409 for concurrent
-/// duplicates is lost, but the worker still applies an id only once.
-fn claim_unavailable(error: &CacheError) -> bool {
-    tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
-    true
+/// What a claim Redis could not answer (`problem`) leaves. An id the client chose may
+/// already be bound to other content, which only the marker knows: accepting it blind could
+/// answer 202 for a record the worker refuses, so it is refused, and as nothing was produced
+/// the client's retry is safe. A fresh id has no earlier request to conflict with; the
+/// worker applies it once, so it counts as claimed.
+fn unclaimed(problem: Problem, chosen_id: bool) -> Result<bool, Problem> {
+    if chosen_id {
+        return Err(problem);
+    }
+    tracing::warn!("idempotency marker unavailable; accepting without it");
+    Ok(true)
 }
 
 /// Produces `operation`, whose marker `own` this request holds. The marker becomes `Pending`

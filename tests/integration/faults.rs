@@ -104,3 +104,78 @@ async fn api_crash_with_client_retries_applies_each_once() {
     assert_eq!(balance.body["balance"], "200.00");
     assert_eq!(balance.body["version"], 200);
 }
+
+/// Proves `wallet work` started while PostgreSQL is down waits for it instead of exiting, and
+/// applies what was accepted meanwhile once it is back. It used to exit at once, so a worker
+/// restarted during a database restart stayed down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_while_postgres_is_down_comes_up_with_it() {
+    let mut stack = crate::harness::Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    stack.postgres.stop();
+    let mut worker = stack.work("work-1");
+    let waiting = crate::harness::eventually(SETTLE, || async {
+        std::fs::read_to_string(&worker.log)
+            .unwrap_or_default()
+            .contains("PostgreSQL is not reachable yet; retrying")
+    })
+    .await;
+    assert!(waiting, "the worker waits for PostgreSQL");
+    let operation = submit_until_accepted(&api, &wallet, "after-restart", "3.00").await;
+    stack.postgres.start_again();
+    let status = api.settled(&wallet, &operation, SETTLE).await;
+    assert_eq!(status["status"], "PROCESSED", "{status}");
+    assert!(worker.is_running(), "the worker is still running");
+}
+
+/// Proves a submission whose id the client chose is refused with 503 while Redis cannot be
+/// asked (its id may be bound to other content there), and is accepted and applied once when
+/// retried after Redis is back. It used to be accepted blind, so a reused id with other
+/// content got 202 and became a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chosen_id_is_not_accepted_while_redis_is_down() {
+    let mut system = System::start(1);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    let keyed = api
+        .submit_with_key(&wallet, "order-7", &deposit(&wallet, "5.00"))
+        .await;
+    assert_eq!(keyed.status, StatusCode::ACCEPTED, "{:?}", keyed.body);
+    system.stack.redis.process.kill();
+    let reused = api
+        .submit_with_key(&wallet, "order-7", &deposit(&wallet, "9.00"))
+        .await;
+    assert_eq!(
+        reused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        reused.body
+    );
+    assert_eq!(reused.code(), "CACHE_UNAVAILABLE");
+    assert!(
+        reused.retry_after.is_some(),
+        "the answer says when to retry"
+    );
+    let fresh = api.submit(&deposit(&wallet, "1.00")).await;
+    assert_eq!(
+        fresh.status,
+        StatusCode::ACCEPTED,
+        "a generated id needs no marker"
+    );
+    system.stack.redis.process.start();
+    let id = keyed.body["operationId"].as_str().expect("id").to_owned();
+    assert_eq!(
+        api.settled(&wallet, &id, SETTLE).await["status"],
+        "PROCESSED"
+    );
+    let fresh_id = fresh.body["operationId"].as_str().expect("id").to_owned();
+    assert_eq!(
+        api.settled(&wallet, &fresh_id, SETTLE).await["status"],
+        "PROCESSED"
+    );
+    let db = system.database().await;
+    assert_eq!(crate::client::count_rows(&db, "dead_letters").await, 0);
+    assert_eq!(api.balance(&wallet).await.body["balance"], "6.00");
+}

@@ -207,3 +207,44 @@ async fn a_wait_survives_a_redis_restart() {
         answer.took
     );
 }
+
+/// Proves a wait answers the decision PostgreSQL holds when no final marker announced it (a
+/// worker that committed and died before writing its markers leaves them `Pending`): at the
+/// deadline the answer is 200 with the stored status. It used to be 202 PENDING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_finds_a_decision_its_marker_missed() {
+    let system = System::start(1);
+    let api = &system.api;
+    let wallet = api.new_wallet().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut body = deposit(&wallet, "4.00");
+    body["operationId"] = json!(id);
+    api.submit_accepted(&body).await;
+    assert_eq!(
+        api.settled(&wallet, &id, Duration::from_secs(60)).await["status"],
+        "PROCESSED"
+    );
+    let redis = redis::Client::open(system.stack.redis.url()).expect("redis url");
+    let mut redis = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    let key = format!("op:default:{id}");
+    let marker: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("the final marker");
+    let mut pending: Value = serde_json::from_str(&marker).expect("marker JSON");
+    pending["state"] = json!("PENDING");
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(pending.to_string())
+        .query_async(&mut redis)
+        .await
+        .expect("the marker is set back");
+    let answer = submit_waiting(&system.server.base, "wait=1", &body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["status"], "PROCESSED", "{}", answer.body);
+    assert_eq!(answer.body["amount"], "4.00", "the stored operation's body");
+}

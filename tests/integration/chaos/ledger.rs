@@ -108,8 +108,16 @@ pub struct Ledger {
     pub entries: Vec<Entry>,
     /// Wallet → (balance, version).
     pub wallets: HashMap<Uuid, (i64, i64)>,
-    /// The operations kept as dead letters; `None` for a record that names none.
-    pub dead_letters: Vec<Option<OperationKey>>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A record kept as a dead letter.
+#[derive(Debug)]
+pub enum DeadLetter {
+    /// An operation PostgreSQL refused; `None` for a record that names none.
+    Refused(Option<OperationKey>),
+    /// A record that reused an applied operation's id with other content.
+    Reused(OperationKey),
 }
 
 impl Ledger {
@@ -176,7 +184,10 @@ impl Ledger {
                 let tenant: Option<String> = row.get(0);
                 let id: Option<Uuid> = row.get(1);
                 let reason: String = row.get(2);
-                tenant.zip(id).or_else(|| reused_operation(&reason))
+                match (tenant.zip(id), reused_operation(&reason)) {
+                    (None, Some(reused)) => DeadLetter::Reused(reused),
+                    (refused, _) => DeadLetter::Refused(refused),
+                }
             })
             .collect();
         Ledger {

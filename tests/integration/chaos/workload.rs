@@ -345,6 +345,11 @@ impl Client {
         while !stop.load(Ordering::SeqCst) {
             match self.attempt(&current, sent.id, key).await {
                 Answer::Accepted(id) => {
+                    // The other content holds the id: only a Redis wipe let it bind the id
+                    // while the request's own record may have been in flight.
+                    if current != sent.content {
+                        sent.excused = self.workload.redis_losses.since(first_attempt);
+                    }
                     self.acknowledged(sent, current, &id, key);
                     return;
                 }
@@ -352,11 +357,7 @@ impl Client {
                 Answer::Reused => match &other {
                     Some((content, true)) if current != *content => {
                         current = content.clone();
-                        *self
-                            .log
-                            .reuses
-                            .entry("its own retry refused, the other one retried")
-                            .or_default() += 1;
+                        self.reuse_counted("its own retry refused, the other one retried");
                     }
                     _ => {
                         let detail = format!("{key}: the request's own retry was answered 422");
@@ -374,21 +375,17 @@ impl Client {
                 sent.tried.push(content.clone());
                 match self.attempt(&content, sent.id, key).await {
                     Answer::Accepted(id) => {
-                        *self
-                            .log
-                            .reuses
-                            .entry("accepted before the request")
-                            .or_default() += 1;
+                        self.reuse_counted("accepted before the request");
                         sent.excused = self.workload.redis_losses.since(first_attempt);
                         self.acknowledged(sent, content, &id, key);
                         return;
                     }
                     Answer::Retry(_) => {
-                        *self.log.reuses.entry("inconclusive").or_default() += 1;
+                        self.reuse_counted("inconclusive");
                         other = Some((content, true));
                     }
                     Answer::Reused => {
-                        *self.log.reuses.entry("refused").or_default() += 1;
+                        self.reuse_counted("refused");
                         other = Some((content, false));
                     }
                     Answer::Refused(detail) => self.log.violations.add("rejected", detail),
@@ -410,6 +407,10 @@ impl Client {
         sent.content = content;
     }
 
+    fn reuse_counted(&mut self, outcome: &'static str) {
+        *self.log.reuses.entry(outcome).or_default() += 1;
+    }
+
     fn retried(&mut self, label: String) {
         if label.starts_with("transport") || label.starts_with("timeout") {
             // This server may be down: the next attempt goes to another one.
@@ -425,19 +426,15 @@ impl Client {
         sent.tried.push(content.clone());
         match self.attempt(&content, sent.id, key).await {
             Answer::Accepted(_) if self.workload.redis_losses.since(first_attempt) => {
-                *self
-                    .log
-                    .reuses
-                    .entry("accepted after Redis lost its marker")
-                    .or_default() += 1;
+                self.reuse_counted("accepted after Redis lost its marker");
                 sent.excused = true;
             }
             Answer::Accepted(_) => self.log.violations.add(
                 "reused key accepted",
                 format!("{key}: other content was accepted after {} was", sent.id),
             ),
-            Answer::Retry(_) => *self.log.reuses.entry("inconclusive").or_default() += 1,
-            Answer::Reused => *self.log.reuses.entry("refused").or_default() += 1,
+            Answer::Retry(_) => self.reuse_counted("inconclusive"),
+            Answer::Reused => self.reuse_counted("refused"),
             Answer::Refused(detail) => self.log.violations.add("rejected", detail),
         }
     }
