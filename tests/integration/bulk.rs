@@ -321,7 +321,10 @@ async fn a_batch_without_redis_refuses_only_its_chosen_ids() {
     assert_eq!(balance_at_version(&api, &wallet, 1).await, "1.00");
     system.stack.redis.process.start();
     let retried = eventually(Duration::from_secs(30), || async {
-        outcome(&batch(&api.base, &[], &[chosen.clone()]).await, 0) != "CACHE_UNAVAILABLE"
+        outcome(
+            &batch(&api.base, &[], std::slice::from_ref(&chosen)).await,
+            0,
+        ) != "CACHE_UNAVAILABLE"
     })
     .await;
     assert!(retried, "the chosen id is accepted once Redis is back");
