@@ -16,6 +16,7 @@ use actix_web::body::BoxBody;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, Responder};
+use futures::stream::{self, StreamExt};
 use paperclip::actix::{api_v2_operation, Apiv2Schema, OperationModifier};
 use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw, Either};
 use paperclip::v2::schema::Apiv2Schema as _;
@@ -220,43 +221,60 @@ async fn accept_in_rounds(
 
 /// Waits for the decisions of the accepted items. Watching only after the produce is safe:
 /// the watch reads every marker once before it waits, so a decision that came first is seen.
+/// An item still undecided at the deadline is looked up in PostgreSQL, as a single
+/// submission's is: a worker that died between its commit and its markers leaves them
+/// `Pending`.
 async fn decided_by(
     state: &AppState,
     tenant: &str,
     accepted: Vec<Result<Accepted, Problem>>,
     wait: Wait,
 ) -> Vec<ItemResult> {
+    let scoped = |accepted: &Accepted| ScopedId {
+        tenant: tenant.to_owned(),
+        id: accepted.id,
+    };
     let ids: Vec<ScopedId> = accepted
         .iter()
         .filter_map(|answer| answer.as_ref().ok())
-        .map(|accepted| ScopedId {
-            tenant: tenant.to_owned(),
-            id: accepted.id,
-        })
+        .map(scoped)
         .collect();
-    let mut decisions = state
+    let mut markers = state
         .decisions
         .watch(&ids)
         .decided_by(wait.deadline)
         .await
         .into_iter();
-    accepted
-        .into_iter()
-        .map(|answer| match answer {
-            Ok(accepted) => {
-                let decided = decisions
-                    .next()
-                    .flatten()
-                    .and_then(|marker| operations::decided(accepted.id, &marker));
-                match decided {
-                    Some(body) => ItemResult::Decided(body),
-                    None => ItemResult::Accepted(AcceptedBody::from(accepted)),
+    let results = accepted.into_iter().map(|answer| {
+        let marker = answer.is_ok().then(|| markers.next().flatten()).flatten();
+        async move {
+            let accepted = match answer {
+                Ok(accepted) => accepted,
+                Err(problem) => return ItemResult::Refused(problem),
+            };
+            let decided = match marker.and_then(|marker| operations::decided(accepted.id, &marker))
+            {
+                Some(body) => Some(body),
+                None => {
+                    operations::decided_in_postgres(state, &scoped(&accepted), accepted.wallet_id)
+                        .await
                 }
+            };
+            match decided {
+                Some(body) => ItemResult::Decided(body),
+                None => ItemResult::Accepted(AcceptedBody::from(accepted)),
             }
-            Err(problem) => ItemResult::Refused(problem),
-        })
+        }
+    });
+    stream::iter(results)
+        .buffered(DECISION_READS_CONCURRENT)
         .collect()
+        .await
 }
+
+/// PostgreSQL reads at once for a batch's items undecided at the deadline: a batch whose
+/// worker is down would otherwise take as many connections as it has items.
+const DECISION_READS_CONCURRENT: usize = 4;
 
 /// Refuses `Idempotency-Key`: one key cannot name many operations, and deriving one id per
 /// item from it would hide that a retry with other items is a different request.

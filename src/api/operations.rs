@@ -378,7 +378,7 @@ pub async fn status(
 /// A decision PostgreSQL holds although no final marker announced it: a worker that committed
 /// a batch and died (or lost its connection) before writing the batch's markers leaves them
 /// `Pending`.
-async fn decided_in_postgres(
+pub(super) async fn decided_in_postgres(
     state: &AppState,
     id: &ScopedId,
     wallet_id: WalletId,

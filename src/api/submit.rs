@@ -17,7 +17,7 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use super::{lookup, AppState, Problem};
-use crate::cache::{CacheError, Marker};
+use crate::cache::Marker;
 use crate::clock;
 use crate::ingest::producer::ProduceError;
 use crate::ledger::metadata::Metadata;
@@ -57,10 +57,14 @@ pub struct Accepted {
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
-    let (operation, accepting, chosen_id) = prepare(state, submission).await?;
+    let Prepared {
+        operation,
+        accepting,
+        chosen_id,
+    } = prepare(state, submission).await?;
     let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
         Ok(claimed) => claimed,
-        Err(error) => claim_unavailable(&error, chosen_id)?,
+        Err(error) => unclaimed(Problem::from(error), chosen_id)?,
     };
     if !claimed {
         return replay(state, operation).await;
@@ -89,42 +93,40 @@ pub async fn accept_all(
     let mut ready = Vec::new();
     for (index, prepared) in prepared.into_iter().enumerate() {
         match prepared {
-            Ok((operation, accepting, chosen_id)) => {
-                ready.push((index, operation, accepting, chosen_id))
-            }
+            Ok(prepared) => ready.push((index, prepared)),
             Err(problem) => answers[index] = Some(Err(problem)),
         }
     }
     let claims: Vec<(ScopedId, &Marker)> = ready
         .iter()
-        .map(|(_, operation, accepting, _)| (operation.scoped_id(), accepting))
+        .map(|(_, prepared)| (prepared.operation.scoped_id(), &prepared.accepting))
         .collect();
     let claimed: Vec<Result<bool, Problem>> = match state.cache.claim_all(&claims).await {
         Ok(claimed) => claimed.into_iter().map(Ok).collect(),
-        Err(error) => ready
-            .iter()
-            .map(|(_, _, _, chosen_id)| claim_unavailable(&error, *chosen_id))
-            .collect(),
+        Err(error) => {
+            let problem = Problem::from(error);
+            ready
+                .iter()
+                .map(|(_, prepared)| unclaimed(problem.clone(), prepared.chosen_id))
+                .collect()
+        }
     };
-    let mut decided = Vec::new();
-    for ((index, operation, accepting, _), claimed) in ready.into_iter().zip(claimed) {
+    let (mut owned_indices, mut owned, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+    for ((index, prepared), claimed) in ready.into_iter().zip(claimed) {
         match claimed {
-            Ok(claimed) => decided.push(((index, operation, accepting), claimed)),
+            Ok(true) => {
+                owned_indices.push(index);
+                owned.push((prepared.operation, prepared.accepting));
+            }
+            Ok(false) => taken.push((index, prepared.operation)),
             Err(problem) => answers[index] = Some(Err(problem)),
         }
     }
-    let (owned, taken): (Vec<_>, Vec<_>) = decided.into_iter().partition(|(_, claimed)| *claimed);
     let replayed = join_all(
         taken
             .into_iter()
-            .map(
-                |((index, operation, _), _)| async move { (index, replay(state, operation).await) },
-            ),
+            .map(|(index, operation)| async move { (index, replay(state, operation).await) }),
     );
-    let (owned_indices, owned): (Vec<usize>, Vec<(Operation, Marker)>) = owned
-        .into_iter()
-        .map(|((index, operation, accepting), _)| (index, (operation, accepting)))
-        .unzip();
     let (produced, replayed) = futures::join!(produce_claimed(state, owned), replayed);
     for (index, answer) in owned_indices.into_iter().zip(produced) {
         answers[index] = Some(answer);
@@ -163,12 +165,16 @@ async fn produce_claimed(
         .collect()
 }
 
-/// Validates the submission; answers its operation, the `Accepting` marker that claims its
-/// id, and whether the client chose that id.
-async fn prepare(
-    state: &AppState,
-    submission: Submission,
-) -> Result<(Operation, Marker, bool), Problem> {
+/// A valid submission, ready to claim its id.
+struct Prepared {
+    operation: Operation,
+    /// The marker that claims the operation's id.
+    accepting: Marker,
+    /// Whether the client chose the id (explicitly or by `Idempotency-Key`).
+    chosen_id: bool,
+}
+
+async fn prepare(state: &AppState, submission: Submission) -> Result<Prepared, Problem> {
     validate(state, &submission).await?;
     let chosen_id = !matches!(submission.id, IdSource::Generated(_));
     let operation = Operation {
@@ -186,19 +192,23 @@ async fn prepare(
         tenant: submission.tenant,
     };
     let accepting = Marker::accepting(&operation);
-    Ok((operation, accepting, chosen_id))
+    Ok(Prepared {
+        operation,
+        accepting,
+        chosen_id,
+    })
 }
 
-/// What a claim Redis could not answer means. An id the client chose may already be bound to
-/// other content, which only the marker knows: accepting it blind could answer 202 for a
-/// record the worker refuses, so it is refused (nothing was produced: a retry is safe). A
-/// fresh id has no earlier request to conflict with, and the worker applies it once.
-fn claim_unavailable(error: &CacheError, chosen_id: bool) -> Result<bool, Problem> {
+/// What a claim Redis could not answer (`problem`) leaves. An id the client chose may
+/// already be bound to other content, which only the marker knows: accepting it blind could
+/// answer 202 for a record the worker refuses, so it is refused, and as nothing was produced
+/// the client's retry is safe. A fresh id has no earlier request to conflict with; the
+/// worker applies it once, so it counts as claimed.
+fn unclaimed(problem: Problem, chosen_id: bool) -> Result<bool, Problem> {
     if chosen_id {
-        tracing::warn!(%error, "idempotency marker unavailable; refusing a chosen id");
-        return Err(Problem::cache_unavailable());
+        return Err(problem);
     }
-    tracing::warn!(%error, "idempotency marker unavailable; accepting without it");
+    tracing::warn!("idempotency marker unavailable; accepting without it");
     Ok(true)
 }
 

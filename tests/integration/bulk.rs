@@ -302,3 +302,31 @@ async fn a_batch_is_one_produce_request_per_partition() {
         waited.took
     );
 }
+
+/// Proves a batch keeps the single route's rule while Redis cannot be asked: an item whose
+/// id the client chose is refused with its 503 `CACHE_UNAVAILABLE`, one with a generated id
+/// is accepted and applied; retried once Redis is back, the refused item is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_without_redis_refuses_only_its_chosen_ids() {
+    let mut system = System::start(1);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    let chosen = with_id(deposit(&wallet, "5.00"), &uuid::Uuid::new_v4().to_string());
+    system.stack.redis.process.kill();
+    let answer = batch(&api.base, &[], &[chosen.clone(), deposit(&wallet, "1.00")]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(outcome(&answer, 0), "CACHE_UNAVAILABLE");
+    assert_eq!(answer.body["results"][0]["problem"]["status"], 503);
+    assert_eq!(outcome(&answer, 1), "PENDING");
+    assert_eq!(balance_at_version(&api, &wallet, 1).await, "1.00");
+    system.stack.redis.process.start();
+    let retried = eventually(Duration::from_secs(30), || async {
+        outcome(
+            &batch(&api.base, &[], std::slice::from_ref(&chosen)).await,
+            0,
+        ) != "CACHE_UNAVAILABLE"
+    })
+    .await;
+    assert!(retried, "the chosen id is accepted once Redis is back");
+    assert_eq!(balance_at_version(&api, &wallet, 2).await, "6.00");
+}
