@@ -57,6 +57,16 @@ struct StaleCache {
     outcomes: HashMap<ScopedId, Marker>,
 }
 
+/// Reading the partition from the broker failed. rskafka keeps the metadata it read while a
+/// restarting broker had no leader and answers `LeaderNotAvailable` from it for as long as
+/// the client lives, so after `FETCH_FAILURES_MAX` such failures in a row the consumer ends,
+/// and the worker reads the partition again through a new client.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the partition from the broker")]
+struct FetchFailed;
+
+const FETCH_FAILURES_MAX: u32 = 3;
+
 impl PartitionConsumer {
     fn id(&self) -> i32 {
         self.partition.partition()
@@ -72,11 +82,20 @@ impl PartitionConsumer {
     async fn consume_until_cancelled(&self, cancel: &CancellationToken) {
         let mut stale = StaleCache::default();
         let mut failures = 0u32;
+        let mut fetch_failures = 0u32;
         while !cancel.is_cancelled() {
             match self.consume(cancel, &mut stale).await {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;
+                    fetch_failures = match error.downcast_ref::<FetchFailed>() {
+                        Some(_) => fetch_failures + 1,
+                        None => 0,
+                    };
+                    if fetch_failures >= FETCH_FAILURES_MAX {
+                        tracing::warn!(error = %format!("{error:#}"), "the broker keeps refusing reads; handing the partition back for a new broker client");
+                        return;
+                    }
                     let delay = self.backoff(failures);
                     tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "partition consumer failed; retrying");
                     tokio::select! {
@@ -110,7 +129,7 @@ impl PartitionConsumer {
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => next?,
+                next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => anyhow::Context::context(next, FetchFailed)?,
             };
             let Some(records) = next else {
                 self.record_lag(&reader, position);
@@ -406,87 +425,5 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::MarkerState;
-    use crate::ledger::money::Amount;
-    use crate::ledger::types::{Operation, OperationId, OperationKind, Outcome};
-    use bigdecimal::BigDecimal;
-    use uuid::Uuid;
-
-    /// Proves the final marker carries the fingerprint of the record the batch applied, so
-    /// the applied request's retry is recognised as the same request; and that an operation
-    /// the database refused is FAILED with a reason.
-    #[test]
-    fn final_markers_name_the_applied_record() {
-        use crate::ledger::metadata::Metadata;
-        let applied = Operation {
-            tenant: "acme".to_owned(),
-            id: OperationId(Uuid::from_u128(1)),
-            wallet_id: WalletId(Uuid::from_u128(2)),
-            kind: OperationKind::Deposit,
-            amount: Amount::parse("5").unwrap(),
-            accepted_at: chrono::Utc::now(),
-            fingerprint: "applied".to_owned(),
-            metadata: Metadata::default(),
-        };
-        let refused = Operation {
-            id: OperationId(Uuid::from_u128(3)),
-            fingerprint: "refused".to_owned(),
-            ..applied.clone()
-        };
-        let report = BatchReport {
-            decided: vec![(
-                applied.clone(),
-                Outcome::Processed {
-                    balance_after: BigDecimal::from(5),
-                },
-            )],
-            rejected: vec![refused.clone()],
-            ..BatchReport::default()
-        };
-        let markers: HashMap<ScopedId, Marker> = final_markers(&report).into_iter().collect();
-        let marker = &markers[&applied.scoped_id()];
-        assert_eq!(marker.state, MarkerState::Processed);
-        assert_eq!(marker.fingerprint, "applied");
-        assert_eq!(marker.balance_after.as_deref(), Some("5"));
-        let marker = &markers[&refused.scoped_id()];
-        assert_eq!(marker.state, MarkerState::Failed);
-        assert_eq!(marker.reason.as_deref(), Some("REJECTED"));
-    }
-
-    /// Proves a balance is written only while it is fresh: a write later than half the lease
-    /// lapse after its batch began (a paused worker's, a retried one) is dropped instead.
-    #[test]
-    fn balances_are_late_after_half_the_lease_lapse() {
-        let began = chrono::Utc::now();
-        let lapse = Duration::from_secs(2);
-        let at = |millis| began + chrono::Duration::milliseconds(millis);
-        assert!(!is_late(began, at(50), lapse));
-        assert!(!is_late(began, at(999), lapse));
-        assert!(is_late(began, at(1_001), lapse));
-        assert!(
-            !is_late(began, at(-5), lapse),
-            "a clock step back is not lateness"
-        );
-        let mut stale = StaleCache::default();
-        let wallet = WalletId(Uuid::from_u128(4));
-        stale.wallets.insert(
-            wallet,
-            CachedWallet {
-                wallet_id: wallet,
-                tenant: "acme".to_owned(),
-                currency: Currency::USD,
-                balance: "1.00".to_owned(),
-                overdraft_limit: None,
-                available: None,
-                version: 1,
-                created_at: began,
-                updated_at: began,
-            },
-        );
-        stale.forget_balances();
-        assert!(stale.wallets.is_empty());
-        assert!(stale.forget.contains(&wallet));
-    }
-}
+#[path = "consumer_tests.rs"]
+mod tests;

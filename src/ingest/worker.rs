@@ -118,13 +118,15 @@ impl Worker {
             .filter(|(_, consumer)| consumer.task.is_finished())
             .map(|(partition, _)| *partition)
             .collect();
+        let any_stopped = !stopped.is_empty();
         for partition in stopped {
             self.running.remove(&partition);
             lease.release(partition).await?;
-            tracing::error!(
-                partition,
-                "partition consumer stopped unexpectedly; released it"
-            );
+            tracing::warn!(partition, "partition consumer stopped; released it");
+        }
+        if any_stopped {
+            // A consumer ends on its own when the broker keeps refusing its reads.
+            self.reconnect_broker().await;
         }
         Ok(())
     }
