@@ -129,10 +129,6 @@ impl Problem {
         )
     }
 
-    pub fn cache_unavailable() -> Self {
-        Problem::unavailable("CACHE_UNAVAILABLE", "the cache is unavailable; retry later")
-    }
-
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -326,6 +322,6 @@ impl From<StoreError> for Problem {
 impl From<CacheError> for Problem {
     fn from(error: CacheError) -> Self {
         tracing::warn!(%error, "cache unavailable");
-        Problem::cache_unavailable()
+        Problem::unavailable("CACHE_UNAVAILABLE", "the cache is unavailable; retry later")
     }
 }

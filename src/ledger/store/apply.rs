@@ -141,12 +141,9 @@ async fn lock_wallets(
         let balance: String = row.get(2);
         let overdraft_limit: String = row.get(5);
         let state = WalletState {
-            currency: Currency::parse(&currency)
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-            balance: decimal_from_db(&balance)
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-            overdraft_limit: decimal_from_db(&overdraft_limit)
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            currency: Currency::parse(&currency).map_err(StoreError::corrupt)?,
+            balance: decimal_from_db(&balance).map_err(StoreError::corrupt)?,
+            overdraft_limit: decimal_from_db(&overdraft_limit).map_err(StoreError::corrupt)?,
             version: row.get(3),
         };
         states.insert(id, state);

@@ -87,6 +87,11 @@ pub fn remedy_for_sqlstate(code: &str) -> Remedy {
 }
 
 impl StoreError {
+    /// A value read from the database that the ledger cannot read.
+    pub fn corrupt(error: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+
     /// What the error means for a batch: only a record's own data is ever blamed.
     pub fn remedy(&self) -> Remedy {
         match self {

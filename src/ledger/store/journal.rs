@@ -39,8 +39,7 @@ pub async fn entry_at(
         let balance_after: String = row.get(1);
         Ok(EntryAt {
             version: row.get(0),
-            balance_after: decimal_from_db(&balance_after)
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            balance_after: decimal_from_db(&balance_after).map_err(StoreError::corrupt)?,
             recorded_at: row.get(2),
         })
     })

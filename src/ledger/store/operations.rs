@@ -172,10 +172,8 @@ pub async fn history(
             let balance_after: String = row.get(14);
             Ok(HistoryItem {
                 version: row.get(12),
-                delta: decimal_from_db(&delta)
-                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                balance_after: decimal_from_db(&balance_after)
-                    .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                delta: decimal_from_db(&delta).map_err(StoreError::corrupt)?,
+                balance_after: decimal_from_db(&balance_after).map_err(StoreError::corrupt)?,
                 operation: operation_from_row(row)?,
             })
         })

@@ -22,7 +22,7 @@ pub(super) async fn write_outbox(
         .iter()
         .map(serde_json::to_string)
         .collect::<Result<Vec<String>, _>>()
-        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        .map_err(StoreError::corrupt)?;
     // WITH ORDINALITY keeps the journal order in the ids the relay publishes by.
     client
         .execute(

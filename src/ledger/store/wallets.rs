@@ -40,12 +40,9 @@ pub(super) fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
     let overdraft_limit: String = row.get(7);
     Ok(Wallet {
         id: WalletId(row.get(0)),
-        currency: Currency::parse(&currency)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-        balance: decimal_from_db(&balance)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-        overdraft_limit: decimal_from_db(&overdraft_limit)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+        currency: Currency::parse(&currency).map_err(StoreError::corrupt)?,
+        balance: decimal_from_db(&balance).map_err(StoreError::corrupt)?,
+        overdraft_limit: decimal_from_db(&overdraft_limit).map_err(StoreError::corrupt)?,
         version: row.get(3),
         created_at: row.get(4),
         updated_at: row.get(5),
@@ -76,8 +73,7 @@ pub async fn create_wallet(
     } = new;
     let id = *id;
     let event = events::wallet_created(id, tenant, overdraft_limit, now);
-    let payload =
-        serde_json::to_string(&event).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let payload = serde_json::to_string(&event).map_err(StoreError::corrupt)?;
     // One statement, so the wallet and its WalletCreated event exist together or not at all.
     let inserted = client
         .query_opt(
