@@ -42,6 +42,8 @@ pub struct HttpConfig {
     pub metadata_keys_max: usize,
     pub metadata_key_chars_max: usize,
     pub metadata_value_chars_max: usize,
+    pub hold_expiry_default_s: u64,
+    pub hold_expiry_max_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +93,8 @@ pub struct WorkerConfig {
     pub relay_idle_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub shutdown_timeout_s: u64,
+    pub hold_expiry_scan_ms: u64,
+    pub hold_expiry_batch_max: usize,
     /// Where `wallet work` serves `/metrics`, `/healthz` and `/readyz`; empty serves nothing.
     pub metrics_listen: String,
 }
@@ -138,6 +142,8 @@ impl Default for HttpConfig {
             metadata_keys_max: 16,
             metadata_key_chars_max: 64,
             metadata_value_chars_max: 512,
+            hold_expiry_default_s: 7 * 86_400,
+            hold_expiry_max_s: 30 * 86_400,
         }
     }
 }
@@ -193,6 +199,8 @@ impl Default for WorkerConfig {
             relay_idle_ms: 50,
             retry_backoff_max_ms: 5_000,
             shutdown_timeout_s: 10,
+            hold_expiry_scan_ms: 1_000,
+            hold_expiry_batch_max: 1_000,
             metrics_listen: String::new(),
         }
     }

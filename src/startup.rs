@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, Application, WalletDirectory};
+use crate::api::{AppState, Application, HoldExpiry, WalletDirectory};
 use crate::auth::{self, Scope, TokenRegistry};
 use crate::bench::{BenchOptions, Report};
 use crate::cache::{Cache, Decisions};
@@ -365,12 +365,22 @@ async fn build_api(
             key_chars_max: config.http.metadata_key_chars_max,
             value_chars_max: config.http.metadata_value_chars_max,
         },
+        hold_expiry: HoldExpiry {
+            default: seconds(config.http.hold_expiry_default_s),
+            max: seconds(config.http.hold_expiry_max_s),
+        },
         readiness_timeout: Duration::from_millis(config.http.readiness_timeout_ms),
         tokens,
         public: config.auth.public.clone(),
         worker,
     };
     Application::build(&config.http, state)
+}
+
+/// A configured number of seconds as a span of time; the checks bound it far below where
+/// the conversion could fail.
+fn seconds(value: u64) -> chrono::Duration {
+    chrono::Duration::from_std(Duration::from_secs(value)).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Waits for the worker; once shutdown is requested it has `deadline` to stop. A batch still

@@ -17,7 +17,7 @@ use paperclip::v2::schema::Apiv2Schema;
 use serde::de::DeserializeOwned;
 
 use super::{body, edge, openapi, reply, Problem};
-use crate::ledger::types::{OperationId, OperationStatus, OperationType, WalletId};
+use crate::ledger::types::{HoldState, OperationId, OperationStatus, OperationType, WalletId};
 
 /// A JSON request body of type `T`, checked for media type and size before it is parsed.
 pub struct JsonBody<T>(pub T);
@@ -165,6 +165,46 @@ impl OperationModifier for OperationPath {
             op,
             StatusCode::NOT_FOUND,
             "No operation with this id involves this wallet (`OPERATION_NOT_FOUND`)",
+        );
+    }
+
+    fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
+}
+
+/// `{walletId}` and `{holdId}` in the path.
+pub struct HoldPath(pub WalletId, pub OperationId);
+
+impl FromRequest for HoldPath {
+    type Error = Problem;
+    type Future = std::future::Ready<Result<Self, Problem>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ids = path_uuid(request, "walletId").and_then(|wallet| {
+            path_uuid(request, "holdId").map(|hold| HoldPath(WalletId(wallet), OperationId(hold)))
+        });
+        std::future::ready(ids)
+    }
+}
+
+impl Apiv2Schema for HoldPath {}
+
+impl OperationModifier for HoldPath {
+    fn update_parameter(op: &mut DefaultOperationRaw) {
+        wallet_parameter(op);
+        openapi::parameter(
+            op,
+            ParameterIn::Path,
+            "holdId",
+            "The hold's id: the operationId of the HOLD that placed it",
+            true,
+            DataType::String,
+            Some(DataTypeFormat::Uuid),
+        );
+        openapi::problem(
+            op,
+            StatusCode::NOT_FOUND,
+            "No wallet has this id (`WALLET_NOT_FOUND`), or it has no hold with this id \
+             (`HOLD_NOT_FOUND`)",
         );
     }
 
@@ -329,6 +369,75 @@ fn query_params<const N: usize>(
     Ok(values)
 }
 
+/// `limit`, `cursor` and `state` of a page of holds, as text so each bad value gets its own
+/// problem.
+#[derive(Debug, Default)]
+pub struct HoldsParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    pub state: Option<String>,
+}
+
+impl FromRequest for HoldsParams {
+    type Error = Problem;
+    type Future = std::future::Ready<Result<Self, Problem>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let parsed = query_params(request.query_string(), ["limit", "cursor", "state"]);
+        std::future::ready(parsed.map(|[limit, cursor, state]| HoldsParams {
+            limit,
+            cursor,
+            state,
+        }))
+    }
+}
+
+impl Apiv2Schema for HoldsParams {}
+
+impl OperationModifier for HoldsParams {
+    fn update_parameter(op: &mut DefaultOperationRaw) {
+        page_parameters(op, "Holds");
+        openapi::enum_parameter(
+            op,
+            ParameterIn::Query,
+            "state",
+            "Only holds in this state",
+            HoldState::ALL.into_iter().map(HoldState::as_str),
+        );
+        openapi::problem(
+            op,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "An unknown query parameter (`INVALID_QUERY`), or a bad `limit` (`INVALID_LIMIT`), \
+             `cursor` (`INVALID_CURSOR`) or `state` (`INVALID_STATE`)",
+        );
+    }
+
+    fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
+}
+
+/// `limit` and `cursor` of a list paged by wallet version.
+fn page_parameters(op: &mut DefaultOperationRaw, items: &str) {
+    openapi::parameter(
+        op,
+        ParameterIn::Query,
+        "limit",
+        &format!("{items} per page, 1 to `http.history_limit_max` (default 50)"),
+        false,
+        DataType::Integer,
+        Some(DataTypeFormat::Int32),
+    );
+    openapi::parameter(
+        op,
+        ParameterIn::Query,
+        "cursor",
+        "`nextCursor` of the previous page, asked with the same filters; absent for the \
+         newest page",
+        false,
+        DataType::String,
+        None,
+    );
+}
+
 /// `at` of a balance read, as text so a bad value gets its own problem.
 #[derive(Debug, Default)]
 pub struct BalanceParams {
@@ -369,25 +478,7 @@ impl Apiv2Schema for HistoryParams {}
 
 impl OperationModifier for HistoryParams {
     fn update_parameter(op: &mut DefaultOperationRaw) {
-        openapi::parameter(
-            op,
-            ParameterIn::Query,
-            "limit",
-            "Operations per page, 1 to `http.history_limit_max` (default 50)",
-            false,
-            DataType::Integer,
-            Some(DataTypeFormat::Int32),
-        );
-        openapi::parameter(
-            op,
-            ParameterIn::Query,
-            "cursor",
-            "`nextCursor` of the previous page, asked with the same filters; absent for the \
-             newest page",
-            false,
-            DataType::String,
-            None,
-        );
+        page_parameters(op, "Operations");
         openapi::enum_parameter(
             op,
             ParameterIn::Query,

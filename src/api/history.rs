@@ -23,6 +23,9 @@ pub struct HistoryEntry {
     /// What the entry added to the balance (negative for a debit, 0 for a failed operation).
     #[openapi(example = "\"-10.00\"")]
     delta: String,
+    /// What the wallet held (reserved by open holds) right after this entry.
+    #[openapi(example = "\"20.00\"")]
+    held_after: String,
     /// `balanceAfter` is this wallet's balance after the entry (the receiver's, for an
     /// incoming transfer).
     #[serde(flatten)]
@@ -79,6 +82,7 @@ pub async fn history(
                  version,
                  delta,
                  balance_after,
+                 held_after,
                  operation,
              }| {
                 let mut operation = StatusBody::from_record(operation, Some(wallet.currency));
@@ -86,6 +90,7 @@ pub async fn history(
                 HistoryEntry {
                     version: *version,
                     delta: wallet.currency.format(delta),
+                    held_after: wallet.currency.format(held_after),
                     operation,
                 }
             },

@@ -18,7 +18,23 @@ pub struct HistoryQuery {
 }
 
 pub fn history_query(params: &HistoryParams, limit_max: u32) -> Result<HistoryQuery, Problem> {
-    let limit = match params.limit.as_deref() {
+    let (limit, before_version) =
+        page(params.limit.as_deref(), params.cursor.as_deref(), limit_max)?;
+    Ok(HistoryQuery {
+        limit,
+        before_version,
+        filter: filter(params)?,
+    })
+}
+
+/// A page's size and the version it starts below (`i64::MAX` for the newest page), from
+/// `limit` and `cursor`: the paging of every list whose items carry a wallet version.
+pub fn page(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+    limit_max: u32,
+) -> Result<(u32, i64), Problem> {
+    let limit = match limit {
         None => HISTORY_LIMIT_DEFAULT.min(limit_max),
         Some(text) => text
             .parse::<u32>()
@@ -32,7 +48,7 @@ pub fn history_query(params: &HistoryParams, limit_max: u32) -> Result<HistoryQu
                 )
             })?,
     };
-    let before_version = match params.cursor.as_deref() {
+    let before_version = match cursor {
         None => i64::MAX,
         Some(text) => text
             .parse::<i64>()
@@ -46,11 +62,7 @@ pub fn history_query(params: &HistoryParams, limit_max: u32) -> Result<HistoryQu
                 )
             })?,
     };
-    Ok(HistoryQuery {
-        limit,
-        before_version,
-        filter: filter(params)?,
-    })
+    Ok((limit, before_version))
 }
 
 fn filter(params: &HistoryParams) -> Result<HistoryFilter, Problem> {

@@ -10,6 +10,7 @@ mod extract;
 mod health;
 mod history;
 mod history_query;
+mod holds;
 mod lookup;
 mod openapi;
 mod operations;
@@ -37,6 +38,7 @@ use paperclip::actix::{web, OpenApiExt};
 pub use directory::WalletDirectory;
 pub use edge::loggable;
 pub use problem::Problem;
+pub use submit::HoldExpiry;
 
 use crate::auth::TokenRegistry;
 use crate::cache::{Cache, Decisions};
@@ -60,6 +62,7 @@ pub struct AppState {
     pub history_limit_max: u32,
     /// The bounds of an operation's metadata (`http.metadata_*`).
     pub metadata_limits: MetadataLimits,
+    pub hold_expiry: HoldExpiry,
     pub readiness_timeout: Duration,
     pub tokens: Arc<TokenRegistry>,
     /// Service endpoints answered without a token (`auth.public`).
@@ -173,7 +176,7 @@ pub fn worker_endpoints(listen: &str, worker: WorkerHealth) -> anyhow::Result<Se
 /// What each route answers, for the `Allow` header of a 405; HEAD goes wherever GET does.
 /// It must agree with `routes` and `swagger::routes`; a test checks the documented routes
 /// against the OpenAPI document.
-const ROUTE_METHODS: [(&str, &str); 16] = [
+const ROUTE_METHODS: [(&str, &str); 18] = [
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
@@ -185,6 +188,8 @@ const ROUTE_METHODS: [(&str, &str); 16] = [
         "/api/v1/wallets/{walletId}/operations/{operationId}",
         "GET, HEAD",
     ),
+    ("/api/v1/wallets/{walletId}/holds", "GET, HEAD"),
+    ("/api/v1/wallets/{walletId}/holds/{holdId}", "GET, HEAD"),
     (batch::BATCH_PATH, "POST"),
     ("/openapi/v2.json", "GET, HEAD"),
     ("/openapi/v3.json", "GET, HEAD"),
@@ -225,6 +230,13 @@ fn routes(config: &mut web::ServiceConfig, batch_body_bytes_max: usize) {
                 .service(
                     web::resource("/wallets/{walletId}/operations/{operationId}")
                         .route(web::get().to(operations::status)),
+                )
+                .service(
+                    web::resource("/wallets/{walletId}/holds").route(web::get().to(holds::holds)),
+                )
+                .service(
+                    web::resource("/wallets/{walletId}/holds/{holdId}")
+                        .route(web::get().to(holds::hold)),
                 )
                 .service(
                     web::resource("/operations/batch")

@@ -21,10 +21,11 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Properties the server writes as `null` rather than leaving out, as (schema, property).
 /// Swagger 2 has no way to say so, so only the OpenAPI 3 document marks them `nullable`.
-pub const NULLABLE: [(&str, &str); 1] = [("HistoryPage", "nextCursor")];
+pub const NULLABLE: [(&str, &str); 2] = [("HistoryPage", "nextCursor"), ("HoldPage", "nextCursor")];
 
 const DESCRIPTION: &str = "\
-Wallets, deposits, withdrawals and transfers. Operations are accepted at once (202) and \
+Wallets, deposits, withdrawals, transfers and holds (reserve, then capture, void or let \
+expire). Operations are accepted at once (202) and \
 applied exactly once and in order per wallet by workers; poll the operation's `Location` \
 for its outcome, or send `Prefer: wait=N` to have the submission's answer wait for it. Every error is an RFC 9457 problem (`application/problem+json`) with a \
 stable `code`.";
@@ -55,6 +56,10 @@ pub fn frame() -> DefaultApiRaw {
             tag(
                 "operations",
                 "Submitting operations and reading their outcome",
+            ),
+            tag(
+                "holds",
+                "Funds reserved by a HOLD until captured, voided or expired",
             ),
             tag("service", "Health, readiness and metrics for operators"),
         ],

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::web;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,7 @@ use super::{body, lookup, AppState, Problem};
 use crate::cache::Marker;
 use crate::clock;
 use crate::ledger::database;
-use crate::ledger::kind::KindError;
+use crate::ledger::kind::{KindError, KindFields, Presence};
 use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::store::{self, OperationRecord, RejectedRecord};
@@ -31,12 +31,22 @@ pub struct SubmitOperation {
     /// The wallet to debit or credit; required on `POST /api/v1/wallet`, and when given on
     /// the per-wallet route it must equal the path's.
     wallet_id: Option<UuidText>,
-    /// DEPOSIT, WITHDRAW or TRANSFER.
+    /// DEPOSIT, WITHDRAW, TRANSFER, HOLD, CAPTURE or VOID.
     #[openapi(example = "DEPOSIT")]
     operation_type: String,
-    amount: AmountText,
-    /// The wallet credited by a TRANSFER; only a TRANSFER has it.
+    /// Required, except on a VOID (which has none) and a CAPTURE (which takes all that
+    /// remains of its hold without one).
+    amount: Option<AmountText>,
+    /// The wallet credited by a TRANSFER, or by a CAPTURE that settles to another wallet
+    /// (without it, a captured amount leaves like a withdrawal).
     to_wallet_id: Option<UuidText>,
+    /// The hold a CAPTURE or VOID acts on: the operationId of its HOLD, on this wallet.
+    hold_id: Option<UuidText>,
+    /// When a HOLD releases what remains of it (RFC 3339): after now and at most
+    /// `http.hold_expiry_max_s` (30 days) ahead; `http.hold_expiry_default_s` (7 days) after
+    /// acceptance when left out. Only a HOLD has it.
+    #[openapi(example = "\"2026-12-08T10:00:00Z\"")]
+    expires_at: Option<String>,
     /// Choose the id to make the request safe to retry (like `Idempotency-Key`).
     operation_id: Option<UuidText>,
     /// Your own labels: string values, at most `http.metadata_keys_max` keys (16) of
@@ -188,19 +198,32 @@ pub(super) fn parse(
             ))
         }
     };
-    let operation_type = OperationType::parse(&input.operation_type).ok_or_else(|| {
-        Problem::invalid(
-            "INVALID_OPERATION_TYPE",
-            "operationType",
-            format!(
-                "operationType must be {}",
-                OperationType::listed(OperationType::ALL)
-            ),
-        )
-    })?;
+    let operation_type = OperationType::parse(&input.operation_type)
+        .filter(|operation_type| operation_type.submittable())
+        .ok_or_else(|| {
+            Problem::invalid(
+                "INVALID_OPERATION_TYPE",
+                "operationType",
+                format!(
+                    "operationType must be {}",
+                    OperationType::listed(OperationType::submittable_kinds())
+                ),
+            )
+        })?;
     let target = uuid("toWalletId", input.to_wallet_id)?.map(WalletId);
-    let kind = OperationKind::from_fields(operation_type, target).map_err(kind_problem)?;
-    let amount = body::amount(&input.amount.0)?;
+    let hold = uuid("holdId", input.hold_id)?.map(OperationId);
+    let expires_at = input.expires_at.as_deref().map(expiry).transpose()?;
+    let amount = input
+        .amount
+        .map(|amount| body::amount(&amount.0))
+        .transpose()?;
+    let fields = KindFields {
+        amount: amount.is_some(),
+        target,
+        hold,
+        expires_at,
+    };
+    let kind = OperationKind::from_fields(operation_type, &fields).map_err(kind_problem)?;
     let id = match (uuid("operationId", input.operation_id)?, key) {
         (Some(id), _) => IdSource::Explicit(OperationId(id)),
         (None, Some(key)) => IdSource::IdempotencyKey(key),
@@ -216,23 +239,36 @@ pub(super) fn parse(
     })
 }
 
+/// A HOLD's `expiresAt`, in PostgreSQL's precision so the hold shows the instant asked for.
+fn expiry(text: &str) -> Result<DateTime<Utc>, Problem> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc).trunc_subsecs(6))
+        .map_err(|_| {
+            Problem::invalid(
+                "INVALID_EXPIRY",
+                "expiresAt",
+                "expiresAt must be an RFC 3339 time such as 2026-12-08T10:00:00Z",
+            )
+        })
+}
+
 fn kind_problem(error: KindError) -> Problem {
     match error {
-        KindError::MissingTarget(operation_type) => Problem::invalid(
+        KindError::Missing(operation_type, field) => Problem::invalid(
             "MISSING_FIELD",
-            "toWalletId",
-            format!("a {} needs toWalletId", operation_type.as_str()),
+            field.as_str(),
+            format!("a {} needs {}", operation_type.as_str(), field.as_str()),
         ),
-        KindError::UnexpectedTarget(_) => {
-            let with_target = OperationType::ALL
-                .into_iter()
-                .filter(|kind| kind.effect().credits_target);
+        KindError::Unexpected(_, field) => {
+            let with_field = OperationType::submittable_kinds()
+                .filter(|kind| kind.presence(field) != Presence::Absent);
             Problem::invalid(
                 "UNEXPECTED_FIELD",
-                "toWalletId",
+                field.as_str(),
                 format!(
-                    "only a {} has toWalletId",
-                    OperationType::listed(with_target)
+                    "only a {} has {}",
+                    OperationType::listed(with_field),
+                    field.as_str()
                 ),
             )
         }
@@ -253,6 +289,9 @@ pub struct StatusBody {
     amount: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     to_wallet_id: Option<WalletId>,
+    /// The hold a HOLD placed (its own id) or a CAPTURE, VOID or EXPIRE acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_id: Option<OperationId>,
     /// Why a FAILED operation failed, e.g. INSUFFICIENT_FUNDS.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[openapi(example = "INSUFFICIENT_FUNDS")]
@@ -279,6 +318,7 @@ impl StatusBody {
             operation_type: None,
             amount: None,
             to_wallet_id: None,
+            hold_id: None,
             reason: Some(FailureReason::Rejected.as_str().to_owned()),
             balance_after: None,
             accepted_at: record.accepted_at,
@@ -297,8 +337,9 @@ impl StatusBody {
             wallet_id: record.wallet_id,
             status: record.status,
             operation_type: Some(record.operation_type),
-            amount: Some(money(&record.amount)),
+            amount: record.amount.as_ref().map(money),
             to_wallet_id: record.to_wallet_id,
+            hold_id: record.hold_id,
             reason: record.reason.clone(),
             balance_after: record.balance_after.as_ref().map(money),
             accepted_at: record.accepted_at,
@@ -367,6 +408,7 @@ pub async fn status(
         operation_type: None,
         amount: None,
         to_wallet_id: None,
+        hold_id: None,
         reason: None,
         balance_after: None,
         accepted_at: marker.accepted_at,
@@ -409,6 +451,7 @@ pub(super) fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
         operation_type: None,
         amount: None,
         to_wallet_id: None,
+        hold_id: None,
         reason: marker.reason.clone(),
         balance_after: marker.balance_after.clone(),
         accepted_at: marker.accepted_at,

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::ledger::metadata::Metadata;
 use crate::ledger::money::Currency;
-use crate::ledger::types::{OperationId, OperationStatus, OperationType, WalletId};
+use crate::ledger::types::{HoldState, OperationId, OperationStatus, OperationType, WalletId};
 
 impl TypedData for WalletId {
     fn data_type() -> DataType {
@@ -64,6 +64,16 @@ impl Apiv2Schema for OperationType {
         string_enum(
             OperationType::SUMMARY,
             OperationType::ALL.into_iter().map(OperationType::as_str),
+        )
+    }
+}
+
+impl Apiv2Schema for HoldState {
+    fn raw_schema() -> DefaultSchemaRaw {
+        string_enum(
+            "OPEN until captured in full (CAPTURED), voided (VOIDED) or released at its \
+             expiresAt (EXPIRED)",
+            HoldState::ALL.into_iter().map(HoldState::as_str),
         )
     }
 }

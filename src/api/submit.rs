@@ -13,6 +13,7 @@
 //! asks PostgreSQL nothing, which is what lets one wallet take thousands of operations a second.
 
 use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use uuid::Uuid;
 
@@ -43,10 +44,18 @@ pub struct Submission {
     pub tenant: String,
     pub wallet_id: WalletId,
     pub kind: OperationKind,
-    pub amount: Amount,
+    pub amount: Option<Amount>,
     pub id: IdSource,
     /// Not yet checked against the configured bounds: `accept` does that.
     pub metadata: Metadata,
+}
+
+/// The bounds of a HOLD's `expiresAt`: `http.hold_expiry_default_s` after acceptance when
+/// left out, at most `http.hold_expiry_max_s` ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldExpiry {
+    pub default: chrono::Duration,
+    pub max: chrono::Duration,
 }
 
 /// The answer to an accepted (or re-submitted) operation.
@@ -177,18 +186,24 @@ struct Prepared {
 async fn prepare(state: &AppState, submission: Submission) -> Result<Prepared, Problem> {
     validate(state, &submission).await?;
     let chosen_id = !matches!(submission.id, IdSource::Generated(_));
+    let accepted_at = clock::now();
+    // The fingerprint is of the request as sent, so a retry without `expiresAt` is the same
+    // request whenever it comes; the record carries the expiry the default gave it.
+    let fingerprint = submission.kind.fingerprint(
+        submission.wallet_id,
+        submission.amount.as_ref(),
+        &submission.metadata,
+    );
     let operation = Operation {
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
-        kind: submission.kind,
-        fingerprint: submission.kind.fingerprint(
-            submission.wallet_id,
-            &submission.amount,
-            &submission.metadata,
-        ),
+        kind: submission
+            .kind
+            .expiring_by_default(accepted_at + state.hold_expiry.default),
+        fingerprint,
         amount: submission.amount,
         metadata: submission.metadata,
-        accepted_at: clock::now(),
+        accepted_at,
         tenant: submission.tenant,
     };
     let accepting = Marker::accepting(&operation);
@@ -268,16 +283,23 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
     let source = lookup::currency(state, submission.wallet_id, tenant)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
-    submission
-        .amount
-        .check_currency(source)
-        .map_err(|error| Problem::invalid("INVALID_AMOUNT", "amount", error.to_string()))?;
-    if let OperationKind::Transfer { target } = submission.kind {
+    if let Some(amount) = &submission.amount {
+        amount
+            .check_currency(source)
+            .map_err(|error| Problem::invalid("INVALID_AMOUNT", "amount", error.to_string()))?;
+    }
+    if let OperationKind::Hold {
+        expires_at: Some(expires_at),
+    } = submission.kind
+    {
+        check_expiry(expires_at, clock::now(), state.hold_expiry)?;
+    }
+    if let Some(target) = submission.kind.target() {
         if target == submission.wallet_id {
             return Err(Problem::invalid(
                 "SAME_WALLET",
                 "toWalletId",
-                "a transfer needs two different wallets",
+                "money moves between two different wallets",
             ));
         }
         let target_currency = lookup::currency(state, target, tenant)
@@ -293,9 +315,35 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
             return Err(Problem::invalid(
                 "CURRENCY_MISMATCH",
                 "toWalletId",
-                format!("cannot transfer {} to a {} wallet", source, target_currency),
+                format!("cannot move {} to a {} wallet", source, target_currency),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A HOLD's own `expiresAt` lies after `now` and at most the configured maximum ahead.
+fn check_expiry(
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limits: HoldExpiry,
+) -> Result<(), Problem> {
+    if expires_at <= now {
+        return Err(Problem::invalid(
+            "INVALID_EXPIRY",
+            "expiresAt",
+            "expiresAt must be in the future",
+        ));
+    }
+    if expires_at > now + limits.max {
+        return Err(Problem::invalid(
+            "INVALID_EXPIRY",
+            "expiresAt",
+            format!(
+                "expiresAt may be at most {} seconds ahead (`http.hold_expiry_max_s`)",
+                limits.max.num_seconds()
+            ),
+        ));
     }
     Ok(())
 }
@@ -379,7 +427,7 @@ mod tests {
             tenant: tenant.to_owned(),
             wallet_id: WalletId(Uuid::from_u128(7)),
             kind: OperationKind::Deposit,
-            amount: Amount::parse("1.00").unwrap(),
+            amount: Some(Amount::parse("1.00").unwrap()),
             id,
             metadata: Metadata::default(),
         }
@@ -399,5 +447,23 @@ mod tests {
             explicit,
             "an explicit id is kept; its tenant scopes it where it is stored"
         );
+    }
+
+    /// Proves a HOLD's own expiry must lie after now and within the maximum, both ends
+    /// exact.
+    #[test]
+    fn expiries_lie_between_now_and_the_maximum() {
+        let now = clock::now();
+        let limits = HoldExpiry {
+            default: chrono::Duration::seconds(60),
+            max: chrono::Duration::seconds(3_600),
+        };
+        let second = chrono::Duration::seconds(1);
+        let code =
+            |at| check_expiry(at, now, limits).map_or_else(|problem| problem.code, |()| "OK");
+        assert_eq!(code(now), "INVALID_EXPIRY");
+        assert_eq!(code(now + second), "OK");
+        assert_eq!(code(now + limits.max), "OK");
+        assert_eq!(code(now + limits.max + second), "INVALID_EXPIRY");
     }
 }

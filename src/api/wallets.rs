@@ -47,15 +47,18 @@ pub struct WalletBody {
     /// How far below zero the balance may go ("0": not at all).
     #[openapi(example = "\"100.00\"")]
     overdraft_limit: String,
-    /// What a WITHDRAW or TRANSFER may take now: `balance` + `overdraftLimit`.
-    #[openapi(example = "\"225.50\"")]
+    /// What open holds reserve: the sum of what remains of each.
+    #[openapi(example = "\"20.00\"")]
+    held: String,
+    /// What a WITHDRAW, TRANSFER or HOLD may take now: `balance` − `held` + `overdraftLimit`.
+    #[openapi(example = "\"205.50\"")]
     available: String,
     /// Journal entries applied to this wallet so far; 0 for a new wallet.
     version: i64,
     created_at: DateTime<Utc>,
     /// When the balance shown last changed (for `at`, the entry that set it).
     updated_at: DateTime<Utc>,
-    /// The instant asked for with `at`: balance, available and version are as of then.
+    /// The instant asked for with `at`: balance, held, available and version are as of then.
     #[serde(skip_serializing_if = "Option::is_none")]
     as_of: Option<DateTime<Utc>>,
 }
@@ -67,11 +70,16 @@ impl From<CachedWallet> for WalletBody {
             .overdraft_limit
             .unwrap_or_else(|| wallet.currency.format(&BigDecimal::zero()));
         let available = wallet.available.unwrap_or_else(|| wallet.balance.clone());
+        // An entry cached before holds existed is a wallet that held nothing.
+        let held = wallet
+            .held
+            .unwrap_or_else(|| wallet.currency.format(&BigDecimal::zero()));
         WalletBody {
             wallet_id: wallet.wallet_id,
             currency: wallet.currency,
             balance: wallet.balance,
             overdraft_limit,
+            held,
             available,
             version: wallet.version,
             created_at: wallet.created_at,
@@ -227,12 +235,14 @@ async fn as_of(
     let then = match store::entry_at(&client, id, at).await? {
         Some(entry) => Wallet {
             balance: entry.balance_after,
+            held: entry.held_after,
             version: entry.version,
             updated_at: entry.recorded_at,
             ..wallet
         },
         None => Wallet {
             balance: BigDecimal::zero(),
+            held: BigDecimal::zero(),
             version: 0,
             updated_at: wallet.created_at,
             ..wallet

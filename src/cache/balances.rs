@@ -24,6 +24,10 @@ pub struct CachedWallet {
     pub overdraft_limit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available: Option<String>,
+    /// What open holds reserve; absent from entries written before holds existed, whose
+    /// wallets held nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -40,8 +44,9 @@ impl From<&Wallet> for CachedWallet {
             available: Some(
                 wallet
                     .currency
-                    .format(&(&wallet.balance + &wallet.overdraft_limit)),
+                    .format(&(&wallet.balance - &wallet.held + &wallet.overdraft_limit)),
             ),
+            held: Some(wallet.currency.format(&wallet.held)),
             version: wallet.version,
             created_at: wallet.created_at,
             updated_at: wallet.updated_at,

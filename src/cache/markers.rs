@@ -100,7 +100,7 @@ impl Marker {
         processed_at: DateTime<Utc>,
     ) -> Marker {
         let (state, reason, balance_after) = match outcome {
-            Outcome::Processed { balance_after } => {
+            Outcome::Processed { balance_after, .. } => {
                 (MarkerState::Processed, None, Some(balance_after))
             }
             Outcome::Failed {
@@ -324,7 +324,7 @@ mod tests {
             id: OperationId(Uuid::from_u128(1)),
             wallet_id: WalletId(Uuid::from_u128(2)),
             kind: OperationKind::Withdraw,
-            amount: Amount::parse("5").unwrap(),
+            amount: Some(Amount::parse("5").unwrap()),
             accepted_at: Utc::now(),
             fingerprint: "f".to_owned(),
             metadata: Metadata::default(),

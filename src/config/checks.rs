@@ -125,4 +125,21 @@ pub(super) const CHECKS: &[Check] = &[
         |config| (1..=100_000).contains(&config.worker.relay_batch_max),
         "worker.relay_batch_max must be between 1 and 100000",
     ),
+    (
+        // Ten years, so an expiry is always a representable time.
+        |config| (1..=315_360_000).contains(&config.http.hold_expiry_max_s),
+        "http.hold_expiry_max_s must be between 1 and 315360000",
+    ),
+    (
+        |config| (1..=config.http.hold_expiry_max_s).contains(&config.http.hold_expiry_default_s),
+        "http.hold_expiry_default_s must be between 1 and http.hold_expiry_max_s",
+    ),
+    (
+        |config| (10..=60_000).contains(&config.worker.hold_expiry_scan_ms),
+        "worker.hold_expiry_scan_ms must be between 10 and 60000",
+    ),
+    (
+        |config| (1..=100_000).contains(&config.worker.hold_expiry_batch_max),
+        "worker.hold_expiry_batch_max must be between 1 and 100000",
+    ),
 ];

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::kind::{KindError, KindFields};
 use crate::ledger::metadata::Metadata;
 use crate::ledger::money::Amount;
 use crate::ledger::types::{Operation, OperationId, OperationKind, OperationType, WalletId};
@@ -21,9 +22,15 @@ struct OperationMessage {
     wallet_id: WalletId,
     #[serde(rename = "type")]
     operation_type: OperationType,
-    amount: String,
+    /// Absent for a VOID, an EXPIRE, and a CAPTURE of all that remains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    amount: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to_wallet_id: Option<WalletId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hold_id: Option<OperationId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<DateTime<Utc>>,
     accepted_at: DateTime<Utc>,
     fingerprint: String,
     /// Records written before metadata existed carry none.
@@ -39,8 +46,8 @@ pub enum DecodeError {
     UnsupportedVersion(u32),
     #[error("invalid amount: {0}")]
     Amount(String),
-    #[error("a TRANSFER needs toWalletId and only a TRANSFER may have one")]
-    Target,
+    #[error("the fields do not make an operation of its type: {0}")]
+    Kind(String),
     #[error("fingerprint must be 1 to {FINGERPRINT_CHARS_MAX} ASCII letters or digits")]
     Fingerprint,
     #[error("acceptedAt must be between the years 1970 and 9999")]
@@ -59,14 +66,17 @@ fn default_tenant() -> String {
 }
 
 pub fn encode(operation: &Operation) -> Vec<u8> {
+    let fields = operation.kind.fields(operation.amount.is_some());
     let message = OperationMessage {
         v: MESSAGE_VERSION,
         tenant: operation.tenant.clone(),
         operation_id: operation.id,
         wallet_id: operation.wallet_id,
         operation_type: operation.kind.operation_type(),
-        amount: operation.amount.to_string(),
-        to_wallet_id: operation.kind.target(),
+        amount: operation.amount.as_ref().map(ToString::to_string),
+        to_wallet_id: fields.target,
+        hold_id: fields.hold,
+        expires_at: fields.expires_at,
         accepted_at: operation.accepted_at,
         fingerprint: operation.fingerprint.clone(),
         metadata: operation.metadata.clone(),
@@ -103,10 +113,20 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
     if !(1970..=9999).contains(&message.accepted_at.year()) {
         return Err(DecodeError::AcceptedAt);
     }
-    let amount =
-        Amount::parse(&message.amount).map_err(|error| DecodeError::Amount(error.to_string()))?;
-    let kind = OperationKind::from_fields(message.operation_type, message.to_wallet_id)
-        .map_err(|_| DecodeError::Target)?;
+    let amount = message
+        .amount
+        .as_deref()
+        .map(Amount::parse)
+        .transpose()
+        .map_err(|error| DecodeError::Amount(error.to_string()))?;
+    let fields = KindFields {
+        amount: amount.is_some(),
+        target: message.to_wallet_id,
+        hold: message.hold_id,
+        expires_at: message.expires_at,
+    };
+    let kind = OperationKind::from_fields(message.operation_type, &fields)
+        .map_err(|error| DecodeError::Kind(describe(error)))?;
     Ok(Operation {
         tenant: message.tenant,
         id: message.operation_id,
@@ -117,6 +137,15 @@ pub fn decode(bytes: &[u8]) -> Result<Operation, DecodeError> {
         fingerprint: message.fingerprint,
         metadata: message.metadata,
     })
+}
+
+fn describe(error: KindError) -> String {
+    match error {
+        KindError::Missing(kind, field) => format!("a {} needs {}", kind.as_str(), field.as_str()),
+        KindError::Unexpected(kind, field) => {
+            format!("a {} has no {}", kind.as_str(), field.as_str())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,7 +162,7 @@ mod tests {
             kind: OperationKind::Transfer {
                 target: WalletId(Uuid::new_v4()),
             },
-            amount: Amount::parse("12.34").unwrap(),
+            amount: Some(Amount::parse("12.34").unwrap()),
             accepted_at: Utc::now(),
             fingerprint: "abc".to_owned(),
             metadata: Metadata::default(),
@@ -146,6 +175,21 @@ mod tests {
             ..operation
         };
         assert_eq!(decode(&encode(&labelled)).unwrap(), labelled);
+        let void = Operation {
+            kind: OperationKind::Void {
+                hold: OperationId(Uuid::now_v7()),
+            },
+            amount: None,
+            ..labelled.clone()
+        };
+        assert_eq!(decode(&encode(&void)).unwrap(), void);
+        let hold = Operation {
+            kind: OperationKind::Hold {
+                expires_at: Some(Utc::now()),
+            },
+            ..labelled
+        };
+        assert_eq!(decode(&encode(&hold)).unwrap(), hold);
     }
 
     #[test]
@@ -171,12 +215,17 @@ mod tests {
         ));
         assert_eq!(
             decode(message(1, "TRANSFER", "1", "").as_bytes()),
-            Err(DecodeError::Target)
+            Err(DecodeError::Kind("a TRANSFER needs toWalletId".to_owned()))
         );
         let to = format!(r#""toWalletId":"{wallet}","#);
         assert_eq!(
             decode(message(1, "DEPOSIT", "1", &to).as_bytes()),
-            Err(DecodeError::Target)
+            Err(DecodeError::Kind("a DEPOSIT has no toWalletId".to_owned()))
+        );
+        let hold = format!(r#""holdId":"{op}","#);
+        assert_eq!(
+            decode(message(1, "VOID", "1", &hold).as_bytes()),
+            Err(DecodeError::Kind("a VOID has no amount".to_owned()))
         );
         let legacy = decode(message(1, "DEPOSIT", "1", "").as_bytes()).unwrap();
         assert_eq!(

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod codec;
 pub mod consumer;
+pub mod expiry;
 pub mod health;
 pub mod lag;
 pub mod lease;

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rskafka::client::Client;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::broker;
 use super::consumer::PartitionConsumer;
+use super::expiry::HoldExpiry;
 use super::health::WorkerHealth;
 use super::lease::PartitionLease;
 use super::relay::OutboxRelay;
@@ -32,6 +34,9 @@ struct Worker {
     client: Client,
     running: HashMap<i32, Running>,
     relay: Option<Running>,
+    /// The partitions `running` consumes, for the hold expiry scan.
+    owned: watch::Sender<Vec<i32>>,
+    expiry: Option<Running>,
 }
 
 pub async fn run(
@@ -54,6 +59,8 @@ pub async fn run(
         client,
         running: HashMap::new(),
         relay: None,
+        owned: watch::Sender::new(Vec::new()),
+        expiry: None,
     };
     let mut failures = 0u32;
     while !worker.shutdown.is_cancelled() {
@@ -102,7 +109,9 @@ impl Worker {
         loop {
             self.release_stopped(&mut lease).await?;
             self.rebalance(&mut lease).await?;
+            self.publish_owned();
             self.ensure_relay(&mut lease).await?;
+            self.ensure_expiry();
             *failures = 0;
             if pause(&self.shutdown, interval).await {
                 return Ok(());
@@ -203,6 +212,39 @@ impl Worker {
         Ok(())
     }
 
+    /// Tells the hold expiry scan which partitions this worker consumes now.
+    fn publish_owned(&self) {
+        let mut owned: Vec<i32> = self.running.keys().copied().collect();
+        owned.sort_unstable();
+        self.owned.send_if_modified(|current| {
+            let changed = *current != owned;
+            *current = owned;
+            changed
+        });
+    }
+
+    /// Starts the hold expiry scan when none runs here; it looks at the partitions this
+    /// worker consumes, so every worker runs one. It connects to the broker itself, so a
+    /// broker that is down never holds up this loop, which keeps the lease.
+    fn ensure_expiry(&mut self) {
+        let scanning = self
+            .expiry
+            .as_ref()
+            .is_some_and(|running| !running.task.is_finished());
+        if scanning {
+            return;
+        }
+        let expiry = HoldExpiry {
+            pool: self.pool.clone(),
+            kafka: self.config.kafka.clone(),
+            owned: self.owned.subscribe(),
+            config: self.config.worker.clone(),
+        };
+        let cancel = self.shutdown.child_token();
+        let task = tokio::spawn(expiry.run(cancel.clone()));
+        self.expiry = Some(Running { cancel, task });
+    }
+
     /// Replaces the broker client after it failed to open a partition: rskafka keeps the
     /// metadata it read while a restarting broker had no leaders, and answers
     /// LeaderNotAvailable from it for as long as the client lives.
@@ -216,7 +258,9 @@ impl Worker {
     }
 
     async fn stop_everything(&mut self) {
+        stop(self.expiry.take()).await;
         stop_all(&mut self.running).await;
+        self.publish_owned();
         stop(self.relay.take()).await;
     }
 }

@@ -41,10 +41,18 @@ pub struct Event {
     pub operation_id: Option<OperationId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation_type: Option<OperationType>,
+    /// What a processed operation moved (for a VOID or an EXPIRE, what it released); what a
+    /// failed one asked for, if it named an amount.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance_after: Option<String>,
+    /// What the wallet held after the event; absent where `version` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_after: Option<String>,
+    /// The hold a HOLD placed (its own id) or a CAPTURE, VOID or EXPIRE acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<OperationId>,
     /// The wallet's version after the event; absent only for an operation on a wallet that
     /// does not exist.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +85,8 @@ pub fn wallet_created(
         operation_type: None,
         amount: None,
         balance_after: Some("0".to_owned()),
+        held_after: Some("0".to_owned()),
+        hold_id: None,
         version: Some(0),
         reason: None,
         counterparty_wallet_id: None,
@@ -180,10 +190,19 @@ fn event(
     tenants: &HashMap<WalletId, String>,
     at: DateTime<Utc>,
 ) -> Event {
-    let (event_type, reason) = match outcome {
-        Outcome::Processed { .. } => (EventType::OperationProcessed, None),
-        Outcome::Failed { reason, .. } => (EventType::OperationFailed, Some(reason.as_str())),
+    let (event_type, reason, amount) = match outcome {
+        Outcome::Processed { amount, .. } => (
+            EventType::OperationProcessed,
+            None,
+            Some(format_decimal(amount)),
+        ),
+        Outcome::Failed { reason, .. } => (
+            EventType::OperationFailed,
+            Some(reason.as_str()),
+            operation.amount.as_ref().map(ToString::to_string),
+        ),
     };
+    let hold_id = operation.hold_id();
     Event {
         event_id: Uuid::new_v5(
             &EVENT_NAMESPACE,
@@ -194,8 +213,10 @@ fn event(
         tenant: tenants.get(&wallet_id).cloned(),
         operation_id: Some(operation.id),
         operation_type: Some(operation.kind.operation_type()),
-        amount: Some(operation.amount.to_string()),
+        amount,
         balance_after: entry.map(|entry| format_decimal(&entry.balance_after)),
+        held_after: entry.map(|entry| format_decimal(&entry.held_after)),
+        hold_id,
         version: entry.map(|entry| entry.version),
         reason,
         counterparty_wallet_id: counterparty,
@@ -224,7 +245,7 @@ mod tests {
             id: OperationId(Uuid::from_u128(1000 + n)),
             wallet_id: source,
             kind,
-            amount: Amount::parse(amount).unwrap(),
+            amount: Some(Amount::parse(amount).unwrap()),
             accepted_at: Utc::now(),
             fingerprint: "f".to_owned(),
             metadata: Metadata::default(),
@@ -240,6 +261,7 @@ mod tests {
             currency: Currency::USD,
             balance: balance.into(),
             overdraft_limit: 0.into(),
+            held: 0.into(),
             version: 4,
         };
         let mut wallets = HashMap::from([(a, state(10)), (b, state(0))]);
@@ -248,7 +270,7 @@ mod tests {
             operation(2, missing, OperationKind::Deposit, "1"),
             operation(3, b, OperationKind::Withdraw, "50"),
         ];
-        let applied = rules::apply(&mut wallets, &operations);
+        let applied = rules::apply(&mut wallets, &mut HashMap::new(), &operations);
         let at = Utc::now();
         let tenants = HashMap::from([(a, "acme".to_owned()), (b, "acme".to_owned())]);
         let events = for_batch(

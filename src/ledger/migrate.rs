@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "entry_times",
         include_str!("../../sql/0007_entry_times.sql"),
     ),
+    (8, "holds", include_str!("../../sql/0008_holds.sql")),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

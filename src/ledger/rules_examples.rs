@@ -5,7 +5,7 @@ use std::str::FromStr;
 use super::tests::{operation, zero};
 use super::*;
 use crate::ledger::money::Currency;
-use crate::ledger::types::OperationKind;
+use crate::ledger::types::{HoldState, OperationKind};
 use uuid::Uuid;
 
 fn wallet_id(n: u128) -> WalletId {
@@ -17,6 +17,7 @@ fn state(currency: &str, balance: &str, version: i64) -> WalletState {
         currency: Currency::parse(currency).unwrap(),
         balance: BigDecimal::from_str(balance).unwrap(),
         overdraft_limit: zero(),
+        held: zero(),
         version,
     }
 }
@@ -32,7 +33,7 @@ fn deposit_to_missing_wallet_fails_without_entries() {
     let before = wallets.clone();
     let ops = [operation(wallet_id(2), OperationKind::Deposit, "5")];
 
-    let applied = apply(&mut wallets, &ops);
+    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -58,7 +59,7 @@ fn transfer_to_missing_target_journals_a_zero_delta_on_the_source() {
         "4.50",
     )];
 
-    let applied = apply(&mut wallets, &ops);
+    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -75,6 +76,7 @@ fn transfer_to_missing_target_journals_a_zero_delta_on_the_source() {
             operation_id: ops[0].id,
             delta: zero(),
             balance_after: dec("10"),
+            held_after: zero(),
         }]
     );
     assert_eq!(wallets[&source], state("USD", "10", 8));
@@ -92,7 +94,7 @@ fn transfer_to_same_wallet_is_refused() {
         "1",
     )];
 
-    let applied = apply(&mut wallets, &ops);
+    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -113,7 +115,7 @@ fn transfer_between_currencies_is_refused() {
     let mut wallets = HashMap::from([(usd, state("USD", "10", 0)), (eur, state("EUR", "20", 5))]);
     let ops = [operation(usd, OperationKind::Transfer { target: eur }, "1")];
 
-    let applied = apply(&mut wallets, &ops);
+    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -139,7 +141,7 @@ fn fractional_yen_is_an_invalid_amount() {
         operation(yen, OperationKind::Deposit, "2"),
     ];
 
-    let applied = apply(&mut wallets, &ops);
+    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -150,6 +152,7 @@ fn fractional_yen_is_an_invalid_amount() {
             },
             Outcome::Processed {
                 balance_after: dec("102"),
+                amount: dec("2"),
             },
         ]
     );
@@ -170,12 +173,13 @@ fn processed_transfer_writes_both_entries() {
         "2.50",
     )];
 
-    let applied = apply(&mut wallets, &ops);
+    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
         [Outcome::Processed {
             balance_after: dec("7.50"),
+            amount: dec("2.50"),
         }]
     );
     assert_eq!(
@@ -187,6 +191,7 @@ fn processed_transfer_writes_both_entries() {
                 operation_id: ops[0].id,
                 delta: dec("-2.5"),
                 balance_after: dec("7.5"),
+                held_after: zero(),
             },
             Entry {
                 wallet_id: target,
@@ -194,9 +199,163 @@ fn processed_transfer_writes_both_entries() {
                 operation_id: ops[0].id,
                 delta: dec("2.5"),
                 balance_after: dec("3.75"),
+                held_after: zero(),
             },
         ]
     );
     assert_eq!(wallets[&source], state("USD", "7.5", 5));
     assert_eq!(wallets[&target], state("USD", "3.75", 10));
+}
+
+fn hold_kind(expires_in_s: i64) -> OperationKind {
+    OperationKind::Hold {
+        expires_at: Some(chrono::Utc::now() + chrono::Duration::seconds(expires_in_s)),
+    }
+}
+
+// Proves a hold reserves funds (held up, available down, balance unchanged), a partial
+// capture to another wallet moves money from what is held, and a void releases the rest.
+#[test]
+fn a_hold_is_captured_in_part_to_another_wallet_and_voided() {
+    let (card, shop) = (wallet_id(1), wallet_id(2));
+    let mut wallets = HashMap::from([(card, state("USD", "100", 0)), (shop, state("USD", "0", 0))]);
+    let mut holds = HashMap::new();
+    let place = operation(card, hold_kind(60), "30");
+    let hold = place.id;
+    let ops = [
+        place,
+        operation(card, OperationKind::Withdraw, "70.01"),
+        operation(
+            card,
+            OperationKind::Capture {
+                hold,
+                target: Some(shop),
+            },
+            "12.50",
+        ),
+        super::tests::operation_with(card, OperationKind::Void { hold }, None),
+        super::tests::operation_with(card, OperationKind::Capture { hold, target: None }, None),
+    ];
+
+    let applied = apply(&mut wallets, &mut holds, &ops);
+
+    let reasons: Vec<Option<FailureReason>> = applied
+        .outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Outcome::Processed { .. } => None,
+            Outcome::Failed { reason, .. } => Some(*reason),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            None,
+            Some(FailureReason::InsufficientFunds),
+            None,
+            None,
+            Some(FailureReason::HoldClosed)
+        ]
+    );
+    assert_eq!(
+        applied.outcomes[3],
+        Outcome::Processed {
+            balance_after: dec("87.5"),
+            amount: dec("17.5"),
+        },
+        "a void releases what remained"
+    );
+    let card_held: Vec<BigDecimal> = applied
+        .entries
+        .iter()
+        .filter(|entry| entry.wallet_id == card)
+        .map(|entry| entry.held_after.clone())
+        .collect();
+    assert_eq!(
+        card_held,
+        [dec("30"), dec("30"), dec("17.5"), zero(), zero()]
+    );
+    assert_eq!(wallets[&card].balance, dec("87.5"));
+    assert_eq!(wallets[&card].held, zero());
+    assert_eq!(wallets[&shop].balance, dec("12.5"));
+    let scoped = ops[0].scoped_id();
+    assert_eq!(applied.holds, std::slice::from_ref(&scoped));
+    assert_eq!(holds[&scoped].state, HoldState::Voided);
+    assert_eq!(holds[&scoped].captured, dec("12.5"));
+}
+
+// Proves a capture past the hold's expiry, of more than remains, or of another wallet's or
+// another tenant's hold is refused with its own reason, and an EXPIRE releases an open hold
+// once while a second one is HOLD_CLOSED.
+#[test]
+fn hold_refusals_and_expiry() {
+    let (card, other) = (wallet_id(1), wallet_id(2));
+    let mut wallets = HashMap::from([
+        (card, state("USD", "50", 0)),
+        (other, state("USD", "50", 0)),
+    ]);
+    let mut holds = HashMap::new();
+    let soon = operation(card, hold_kind(1), "10");
+    let later = operation(card, hold_kind(3_600), "20");
+    let capture =
+        |hold, amount: &str| operation(card, OperationKind::Capture { hold, target: None }, amount);
+    let past_expiry = Operation {
+        accepted_at: chrono::Utc::now() + chrono::Duration::seconds(5),
+        ..capture(soon.id, "1")
+    };
+    let foreign = Operation {
+        tenant: "globex".to_owned(),
+        ..capture(later.id, "1")
+    };
+    let expire = |hold| super::tests::operation_with(card, OperationKind::Expire { hold }, None);
+    let ops = [
+        soon.clone(),
+        later.clone(),
+        past_expiry,
+        capture(later.id, "20.01"),
+        operation(
+            other,
+            OperationKind::Capture {
+                hold: later.id,
+                target: None,
+            },
+            "1",
+        ),
+        foreign,
+        expire(soon.id),
+        expire(soon.id),
+        operation(card, hold_kind(0), "1"),
+        operation(card, hold_kind(60), "30.01"),
+    ];
+
+    let applied = apply(&mut wallets, &mut holds, &ops);
+
+    let reasons: Vec<Option<FailureReason>> = applied
+        .outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Outcome::Processed { .. } => None,
+            Outcome::Failed { reason, .. } => Some(*reason),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            None,
+            None,
+            Some(FailureReason::HoldClosed),
+            Some(FailureReason::CaptureExceedsHold),
+            Some(FailureReason::HoldNotFound),
+            Some(FailureReason::HoldNotFound),
+            None,
+            Some(FailureReason::HoldClosed),
+            Some(FailureReason::InvalidExpiry),
+            Some(FailureReason::InsufficientFunds),
+        ]
+    );
+    assert_eq!(holds[&soon.scoped_id()].state, HoldState::Expired);
+    assert_eq!(holds[&later.scoped_id()].state, HoldState::Open);
+    assert_eq!(wallets[&card].held, dec("20"));
+    assert_eq!(wallets[&card].balance, dec("50"));
+    assert_eq!(wallets[&card].available(), dec("30"));
 }

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use bigdecimal::num_bigint::BigInt;
+use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -39,12 +40,23 @@ impl AmountSpec {
     }
 }
 
-/// Wallets are addressed by slot; slot `wallets.len()` is a wallet that does not exist.
+/// Wallets are addressed by slot; slot `wallets.len()` is a wallet that does not exist. A
+/// hold is addressed by a number that picks one of the HOLDs before the operation (see
+/// [`Run::hold_of`]).
 #[derive(Debug, Clone, Copy)]
 enum KindSpec {
     Deposit,
     Withdraw,
     Transfer(usize),
+    /// Expires this many seconds after its acceptance; 0 names no valid expiry.
+    Hold(i64),
+    Capture {
+        hold: usize,
+        with_amount: bool,
+        target: Option<usize>,
+    },
+    Void(usize),
+    Expire(usize),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +64,19 @@ struct OpSpec {
     source: usize,
     kind: KindSpec,
     amount: AmountSpec,
+}
+
+impl OpSpec {
+    /// Whether the operation names its amount.
+    fn names_amount(&self) -> bool {
+        match self.kind {
+            KindSpec::Deposit | KindSpec::Withdraw | KindSpec::Transfer(_) | KindSpec::Hold(_) => {
+                true
+            }
+            KindSpec::Capture { with_amount, .. } => with_amount,
+            KindSpec::Void(_) | KindSpec::Expire(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,10 +92,21 @@ fn slot(wallets: usize) -> impl Strategy<Value = usize> {
 }
 
 fn op_spec(wallets: usize) -> impl Strategy<Value = OpSpec> {
+    let capture = (0usize..8, any::<bool>(), prop::option::of(slot(wallets))).prop_map(
+        |(hold, with_amount, target)| KindSpec::Capture {
+            hold,
+            with_amount,
+            target,
+        },
+    );
     let kind = prop_oneof![
-        Just(KindSpec::Deposit),
-        Just(KindSpec::Withdraw),
-        slot(wallets).prop_map(KindSpec::Transfer),
+        3 => Just(KindSpec::Deposit),
+        2 => Just(KindSpec::Withdraw),
+        2 => slot(wallets).prop_map(KindSpec::Transfer),
+        3 => prop_oneof![9 => 1i64..=60, 1 => Just(0i64)].prop_map(KindSpec::Hold),
+        3 => capture,
+        1 => (0usize..8).prop_map(KindSpec::Void),
+        1 => (0usize..8).prop_map(KindSpec::Expire),
     ];
     let amount = prop_oneof![
         19 => (1u64..=50_000).prop_map(AmountSpec::Cents),
@@ -97,6 +133,36 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         .prop_map(|(initial, ops)| Scenario { initial, ops })
 }
 
+/// Operation `index` is accepted `index` seconds after this, so a hold's expiry falls among
+/// the operations that follow it.
+fn accepted_at(index: usize) -> DateTime<Utc> {
+    let start = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+        .expect("a valid time")
+        .with_timezone(&Utc);
+    start + chrono::Duration::seconds(index as i64)
+}
+
+/// The HOLD (by operation index) that hold number `pick` of operation `index` names: one of
+/// the earlier HOLDs on its source wallet, else one of all earlier HOLDs, else none.
+fn hold_of(scenario: &Scenario, index: usize, pick: usize) -> Option<usize> {
+    let holds_before = |same_source: bool| -> Vec<usize> {
+        scenario.ops[..index]
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| matches!(op.kind, KindSpec::Hold(_)))
+            .filter(|(_, op)| !same_source || op.source == scenario.ops[index].source)
+            .map(|(position, _)| position)
+            .collect()
+    };
+    let own = holds_before(true);
+    let candidates = if own.is_empty() {
+        holds_before(false)
+    } else {
+        own
+    };
+    (!candidates.is_empty()).then(|| candidates[pick % candidates.len()])
+}
+
 /// A scenario turned into the real types, before and after `apply`.
 struct Run {
     ids: Vec<WalletId>,
@@ -104,6 +170,7 @@ struct Run {
     operations: Vec<Operation>,
     applied: Applied,
     wallets: HashMap<WalletId, WalletState>,
+    holds: HashMap<ScopedId, Hold>,
 }
 
 impl Run {
@@ -120,33 +187,64 @@ impl Run {
                     currency: Currency::USD,
                     balance: BigDecimal::new(BigInt::from(cents), 2),
                     overdraft_limit: BigDecimal::new(BigInt::from(limit), 2),
+                    held: zero(),
                     version,
                 };
                 (id, state)
             })
             .collect();
+        let op_ids: Vec<OperationId> = (0..scenario.ops.len())
+            .map(|index| OperationId(Uuid::from_u128(1_000 + index as u128)))
+            .collect();
+        // A hold number that picks no earlier HOLD names an id no operation has.
+        let hold_id = |index: usize, pick: usize| {
+            hold_of(scenario, index, pick)
+                .map(|position| op_ids[position])
+                .unwrap_or(OperationId(Uuid::from_u128(999)))
+        };
         let operations: Vec<Operation> = scenario
             .ops
             .iter()
-            .map(|spec| {
+            .enumerate()
+            .map(|(index, spec)| {
                 let kind = match spec.kind {
                     KindSpec::Deposit => OperationKind::Deposit,
                     KindSpec::Withdraw => OperationKind::Withdraw,
                     KindSpec::Transfer(target) => OperationKind::Transfer {
                         target: ids[target],
                     },
+                    KindSpec::Hold(seconds) => OperationKind::Hold {
+                        expires_at: Some(accepted_at(index) + chrono::Duration::seconds(seconds)),
+                    },
+                    KindSpec::Capture { hold, target, .. } => OperationKind::Capture {
+                        hold: hold_id(index, hold),
+                        target: target.map(|target| ids[target]),
+                    },
+                    KindSpec::Void(hold) => OperationKind::Void {
+                        hold: hold_id(index, hold),
+                    },
+                    KindSpec::Expire(hold) => OperationKind::Expire {
+                        hold: hold_id(index, hold),
+                    },
                 };
-                operation(ids[spec.source], kind, &spec.amount.text())
+                let amount = spec.names_amount().then(|| spec.amount.text());
+                Operation {
+                    id: op_ids[index],
+                    accepted_at: accepted_at(index),
+                    ..operation_with(ids[spec.source], kind, amount.as_deref())
+                }
             })
             .collect();
         let mut wallets = initial.clone();
-        let applied = apply(&mut wallets, &operations);
+        let mut holds = HashMap::new();
+        let applied = apply(&mut wallets, &mut holds, &operations);
         Run {
             ids,
             initial,
             operations,
             applied,
             wallets,
+            holds,
         }
     }
 
@@ -178,17 +276,26 @@ impl Run {
     }
 }
 
-pub(super) fn operation(wallet_id: WalletId, kind: OperationKind, amount: &str) -> Operation {
+/// An operation of the default tenant; `amount` as the request names it, if it does.
+pub(super) fn operation_with(
+    wallet_id: WalletId,
+    kind: OperationKind,
+    amount: Option<&str>,
+) -> Operation {
     Operation {
         tenant: "default".to_owned(),
         id: OperationId(Uuid::new_v4()),
         wallet_id,
         kind,
-        amount: Amount::parse(amount).expect("test amounts are well-formed"),
+        amount: amount.map(|amount| Amount::parse(amount).expect("test amounts are well-formed")),
         accepted_at: chrono::Utc::now(),
-        fingerprint: format!("test-{amount}"),
+        fingerprint: format!("test-{amount:?}"),
         metadata: Metadata::default(),
     }
+}
+
+pub(super) fn operation(wallet_id: WalletId, kind: OperationKind, amount: &str) -> Operation {
+    operation_with(wallet_id, kind, Some(amount))
 }
 
 pub(super) fn zero() -> BigDecimal {
@@ -207,7 +314,27 @@ fn from_mills(mills: i128) -> BigDecimal {
 struct ModelWallet {
     mills: i128,
     limit_mills: i128,
+    held_mills: i128,
     version: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ModelHold {
+    source: usize,
+    amount_mills: i128,
+    captured_mills: i128,
+    state: HoldState,
+    /// The index of the first operation accepted at or after the expiry.
+    expires_index: i64,
+}
+
+impl ModelHold {
+    fn remaining(&self) -> i128 {
+        match self.state {
+            HoldState::Open => self.amount_mills - self.captured_mills,
+            HoldState::Captured | HoldState::Voided | HoldState::Expired => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,9 +344,143 @@ struct ModelOutcome {
     balance_after_mills: Option<i128>,
 }
 
+/// What a decided model operation changes: the source's balance and held, the target's
+/// credit, and the hold's new state.
+struct ModelChange {
+    delta: i128,
+    held: i128,
+    credit: Option<(usize, i128)>,
+    hold: Option<(usize, ModelHold)>,
+}
+
+struct Model {
+    wallets: BTreeMap<usize, ModelWallet>,
+    /// By the index of the HOLD that placed them.
+    holds: BTreeMap<usize, ModelHold>,
+}
+
+impl Model {
+    fn hold(
+        &self,
+        scenario: &Scenario,
+        index: usize,
+        pick: usize,
+    ) -> Result<(usize, ModelHold), FailureReason> {
+        let source = scenario.ops[index].source;
+        hold_of(scenario, index, pick)
+            .and_then(|position| self.holds.get(&position).map(|hold| (position, *hold)))
+            .filter(|(_, hold)| hold.source == source)
+            .ok_or(FailureReason::HoldNotFound)
+    }
+
+    fn decide(&self, scenario: &Scenario, index: usize) -> Result<ModelChange, FailureReason> {
+        let op = &scenario.ops[index];
+        let source = self.wallets[&op.source];
+        let amount = op.amount.mills();
+        if op.names_amount() && amount % 10 != 0 {
+            return Err(FailureReason::InvalidAmount);
+        }
+        let available = source.mills - source.held_mills + source.limit_mills;
+        let target_ok = |target: usize| {
+            if target == op.source {
+                Err(FailureReason::SameWallet)
+            } else if !self.wallets.contains_key(&target) {
+                Err(FailureReason::TargetWalletNotFound)
+            } else {
+                Ok(())
+            }
+        };
+        let money = |delta: i128, held: i128, credit| ModelChange {
+            delta,
+            held,
+            credit,
+            hold: None,
+        };
+        let open_to_clients =
+            |hold: &ModelHold| hold.state == HoldState::Open && (index as i64) < hold.expires_index;
+        match op.kind {
+            KindSpec::Deposit => Ok(money(amount, 0, None)),
+            KindSpec::Withdraw if amount > available => Err(FailureReason::InsufficientFunds),
+            KindSpec::Withdraw => Ok(money(-amount, 0, None)),
+            KindSpec::Transfer(target) => {
+                target_ok(target)?;
+                if amount > available {
+                    return Err(FailureReason::InsufficientFunds);
+                }
+                Ok(money(-amount, 0, Some((target, amount))))
+            }
+            KindSpec::Hold(0) => Err(FailureReason::InvalidExpiry),
+            KindSpec::Hold(_) if amount > available => Err(FailureReason::InsufficientFunds),
+            KindSpec::Hold(seconds) => Ok(ModelChange {
+                hold: Some((
+                    index,
+                    ModelHold {
+                        source: op.source,
+                        amount_mills: amount,
+                        captured_mills: 0,
+                        state: HoldState::Open,
+                        expires_index: index as i64 + seconds,
+                    },
+                )),
+                ..money(0, amount, None)
+            }),
+            KindSpec::Capture {
+                hold,
+                with_amount,
+                target,
+            } => {
+                let (position, found) = self.hold(scenario, index, hold)?;
+                if !open_to_clients(&found) {
+                    return Err(FailureReason::HoldClosed);
+                }
+                let taken = if with_amount {
+                    amount
+                } else {
+                    found.remaining()
+                };
+                if taken > found.remaining() {
+                    return Err(FailureReason::CaptureExceedsHold);
+                }
+                if let Some(target) = target {
+                    target_ok(target)?;
+                }
+                let captured_mills = found.captured_mills + taken;
+                let state = if captured_mills == found.amount_mills {
+                    HoldState::Captured
+                } else {
+                    HoldState::Open
+                };
+                let after = ModelHold {
+                    captured_mills,
+                    state,
+                    ..found
+                };
+                Ok(ModelChange {
+                    hold: Some((position, after)),
+                    ..money(-taken, -taken, target.map(|target| (target, taken)))
+                })
+            }
+            KindSpec::Void(hold) | KindSpec::Expire(hold) => {
+                let (position, found) = self.hold(scenario, index, hold)?;
+                let (open, state) = match op.kind {
+                    KindSpec::Void(_) => (open_to_clients(&found), HoldState::Voided),
+                    _ => (found.state == HoldState::Open, HoldState::Expired),
+                };
+                if !open {
+                    return Err(FailureReason::HoldClosed);
+                }
+                Ok(ModelChange {
+                    hold: Some((position, ModelHold { state, ..found })),
+                    ..money(0, -found.remaining(), None)
+                })
+            }
+        }
+    }
+}
+
 /// The rules restated as plainly as possible over integer thousandths of a dollar.
-fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet>) {
-    let mut wallets: BTreeMap<usize, ModelWallet> = scenario
+fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, Model) {
+    let wallets: BTreeMap<usize, ModelWallet> = scenario
         .initial
         .iter()
         .enumerate()
@@ -227,56 +488,50 @@ fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet
             let wallet = ModelWallet {
                 mills: i128::from(cents) * 10,
                 limit_mills: i128::from(limit) * 10,
+                held_mills: 0,
                 version,
             };
             (slot, wallet)
         })
         .collect();
+    let mut model = Model {
+        wallets,
+        holds: BTreeMap::new(),
+    };
     let mut outcomes = Vec::with_capacity(scenario.ops.len());
-    for op in &scenario.ops {
-        let Some(source) = wallets.get(&op.source).copied() else {
+    for (index, op) in scenario.ops.iter().enumerate() {
+        if !model.wallets.contains_key(&op.source) {
             outcomes.push(ModelOutcome {
                 status: OperationStatus::Failed,
                 reason: Some(FailureReason::WalletNotFound),
                 balance_after_mills: None,
             });
             continue;
+        }
+        let decided = model.decide(scenario, index);
+        let (delta, held) = match &decided {
+            Ok(change) => (change.delta, change.held),
+            Err(_) => (0, 0),
         };
-        let amount = op.amount.mills();
-        let available = source.mills + source.limit_mills;
-        let reason = if amount % 10 != 0 {
-            Some(FailureReason::InvalidAmount)
-        } else {
-            match op.kind {
-                KindSpec::Deposit => None,
-                KindSpec::Withdraw if amount > available => Some(FailureReason::InsufficientFunds),
-                KindSpec::Withdraw => None,
-                KindSpec::Transfer(target) if target == op.source => {
-                    Some(FailureReason::SameWallet)
-                }
-                KindSpec::Transfer(target) if !wallets.contains_key(&target) => {
-                    Some(FailureReason::TargetWalletNotFound)
-                }
-                KindSpec::Transfer(_) if amount > available => {
-                    Some(FailureReason::InsufficientFunds)
-                }
-                KindSpec::Transfer(_) => None,
-            }
-        };
-        let delta = match (reason, op.kind) {
-            (Some(_), _) => 0,
-            (None, KindSpec::Deposit) => amount,
-            (None, KindSpec::Withdraw | KindSpec::Transfer(_)) => -amount,
-        };
-        let wallet = wallets.get_mut(&op.source).expect("source exists");
+        let wallet = model.wallets.get_mut(&op.source).expect("source exists");
         wallet.mills += delta;
+        wallet.held_mills += held;
         wallet.version += 1;
         let balance_after_mills = Some(wallet.mills);
-        if let (None, KindSpec::Transfer(target)) = (reason, op.kind) {
-            let wallet = wallets.get_mut(&target).expect("target exists");
-            wallet.mills += amount;
-            wallet.version += 1;
-        }
+        let reason = match decided {
+            Ok(change) => {
+                if let Some((target, credit)) = change.credit {
+                    let wallet = model.wallets.get_mut(&target).expect("target exists");
+                    wallet.mills += credit;
+                    wallet.version += 1;
+                }
+                if let Some((position, hold)) = change.hold {
+                    model.holds.insert(position, hold);
+                }
+                None
+            }
+            Err(reason) => Some(reason),
+        };
         outcomes.push(ModelOutcome {
             status: if reason.is_some() {
                 OperationStatus::Failed
@@ -287,7 +542,7 @@ fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet
             balance_after_mills,
         });
     }
-    (outcomes, wallets)
+    (outcomes, model)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,7 +550,9 @@ fn model(scenario: &Scenario) -> (Vec<ModelOutcome>, BTreeMap<usize, ModelWallet
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    // Proves money is only created by processed deposits and destroyed by processed withdrawals.
+    // Proves money is only created by processed deposits and destroyed by processed
+    // withdrawals and captures that settle to no wallet: transfers, captures to another
+    // wallet and holds move or reserve it without changing the total.
     #[test]
     fn money_is_conserved(scenario in scenario()) {
         let run = Run::new(&scenario);
@@ -303,7 +560,10 @@ proptest! {
         let mut net = zero();
         for (op, outcome) in run.operations.iter().zip(&run.applied.outcomes) {
             let source_exists = run.initial.contains_key(&op.wallet_id);
-            let valid_amount = op.amount.check_currency(Currency::USD).is_ok();
+            let valid_amount = op
+                .amount
+                .as_ref()
+                .is_none_or(|amount| amount.check_currency(Currency::USD).is_ok());
             if source_exists && !valid_amount {
                 prop_assert_eq!(
                     outcome,
@@ -315,71 +575,133 @@ proptest! {
             }
             let moved = deltas.get(&op.id).cloned().unwrap_or_else(zero);
             match (outcome, op.kind) {
-                (Outcome::Processed { .. }, OperationKind::Deposit) => {
-                    prop_assert_eq!(&moved, op.amount.value());
-                    net += op.amount.value();
+                (Outcome::Processed { amount, .. }, OperationKind::Deposit) => {
+                    prop_assert_eq!(&moved, amount);
+                    net += amount;
                 }
-                (Outcome::Processed { .. }, OperationKind::Withdraw) => {
-                    prop_assert_eq!(&moved, &-op.amount.value());
-                    net -= op.amount.value();
+                (
+                    Outcome::Processed { amount, .. },
+                    OperationKind::Withdraw | OperationKind::Capture { target: None, .. },
+                ) => {
+                    prop_assert_eq!(&moved, &-amount.clone());
+                    net -= amount;
                 }
-                // A transfer moves money between wallets and never changes the total.
-                (Outcome::Processed { .. }, OperationKind::Transfer { .. })
+                (
+                    Outcome::Processed { .. },
+                    OperationKind::Transfer { .. }
+                    | OperationKind::Capture { target: Some(_), .. }
+                    | OperationKind::Hold { .. }
+                    | OperationKind::Void { .. }
+                    | OperationKind::Expire { .. },
+                )
                 | (Outcome::Failed { .. }, _) => prop_assert_eq!(moved, zero()),
             }
         }
         prop_assert_eq!(Run::total(&run.wallets), Run::total(&run.initial) + net);
     }
 
-    // Proves no balance ever goes below minus its overdraft limit, and a debit beyond it is
-    // refused as InsufficientFunds.
+    // Proves no balance less what it holds ever goes below minus its overdraft limit (so
+    // what is held never exceeds the balance plus the limit), and a debit or hold beyond what
+    // is available is refused as InsufficientFunds.
     #[test]
     fn nothing_is_overdrawn(scenario in scenario()) {
         let run = Run::new(&scenario);
         let floor = |id: &WalletId| -run.initial[id].overdraft_limit.clone();
-        let mut balances: HashMap<WalletId, BigDecimal> = run
+        let mut available: HashMap<WalletId, BigDecimal> = run
             .initial
             .iter()
-            .map(|(&id, state)| (id, state.balance.clone()))
+            .map(|(&id, state)| (id, state.available()))
             .collect();
         let mut entries = run.applied.entries.iter().peekable();
         for (op, outcome) in run.operations.iter().zip(&run.applied.outcomes) {
-            let before = balances.get(&op.wallet_id).cloned();
+            let before = available.get(&op.wallet_id).cloned();
             while let Some(entry) = entries.next_if(|entry| entry.operation_id == op.id) {
                 prop_assert!(
-                    entry.balance_after >= floor(&entry.wallet_id),
+                    &entry.balance_after - &entry.held_after >= floor(&entry.wallet_id),
                     "entry below the floor {:?}",
                     entry
                 );
-                balances.insert(entry.wallet_id, entry.balance_after.clone());
+                prop_assert!(entry.held_after >= zero(), "held below zero {:?}", entry);
+                let limit = &run.initial[&entry.wallet_id].overdraft_limit;
+                available.insert(
+                    entry.wallet_id,
+                    &entry.balance_after - &entry.held_after + limit,
+                );
             }
             let Some(before) = before else { continue };
-            let spends = matches!(op.kind, OperationKind::Withdraw | OperationKind::Transfer { .. });
-            let available = before - floor(&op.wallet_id);
-            if !spends || *op.amount.value() <= available {
+            let spends = matches!(
+                op.kind,
+                OperationKind::Withdraw | OperationKind::Transfer { .. } | OperationKind::Hold { .. }
+            );
+            let Some(amount) = op.amount.as_ref().map(Amount::value) else { continue };
+            if !spends || *amount <= before {
                 continue;
             }
             let Outcome::Failed { reason, .. } = outcome else {
                 return Err(TestCaseError::fail(format!(
-                    "overdraft of {available} available by {} was processed: {op:?}",
-                    op.amount
+                    "{amount} with {before} available was processed: {op:?}"
                 )));
             };
-            let valid_amount = op.amount.check_currency(Currency::USD).is_ok();
-            let valid_target = match op.kind {
+            let valid_amount = op.amount.as_ref().is_some_and(|amount| amount.check_currency(Currency::USD).is_ok());
+            let valid_otherwise = match op.kind {
                 OperationKind::Transfer { target } => {
                     target != op.wallet_id && run.initial.contains_key(&target)
                 }
+                OperationKind::Hold { expires_at } => expires_at.is_some_and(|at| at > op.accepted_at),
                 _ => true,
             };
-            if valid_amount && valid_target {
+            if valid_amount && valid_otherwise {
                 prop_assert_eq!(*reason, FailureReason::InsufficientFunds);
             }
         }
         prop_assert!(entries.next().is_none(), "entries out of operation order");
         for (id, state) in &run.wallets {
-            prop_assert!(state.balance >= floor(id), "wallet {} ends below its floor", id);
+            prop_assert!(state.available() >= zero(), "wallet {} ends below its floor", id);
             prop_assert_eq!(&state.overdraft_limit, &run.initial[id].overdraft_limit);
+        }
+    }
+
+    // Proves what a wallet holds is the sum of what its open holds still reserve, and a
+    // hold's captures and release together never exceed its amount: exactly its amount once
+    // it is closed, exactly what was captured while it is open.
+    #[test]
+    fn held_is_what_open_holds_reserve(scenario in scenario()) {
+        let run = Run::new(&scenario);
+        let mut reserved: HashMap<WalletId, BigDecimal> = HashMap::new();
+        for hold in run.holds.values() {
+            *reserved.entry(hold.wallet_id).or_insert_with(zero) += hold.remaining();
+            prop_assert!(hold.captured >= zero() && hold.captured <= hold.amount);
+        }
+        for (id, state) in &run.wallets {
+            let expected = reserved.get(id).cloned().unwrap_or_else(zero);
+            prop_assert_eq!(&state.held, &expected, "wallet {}", id);
+        }
+        let mut taken: HashMap<OperationId, (BigDecimal, BigDecimal)> = HashMap::new();
+        for (op, outcome) in run.operations.iter().zip(&run.applied.outcomes) {
+            let (Outcome::Processed { amount, .. }, Some(hold)) = (outcome, op.kind.hold()) else {
+                continue;
+            };
+            let (captured, released) = taken.entry(hold).or_insert_with(|| (zero(), zero()));
+            match op.kind {
+                OperationKind::Capture { .. } => *captured += amount,
+                _ => *released += amount,
+            }
+        }
+        let mut changed = run.applied.holds.clone();
+        changed.sort();
+        changed.dedup();
+        prop_assert_eq!(changed.len(), run.applied.holds.len(), "each changed hold once");
+        prop_assert_eq!(changed.len(), run.holds.len(), "every hold placed is reported");
+        for (id, hold) in &run.holds {
+            let (captured, released) = taken.get(&id.id).cloned().unwrap_or_else(|| (zero(), zero()));
+            prop_assert_eq!(&captured, &hold.captured, "hold {}", id.id);
+            let settled = &captured + &released;
+            match hold.state {
+                HoldState::Open => prop_assert_eq!(&settled, &hold.captured),
+                HoldState::Captured | HoldState::Voided | HoldState::Expired => {
+                    prop_assert_eq!(&settled, &hold.amount)
+                }
+            }
         }
     }
 
@@ -410,9 +732,9 @@ proptest! {
             .zip(&run.applied.outcomes)
             .zip(entry_counts)
         {
-            let expected = match (outcome, op.kind) {
+            let expected = match outcome {
                 _ if !run.initial.contains_key(&op.wallet_id) => 0,
-                (Outcome::Processed { .. }, OperationKind::Transfer { .. }) => 2,
+                Outcome::Processed { .. } if op.kind.target().is_some() => 2,
                 _ => 1,
             };
             prop_assert_eq!(count, expected, "entries written for {:?}", op);
@@ -424,14 +746,17 @@ proptest! {
             };
             let mut version = initial.version;
             let mut balance = initial.balance.clone();
+            let mut held = initial.held.clone();
             for entry in run.applied.entries.iter().filter(|entry| entry.wallet_id == *id) {
                 version += 1;
                 prop_assert_eq!(entry.version, version);
                 prop_assert_eq!(&entry.balance_after, &(&balance + &entry.delta));
                 balance = entry.balance_after.clone();
+                held = entry.held_after.clone();
             }
             prop_assert_eq!(last.version, version);
             prop_assert_eq!(&last.balance, &balance);
+            prop_assert_eq!(&last.held, &held);
             prop_assert_eq!(last.currency, initial.currency);
         }
     }
@@ -440,13 +765,13 @@ proptest! {
     #[test]
     fn matches_the_sequential_model(scenario in scenario()) {
         let run = Run::new(&scenario);
-        let (expected_outcomes, expected_wallets) = model(&scenario);
+        let (expected_outcomes, expected) = model(&scenario);
         prop_assert_eq!(run.applied.outcomes.len(), expected_outcomes.len());
         for (index, (actual, expected)) in
             run.applied.outcomes.iter().zip(&expected_outcomes).enumerate()
         {
             let (reason, balance_after) = match actual {
-                Outcome::Processed { balance_after } => (None, Some(balance_after.clone())),
+                Outcome::Processed { balance_after, .. } => (None, Some(balance_after.clone())),
                 Outcome::Failed { reason, balance_after } => (Some(*reason), balance_after.clone()),
             };
             prop_assert_eq!(actual.status(), expected.status, "operation {}", index);
@@ -458,10 +783,22 @@ proptest! {
                 index
             );
         }
-        for (slot, expected) in &expected_wallets {
+        for (slot, expected) in &expected.wallets {
             let actual = &run.wallets[&run.ids[*slot]];
             prop_assert_eq!(&actual.balance, &from_mills(expected.mills), "wallet {}", slot);
+            prop_assert_eq!(&actual.held, &from_mills(expected.held_mills), "wallet {}", slot);
             prop_assert_eq!(actual.version, expected.version, "wallet {}", slot);
+        }
+        prop_assert_eq!(run.holds.len(), expected.holds.len());
+        for (position, expected) in &expected.holds {
+            let id = ScopedId {
+                tenant: "default".to_owned(),
+                id: run.operations[*position].id,
+            };
+            let actual = &run.holds[&id];
+            prop_assert_eq!(actual.state, expected.state, "hold of operation {}", position);
+            prop_assert_eq!(&actual.captured, &from_mills(expected.captured_mills));
+            prop_assert_eq!(&actual.amount, &from_mills(expected.amount_mills));
         }
     }
 }

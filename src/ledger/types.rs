@@ -54,7 +54,9 @@ pub struct Operation {
     pub id: OperationId,
     pub wallet_id: WalletId,
     pub kind: OperationKind,
-    pub amount: Amount,
+    /// What the request names; a CAPTURE may leave it out (it takes what remains), a VOID
+    /// or an EXPIRE has none. [`OperationKind::from_fields`] says which.
+    pub amount: Option<Amount>,
     pub accepted_at: DateTime<Utc>,
     /// Identifies the request's content, so a reused id with other content can be told apart.
     pub fingerprint: String,
@@ -69,6 +71,19 @@ impl Operation {
             id: self.id,
         }
     }
+
+    /// The hold the operation places (a HOLD's id is its own) or acts on.
+    pub fn hold_id(&self) -> Option<OperationId> {
+        match self.kind {
+            OperationKind::Hold { .. } => Some(self.id),
+            OperationKind::Deposit
+            | OperationKind::Withdraw
+            | OperationKind::Transfer { .. }
+            | OperationKind::Capture { .. }
+            | OperationKind::Void { .. }
+            | OperationKind::Expire { .. } => self.kind.hold(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,13 +92,70 @@ pub struct WalletState {
     pub balance: BigDecimal,
     /// How far below zero the balance may go; never negative, fixed when the wallet is made.
     pub overdraft_limit: BigDecimal,
+    /// What the wallet's open holds still reserve: the sum of their remaining amounts.
+    pub held: BigDecimal,
     pub version: i64,
 }
 
 impl WalletState {
-    /// What a debit may take: the balance down to its floor, `-overdraft_limit`.
+    /// What a debit or a hold may take: the balance down to its floor, `-overdraft_limit`,
+    /// less what is held.
     pub fn available(&self) -> BigDecimal {
-        &self.balance + &self.overdraft_limit
+        &self.balance - &self.held + &self.overdraft_limit
+    }
+}
+
+/// Where a hold is in its life: open until captured in full, voided or expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HoldState {
+    Open,
+    Captured,
+    Voided,
+    Expired,
+}
+
+impl HoldState {
+    pub const ALL: [HoldState; 4] = [
+        HoldState::Open,
+        HoldState::Captured,
+        HoldState::Voided,
+        HoldState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Open => "OPEN",
+            HoldState::Captured => "CAPTURED",
+            HoldState::Voided => "VOIDED",
+            HoldState::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+/// Funds a HOLD reserved on its wallet, as the rules need it. Its id is the HOLD's
+/// operation id, in its tenant's namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub wallet_id: WalletId,
+    pub amount: BigDecimal,
+    /// What captures took so far; never more than `amount`.
+    pub captured: BigDecimal,
+    pub state: HoldState,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Hold {
+    /// What the hold still reserves: nothing once it is closed.
+    pub fn remaining(&self) -> BigDecimal {
+        match self.state {
+            HoldState::Open => &self.amount - &self.captured,
+            HoldState::Captured | HoldState::Voided | HoldState::Expired => BigDecimal::from(0),
+        }
     }
 }
 
@@ -96,6 +168,15 @@ pub enum FailureReason {
     CurrencyMismatch,
     SameWallet,
     InvalidAmount,
+    /// A CAPTURE, VOID or EXPIRE names no hold of its wallet.
+    HoldNotFound,
+    /// The hold was captured in full, voided, or reached its `expiresAt`.
+    HoldClosed,
+    /// A CAPTURE asks for more than the hold still reserves.
+    CaptureExceedsHold,
+    /// A HOLD's record names no `expiresAt` after its acceptance (the API never produces
+    /// one; the rules re-check because any producer may write the topic).
+    InvalidExpiry,
     /// PostgreSQL refused the operation's own data; its dead letter holds the database's
     /// words. Set by the store, never by the rules.
     Rejected,
@@ -110,6 +191,10 @@ impl FailureReason {
             FailureReason::CurrencyMismatch => "CURRENCY_MISMATCH",
             FailureReason::SameWallet => "SAME_WALLET",
             FailureReason::InvalidAmount => "INVALID_AMOUNT",
+            FailureReason::HoldNotFound => "HOLD_NOT_FOUND",
+            FailureReason::HoldClosed => "HOLD_CLOSED",
+            FailureReason::CaptureExceedsHold => "CAPTURE_EXCEEDS_HOLD",
+            FailureReason::InvalidExpiry => "INVALID_EXPIRY",
             FailureReason::Rejected => "REJECTED",
         }
     }
@@ -149,8 +234,13 @@ impl OperationStatus {
 /// What became of one operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Applied; the source wallet's balance afterwards.
-    Processed { balance_after: BigDecimal },
+    /// Applied; the source wallet's balance afterwards, and the amount the operation moved:
+    /// its own, or for a CAPTURE without one what remained, for a VOID or an EXPIRE what it
+    /// released.
+    Processed {
+        balance_after: BigDecimal,
+        amount: BigDecimal,
+    },
     /// Rejected by the rules; `balance_after` is the unchanged source balance when the source
     /// wallet exists.
     Failed {
@@ -178,4 +268,6 @@ pub struct Entry {
     pub operation_id: OperationId,
     pub delta: BigDecimal,
     pub balance_after: BigDecimal,
+    /// What the wallet held right after the entry.
+    pub held_after: BigDecimal,
 }

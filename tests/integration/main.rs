@@ -17,6 +17,7 @@ mod fuzz;
 mod guarantees;
 mod harness;
 mod history_filters;
+mod holds;
 mod hostile;
 mod lifecycle;
 mod metadata;

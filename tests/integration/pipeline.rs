@@ -325,6 +325,7 @@ async fn stale_cache_writes_are_ignored() {
         balance: balance.to_owned(),
         overdraft_limit: None,
         available: None,
+        held: None,
         version,
         created_at: now,
         updated_at: now,

@@ -84,7 +84,10 @@ pub struct OperationJournal {
     /// As stored; an unknown type is itself a violation.
     pub kind: String,
     pub status: String,
+    /// What it moved; 0 for one that named no amount.
     pub amount: BigDecimal,
+    /// Whether it names a second wallet (`toWalletId`).
+    pub has_target: bool,
     pub entries: i64,
     pub entries_sum: BigDecimal,
     /// The sum of the entries' absolute deltas: what moved at all.
@@ -96,16 +99,17 @@ fn expected_entries(
     kind: OperationType,
     status: OperationStatus,
     amount: &BigDecimal,
+    has_target: bool,
 ) -> Option<(i64, BigDecimal, BigDecimal)> {
     match status {
         OperationStatus::Processed => {
             let effect = kind.effect();
             let source = effect.source.signed(amount);
-            let (count, sum) = match effect.credits_target {
-                true => (2, source + amount),
-                false => (1, source),
-            };
-            Some((count, sum, amount * BigDecimal::from(count)))
+            let moved = source.abs();
+            Some(match effect.credits_target && has_target {
+                true => (2, source + amount, moved + amount),
+                false => (1, source, moved),
+            })
         }
         // A failed operation writes a zero entry on a wallet that exists, none otherwise.
         OperationStatus::Failed | OperationStatus::Pending => None,
@@ -136,7 +140,7 @@ pub fn check_operation(operation: &OperationJournal) -> Vec<Violation> {
         &operation.entries_sum,
         &operation.entries_moved,
     );
-    match expected_entries(kind, status, &operation.amount) {
+    match expected_entries(kind, status, &operation.amount, operation.has_target) {
         Some((count, sum, moved))
             if count != operation.entries
                 || sum != operation.entries_sum
@@ -228,6 +232,7 @@ mod tests {
             kind: kind.to_owned(),
             status: status.to_owned(),
             amount: decimal(amount),
+            has_target: kind == "TRANSFER",
             entries,
             entries_sum: decimal(sum),
             entries_moved: decimal(moved),
@@ -265,12 +270,22 @@ mod tests {
         assert!(check_operation(&operation("TRANSFER", "PROCESSED", "5", 2, "0", "10")).is_empty());
         assert!(check_operation(&operation("TRANSFER", "FAILED", "5", 1, "0", "0")).is_empty());
         assert!(check_operation(&operation("DEPOSIT", "FAILED", "5", 0, "0", "0")).is_empty());
+        assert!(check_operation(&operation("HOLD", "PROCESSED", "5", 1, "0", "0")).is_empty());
+        assert!(check_operation(&operation("CAPTURE", "PROCESSED", "5", 1, "-5", "5")).is_empty());
+        assert!(check_operation(&operation("VOID", "PROCESSED", "5", 1, "0", "0")).is_empty());
+        let settled = OperationJournal {
+            has_target: true,
+            ..operation("CAPTURE", "PROCESSED", "5", 2, "0", "10")
+        };
+        assert!(check_operation(&settled).is_empty());
         for broken in [
             operation("DEPOSIT", "PROCESSED", "5", 0, "0", "0"),
             operation("DEPOSIT", "PROCESSED", "5", 1, "6", "6"),
             operation("TRANSFER", "PROCESSED", "5", 2, "1", "11"),
             operation("WITHDRAW", "FAILED", "5", 1, "-5", "5"),
             operation("REFUND", "PROCESSED", "5", 1, "5", "5"),
+            operation("HOLD", "PROCESSED", "5", 1, "-5", "5"),
+            operation("CAPTURE", "PROCESSED", "5", 2, "0", "10"),
         ] {
             assert_eq!(check_operation(&broken).len(), 1, "{broken:?}");
         }

@@ -24,8 +24,10 @@ const WALLETS: &str = "SELECT w.id::text, w.balance::text, w.version, count(e.ve
         coalesce(sum(e.delta), 0)::text, coalesce(min(e.version), 0), coalesce(max(e.version), 0)
      FROM wallets w LEFT JOIN entries e ON e.wallet_id = w.id
      GROUP BY w.id ORDER BY w.id";
-const OPERATIONS: &str = "SELECT o.id::text, o.type, o.status, o.amount::text, count(e.version),
-        coalesce(sum(e.delta), 0)::text, coalesce(sum(abs(e.delta)), 0)::text
+const OPERATIONS: &str =
+    "SELECT o.id::text, o.type, o.status, coalesce(o.amount, 0)::text, count(e.version),
+        coalesce(sum(e.delta), 0)::text, coalesce(sum(abs(e.delta)), 0)::text,
+        o.to_wallet_id IS NOT NULL
      FROM operations o LEFT JOIN entries e ON e.tenant = o.tenant AND e.operation_id = o.id
      GROUP BY o.tenant, o.id ORDER BY o.tenant, o.id";
 const ORPHAN_ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.operation_id::text
@@ -133,6 +135,7 @@ pub async fn run(client: &mut Client, progress: impl Fn(u64)) -> anyhow::Result<
             entries: row.try_get(4)?,
             entries_sum: decimal(row, 5)?,
             entries_moved: decimal(row, 6)?,
+            has_target: row.try_get(7)?,
         };
         audit.operations += 1;
         audit.record(checks::check_operation(&operation));

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use super::holds::{lock_holds, write_holds};
 use super::offsets::{advance_position, lock_position};
 use super::outbox::write_outbox;
 use super::writers::{write_dead_letters, write_entries, write_operations, write_wallets};
@@ -31,11 +32,12 @@ pub async fn apply_batch(
     lock_position(&transaction, batch).await?;
     let (fresh, mut dead_letters, duplicates) = drop_known(&transaction, batch).await?;
     let (mut states, tenants) = lock_wallets(&transaction, &fresh).await?;
+    let mut holds = lock_holds(&transaction, &fresh).await?;
     let operations: Vec<Operation> = fresh
         .iter()
         .map(|(_, operation)| operation.clone())
         .collect();
-    let applied = rules::apply(&mut states, &operations);
+    let applied = rules::apply(&mut states, &mut holds, &operations);
     write_operations(
         &transaction,
         batch.partition,
@@ -45,6 +47,15 @@ pub async fn apply_batch(
     )
     .await?;
     write_entries(&transaction, &applied.entries, &tenants, now).await?;
+    write_holds(
+        &transaction,
+        batch.partition,
+        &applied.holds,
+        &holds,
+        &applied.entries,
+        now,
+    )
+    .await?;
     let touched: HashSet<WalletId> = applied
         .entries
         .iter()
@@ -129,7 +140,7 @@ async fn lock_wallets(
     ids.dedup();
     let rows = client
         .query(
-            &prepared(client, "SELECT id, currency, balance::text, version, tenant, overdraft_limit::text FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
+            &prepared(client, "SELECT id, currency, balance::text, version, tenant, overdraft_limit::text, held::text FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
             &[&ids],
         )
         .await?;
@@ -140,10 +151,12 @@ async fn lock_wallets(
         let currency: String = row.get(1);
         let balance: String = row.get(2);
         let overdraft_limit: String = row.get(5);
+        let held: String = row.get(6);
         let state = WalletState {
             currency: Currency::parse(&currency).map_err(StoreError::corrupt)?,
             balance: decimal_from_db(&balance).map_err(StoreError::corrupt)?,
             overdraft_limit: decimal_from_db(&overdraft_limit).map_err(StoreError::corrupt)?,
+            held: decimal_from_db(&held).map_err(StoreError::corrupt)?,
             version: row.get(3),
         };
         states.insert(id, state);

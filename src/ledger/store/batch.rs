@@ -174,7 +174,7 @@ mod tests {
             id: OperationId(Uuid::from_u128(n)),
             wallet_id: WalletId(Uuid::from_u128(1)),
             kind: OperationKind::Deposit,
-            amount: Amount::parse("1").unwrap(),
+            amount: Some(Amount::parse("1").unwrap()),
             accepted_at: Utc::now(),
             fingerprint: "f".to_owned(),
             metadata: Metadata::default(),
@@ -313,6 +313,7 @@ mod tests {
                     operation(n),
                     Outcome::Processed {
                         balance_after: bigdecimal::BigDecimal::from(1),
+                        amount: bigdecimal::BigDecimal::from(1),
                     },
                 )],
                 rejected: vec![operation(n + 10)],

@@ -13,6 +13,7 @@ use crate::ledger::types::WalletId;
 pub struct EntryAt {
     pub version: i64,
     pub balance_after: BigDecimal,
+    pub held_after: BigDecimal,
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -27,7 +28,7 @@ pub async fn entry_at(
         .query_opt(
             &prepared(
                 client,
-                "SELECT version, balance_after::text, recorded_at FROM entries
+                "SELECT version, balance_after::text, recorded_at, held_after::text FROM entries
                  WHERE wallet_id = $1 AND recorded_at <= $2
                  ORDER BY recorded_at DESC, version DESC LIMIT 1",
             )
@@ -37,9 +38,11 @@ pub async fn entry_at(
         .await?;
     row.map(|row| {
         let balance_after: String = row.get(1);
+        let held_after: String = row.get(3);
         Ok(EntryAt {
             version: row.get(0),
             balance_after: decimal_from_db(&balance_after).map_err(StoreError::corrupt)?,
+            held_after: decimal_from_db(&held_after).map_err(StoreError::corrupt)?,
             recorded_at: row.get(2),
         })
     })

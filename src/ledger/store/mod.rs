@@ -5,6 +5,7 @@
 mod apply;
 mod batch;
 mod error;
+mod holds;
 mod journal;
 mod offsets;
 mod operations;
@@ -17,6 +18,7 @@ use deadpool_postgres::GenericClient;
 pub use apply::apply_batch;
 pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
+pub use holds::{due_holds, hold, holds, DueHold, HoldRecord};
 pub use journal::{entry_at, EntryAt};
 pub use offsets::next_offset;
 pub use operations::{

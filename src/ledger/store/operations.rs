@@ -18,8 +18,11 @@ pub struct OperationRecord {
     pub id: OperationId,
     pub wallet_id: WalletId,
     pub operation_type: OperationType,
-    pub amount: BigDecimal,
+    /// What it moved once processed; what it asked for when it failed, if it named an amount.
+    pub amount: Option<BigDecimal>,
     pub to_wallet_id: Option<WalletId>,
+    /// The hold it placed (a HOLD's own id) or acted on.
+    pub hold_id: Option<OperationId>,
     pub status: OperationStatus,
     pub reason: Option<String>,
     pub balance_after: Option<BigDecimal>,
@@ -31,22 +34,26 @@ pub struct OperationRecord {
 
 const OPERATION_COLUMNS: &str =
     "o.id, o.wallet_id, o.type, o.amount::text, o.to_wallet_id, o.status, o.reason, \
-     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at, o.metadata::text";
+     o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at, o.metadata::text, o.hold_id";
 
 fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
     let corrupt =
         |what: &str| StoreError::Corrupt(format!("operation {}: {what}", row.get::<_, Uuid>(0)));
     let operation_type: String = row.get(2);
     let status: String = row.get(5);
-    let amount: String = row.get(3);
+    let amount: Option<String> = row.get(3);
     let balance_after: Option<String> = row.get(7);
     let metadata: String = row.get(11);
     Ok(OperationRecord {
         id: OperationId(row.get(0)),
         wallet_id: WalletId(row.get(1)),
         operation_type: OperationType::parse(&operation_type).ok_or_else(|| corrupt("type"))?,
-        amount: decimal_from_db(&amount).map_err(|_| corrupt("amount"))?,
+        amount: amount
+            .map(|text| decimal_from_db(&text))
+            .transpose()
+            .map_err(|_| corrupt("amount"))?,
         to_wallet_id: row.get::<_, Option<Uuid>>(4).map(WalletId),
+        hold_id: row.get::<_, Option<Uuid>>(12).map(OperationId),
         status: OperationStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
         reason: row.get(6),
         balance_after: balance_after
@@ -115,6 +122,7 @@ pub struct HistoryItem {
     pub version: i64,
     pub delta: BigDecimal,
     pub balance_after: BigDecimal,
+    pub held_after: BigDecimal,
     pub operation: OperationRecord,
 }
 
@@ -144,7 +152,7 @@ pub async fn history(
             &prepared(
                 client,
                 &format!(
-                    "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text
+                    "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text, e.held_after::text
                  FROM entries e JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
                  WHERE e.wallet_id = $1 AND e.version < $2
                    AND ($4::text IS NULL OR o.type = $4)
@@ -168,10 +176,12 @@ pub async fn history(
         .await?;
     rows.iter()
         .map(|row| {
-            let delta: String = row.get(13);
-            let balance_after: String = row.get(14);
+            let delta: String = row.get(14);
+            let balance_after: String = row.get(15);
+            let held_after: String = row.get(16);
             Ok(HistoryItem {
-                version: row.get(12),
+                version: row.get(13),
+                held_after: decimal_from_db(&held_after).map_err(StoreError::corrupt)?,
                 delta: decimal_from_db(&delta).map_err(StoreError::corrupt)?,
                 balance_after: decimal_from_db(&balance_after).map_err(StoreError::corrupt)?,
                 operation: operation_from_row(row)?,

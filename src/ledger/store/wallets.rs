@@ -20,6 +20,8 @@ pub struct Wallet {
     pub balance: BigDecimal,
     /// How far below zero the balance may go.
     pub overdraft_limit: BigDecimal,
+    /// What its open holds still reserve.
+    pub held: BigDecimal,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -32,17 +34,20 @@ pub enum Created {
 }
 
 const WALLET_COLUMNS: &str =
-    "id, currency, balance::text, version, created_at, updated_at, tenant, overdraft_limit::text";
+    "id, currency, balance::text, version, created_at, updated_at, tenant, overdraft_limit::text, \
+     held::text";
 
 pub(super) fn wallet_from_row(row: &Row) -> Result<Wallet, StoreError> {
     let currency: String = row.get(1);
     let balance: String = row.get(2);
     let overdraft_limit: String = row.get(7);
+    let held: String = row.get(8);
     Ok(Wallet {
         id: WalletId(row.get(0)),
         currency: Currency::parse(&currency).map_err(StoreError::corrupt)?,
         balance: decimal_from_db(&balance).map_err(StoreError::corrupt)?,
         overdraft_limit: decimal_from_db(&overdraft_limit).map_err(StoreError::corrupt)?,
+        held: decimal_from_db(&held).map_err(StoreError::corrupt)?,
         version: row.get(3),
         created_at: row.get(4),
         updated_at: row.get(5),

@@ -35,16 +35,23 @@ pub(super) async fn write_operations(
     );
     let mut tenants = Vec::with_capacity(count);
     let mut metadata = Vec::with_capacity(count);
+    let mut holds = Vec::with_capacity(count);
     for ((offset, operation), outcome) in operations.iter().zip(outcomes) {
         tenants.push(operation.tenant.as_str());
         ids.push(operation.id.0);
         wallets.push(operation.wallet_id.0);
         types.push(operation.kind.operation_type().as_str());
-        amounts.push(operation.amount.to_string());
+        // What a processed operation moved, which a CAPTURE of all that remained, a VOID
+        // and an EXPIRE do not name; what a failed one asked for.
+        amounts.push(match outcome {
+            Outcome::Processed { amount, .. } => Some(amount.to_plain_string()),
+            Outcome::Failed { .. } => operation.amount.as_ref().map(ToString::to_string),
+        });
         targets.push(operation.kind.target().map(|target| target.0));
+        holds.push(operation.hold_id().map(|hold| hold.0));
         statuses.push(outcome.status().as_str());
         let (reason, balance_after) = match outcome {
-            Outcome::Processed { balance_after } => (None, Some(balance_after)),
+            Outcome::Processed { balance_after, .. } => (None, Some(balance_after)),
             Outcome::Failed {
                 reason,
                 balance_after,
@@ -60,16 +67,16 @@ pub(super) async fn write_operations(
     client
         .execute(
             &prepared(client, "INSERT INTO operations (tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after,
-                                     fingerprint, partition, \"offset\", accepted_at, processed_at, metadata)
+                                     fingerprint, partition, \"offset\", accepted_at, processed_at, metadata, hold_id)
              SELECT tenant, id, wallet_id, type, amount::numeric, to_wallet_id, status, reason, balance_after::numeric,
-                    fingerprint, $10, \"offset\", accepted_at, $13, metadata::jsonb
+                    fingerprint, $10, \"offset\", accepted_at, $13, metadata::jsonb, hold_id
              FROM unnest($14::text[], $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $11::bigint[], $12::timestamptz[], $15::text[])
+                         $8::text[], $9::text[], $11::bigint[], $12::timestamptz[], $15::text[], $16::uuid[])
                   AS t(tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
-                       \"offset\", accepted_at, metadata)").await?,
+                       \"offset\", accepted_at, metadata, hold_id)").await?,
             &[
                 &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
-                &accepted, &now, &tenants, &metadata,
+                &accepted, &now, &tenants, &metadata, &holds,
             ],
         )
         .await?;
@@ -106,14 +113,18 @@ pub(super) async fn write_entries(
         .iter()
         .map(|entry| entry.balance_after.to_plain_string())
         .collect();
+    let held: Vec<String> = entries
+        .iter()
+        .map(|entry| entry.held_after.to_plain_string())
+        .collect();
     client
         .execute(
             &prepared(
                 client,
-                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at)
-             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant, $7
-             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant)",
+                "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at, held_after)
+             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant, $7, held_after::numeric
+             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], $8::text[])
+                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant, held_after)",
             )
             .await?,
             &[
@@ -124,6 +135,7 @@ pub(super) async fn write_entries(
                 &balances,
                 &entry_tenants,
                 &now,
+                &held,
             ],
         )
         .await?;
@@ -139,20 +151,23 @@ pub(super) async fn write_wallets(
     let mut ids = Vec::with_capacity(touched.len());
     let mut balances = Vec::with_capacity(touched.len());
     let mut versions = Vec::with_capacity(touched.len());
+    let mut held = Vec::with_capacity(touched.len());
     for id in touched {
         let state = &states[id];
         ids.push(id.0);
         balances.push(state.balance.to_plain_string());
         versions.push(state.version);
+        held.push(state.held.to_plain_string());
     }
     let rows = client
         .query(
-            &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4
-             FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS t(id, balance, version)
+            &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4,
+                                      held = t.held::numeric
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $5::text[]) AS t(id, balance, version, held)
              WHERE w.id = t.id
              RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant,
-                       w.overdraft_limit::text").await?,
-            &[&ids, &balances, &versions, &now],
+                       w.overdraft_limit::text, w.held::text").await?,
+            &[&ids, &balances, &versions, &now, &held],
         )
         .await?;
     rows.iter().map(wallet_from_row).collect()
