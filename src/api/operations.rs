@@ -36,6 +36,7 @@ pub struct SubmitOperation {
     operation_type: String,
     /// Required, except on a VOID (which has none) and a CAPTURE (which takes all that
     /// remains of its hold without one).
+    #[serde(default, deserialize_with = "super::schema::present_amount")]
     amount: Option<AmountText>,
     /// The wallet credited by a TRANSFER, or by a CAPTURE that settles to another wallet
     /// (without it, a captured amount leaves like a withdrawal).

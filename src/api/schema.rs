@@ -130,6 +130,14 @@ impl Apiv2Schema for AmountText {
     }
 }
 
+/// An amount field that may be left out: `null` is an amount the client sent, and is
+/// answered as an invalid one rather than as a missing field.
+pub fn present_amount<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<AmountText>, D::Error> {
+    AmountText::deserialize(deserializer).map(Some)
+}
+
 /// A currency code as the client sent it, parsed by the handler.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]

@@ -10,13 +10,15 @@ use crate::client::{exchange, Response as Answer, System};
 use crate::harness::eventually;
 
 /// Every route the server answers, as (method, path template).
-const ROUTES: [(&str, &str); 10] = [
+const ROUTES: [(&str, &str); 12] = [
     ("post", "/api/v1/wallets"),
     ("get", "/api/v1/wallets/{walletId}"),
     ("post", "/api/v1/wallet"),
     ("post", "/api/v1/wallets/{walletId}/operations"),
     ("get", "/api/v1/wallets/{walletId}/operations"),
     ("get", "/api/v1/wallets/{walletId}/operations/{operationId}"),
+    ("get", "/api/v1/wallets/{walletId}/holds"),
+    ("get", "/api/v1/wallets/{walletId}/holds/{holdId}"),
     ("post", "/api/v1/operations/batch"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -429,6 +431,7 @@ async fn every_operation_route_answers_as_documented(client: &Client, wallet: &s
         "{}",
         transfer.body
     );
+    holds_answer_as_documented(client, wallet).await;
     let batch = client
         .call(
             Method::POST,
@@ -464,6 +467,67 @@ async fn every_operation_route_answers_as_documented(client: &Client, wallet: &s
         )
         .await;
     assert_eq!(balance.body["balance"], "100.00");
+}
+
+/// A HOLD is accepted, and the hold routes answer it, a page of holds and a missing hold as
+/// the document says.
+async fn holds_answer_as_documented(client: &Client, wallet: &str) {
+    let placed = client
+        .call(
+            Method::POST,
+            "/api/v1/wallet",
+            "/api/v1/wallet",
+            Some(json!({"walletId": wallet, "operationType": "HOLD", "amount": "1.00"})),
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{}", placed.body);
+    let hold = placed.body["operationId"].as_str().expect("id").to_owned();
+    let hold_template = "/api/v1/wallets/{walletId}/holds/{holdId}";
+    let hold_path = format!("/api/v1/wallets/{wallet}/holds/{hold}");
+    let placed = eventually(Duration::from_secs(30), || async {
+        let answer = client
+            .call(Method::GET, hold_template, &hold_path, None)
+            .await;
+        answer.status == StatusCode::OK && answer.body["state"] == "OPEN"
+    })
+    .await;
+    assert!(placed, "the hold was not placed");
+    let page = client
+        .call(
+            Method::GET,
+            "/api/v1/wallets/{walletId}/holds",
+            &format!("/api/v1/wallets/{wallet}/holds?state=OPEN&limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.body["items"][0]["holdId"], json!(hold));
+    let missing = client
+        .call(
+            Method::GET,
+            hold_template,
+            &format!("/api/v1/wallets/{wallet}/holds/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    let voided = client
+        .call(
+            Method::POST,
+            "/api/v1/wallet",
+            "/api/v1/wallet",
+            Some(json!({"walletId": wallet, "operationType": "VOID", "holdId": hold})),
+        )
+        .await;
+    assert_eq!(voided.status, StatusCode::ACCEPTED, "{}", voided.body);
+    let released = eventually(Duration::from_secs(30), || async {
+        let answer = client
+            .call(Method::GET, hold_template, &hold_path, None)
+            .await;
+        answer.body["state"] == "VOIDED"
+    })
+    .await;
+    assert!(released, "the hold was not voided");
 }
 
 /// `/healthz`, `/readyz` and `/metrics` answer through the document.

@@ -52,13 +52,13 @@ async fn migrate_applies_once_even_when_run_concurrently() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("7 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("8 migration(s) applied"));
     let again = run().wait_with_output().expect("second run");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
     assert_eq!(
         schema_versions(&postgres.url()).await,
-        (1..=7).collect::<Vec<i32>>()
+        (1..=8).collect::<Vec<i32>>()
     );
 
     let fresh = Postgres::start();
@@ -77,14 +77,14 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert_eq!(
         applied
             .iter()
-            .filter(|out| out.contains("7 migration(s) applied"))
+            .filter(|out| out.contains("8 migration(s) applied"))
             .count(),
         1,
         "{applied:?}"
     );
     assert_eq!(
         schema_versions(&fresh.url()).await,
-        (1..=7).collect::<Vec<i32>>()
+        (1..=8).collect::<Vec<i32>>()
     );
 }
 
@@ -195,7 +195,7 @@ async fn harness_restarts_its_servers() {
     stack.postgres.start_again();
     assert_eq!(
         schema_versions(&stack.postgres.url()).await,
-        (1..=7).collect::<Vec<i32>>()
+        (1..=8).collect::<Vec<i32>>()
     );
     stack.redis.restart();
     assert!(stack.redis.process.is_running());
@@ -203,8 +203,9 @@ async fn harness_restarts_its_servers() {
 }
 
 /// Proves the migrations of issue 16 upgrade a database that already holds data: wallets get
-/// a limit of 0 and keep their floor at zero, old entries take their operation's processing
-/// time (so a balance at a point in time covers them), old operations have no metadata.
+/// a limit of 0 and keep their floor at zero, hold nothing, old entries take their operation's
+/// processing time (so a balance at a point in time covers them) and held nothing, old
+/// operations have no metadata and name no hold.
 #[tokio::test]
 async fn migrations_upgrade_a_database_with_data() {
     let postgres = Postgres::start();
@@ -265,7 +266,7 @@ async fn migrations_upgrade_a_database_with_data() {
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
     );
-    assert!(stdout.contains("3 migration(s) applied"), "{stdout}");
+    assert!(stdout.contains("4 migration(s) applied"), "{stdout}");
     let timed: i64 = db
         .query_one(
             "SELECT count(*) FROM entries e JOIN operations o ON o.id = e.operation_id
@@ -282,13 +283,17 @@ async fn migrations_upgrade_a_database_with_data() {
     let row = db
         .query_one(
             "SELECT (SELECT overdraft_limit::text FROM wallets),
-                    (SELECT count(*) FROM operations WHERE metadata = '{}'::jsonb)",
+                    (SELECT count(*) FROM operations WHERE metadata = '{}'::jsonb AND hold_id IS NULL),
+                    (SELECT held::text FROM wallets),
+                    (SELECT count(*) FROM entries WHERE held_after = 0)",
             &[],
         )
         .await
         .expect("upgraded rows");
     assert_eq!(row.get::<_, String>(0), "0");
     assert_eq!(row.get::<_, i64>(1), 2);
+    assert_eq!(row.get::<_, String>(2), "0");
+    assert_eq!(row.get::<_, i64>(3), 2);
     let below = db.execute("UPDATE wallets SET balance = -0.01", &[]).await;
     assert!(below.is_err(), "the floor of an old wallet stays at zero");
 }

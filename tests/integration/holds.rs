@@ -169,7 +169,10 @@ async fn a_hold_is_captured_in_part_then_voided() {
     assert_eq!(bad.code(), "INVALID_STATE");
     assert_eq!(list("sort=up").await.code(), "INVALID_QUERY");
 
-    let history = api.history(&card, "type=CAPTURE&status=PROCESSED").await.body;
+    let history = api
+        .history(&card, "type=CAPTURE&status=PROCESSED")
+        .await
+        .body;
     assert_eq!(
         history["items"][0]["operationId"],
         json!(capture_id),
