@@ -80,7 +80,10 @@ impl From<Accepted> for AcceptedBody {
 ///
 /// Validates the operation and hands it to the broker; a worker applies it exactly once and
 /// in order with the wallet's other operations. Poll `Location` for the outcome, or send
-/// `Prefer: wait=N` to have the answer wait for it.
+/// `Prefer: wait=N` to have the answer wait for it. A HOLD reserves `amount` until
+/// `expiresAt` (its operationId is the hold id); a CAPTURE or VOID names it in `holdId` on the
+/// same wallet. An `expiresAt` in the past or beyond `http.hold_expiry_max_s` is 422
+/// `INVALID_EXPIRY`; a field the type does not have is 422 `UNEXPECTED_FIELD`.
 #[api_v2_operation(tags(operations), operation_id = "submitOperation")]
 pub async fn submit(
     state: web::Data<AppState>,
@@ -293,7 +296,10 @@ pub struct StatusBody {
     /// The hold a HOLD placed (its own id) or a CAPTURE, VOID or EXPIRE acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     hold_id: Option<OperationId>,
-    /// Why a FAILED operation failed, e.g. INSUFFICIENT_FUNDS.
+    /// Why a FAILED operation failed: INSUFFICIENT_FUNDS, WALLET_NOT_FOUND,
+    /// TARGET_WALLET_NOT_FOUND, CURRENCY_MISMATCH, SAME_WALLET, INVALID_AMOUNT, HOLD_NOT_FOUND
+    /// (the wallet has no hold of that id), HOLD_CLOSED (captured in full, voided, expired, or
+    /// asked at or after its expiresAt), CAPTURE_EXCEEDS_HOLD, INVALID_EXPIRY or REJECTED.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[openapi(example = "INSUFFICIENT_FUNDS")]
     reason: Option<String>,
