@@ -103,7 +103,8 @@ pub struct BenchFlags {
     /// Concurrent HTTP connections
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub connections: usize,
-    /// Operation weights
+    /// Operation weights, of deposit, withdraw, transfer, hold, capture and void (a capture or
+    /// void settles a hold its connection placed before, in full, a capture to another wallet)
     #[arg(long, default_value = "deposit=40,withdraw=40,transfer=20")]
     pub mix: Mix,
     /// Constant arrival rate in operations per second (open loop); otherwise closed loop

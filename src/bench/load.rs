@@ -19,7 +19,12 @@ use super::{BenchOptions, FUNDING};
 
 /// The bulk submission route, which `--batch` drives.
 const BATCH_PATH: &str = "/api/v1/operations/batch";
+use crate::ledger::kind::{Presence, RequestField};
 use crate::ledger::types::OperationType;
+
+/// Holds one load connection remembers for its captures and voids; beyond this, new holds
+/// stay open unsettled.
+const OPEN_HOLDS_MAX: usize = 10_000;
 
 /// An operation the server accepted with 202.
 #[derive(Debug, Clone)]
@@ -28,7 +33,19 @@ pub struct Sent {
     pub source: usize,
     pub target: Option<usize>,
     pub operation_type: OperationType,
+    /// For a CAPTURE or VOID, the amount of its hold (a capture takes all of it; a void
+    /// names none and releases it).
     pub amount: BigDecimal,
+    /// The hold a CAPTURE or VOID settles.
+    pub hold: Option<Uuid>,
+}
+
+/// A HOLD this connection had accepted and no capture or void of it planned yet.
+#[derive(Debug, Clone)]
+pub struct OpenHold {
+    id: Uuid,
+    source: usize,
+    amount: BigDecimal,
 }
 
 /// What the load phase observed.
@@ -160,6 +177,7 @@ async fn drive(
     };
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut slot = task as u64;
+    let mut holds = Vec::new();
     loop {
         let intended = match options.rate {
             Some(rate) => {
@@ -176,7 +194,7 @@ async fn drive(
         }
         slot += options.connections as u64;
         let operations: Vec<Sent> = (0..options.batch.unwrap_or(1))
-            .map(|_| plan(&mut rng, options, wallets.len()))
+            .map(|_| plan(&mut rng, options, wallets.len(), &mut holds))
             .collect();
         let answers = submit(http, options, &operations, wallets).await;
         let latency_us = intended.elapsed().as_micros().max(1) as u64;
@@ -185,6 +203,15 @@ async fn drive(
             match answer {
                 Ok(()) => {
                     counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    if operation.operation_type == OperationType::Hold
+                        && holds.len() < OPEN_HOLDS_MAX
+                    {
+                        holds.push(OpenHold {
+                            id: operation.id,
+                            source: operation.source,
+                            amount: operation.amount.clone(),
+                        });
+                    }
                     load.sent.push(operation);
                 }
                 Err(status) => {
@@ -259,12 +286,29 @@ async fn submit(
     }
 }
 
-pub fn plan(rng: &mut impl Rng, options: &BenchOptions, wallets: usize) -> Sent {
+/// The next operation: of a kind the mix picks, on a random wallet, except that a CAPTURE or
+/// VOID settles one of `holds` (this connection's accepted HOLDs, so it is ordered after its
+/// hold) on the hold's wallet, and is a HOLD when there is none.
+pub fn plan(
+    rng: &mut impl Rng,
+    options: &BenchOptions,
+    wallets: usize,
+    holds: &mut Vec<OpenHold>,
+) -> Sent {
     let mut operation_type = options.mix.pick(rng);
     if wallets < 2 && operation_type.effect().credits_target {
         operation_type = OperationType::Deposit;
     }
-    let source = rng.random_range(0..wallets);
+    let settles = matches!(operation_type, OperationType::Capture | OperationType::Void);
+    let settled = settles
+        .then(|| (!holds.is_empty()).then(|| holds.swap_remove(rng.random_range(0..holds.len()))))
+        .flatten();
+    if settles && settled.is_none() {
+        operation_type = OperationType::Hold;
+    }
+    let source = settled
+        .as_ref()
+        .map_or_else(|| rng.random_range(0..wallets), |hold| hold.source);
     let target = operation_type.effect().credits_target.then(|| {
         let offset = rng.random_range(1..wallets);
         (source + offset) % wallets
@@ -275,7 +319,11 @@ pub fn plan(rng: &mut impl Rng, options: &BenchOptions, wallets: usize) -> Sent 
         source,
         target,
         operation_type,
-        amount: BigDecimal::new(cents.into(), 2),
+        amount: settled.as_ref().map_or_else(
+            || BigDecimal::new(cents.into(), 2),
+            |hold| hold.amount.clone(),
+        ),
+        hold: settled.map(|hold| hold.id),
     }
 }
 
@@ -284,10 +332,15 @@ fn body(operation: &Sent, wallets: &[BenchWallet]) -> Value {
         "operationId": operation.id,
         "walletId": wallets[operation.source].id,
         "operationType": operation.operation_type.as_str(),
-        "amount": operation.amount.to_plain_string(),
     });
+    if operation.operation_type.presence(RequestField::Amount) != Presence::Absent {
+        body["amount"] = json!(operation.amount.to_plain_string());
+    }
     if let Some(target) = operation.target {
         body["toWalletId"] = json!(wallets[target].id);
+    }
+    if let Some(hold) = operation.hold {
+        body["holdId"] = json!(hold);
     }
     body
 }

@@ -1,4 +1,5 @@
-//! The operation mix of a bench run, parsed from `deposit=40,withdraw=40,transfer=20`.
+//! The operation mix of a bench run, parsed from `deposit=40,withdraw=40,transfer=20` (and
+//! `hold`, `capture`, `void` weights for runs with holds).
 
 use std::str::FromStr;
 
@@ -6,27 +7,42 @@ use rand::Rng;
 
 use crate::ledger::types::OperationType;
 
+/// The kinds a mix may name, in the order their weights are kept.
+const KINDS: [OperationType; 6] = [
+    OperationType::Deposit,
+    OperationType::Withdraw,
+    OperationType::Transfer,
+    OperationType::Hold,
+    OperationType::Capture,
+    OperationType::Void,
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mix {
-    deposit: u32,
-    withdraw: u32,
-    transfer: u32,
+    weights: [u32; KINDS.len()],
 }
 
 impl Mix {
     pub fn pick(&self, rng: &mut impl Rng) -> OperationType {
-        let roll = rng.random_range(0..self.deposit + self.withdraw + self.transfer);
-        if roll < self.deposit {
-            OperationType::Deposit
-        } else if roll < self.deposit + self.withdraw {
-            OperationType::Withdraw
-        } else {
-            OperationType::Transfer
+        let mut roll = rng.random_range(0..self.weights.iter().sum::<u32>());
+        for (kind, weight) in KINDS.into_iter().zip(self.weights) {
+            if roll < weight {
+                return kind;
+            }
+            roll -= weight;
         }
+        unreachable!("the roll is below the sum of the weights")
     }
 
     pub fn has_transfers(&self) -> bool {
-        self.transfer > 0
+        self.weight(OperationType::Transfer) > 0
+    }
+
+    fn weight(&self, kind: OperationType) -> u32 {
+        KINDS
+            .iter()
+            .position(|known| *known == kind)
+            .map_or(0, |position| self.weights[position])
     }
 }
 
@@ -35,9 +51,7 @@ impl FromStr for Mix {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut mix = Mix {
-            deposit: 0,
-            withdraw: 0,
-            transfer: 0,
+            weights: [0; KINDS.len()],
         };
         for part in text.split(',').filter(|part| !part.trim().is_empty()) {
             let (name, weight) = part
@@ -47,18 +61,18 @@ impl FromStr for Mix {
                 .trim()
                 .parse()
                 .map_err(|_| format!("weight of {name} is not a whole number"))?;
-            match name.trim() {
-                "deposit" => mix.deposit = weight,
-                "withdraw" => mix.withdraw = weight,
-                "transfer" => mix.transfer = weight,
-                other => {
-                    return Err(format!(
-                        "unknown operation `{other}` (deposit, withdraw, transfer)"
-                    ))
-                }
-            }
+            let name = name.trim();
+            let position = KINDS
+                .iter()
+                .position(|kind| kind.as_str().eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown operation `{name}` (deposit, withdraw, transfer, hold, capture, void)"
+                    )
+                })?;
+            mix.weights[position] = weight;
         }
-        if mix.deposit + mix.withdraw + mix.transfer == 0 {
+        if mix.weights.iter().sum::<u32>() == 0 {
             return Err("the weights add up to zero".to_owned());
         }
         Ok(mix)
@@ -76,8 +90,15 @@ mod tests {
         let only: Mix = "deposit=1".parse().unwrap();
         let mut rng = rand::rng();
         assert!((0..100).all(|_| only.pick(&mut rng) == OperationType::Deposit));
+        let holds: Mix = "hold=1,capture=1,void=1".parse().unwrap();
+        assert!(!holds.has_transfers());
+        assert!((0..100).all(|_| matches!(
+            holds.pick(&mut rng),
+            OperationType::Hold | OperationType::Capture | OperationType::Void
+        )));
         assert!("deposit=x".parse::<Mix>().is_err());
         assert!("steal=1".parse::<Mix>().is_err());
+        assert!("expire=1".parse::<Mix>().is_err());
         assert!("deposit=0".parse::<Mix>().is_err());
     }
 }

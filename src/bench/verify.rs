@@ -1,6 +1,6 @@
 //! After the load: wait until every accepted operation is decided, then check the ledger
-//! through the API — each operation exactly once, balances as expected, versions gapless,
-//! nothing negative.
+//! through the API — each operation exactly once, balances and what is held as expected,
+//! versions gapless, nothing negative.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::load::{new_histogram, BenchWallet, Sent};
 use super::{BenchOptions, FUNDING};
+use crate::ledger::types::OperationType;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -68,11 +69,12 @@ pub async fn verify(
             if !settled {
                 return anyhow::Ok(None);
             }
-            let (version, balance) = balance(http, options, wallet.id).await?;
+            let read = balance(http, options, wallet.id).await?;
             let entries = history(http, options, wallet.id).await?;
             Ok(Some(Settled {
-                version,
-                balance,
+                version: read.version,
+                balance: read.balance,
+                held: read.held,
                 entries,
             }))
         })
@@ -86,7 +88,15 @@ pub async fn verify(
 struct Settled {
     version: i64,
     balance: String,
+    held: String,
     entries: Vec<HistoryEntry>,
+}
+
+/// A wallet's body as the bench reads it.
+struct Read {
+    version: i64,
+    balance: String,
+    held: String,
 }
 
 /// Polls the wallet until its version reaches `expected` (its own operations plus the funding;
@@ -101,8 +111,7 @@ async fn settle(
     deadline: Instant,
 ) -> anyhow::Result<bool> {
     loop {
-        let (version, _) = balance(http, options, wallet).await?;
-        if version >= expected {
+        if balance(http, options, wallet).await?.version >= expected {
             let entries = history(http, options, wallet).await?;
             let seen: HashSet<Uuid> = entries.iter().map(|entry| entry.operation_id).collect();
             if sources.iter().all(|id| seen.contains(id)) {
@@ -120,7 +129,7 @@ async fn balance(
     http: &reqwest::Client,
     options: &BenchOptions,
     wallet: Uuid,
-) -> anyhow::Result<(i64, String)> {
+) -> anyhow::Result<Read> {
     let body: Value = http
         .get(format!("{}/api/v1/wallets/{wallet}", options.url))
         .send()
@@ -129,11 +138,17 @@ async fn balance(
         .json()
         .await?;
     let version = body["version"].as_i64().context("version in the balance")?;
-    let balance = body["balance"]
-        .as_str()
-        .context("balance in the balance")?
-        .to_owned();
-    Ok((version, balance))
+    let text = |field: &str| {
+        body[field]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{field} in the balance"))
+    };
+    Ok(Read {
+        version,
+        balance: text("balance")?,
+        held: text("held")?,
+    })
 }
 
 async fn history(
@@ -199,7 +214,10 @@ fn check(
         .map(|(position, wallet)| (wallet.id, position))
         .collect();
     let funding: BigDecimal = FUNDING.parse()?;
-    let mut expected: Vec<BigDecimal> = vec![funding; wallets.len()];
+    let mut expected = Expected {
+        balances: vec![funding; wallets.len()],
+        held: vec![BigDecimal::zero(); wallets.len()],
+    };
     for operation in sent {
         let Some(source_entries) = found.get(&(operation.id, operation.source)) else {
             if histories[operation.source].is_some() {
@@ -225,12 +243,15 @@ fn check(
         )?;
     }
     for (position, history) in histories.iter().enumerate() {
-        if let Some(Settled { balance, .. }) = history {
-            if balance.parse::<BigDecimal>().ok().as_ref() != Some(&expected[position]) {
+        if let Some(Settled { balance, held, .. }) = history {
+            if balance.parse::<BigDecimal>().ok().as_ref() != Some(&expected.balances[position]) {
                 violation(
                     &mut violations,
                     "balance differs from the processed operations",
                 );
+            }
+            if held.parse::<BigDecimal>().ok().as_ref() != Some(&expected.held[position]) {
+                violation(&mut violations, "held differs from the processed holds");
             }
         }
     }
@@ -296,13 +317,20 @@ fn record_timing(verification: &mut Verification, entry: &HistoryEntry) {
     verification.processed_latency_us.saturating_record(latency);
 }
 
-/// Checks what the operation's source entry moved, and adds it (and a transfer's credit) to
-/// the balances expected.
+/// What the processed operations leave in each wallet, by wallet position.
+struct Expected {
+    balances: Vec<BigDecimal>,
+    held: Vec<BigDecimal>,
+}
+
+/// Checks what the operation's source entry moved, and adds it (and a transfer's or capture's
+/// credit) to the balances expected, and what a hold reserves or its settlement releases to
+/// what is expected to be held.
 fn check_applied(
     operation: &Sent,
     entry: &HistoryEntry,
     found: &Found,
-    expected: &mut [BigDecimal],
+    expected: &mut Expected,
     verification: &mut Verification,
     violations: &mut Violations,
 ) -> anyhow::Result<()> {
@@ -323,10 +351,19 @@ fn check_applied(
     if delta != signed {
         violation(violations, "entry delta differs from the operation");
     }
-    expected[operation.source] += &signed;
+    expected.balances[operation.source] += &signed;
+    let held = &mut expected.held[operation.source];
+    match operation.operation_type {
+        OperationType::Hold => *held += &operation.amount,
+        OperationType::Capture | OperationType::Void => *held -= &operation.amount,
+        OperationType::Deposit
+        | OperationType::Withdraw
+        | OperationType::Transfer
+        | OperationType::Expire => {}
+    }
     if let Some(target) = operation.target {
         match found.get(&(operation.id, target)).map(Vec::len) {
-            Some(1) => expected[target] += &operation.amount,
+            Some(1) => expected.balances[target] += &operation.amount,
             Some(_) => violation(violations, "transfer credited more than once"),
             None => violation(violations, "transfer never credited"),
         }

@@ -17,6 +17,17 @@ async fn bench_verifies_a_short_batched_run() {
     bench_verifies(&["--batch", "50"]).await;
 }
 
+/// The same with holds in the mix: captures to other wallets and voids of holds placed
+/// before, verified down to what each wallet still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_verifies_a_short_run_with_holds() {
+    bench_verifies(&[
+        "--mix",
+        "deposit=20,withdraw=10,transfer=10,hold=30,capture=15,void=15",
+    ])
+    .await;
+}
+
 async fn bench_verifies(extra: &[&str]) {
     let system = System::start(2);
     let output = Command::new(env!("CARGO_BIN_EXE_wallet"))
