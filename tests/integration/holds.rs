@@ -444,7 +444,8 @@ async fn holds_expire_once_across_a_worker_restart() {
 
 /// Proves many HOLDs, CAPTUREs and VOIDs racing on one wallet keep the invariants: the
 /// balance is the sum of its entries, what is held is the sum of what open holds still
-/// reserve, never more than the balance, and no hold is captured beyond its amount.
+/// reserve, never more than the balance, no hold is captured beyond its amount, money is
+/// conserved, and `wallet verify` finds the ledger clean.
 #[tokio::test]
 async fn racing_holds_on_one_wallet_keep_the_books() {
     let system = System::start(2);
@@ -530,4 +531,13 @@ async fn racing_holds_on_one_wallet_keep_the_books() {
         bigdecimal::BigDecimal::from(500),
         "money is conserved"
     );
+    let audit = system
+        .stack
+        .wallet_command(&["verify", "--json"])
+        .output()
+        .expect("wallet verify runs");
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(audit.status.code(), Some(0), "{report}");
+    let report: Value = serde_json::from_str(&report).expect("a JSON report");
+    assert_eq!(report["violationCount"], 0, "{report}");
 }

@@ -27,6 +27,10 @@ pub struct WalletJournal {
     pub entries_sum: BigDecimal,
     pub lowest_version: i64,
     pub highest_version: i64,
+    pub held: BigDecimal,
+    pub overdraft_limit: BigDecimal,
+    /// What the wallet's open holds still reserve, summed.
+    pub open_holds_remaining: BigDecimal,
 }
 
 impl Violation {
@@ -67,11 +71,19 @@ pub fn check_wallet(wallet: &WalletJournal) -> Vec<Violation> {
             ),
         ));
     }
-    if wallet.balance < BigDecimal::zero() {
+    let floor = -wallet.overdraft_limit.clone();
+    if &wallet.balance - &wallet.held < floor {
         found.push(violation(
-            "balance is not below its floor",
-            "at least 0".to_owned(),
-            wallet.balance.normalized().to_string(),
+            "balance less what is held is not below its floor",
+            format!("at least {}", floor.normalized()),
+            (&wallet.balance - &wallet.held).normalized().to_string(),
+        ));
+    }
+    if wallet.held != wallet.open_holds_remaining {
+        found.push(violation(
+            "held equals what its open holds still reserve",
+            wallet.open_holds_remaining.normalized().to_string(),
+            wallet.held.normalized().to_string(),
         ));
     }
     found
@@ -216,6 +228,9 @@ mod tests {
             entries_sum: decimal(sum),
             lowest_version: range.0,
             highest_version: range.1,
+            held: BigDecimal::zero(),
+            overdraft_limit: BigDecimal::zero(),
+            open_holds_remaining: BigDecimal::zero(),
         }
     }
 
@@ -259,7 +274,30 @@ mod tests {
         assert_eq!(checks(wallet("12.5", 3, 3, "12.5", (2, 3))).len(), 1);
         assert_eq!(
             checks(wallet("-1", 1, 1, "-1", (1, 1))),
-            vec!["balance is not below its floor"]
+            vec!["balance less what is held is not below its floor"]
+        );
+        let overdrawn = WalletJournal {
+            overdraft_limit: decimal("5"),
+            ..wallet("-1", 1, 1, "-1", (1, 1))
+        };
+        assert!(checks(overdrawn).is_empty(), "a limit lowers the floor");
+        let holding = WalletJournal {
+            held: decimal("3"),
+            open_holds_remaining: decimal("3"),
+            ..wallet("2", 1, 1, "2", (1, 1))
+        };
+        assert_eq!(
+            checks(holding),
+            vec!["balance less what is held is not below its floor"]
+        );
+        let drifted = WalletJournal {
+            held: decimal("1"),
+            open_holds_remaining: decimal("2"),
+            ..wallet("5", 1, 1, "5", (1, 1))
+        };
+        assert_eq!(
+            checks(drifted),
+            vec!["held equals what its open holds still reserve"]
         );
     }
 

@@ -21,7 +21,10 @@ const PAGE_ROWS: i32 = 5_000;
 const VIOLATIONS_KEPT_MAX: usize = 10_000;
 
 const WALLETS: &str = "SELECT w.id::text, w.balance::text, w.version, count(e.version),
-        coalesce(sum(e.delta), 0)::text, coalesce(min(e.version), 0), coalesce(max(e.version), 0)
+        coalesce(sum(e.delta), 0)::text, coalesce(min(e.version), 0), coalesce(max(e.version), 0),
+        w.held::text, w.overdraft_limit::text,
+        (SELECT coalesce(sum(h.amount - h.captured), 0) FROM holds h
+          WHERE h.wallet_id = w.id AND h.state = 'OPEN')::text
      FROM wallets w LEFT JOIN entries e ON e.wallet_id = w.id
      GROUP BY w.id ORDER BY w.id";
 const OPERATIONS: &str =
@@ -118,6 +121,9 @@ pub async fn run(client: &mut Client, progress: impl Fn(u64)) -> anyhow::Result<
             entries_sum: decimal(row, 4)?,
             lowest_version: row.try_get(5)?,
             highest_version: row.try_get(6)?,
+            held: decimal(row, 7)?,
+            overdraft_limit: decimal(row, 8)?,
+            open_holds_remaining: decimal(row, 9)?,
         };
         audit.wallets += 1;
         audit.record(checks::check_wallet(&wallet));
