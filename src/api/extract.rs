@@ -139,10 +139,8 @@ impl FromRequest for OperationPath {
     type Future = std::future::Ready<Result<Self, Problem>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ids = path_uuid(request, "walletId").and_then(|wallet| {
-            path_uuid(request, "operationId")
-                .map(|operation| OperationPath(WalletId(wallet), OperationId(operation)))
-        });
+        let ids = wallet_and_operation(request, "operationId")
+            .map(|(wallet, operation)| OperationPath(wallet, operation));
         std::future::ready(ids)
     }
 }
@@ -151,15 +149,10 @@ impl Apiv2Schema for OperationPath {}
 
 impl OperationModifier for OperationPath {
     fn update_parameter(op: &mut DefaultOperationRaw) {
-        wallet_parameter(op);
-        openapi::parameter(
+        wallet_and_operation_parameters(
             op,
-            ParameterIn::Path,
             "operationId",
             "The operation's id, as answered when it was accepted",
-            true,
-            DataType::String,
-            Some(DataTypeFormat::Uuid),
         );
         openapi::problem(
             op,
@@ -179,9 +172,8 @@ impl FromRequest for HoldPath {
     type Future = std::future::Ready<Result<Self, Problem>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let ids = path_uuid(request, "walletId").and_then(|wallet| {
-            path_uuid(request, "holdId").map(|hold| HoldPath(WalletId(wallet), OperationId(hold)))
-        });
+        let ids =
+            wallet_and_operation(request, "holdId").map(|(wallet, hold)| HoldPath(wallet, hold));
         std::future::ready(ids)
     }
 }
@@ -190,15 +182,10 @@ impl Apiv2Schema for HoldPath {}
 
 impl OperationModifier for HoldPath {
     fn update_parameter(op: &mut DefaultOperationRaw) {
-        wallet_parameter(op);
-        openapi::parameter(
+        wallet_and_operation_parameters(
             op,
-            ParameterIn::Path,
             "holdId",
             "The hold's id: the operationId of the HOLD that placed it",
-            true,
-            DataType::String,
-            Some(DataTypeFormat::Uuid),
         );
         openapi::problem(
             op,
@@ -209,6 +196,29 @@ impl OperationModifier for HoldPath {
     }
 
     fn update_definitions(_: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {}
+}
+
+/// `{walletId}` and the operation id named `name` in the path.
+fn wallet_and_operation(
+    request: &HttpRequest,
+    name: &'static str,
+) -> Result<(WalletId, OperationId), Problem> {
+    let wallet = path_uuid(request, "walletId")?;
+    let operation = path_uuid(request, name)?;
+    Ok((WalletId(wallet), OperationId(operation)))
+}
+
+fn wallet_and_operation_parameters(op: &mut DefaultOperationRaw, name: &str, description: &str) {
+    wallet_parameter(op);
+    openapi::parameter(
+        op,
+        ParameterIn::Path,
+        name,
+        description,
+        true,
+        DataType::String,
+        Some(DataTypeFormat::Uuid),
+    );
 }
 
 fn wallet_parameter(op: &mut DefaultOperationRaw) {

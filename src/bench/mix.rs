@@ -7,42 +7,31 @@ use rand::Rng;
 
 use crate::ledger::types::OperationType;
 
-/// The kinds a mix may name, in the order their weights are kept.
-const KINDS: [OperationType; 6] = [
-    OperationType::Deposit,
-    OperationType::Withdraw,
-    OperationType::Transfer,
-    OperationType::Hold,
-    OperationType::Capture,
-    OperationType::Void,
-];
-
+/// A weight per kind a client may submit, in [`OperationType::ALL`]'s order (EXPIRE, which
+/// only the worker makes, always weighs 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mix {
-    weights: [u32; KINDS.len()],
+    weights: [u32; OperationType::ALL.len()],
 }
 
 impl Mix {
     pub fn pick(&self, rng: &mut impl Rng) -> OperationType {
         let mut roll = rng.random_range(0..self.weights.iter().sum::<u32>());
-        for (kind, weight) in KINDS.into_iter().zip(self.weights) {
+        for (kind, weight) in OperationType::ALL.into_iter().zip(self.weights) {
             if roll < weight {
                 return kind;
             }
             roll -= weight;
         }
-        unreachable!("the roll is below the sum of the weights")
+        // The roll is below the sum of the weights, which parsing keeps above zero.
+        OperationType::Deposit
     }
 
     pub fn has_transfers(&self) -> bool {
-        self.weight(OperationType::Transfer) > 0
-    }
-
-    fn weight(&self, kind: OperationType) -> u32 {
-        KINDS
-            .iter()
-            .position(|known| *known == kind)
-            .map_or(0, |position| self.weights[position])
+        OperationType::ALL
+            .into_iter()
+            .zip(self.weights)
+            .any(|(kind, weight)| kind == OperationType::Transfer && weight > 0)
     }
 }
 
@@ -51,7 +40,7 @@ impl FromStr for Mix {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut mix = Mix {
-            weights: [0; KINDS.len()],
+            weights: [0; OperationType::ALL.len()],
         };
         for part in text.split(',').filter(|part| !part.trim().is_empty()) {
             let (name, weight) = part
@@ -62,13 +51,12 @@ impl FromStr for Mix {
                 .parse()
                 .map_err(|_| format!("weight of {name} is not a whole number"))?;
             let name = name.trim();
-            let position = KINDS
+            let position = OperationType::ALL
                 .iter()
-                .position(|kind| kind.as_str().eq_ignore_ascii_case(name))
+                .position(|kind| kind.submittable() && kind.as_str().eq_ignore_ascii_case(name))
                 .ok_or_else(|| {
-                    format!(
-                        "unknown operation `{name}` (deposit, withdraw, transfer, hold, capture, void)"
-                    )
+                    let names = OperationType::listed(OperationType::submittable_kinds());
+                    format!("unknown operation `{name}` ({})", names.to_lowercase())
                 })?;
             mix.weights[position] = weight;
         }

@@ -207,6 +207,18 @@ fn processed_transfer_writes_both_entries() {
     assert_eq!(wallets[&target], state("USD", "3.75", 10));
 }
 
+/// Each outcome's failure reason; none for a processed one.
+fn reasons(applied: &Applied) -> Vec<Option<FailureReason>> {
+    applied
+        .outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Outcome::Processed { .. } => None,
+            Outcome::Failed { reason, .. } => Some(*reason),
+        })
+        .collect()
+}
+
 fn hold_kind(expires_in_s: i64) -> OperationKind {
     OperationKind::Hold {
         expires_at: Some(chrono::Utc::now() + chrono::Duration::seconds(expires_in_s)),
@@ -239,16 +251,8 @@ fn a_hold_is_captured_in_part_to_another_wallet_and_voided() {
 
     let applied = apply(&mut wallets, &mut holds, &ops);
 
-    let reasons: Vec<Option<FailureReason>> = applied
-        .outcomes
-        .iter()
-        .map(|outcome| match outcome {
-            Outcome::Processed { .. } => None,
-            Outcome::Failed { reason, .. } => Some(*reason),
-        })
-        .collect();
     assert_eq!(
-        reasons,
+        reasons(&applied),
         [
             None,
             Some(FailureReason::InsufficientFunds),
@@ -330,16 +334,8 @@ fn hold_refusals_and_expiry() {
 
     let applied = apply(&mut wallets, &mut holds, &ops);
 
-    let reasons: Vec<Option<FailureReason>> = applied
-        .outcomes
-        .iter()
-        .map(|outcome| match outcome {
-            Outcome::Processed { .. } => None,
-            Outcome::Failed { reason, .. } => Some(*reason),
-        })
-        .collect();
     assert_eq!(
-        reasons,
+        reasons(&applied),
         [
             None,
             None,
