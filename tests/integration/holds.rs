@@ -5,14 +5,15 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::auth::{call, secured, token};
 use crate::client::{deposit, stored_and_relayed, withdraw, Api, Response, System};
 use crate::events::read_events;
 use crate::guarantees::SETTLE;
-use crate::harness::eventually;
+use crate::harness::{eventually, Stack};
 
 fn hold(wallet: &str, amount: &str) -> Value {
     json!({"walletId": wallet, "operationType": "HOLD", "amount": amount})
@@ -540,4 +541,91 @@ async fn racing_holds_on_one_wallet_keep_the_books() {
     assert_eq!(audit.status.code(), Some(0), "{report}");
     let report: Value = serde_json::from_str(&report).expect("a JSON report");
     assert_eq!(report["violationCount"], 0, "{report}");
+}
+
+/// Proves hold ids belong to their tenant: two tenants place holds with the same id, each
+/// captures and reads only its own, and one cannot read or void the other's.
+#[tokio::test]
+async fn a_tenant_never_touches_another_tenants_hold() {
+    let stack = Stack::start(2);
+    let server = secured(&stack, &[]);
+    let _worker = stack.work("work-1");
+    let http = reqwest::Client::new();
+    let [acme, globex] = ["acme", "globex"].map(|tenant| token(&stack, tenant, "read,write"));
+    let as_tenant = |token: &str, method: Method, path: String, body: Option<Value>| {
+        let (http, base, token) = (http.clone(), server.base.clone(), token.to_owned());
+        async move { call(&http, &base, method, &path, Some(&token), body).await }
+    };
+    let loaded = eventually(Duration::from_secs(5), || async {
+        let answer = as_tenant(&globex, Method::POST, "/api/v1/wallets".to_owned(), None).await;
+        answer.status == StatusCode::CREATED
+    })
+    .await;
+    assert!(loaded, "tokens were not loaded");
+    let shared_id = Uuid::new_v4();
+    let mut wallets = Vec::new();
+    for (token, amount) in [(&acme, "30.00"), (&globex, "7.00")] {
+        let created = as_tenant(token, Method::POST, "/api/v1/wallets".to_owned(), None).await;
+        let wallet = created.body["walletId"]
+            .as_str()
+            .expect("walletId")
+            .to_owned();
+        for body in [
+            json!({"operationType": "DEPOSIT", "amount": "50.00"}),
+            json!({"operationType": "HOLD", "amount": amount, "operationId": shared_id}),
+        ] {
+            let path = format!("/api/v1/wallets/{wallet}/operations");
+            let answer = as_tenant(token, Method::POST, path, Some(body)).await;
+            assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        }
+        let placed = eventually(SETTLE, || async {
+            let path = format!("/api/v1/wallets/{wallet}/holds/{shared_id}");
+            as_tenant(token, Method::GET, path, None).await.body["state"] == "OPEN"
+        })
+        .await;
+        assert!(placed, "the hold of {wallet} was not placed");
+        wallets.push(wallet);
+    }
+    let (acme_wallet, globex_wallet) = (&wallets[0], &wallets[1]);
+
+    let theirs = format!("/api/v1/wallets/{acme_wallet}/holds/{shared_id}");
+    let read = as_tenant(&globex, Method::GET, theirs.clone(), None).await;
+    assert_eq!(read.status, StatusCode::NOT_FOUND, "{}", read.body);
+    let listed = format!("/api/v1/wallets/{acme_wallet}/holds");
+    let list = as_tenant(&globex, Method::GET, listed, None).await;
+    assert_eq!(list.status, StatusCode::NOT_FOUND, "{}", list.body);
+    let void = json!({"walletId": acme_wallet, "operationType": "VOID", "holdId": shared_id});
+    let refused = as_tenant(
+        &globex,
+        Method::POST,
+        "/api/v1/wallet".to_owned(),
+        Some(void),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND, "{}", refused.body);
+
+    let take = json!({"operationType": "CAPTURE", "holdId": shared_id});
+    let path = format!("/api/v1/wallets/{globex_wallet}/operations");
+    let captured = as_tenant(&globex, Method::POST, path, Some(take)).await;
+    assert_eq!(captured.status, StatusCode::ACCEPTED, "{}", captured.body);
+    let own = format!("/api/v1/wallets/{globex_wallet}/holds/{shared_id}");
+    let settled = eventually(SETTLE, || async {
+        as_tenant(&globex, Method::GET, own.clone(), None)
+            .await
+            .body["state"]
+            == "CAPTURED"
+    })
+    .await;
+    assert!(settled, "globex's capture was not applied");
+    let own = as_tenant(&globex, Method::GET, own, None).await.body;
+    assert_eq!(
+        own["captured"], "7.00",
+        "globex captured its own hold: {own}"
+    );
+    let untouched = as_tenant(&acme, Method::GET, theirs, None).await.body;
+    assert_eq!(
+        (&untouched["state"], &untouched["remaining"]),
+        (&json!("OPEN"), &json!("30.00")),
+        "{untouched}"
+    );
 }
