@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::cluster::{Tenant, TENANTS};
 use super::ledger::{DeadLetter, Entry, Ledger, OperationKey, StoredOperation};
 use super::nemesis::Nemesis;
-use super::workload::{ClientLog, Sent};
+use super::workload::{ClientLog, Kind, Sent};
 use super::{amount, INITIAL_CENTS, WALLETS};
 
 /// Violations by kind, with the first few examples of each.
@@ -67,6 +67,8 @@ pub struct Counts {
     pub shared_ids: usize,
     /// Ids whose key was reused with accepted other content after Redis lost the marker.
     pub excused: usize,
+    /// Holds stored, by state.
+    pub holds: BTreeMap<String, usize>,
 }
 
 /// What is checked, and against what.
@@ -85,9 +87,13 @@ pub fn key_of(sent: &Sent) -> OperationKey {
 impl Check<'_> {
     pub async fn all(&self, violations: &mut Violations) -> Counts {
         let sent = self.sent_by_key(violations);
-        let counts = self.check_sent(&sent, violations);
+        let mut counts = self.check_sent(&sent, violations);
+        for hold in self.ledger.holds.values() {
+            *counts.holds.entry(hold.state.clone()).or_default() += 1;
+        }
         self.check_operations(&sent, violations);
         self.check_journals(violations);
+        self.check_holds(&sent, violations);
         self.check_order(violations);
         self.check_cache(violations).await;
         self.check_statuses(violations).await;
@@ -147,10 +153,16 @@ impl Check<'_> {
     /// contents sent with its id), on a wallet of its tenant.
     fn check_content(&self, sent: &Sent, stored: &StoredOperation, violations: &mut Violations) {
         let is = |content: &super::workload::Content| {
+            // A HOLD's hold is itself; a VOID's amount is what it released.
+            let hold = match content.kind {
+                Kind::Hold => Some(sent.id),
+                _ => content.hold,
+            };
             stored.wallet == content.source
                 && stored.kind == content.kind.as_str()
-                && stored.cents == content.cents
+                && (stored.cents == content.cents || !content.kind.names_amount())
                 && stored.target == content.target
+                && stored.hold == hold
         };
         let same = if sent.acked {
             is(&sent.content)
@@ -205,9 +217,11 @@ impl Check<'_> {
                 .unwrap_or_default();
             found.sort();
             let mut expected = expected_entries(key, stored, violations);
-            match (stored.status.as_str(), stored.kind.as_str()) {
-                ("PROCESSED", "DEPOSIT") => deposits += stored.cents,
-                ("PROCESSED", "WITHDRAW") => withdrawals += stored.cents,
+            match (stored.status.as_str(), stored.kind.as_str(), stored.target) {
+                ("PROCESSED", "DEPOSIT", _) => deposits += stored.cents,
+                ("PROCESSED", "WITHDRAW", _) | ("PROCESSED", "CAPTURE", None) => {
+                    withdrawals += stored.cents
+                }
                 _ => {}
             }
             expected.sort();
@@ -302,6 +316,62 @@ impl Check<'_> {
         }
     }
 
+    /// What each wallet holds is what its open holds still reserve, never more than its
+    /// balance; no hold is captured beyond its amount; every processed settlement closed its
+    /// hold, and a settlement found no hold only when its HOLD was not applied (a settlement
+    /// is sent after its HOLD was acknowledged, so it is applied after it).
+    fn check_holds(&self, sent: &HashMap<OperationKey, &Sent>, violations: &mut Violations) {
+        let ledger = self.ledger;
+        let mut reserved: HashMap<Uuid, i64> = HashMap::new();
+        for (key, hold) in &ledger.holds {
+            if hold.state == "OPEN" {
+                *reserved.entry(hold.wallet).or_default() += hold.cents - hold.captured;
+            }
+            if !(0..=hold.cents).contains(&hold.captured) {
+                violations.add(
+                    "hold",
+                    format!("{key:?} captured {} of {}", hold.captured, hold.cents),
+                );
+            }
+        }
+        for (wallet, (balance, _)) in &ledger.wallets {
+            let held = ledger.held.get(wallet).copied().unwrap_or(0);
+            let expected = reserved.get(wallet).copied().unwrap_or(0);
+            if held != expected || held > *balance {
+                violations.add(
+                    "held",
+                    format!("{wallet}: holds {held} of balance {balance}; its open holds reserve {expected}"),
+                );
+            }
+        }
+        for (key, stored) in &ledger.operations {
+            let hold = stored
+                .hold
+                .and_then(|hold| ledger.holds.get(&(key.0.clone(), hold)))
+                .filter(|hold| hold.wallet == stored.wallet);
+            let closed = match stored.kind.as_str() {
+                "CAPTURE" => "CAPTURED",
+                "VOID" => "VOIDED",
+                _ => continue,
+            };
+            let wrong = match (stored.status.as_str(), hold) {
+                ("PROCESSED", Some(hold)) => hold.state != closed,
+                ("PROCESSED", None) => true,
+                (_, Some(_)) => !sent.get(key).is_some_and(|sent| sent.excused),
+                (_, None) => false,
+            };
+            if wrong {
+                violations.add(
+                    "settlement",
+                    format!(
+                        "{key:?} ({} {}) and its hold disagree",
+                        stored.status, stored.kind
+                    ),
+                );
+            }
+        }
+    }
+
     /// Per-client order: operations a client had acknowledged one after the other on the
     /// same wallet were applied in that order, in the journal and on the topic.
     fn check_order(&self, violations: &mut Violations) {
@@ -352,8 +422,17 @@ fn expected_entries(
             Some(target) => vec![(stored.wallet, -stored.cents), (target, stored.cents)],
             None => vec![],
         },
-        ("FAILED", _) => {
-            if stored.reason.as_deref() != Some("INSUFFICIENT_FUNDS") {
+        ("PROCESSED", "HOLD" | "VOID") => vec![(stored.wallet, 0)],
+        ("PROCESSED", "CAPTURE") => match stored.target {
+            Some(target) => vec![(stored.wallet, -stored.cents), (target, stored.cents)],
+            None => vec![(stored.wallet, -stored.cents)],
+        },
+        ("FAILED", kind) => {
+            let expected = match kind {
+                "CAPTURE" | "VOID" => "HOLD_NOT_FOUND",
+                _ => "INSUFFICIENT_FUNDS",
+            };
+            if stored.reason.as_deref() != Some(expected) {
                 violations.add(
                     "failure reason",
                     format!("{key:?} failed with {:?}", stored.reason),

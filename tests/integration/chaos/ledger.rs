@@ -87,8 +87,11 @@ pub async fn settled(
 pub struct StoredOperation {
     pub wallet: Uuid,
     pub kind: String,
+    /// What it moved (a VOID: what it released); 0 for one that named no amount and failed.
     pub cents: i64,
     pub target: Option<Uuid>,
+    /// The hold it placed (a HOLD's own id) or settled.
+    pub hold: Option<Uuid>,
     pub status: String,
     pub reason: Option<String>,
     pub offset: i64,
@@ -102,12 +105,23 @@ pub struct Entry {
     pub balance_after: i64,
 }
 
+/// A hold as stored.
+pub struct StoredHold {
+    pub wallet: Uuid,
+    pub cents: i64,
+    pub captured: i64,
+    pub state: String,
+}
+
 /// PostgreSQL's view once the system settled, amounts in cents.
 pub struct Ledger {
     pub operations: HashMap<OperationKey, StoredOperation>,
     pub entries: Vec<Entry>,
     /// Wallet → (balance, version).
     pub wallets: HashMap<Uuid, (i64, i64)>,
+    /// Wallet → what it holds.
+    pub held: HashMap<Uuid, i64>,
+    pub holds: HashMap<OperationKey, StoredHold>,
     pub dead_letters: Vec<DeadLetter>,
 }
 
@@ -124,8 +138,8 @@ impl Ledger {
     pub async fn load(db: &tokio_postgres::Client) -> Ledger {
         let operations = db
             .query(
-                "SELECT tenant, id, wallet_id, type, (amount * 100)::bigint, to_wallet_id, status, reason,
-                        \"offset\"
+                "SELECT tenant, id, wallet_id, type, (coalesce(amount, 0) * 100)::bigint, to_wallet_id,
+                        status, reason, \"offset\", hold_id
                  FROM operations",
                 &[],
             )
@@ -143,6 +157,7 @@ impl Ledger {
                         status: row.get(6),
                         reason: row.get(7),
                         offset: row.get(8),
+                        hold: row.get(9),
                     },
                 )
             })
@@ -165,15 +180,40 @@ impl Ledger {
                 balance_after: row.get(5),
             })
             .collect();
-        let wallets = db
+        let wallet_rows = db
             .query(
-                "SELECT id, (balance * 100)::bigint, version FROM wallets",
+                "SELECT id, (balance * 100)::bigint, version, (held * 100)::bigint FROM wallets",
                 &[],
             )
             .await
-            .expect("wallets")
+            .expect("wallets");
+        let wallets = wallet_rows
             .iter()
             .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        let held = wallet_rows
+            .iter()
+            .map(|row| (row.get(0), row.get(3)))
+            .collect();
+        let holds = db
+            .query(
+                "SELECT tenant, hold_id, wallet_id, (amount * 100)::bigint, (captured * 100)::bigint,
+                        state
+                 FROM holds",
+                &[],
+            )
+            .await
+            .expect("holds")
+            .iter()
+            .map(|row| {
+                let hold = StoredHold {
+                    wallet: row.get(2),
+                    cents: row.get(3),
+                    captured: row.get(4),
+                    state: row.get(5),
+                };
+                ((row.get(0), row.get(1)), hold)
+            })
             .collect();
         let dead_letters = db
             .query("SELECT tenant, operation_id, reason FROM dead_letters", &[])
@@ -194,6 +234,8 @@ impl Ledger {
             operations,
             entries,
             wallets,
+            held,
+            holds,
             dead_letters,
         }
     }

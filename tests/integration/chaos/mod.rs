@@ -1,5 +1,6 @@
 //! A bank test in the spirit of Jepsen's: 100 funded wallets of two tenants, many concurrent
-//! clients moving money with deposits, withdrawals and transfers, while a nemesis crashes,
+//! clients moving money with deposits, withdrawals and transfers, and reserving it with holds
+//! each later captured to another wallet or voided, while a nemesis crashes,
 //! restarts, pauses and flushes every part of the system. Clients retry each request with
 //! the same idempotency key until it is acknowledged, as a real client would; some reuse a
 //! key with other content, the two tenants use the same operation ids, and each probes the

@@ -63,6 +63,7 @@ impl fmt::Display for Summary<'_> {
             counts.sent - counts.acked,
             counts.unacked_applied
         )?;
+        writeln!(f, "  holds placed, by state: {}", describe(&counts.holds))?;
         let reads: usize = self.logs.iter().map(|log| log.reads).sum();
         let probes: usize = self.logs.iter().map(|log| log.probes).sum();
         writeln!(

@@ -38,6 +38,10 @@ pub enum Kind {
     Deposit,
     Withdraw,
     Transfer,
+    Hold,
+    /// Takes all of a hold the client placed to another wallet of its tenant.
+    Capture,
+    Void,
 }
 
 impl Kind {
@@ -46,7 +50,15 @@ impl Kind {
             Kind::Deposit => "DEPOSIT",
             Kind::Withdraw => "WITHDRAW",
             Kind::Transfer => "TRANSFER",
+            Kind::Hold => "HOLD",
+            Kind::Capture => "CAPTURE",
+            Kind::Void => "VOID",
         }
+    }
+
+    /// Whether the request names its amount (a VOID releases what remains).
+    pub fn names_amount(self) -> bool {
+        self != Kind::Void
     }
 }
 
@@ -57,27 +69,47 @@ pub struct Content {
     pub target: Option<Uuid>,
     pub kind: Kind,
     pub cents: i64,
+    /// The hold a CAPTURE or VOID settles.
+    pub hold: Option<Uuid>,
 }
 
 impl Content {
     fn body(&self) -> Value {
-        let mut body = json!({
-            "walletId": self.source, "operationType": self.kind.as_str(),
-            "amount": amount(self.cents),
-        });
+        let mut body = json!({"walletId": self.source, "operationType": self.kind.as_str()});
+        if self.kind.names_amount() {
+            body["amount"] = json!(amount(self.cents));
+        }
         if let Some(target) = self.target {
             body["toWalletId"] = json!(target);
+        }
+        if let Some(hold) = self.hold {
+            body["holdId"] = json!(hold);
         }
         body
     }
 
-    /// Other content for the same key: one cent more.
+    /// Other content for the same key: one cent more, or for a settlement another hold (one
+    /// that does not exist).
     fn reused(&self) -> Content {
-        Content {
-            cents: self.cents + 1,
-            ..self.clone()
+        match self.hold {
+            Some(_) => Content {
+                hold: Some(Uuid::new_v4()),
+                ..self.clone()
+            },
+            None => Content {
+                cents: self.cents + 1,
+                ..self.clone()
+            },
         }
     }
+}
+
+/// A HOLD this client had acknowledged and not yet settled.
+#[derive(Debug, Clone, Copy)]
+struct OpenHold {
+    id: Uuid,
+    wallet: Uuid,
+    cents: i64,
 }
 
 /// One operation id a client used, acknowledged or not.
@@ -192,6 +224,8 @@ pub struct Client {
     rng: SmallRng,
     seen_versions: HashMap<Uuid, i64>,
     log: ClientLog,
+    /// Its acknowledged HOLDs, each settled by one later CAPTURE or VOID.
+    holds: Vec<OpenHold>,
 }
 
 impl Client {
@@ -206,6 +240,7 @@ impl Client {
             sequence: 0,
             rng: SmallRng::from_rng(&mut rand::rng()),
             seen_versions: HashMap::new(),
+            holds: Vec::new(),
             log: ClientLog::default(),
             workload,
         }
@@ -221,6 +256,13 @@ impl Client {
             }
             let sent = self.next_operation(&stop).await;
             let acked = sent.acked;
+            if acked && sent.content.kind == Kind::Hold {
+                self.holds.push(OpenHold {
+                    id: sent.id,
+                    wallet: sent.content.source,
+                    cents: sent.content.cents,
+                });
+            }
             self.log.sent.push(sent);
             if !acked && stop.load(Ordering::SeqCst) {
                 break;
@@ -267,24 +309,39 @@ impl Client {
     fn draw(&mut self) -> Content {
         let wallets = self.workload.active(self.tenant);
         let source = wallets[self.rng.random_range(0..wallets.len())];
-        let (kind, target) = match self.rng.random_range(0..20) {
-            0..=5 => (Kind::Deposit, None),
-            6..=10 => (Kind::Withdraw, None),
-            _ => {
-                let target = loop {
-                    let target = wallets[self.rng.random_range(0..wallets.len())];
-                    if target != source {
-                        break target;
-                    }
-                };
-                (Kind::Transfer, Some(target))
+        let other_than = |rng: &mut SmallRng, source: Uuid| loop {
+            let target = wallets[rng.random_range(0..wallets.len())];
+            if target != source {
+                break target;
             }
+        };
+        let roll = self.rng.random_range(0..20);
+        if roll >= 17 && !self.holds.is_empty() {
+            // A settlement comes after its hold was acknowledged, so it is applied after it.
+            let hold = self
+                .holds
+                .swap_remove(self.rng.random_range(0..self.holds.len()));
+            let capture = self.rng.random_bool(0.5);
+            return Content {
+                source: hold.wallet,
+                target: capture.then(|| other_than(&mut self.rng, hold.wallet)),
+                kind: if capture { Kind::Capture } else { Kind::Void },
+                cents: hold.cents,
+                hold: Some(hold.id),
+            };
+        }
+        let (kind, target) = match roll {
+            0..=4 => (Kind::Deposit, None),
+            5..=8 => (Kind::Withdraw, None),
+            9..=13 => (Kind::Hold, None),
+            _ => (Kind::Transfer, Some(other_than(&mut self.rng, source))),
         };
         Content {
             source,
             target,
             kind,
             cents: self.rng.random_range(1..=15_000),
+            hold: None,
         }
     }
 
