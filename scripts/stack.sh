@@ -12,6 +12,9 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 # `bench` gives the broker a production-like heap and GC (make bench); `test` is light.
 KAFKA_PROFILE="${KAFKA_PROFILE:-test}"
+# PostgreSQL's own default is 128MB, which a few million operations' indexes outgrow: the
+# batch transaction's id lookups then read pages from the OS at every batch.
+PG_SHARED_BUFFERS="${PG_SHARED_BUFFERS:-2GB}"
 
 listening() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -44,7 +47,8 @@ postgres_up() {
   fi
   [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$STACK"
   as_postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres.log" -w \
-    -o "-p $PG_PORT -k $STACK -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+    -o "-p $PG_PORT -k $STACK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=$PG_SHARED_BUFFERS" \
+    start >/dev/null
   touch "$STACK/postgres.started"
   wait_for "$PG_PORT" postgres "$STACK/postgres.log"
   echo "postgres: started on 127.0.0.1:$PG_PORT (data in $data)"

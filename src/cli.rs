@@ -124,7 +124,7 @@ pub struct BenchFlags {
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Run the standard scenarios (hot wallet; 10,000 wallets; open loop at --rate, default
-    /// 1000/s, on 1,000 wallets; hot wallet in batches of 1,000) and print one table
+    /// 5,000/s, on 1,000 wallets; hot wallet in batches of 1,000) and print one table
     #[arg(long, conflicts_with_all = ["hot", "wallets", "batch"])]
     pub standard: bool,
     /// After each closed-loop scenario, drive the replaced design (one row-locked transaction
@@ -141,7 +141,7 @@ pub enum Baseline {
 }
 
 /// The open-loop rate of the standard scenarios when `--rate` is not given.
-const STANDARD_RATE_PER_S: u64 = 1_000;
+const STANDARD_RATE_PER_S: u64 = 5_000;
 
 /// Operations per request of the standard bulk scenario, and its connections at most: each
 /// request already carries a thousand operations.

@@ -29,7 +29,6 @@ use crate::ledger::types::WalletId;
 
 /// Uncompressed bytes of events per produce request.
 const RELAY_REQUEST_BYTES_MAX: usize = 256 * 1024;
-/// Cache entries written per Redis round trip.
 /// The first retry after a failed round waits twice this.
 const RETRY_STEP: Duration = Duration::from_millis(50);
 
@@ -113,7 +112,8 @@ impl OutboxRelay {
             .map(|(partition, rows)| self.publish(&self.partitions[partition], rows));
         try_join_all(publishes).await?;
         self.refresh_cache(&transaction, &rows).await?;
-        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let mut ids: Vec<i64> = rows.iter().map(|row| row.row).collect();
+        ids.dedup();
         store::delete_events(&transaction, &ids).await?;
         transaction.commit().await?;
         Ok(rows.len())

@@ -20,7 +20,17 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "entry_times",
         include_str!("../../sql/0007_entry_times.sql"),
     ),
-    (8, "holds", include_str!("../../sql/0008_holds.sql")),
+    (
+        8,
+        "entry_foreign_keys",
+        include_str!("../../sql/0008_entry_foreign_keys.sql"),
+    ),
+    (
+        9,
+        "outbox_batches",
+        include_str!("../../sql/0009_outbox_batches.sql"),
+    ),
+    (10, "holds", include_str!("../../sql/0010_holds.sql")),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

@@ -52,13 +52,13 @@ async fn migrate_applies_once_even_when_run_concurrently() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("8 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("10 migration(s) applied"));
     let again = run().wait_with_output().expect("second run");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
     assert_eq!(
         schema_versions(&postgres.url()).await,
-        (1..=8).collect::<Vec<i32>>()
+        (1..=10).collect::<Vec<i32>>()
     );
 
     let fresh = Postgres::start();
@@ -77,14 +77,14 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert_eq!(
         applied
             .iter()
-            .filter(|out| out.contains("8 migration(s) applied"))
+            .filter(|out| out.contains("10 migration(s) applied"))
             .count(),
         1,
         "{applied:?}"
     );
     assert_eq!(
         schema_versions(&fresh.url()).await,
-        (1..=8).collect::<Vec<i32>>()
+        (1..=10).collect::<Vec<i32>>()
     );
 }
 
@@ -195,17 +195,18 @@ async fn harness_restarts_its_servers() {
     stack.postgres.start_again();
     assert_eq!(
         schema_versions(&stack.postgres.url()).await,
-        (1..=8).collect::<Vec<i32>>()
+        (1..=10).collect::<Vec<i32>>()
     );
     stack.redis.restart();
     assert!(stack.redis.process.is_running());
     let _other = Redis::start();
 }
 
-/// Proves the migrations of issue 16 upgrade a database that already holds data: wallets get
-/// a limit of 0 and keep their floor at zero, hold nothing, old entries take their operation's
-/// processing time (so a balance at a point in time covers them) and held nothing, old
-/// operations have no metadata and name no hold.
+/// Proves the migrations since issue 16 upgrade a database that already holds data: wallets
+/// get a limit of 0 and keep their floor at zero and hold nothing, old entries take their
+/// operation's processing time (so a balance at a point in time covers them) and held nothing,
+/// old operations have no metadata and name no hold, and events waiting in the outbox stay
+/// there, in order.
 #[tokio::test]
 async fn migrations_upgrade_a_database_with_data() {
     let postgres = Postgres::start();
@@ -244,7 +245,10 @@ async fn migrations_upgrade_a_database_with_data() {
                      0, 1, '2026-01-02 10:00Z', '2026-01-02 10:00:01Z');
          INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant) VALUES
              ('00000000-0000-0000-0000-000000000001', 1, '00000000-0000-0000-0000-0000000000a1', 10, 10, 'default'),
-             ('00000000-0000-0000-0000-000000000001', 2, '00000000-0000-0000-0000-0000000000a2', -3, 7, 'default');",
+             ('00000000-0000-0000-0000-000000000001', 2, '00000000-0000-0000-0000-0000000000a2', -3, 7, 'default');
+         INSERT INTO outbox (event_id, wallet_id, payload, created_at) VALUES
+             ('00000000-0000-0000-0000-0000000000e1', '00000000-0000-0000-0000-000000000001', '{\"old\":1}', '2026-01-02'),
+             ('00000000-0000-0000-0000-0000000000e2', '00000000-0000-0000-0000-000000000001', '{\"old\":2}', '2026-01-02');",
     )
     .await
     .expect("data from before");
@@ -266,7 +270,7 @@ async fn migrations_upgrade_a_database_with_data() {
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
     );
-    assert!(stdout.contains("4 migration(s) applied"), "{stdout}");
+    assert!(stdout.contains("6 migration(s) applied"), "{stdout}");
     let timed: i64 = db
         .query_one(
             "SELECT count(*) FROM entries e JOIN operations o ON o.id = e.operation_id
@@ -294,6 +298,21 @@ async fn migrations_upgrade_a_database_with_data() {
     assert_eq!(row.get::<_, i64>(1), 2);
     assert_eq!(row.get::<_, String>(2), "0");
     assert_eq!(row.get::<_, i64>(3), 2);
+    let waiting: Vec<(i32, Vec<String>)> = db
+        .query("SELECT events, payloads FROM outbox ORDER BY id", &[])
+        .await
+        .expect("outbox")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        waiting,
+        vec![
+            (1, vec![r#"{"old":1}"#.to_owned()]),
+            (1, vec![r#"{"old":2}"#.to_owned()])
+        ],
+        "events waiting from before are carried over, in order, one per row"
+    );
     let below = db.execute("UPDATE wallets SET balance = -0.01", &[]).await;
     assert!(below.is_err(), "the floor of an old wallet stays at zero");
 }

@@ -39,9 +39,13 @@ fn checks_of(report: &Value, subject: &str) -> Vec<String> {
         .collect()
 }
 
+const ORPHAN_WALLET: &str = "00000000-0000-0000-0000-00000000dead";
+const ORPHAN_OPERATION: &str = "00000000-0000-0000-0000-00000000beef";
+
 /// Proves `wallet lag` sees every partition caught up with its lease holder, `wallet verify`
 /// passes a consistent ledger, and then reports a corrupted balance, a version gap, a changed
-/// entry and a position beyond the broker's end, each by its subject, with exit code 1.
+/// entry, a position beyond the broker's end and an entry of no wallet and no operation (no
+/// foreign key refuses one), each by its subject, with exit code 1.
 #[tokio::test]
 async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
     let mut system = System::start(2);
@@ -89,6 +93,10 @@ async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
         format!("UPDATE entries SET delta = delta + 1 WHERE wallet_id = '{c}' AND version = 1"),
         "UPDATE consumer_offsets SET next_offset = next_offset + 1000 WHERE partition = 0"
             .to_owned(),
+        format!(
+            "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at)
+             VALUES ('{ORPHAN_WALLET}', 1, '{ORPHAN_OPERATION}', 0, 0, 'default', now())"
+        ),
     ] {
         db.execute(&statement, &[]).await.expect(&statement);
     }
@@ -125,5 +133,12 @@ async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
         checks_of(&found, &format!("partition {topic}/0")),
         vec!["stored position is at most the partition's end offset"]
     );
-    assert_eq!(found["violationCount"], 5, "{found}");
+    assert_eq!(
+        checks_of(&found, &format!("entry {ORPHAN_WALLET}/1")),
+        vec![
+            "every entry has its operation",
+            "every entry has its wallet"
+        ]
+    );
+    assert_eq!(found["violationCount"], 7, "{found}");
 }

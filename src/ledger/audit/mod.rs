@@ -33,8 +33,14 @@ const OPERATIONS: &str =
         o.to_wallet_id IS NOT NULL
      FROM operations o LEFT JOIN entries e ON e.tenant = o.tenant AND e.operation_id = o.id
      GROUP BY o.tenant, o.id ORDER BY o.tenant, o.id";
-const ORPHAN_ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.operation_id::text
-     FROM entries e WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.tenant = e.tenant AND o.id = e.operation_id)
+/// Entries missing their operation or their wallet: no foreign key stops them (see migration
+/// 0008), the batch transaction that writes them does.
+const ORPHAN_ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.operation_id::text,
+        EXISTS (SELECT 1 FROM operations o WHERE o.tenant = e.tenant AND o.id = e.operation_id),
+        EXISTS (SELECT 1 FROM wallets w WHERE w.id = e.wallet_id)
+     FROM entries e
+     WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.tenant = e.tenant AND o.id = e.operation_id)
+        OR NOT EXISTS (SELECT 1 FROM wallets w WHERE w.id = e.wallet_id)
      ORDER BY e.wallet_id, e.version";
 
 /// What the audit found, and what it saw that is worth an operator's look but is no violation.
@@ -154,12 +160,26 @@ pub async fn run(client: &mut Client, progress: impl Fn(u64)) -> anyhow::Result<
         let wallet: String = row.try_get(0)?;
         let version: i64 = row.try_get(1)?;
         let operation: String = row.try_get(2)?;
-        audit.record(vec![Violation {
-            subject: format!("entry {wallet}/{version}"),
-            check: "every entry has its operation",
-            expected: format!("operation {operation}"),
-            found: "no such operation".to_owned(),
-        }]);
+        let (has_operation, has_wallet): (bool, bool) = (row.try_get(3)?, row.try_get(4)?);
+        let subject = format!("entry {wallet}/{version}");
+        let mut found = Vec::new();
+        if !has_operation {
+            found.push(Violation {
+                subject: subject.clone(),
+                check: "every entry has its operation",
+                expected: format!("operation {operation}"),
+                found: "no such operation".to_owned(),
+            });
+        }
+        if !has_wallet {
+            found.push(Violation {
+                subject,
+                check: "every entry has its wallet",
+                expected: format!("wallet {wallet}"),
+                found: "no such wallet".to_owned(),
+            });
+        }
+        audit.record(found);
         Ok(())
     })
     .await

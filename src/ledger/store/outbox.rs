@@ -8,6 +8,7 @@ use super::{prepared, StoreError};
 use crate::ledger::events::Event;
 use crate::ledger::types::WalletId;
 
+/// Writes the transaction's events as one row, in the order given (the journal's).
 pub(super) async fn write_outbox(
     client: &impl GenericClient,
     events: &[Event],
@@ -16,25 +17,21 @@ pub(super) async fn write_outbox(
     if events.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
     let wallets: Vec<Uuid> = events.iter().map(|event| event.wallet_id.0).collect();
     let payloads = events
         .iter()
         .map(serde_json::to_string)
         .collect::<Result<Vec<String>, _>>()
         .map_err(StoreError::corrupt)?;
-    // WITH ORDINALITY keeps the journal order in the ids the relay publishes by.
+    let count = i32::try_from(events.len()).map_err(StoreError::corrupt)?;
     client
         .execute(
             &prepared(
                 client,
-                "INSERT INTO outbox (event_id, wallet_id, payload, created_at)
-                 SELECT event_id, wallet_id, payload, $4
-                 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) WITH ORDINALITY AS t(event_id, wallet_id, payload, n)
-                 ORDER BY n",
+                "INSERT INTO outbox (wallet_ids, payloads, events, created_at) VALUES ($1, $2, $3, $4)",
             )
             .await?,
-            &[&ids, &wallets, &payloads, &now],
+            &[&wallets, &payloads, &count, &now],
         )
         .await?;
     Ok(())
@@ -45,44 +42,90 @@ pub async fn outbox_backlog(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
     let row = client
-        .query_one("SELECT count(*), min(created_at) FROM outbox", &[])
+        .query_one(
+            "SELECT coalesce(sum(events), 0)::bigint, min(created_at) FROM outbox",
+            &[],
+        )
         .await?;
     Ok((row.get(0), row.get(1)))
 }
 
-/// An event waiting in the outbox.
+/// An event waiting in the outbox, in the row of the transaction that wrote it.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
-    pub id: i64,
+    pub row: i64,
     pub wallet_id: WalletId,
     pub payload: String,
 }
 
-/// Locks and returns the oldest events, in the order they were written. A second relay asking
-/// meanwhile waits for this one's transaction rather than skipping ahead, which keeps every
-/// wallet's events in order.
+/// Locks the oldest rows and returns their events in the order they were written: whole
+/// rows, at least one, until they hold `limit` events. A second relay asking meanwhile waits
+/// for this one's transaction rather than skipping ahead, which keeps every wallet's events
+/// in order.
 pub async fn oldest_events(
     client: &impl GenericClient,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let rows = client
+    let locked = client
         .query(
             &prepared(
                 client,
-                "SELECT id, wallet_id, payload FROM outbox ORDER BY id LIMIT $1 FOR UPDATE",
+                "SELECT id, events FROM outbox ORDER BY id LIMIT $1 FOR UPDATE",
             )
             .await?,
             &[&limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| OutboxRow {
-            id: row.get(0),
-            wallet_id: WalletId(row.get(1)),
-            payload: row.get(2),
-        })
-        .collect())
+    let counts: Vec<(i64, i32)> = locked.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let (ids, events) = whole_rows(&counts, limit);
+    let rows = client
+        .query(
+            &prepared(
+                client,
+                "SELECT id, wallet_ids, payloads FROM outbox WHERE id = ANY($1) ORDER BY id",
+            )
+            .await?,
+            &[&ids],
+        )
+        .await?;
+    let mut found = Vec::with_capacity(events.max(0) as usize);
+    for row in &rows {
+        let id: i64 = row.get(0);
+        let wallets: Vec<Uuid> = row.get(1);
+        let payloads: Vec<String> = row.get(2);
+        if wallets.len() != payloads.len() {
+            return Err(StoreError::Corrupt(format!(
+                "outbox row {id} has {} wallets for {} events",
+                wallets.len(),
+                payloads.len()
+            )));
+        }
+        found.extend(
+            wallets
+                .into_iter()
+                .zip(payloads)
+                .map(|(wallet, payload)| OutboxRow {
+                    row: id,
+                    wallet_id: WalletId(wallet),
+                    payload,
+                }),
+        );
+    }
+    Ok(found)
+}
+
+/// The first rows, at least one, whose events add up to at most `limit`, and their events.
+fn whole_rows(counts: &[(i64, i32)], limit: i64) -> (Vec<i64>, i64) {
+    let mut ids = Vec::new();
+    let mut events = 0i64;
+    for &(id, count) in counts {
+        if !ids.is_empty() && events + i64::from(count) > limit {
+            break;
+        }
+        ids.push(id);
+        events += i64::from(count);
+    }
+    (ids, events)
 }
 
 pub async fn delete_events(client: &impl GenericClient, ids: &[i64]) -> Result<(), StoreError> {
@@ -93,4 +136,20 @@ pub async fn delete_events(client: &impl GenericClient, ids: &[i64]) -> Result<(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_rows;
+
+    /// Proves a round takes whole rows up to its limit, and one row even when it holds more.
+    #[test]
+    fn a_round_takes_whole_rows_up_to_its_limit() {
+        let counts = [(1, 3), (2, 4000), (3, 1)];
+        assert_eq!(whole_rows(&counts, 2000), (vec![1], 3));
+        assert_eq!(whole_rows(&counts[1..], 2000), (vec![2], 4000));
+        assert_eq!(whole_rows(&counts, 4003), (vec![1, 2], 4003));
+        assert_eq!(whole_rows(&counts, 10_000), (vec![1, 2, 3], 4004));
+        assert_eq!(whole_rows(&[], 10), (vec![], 0));
+    }
 }

@@ -87,10 +87,10 @@ pub async fn create_wallet(
                 &format!(
                     "WITH inserted AS (
                          INSERT INTO wallets (id, currency, balance, version, created_at, updated_at, tenant, overdraft_limit)
-                         VALUES ($1, $2, 0, 0, $3, $3, $6, $7::text::numeric) ON CONFLICT (id) DO NOTHING RETURNING *
+                         VALUES ($1, $2, 0, 0, $3, $3, $5, $6::text::numeric) ON CONFLICT (id) DO NOTHING RETURNING *
                      ), event AS (
-                         INSERT INTO outbox (event_id, wallet_id, payload, created_at)
-                         SELECT $4, id, $5, $3 FROM inserted
+                         INSERT INTO outbox (wallet_ids, payloads, events, created_at)
+                         SELECT ARRAY[id], ARRAY[$4], 1, $3 FROM inserted
                      )
                      SELECT {WALLET_COLUMNS} FROM inserted"
                 ),
@@ -100,7 +100,6 @@ pub async fn create_wallet(
                 &id.0,
                 &currency.code(),
                 &now,
-                &event.event_id,
                 &payload,
                 tenant,
                 &overdraft_limit.to_plain_string(),

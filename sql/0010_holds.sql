@@ -7,7 +7,9 @@ CREATE TABLE IF NOT EXISTS holds (
     tenant      text        NOT NULL,
     -- The HOLD's operation id.
     hold_id     uuid        NOT NULL,
-    wallet_id   uuid        NOT NULL REFERENCES wallets (id),
+    -- No foreign key to the wallet: the batch that writes a hold has just locked its wallet,
+    -- and a per-row trigger would look it up again (see 0008_entry_foreign_keys.sql).
+    wallet_id   uuid        NOT NULL,
     -- The wallet's partition, so a worker finds the expired holds of the partitions it owns.
     partition   integer     NOT NULL,
     -- The wallet's version after the HOLD: the list route's stable order and cursor.
