@@ -96,29 +96,42 @@ async fn apply_locked(client: &mut Client) -> anyhow::Result<usize> {
 mod tests {
     use super::*;
     use crate::ledger::kind::OperationType;
+    use crate::ledger::types::HoldState;
+
+    /// The names the last migration stating `check` lists in it, sorted.
+    fn stated(check: &str) -> Vec<&'static str> {
+        let stated = MIGRATIONS
+            .iter()
+            .rev()
+            .find_map(|(_, _, sql)| sql.rfind(check).map(|at| &sql[at + check.len()..]))
+            .expect("a migration states the check");
+        let list = &stated[..stated.find(')').expect("the list is closed")];
+        let mut names: Vec<&str> = list
+            .split(',')
+            .map(|name| name.trim().trim_matches('\''))
+            .collect();
+        names.sort_unstable();
+        names
+    }
 
     /// Proves the schema accepts exactly the kinds the code knows: a kind missing from the
     /// `CHECK` on `operations.type` would reject whole batches. The last migration that
     /// states the check is the one in force.
     #[test]
     fn the_operations_type_check_lists_every_kind() {
-        const CHECK: &str = "CHECK (type IN (";
-        let stated = MIGRATIONS
-            .iter()
-            .rev()
-            .find_map(|(_, _, sql)| sql.rfind(CHECK).map(|at| &sql[at + CHECK.len()..]))
-            .expect("a migration checks operations.type");
-        let list = &stated[..stated.find(')').expect("the list is closed")];
-        let mut in_schema: Vec<&str> = list
-            .split(',')
-            .map(|name| name.trim().trim_matches('\''))
-            .collect();
         let mut in_code: Vec<&str> = OperationType::ALL
             .into_iter()
             .map(OperationType::as_str)
             .collect();
-        in_schema.sort_unstable();
         in_code.sort_unstable();
-        assert_eq!(in_schema, in_code);
+        assert_eq!(stated("CHECK (type IN ("), in_code);
+    }
+
+    /// Proves the schema accepts exactly the hold states the code knows.
+    #[test]
+    fn the_holds_state_check_lists_every_state() {
+        let mut in_code: Vec<&str> = HoldState::ALL.into_iter().map(HoldState::as_str).collect();
+        in_code.sort_unstable();
+        assert_eq!(stated("CHECK (state IN ("), in_code);
     }
 }

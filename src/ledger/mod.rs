@@ -25,6 +25,15 @@
 //! | `StatusBody` | `api::operations` | The HTTP answer, built from a marker, a record or a dead letter. |
 //! | [`Event`](events::Event) | `ledger::events` | What other systems learn: written to the outbox in the batch transaction, published by the relay. |
 //!
+//! A hold likewise:
+//!
+//! | Shape | Lives in | Why it exists |
+//! |---|---|---|
+//! | [`Hold`](types::Hold) | `ledger::types` | What the rules need: wallet, amount, what was captured, state, expiry. |
+//! | [`HoldRecord`](store::HoldRecord) | `ledger::store` | The PostgreSQL row: the hold plus its tenant-scoped id, creation time and the wallet version of its HOLD (the list's cursor). |
+//! | [`DueHold`](store::DueHold) | `ledger::store` | An open hold past its expiry, as the worker's expiry scan finds it. |
+//! | `HoldBody` | `api::holds` | The HTTP answer, with what remains. |
+//!
 //! What an operation is lives in [`kind`]: a new kind starts there.
 
 pub mod audit;
