@@ -190,7 +190,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             batch_records_max: 4_000,
-            batch_linger_ms: 100,
+            batch_linger_ms: 50,
             fetch_bytes_max: 1024 * 1024,
             fetch_wait_ms: 500,
             rebalance_interval_ms: 1_000,

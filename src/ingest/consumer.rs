@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec;
 use super::health::WorkerHealth;
+use super::outcomes::OutcomeWriter;
 use super::reader::PartitionReader;
 use crate::cache::{self, Cache, CachedWallet, Marker};
 use crate::clock;
@@ -40,10 +41,8 @@ enum Attempt {
 const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// The first retry of a failed batch or consumer waits twice this.
 const RETRY_STEP: Duration = Duration::from_millis(50);
-/// Statuses kept for Redis while it is unreachable; beyond this they are dropped.
-const STALE_OUTCOMES_MAX: usize = 100_000;
 
-/// Cache entries a failed refresh left behind, retried after the next batch.
+/// Balances a failed refresh left behind, retried after the next batch.
 ///
 /// A balance is written only while it is surely the newest: right after its commit. Once it
 /// is late (a retry after a failed write, a write after this worker was paused or lost the
@@ -54,7 +53,6 @@ const STALE_OUTCOMES_MAX: usize = 100_000;
 struct StaleCache {
     wallets: HashMap<WalletId, CachedWallet>,
     forget: HashSet<WalletId>,
-    outcomes: HashMap<ScopedId, Marker>,
 }
 
 /// Reading the partition from the broker failed. rskafka keeps the metadata it read while a
@@ -80,11 +78,17 @@ impl PartitionConsumer {
     }
 
     async fn consume_until_cancelled(&self, cancel: &CancellationToken) {
+        let outcomes = OutcomeWriter::start(self.cache.clone());
+        self.consume_with(cancel, &outcomes).await;
+        outcomes.finish(self.request_timeout).await;
+    }
+
+    async fn consume_with(&self, cancel: &CancellationToken, outcomes: &OutcomeWriter) {
         let mut stale = StaleCache::default();
         let mut failures = 0u32;
         let mut fetch_failures = 0u32;
         while !cancel.is_cancelled() {
-            match self.consume(cancel, &mut stale).await {
+            match self.consume(cancel, &mut stale, outcomes).await {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;
@@ -118,6 +122,7 @@ impl PartitionConsumer {
         &self,
         cancel: &CancellationToken,
         stale: &mut StaleCache,
+        outcomes: &OutcomeWriter,
     ) -> anyhow::Result<()> {
         let mut position = {
             let client = self.pool.get().await?;
@@ -133,10 +138,7 @@ impl PartitionConsumer {
             };
             let Some(records) = next else {
                 self.record_lag(&reader, position);
-                if !stale.wallets.is_empty()
-                    || !stale.forget.is_empty()
-                    || !stale.outcomes.is_empty()
-                {
+                if !stale.wallets.is_empty() || !stale.forget.is_empty() {
                     self.flush_stale(stale).await;
                 }
                 continue;
@@ -154,7 +156,8 @@ impl PartitionConsumer {
                         .record(applied.as_secs_f64());
                     position = batch.next_offset;
                     self.record_lag(&reader, position);
-                    self.refresh_cache(report, stale).await;
+                    self.refresh_cache(&report, stale).await;
+                    outcomes.send(final_markers(&report)).await;
                     tracing::debug!(
                         records,
                         duplicates,
@@ -318,7 +321,7 @@ impl PartitionConsumer {
         }
     }
 
-    async fn refresh_cache(&self, report: BatchReport, stale: &mut StaleCache) {
+    async fn refresh_cache(&self, report: &BatchReport, stale: &mut StaleCache) {
         let late = is_late(report.processed_at, clock::now(), self.config.lease_lapse());
         for wallet in &report.wallets {
             if late {
@@ -328,16 +331,6 @@ impl PartitionConsumer {
                 stale.forget.remove(&wallet.id);
                 stale.wallets.insert(wallet.id, CachedWallet::from(wallet));
             }
-        }
-        stale.outcomes.extend(final_markers(&report));
-        if stale.outcomes.len() > STALE_OUTCOMES_MAX {
-            // Statuses that never reach Redis are read from PostgreSQL instead; balances are
-            // one entry per wallet and always kept.
-            tracing::warn!(
-                dropped = stale.outcomes.len(),
-                "too many statuses waiting for Redis; dropping them"
-            );
-            stale.outcomes.clear();
         }
         self.flush_stale(stale).await;
     }
@@ -364,20 +357,6 @@ impl PartitionConsumer {
             }
             for id in chunk {
                 stale.forget.remove(id);
-            }
-        }
-        let outcomes: Vec<(ScopedId, Marker)> = stale
-            .outcomes
-            .iter()
-            .map(|(id, marker)| (id.clone(), marker.clone()))
-            .collect();
-        for chunk in outcomes.chunks(cache::WRITE_CHUNK) {
-            if let Err(error) = self.cache.store_outcomes(chunk).await {
-                tracing::warn!(%error, pending = stale.outcomes.len(), "status refresh failed; will retry");
-                return;
-            }
-            for (id, _) in chunk {
-                stale.outcomes.remove(id);
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod expiry;
 pub mod health;
 pub mod lag;
 pub mod lease;
+pub mod outcomes;
 pub mod partitioner;
 pub mod producer;
 pub mod reader;
