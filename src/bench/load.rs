@@ -15,10 +15,15 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::progress::Counters;
+use super::wire::{Connection, Endpoint};
 use super::{BenchOptions, FUNDING};
 
 /// The bulk submission route, which `--batch` drives.
 const BATCH_PATH: &str = "/api/v1/operations/batch";
+/// The single submission route.
+const SUBMIT_PATH: &str = "/api/v1/wallet";
+/// Longest wait for any one answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 use crate::ledger::kind::{Presence, RequestField};
 use crate::ledger::types::OperationType;
 
@@ -68,7 +73,7 @@ pub fn client(connections: usize, token: Option<&str>) -> anyhow::Result<reqwest
         .default_headers(headers)
         .pool_max_idle_per_host(connections)
         .pool_idle_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .context("building the HTTP client")
 }
@@ -178,6 +183,8 @@ async fn drive(
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut slot = task as u64;
     let mut holds = Vec::new();
+    let mut wire =
+        Endpoint::of(&options.url, options.token.as_deref(), REQUEST_TIMEOUT).map(Connection::new);
     loop {
         let intended = match options.rate {
             Some(rate) => {
@@ -196,7 +203,10 @@ async fn drive(
         let operations: Vec<Sent> = (0..options.batch.unwrap_or(1))
             .map(|_| plan(&mut rng, options, wallets.len(), &mut holds))
             .collect();
-        let answers = submit(http, options, &operations, wallets).await;
+        let answers = match options.batch {
+            None => vec![submit_one(http, wire.as_mut(), options, &operations[0], wallets).await],
+            Some(_) => submit_batch(http, options, &operations, wallets).await,
+        };
         let latency_us = intended.elapsed().as_micros().max(1) as u64;
         load.accept_latency_us.saturating_record(latency_us);
         for (operation, answer) in operations.into_iter().zip(answers) {
@@ -239,28 +249,44 @@ struct BatchResults {
     results: Vec<ItemResult>,
 }
 
-/// Submits `operations`, one request each or with `--batch` all in one batch request, and
-/// answers for each whether it was accepted or the HTTP status it was refused with (0: no
-/// answer).
-async fn submit(
+/// Submits one operation, over the task's own connection when the URL is plain http, and
+/// answers whether it was accepted or the HTTP status it was refused with (0: no answer).
+async fn submit_one(
+    http: &reqwest::Client,
+    wire: Option<&mut Connection>,
+    options: &BenchOptions,
+    operation: &Sent,
+    wallets: &[BenchWallet],
+) -> Result<(), u16> {
+    let body = body(operation, wallets);
+    let status = match wire {
+        Some(connection) => match serde_json::to_vec(&body) {
+            Ok(bytes) => connection.post_json(SUBMIT_PATH, &bytes).await.ok(),
+            Err(_) => None,
+        },
+        None => http
+            .post(format!("{}{SUBMIT_PATH}", options.url))
+            .json(&body)
+            .send()
+            .await
+            .ok()
+            .map(|response| response.status().as_u16()),
+    };
+    match status {
+        Some(202) => Ok(()),
+        Some(status) => Err(status),
+        None => Err(0),
+    }
+}
+
+/// Submits `operations` in one batch request and answers for each whether it was accepted
+/// or the HTTP status it was refused with (0: no answer).
+async fn submit_batch(
     http: &reqwest::Client,
     options: &BenchOptions,
     operations: &[Sent],
     wallets: &[BenchWallet],
 ) -> Vec<Result<(), u16>> {
-    let Some(_) = options.batch else {
-        let answer = http
-            .post(format!("{}/api/v1/wallet", options.url))
-            .json(&body(&operations[0], wallets))
-            .send()
-            .await;
-        let accepted = match answer.map(|response| response.status().as_u16()) {
-            Ok(202) => Ok(()),
-            Ok(status) => Err(status),
-            Err(_) => Err(0),
-        };
-        return vec![accepted];
-    };
     let items: Vec<Value> = operations
         .iter()
         .map(|operation| body(operation, wallets))

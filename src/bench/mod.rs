@@ -8,6 +8,7 @@ mod processes;
 mod progress;
 mod report;
 mod verify;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
