@@ -15,6 +15,9 @@ KAFKA_PROFILE="${KAFKA_PROFILE:-test}"
 # PostgreSQL's own default is 128MB, which a few million operations' indexes outgrow: the
 # batch transaction's id lookups then read pages from the OS at every batch.
 PG_SHARED_BUFFERS="${PG_SHARED_BUFFERS:-2GB}"
+# At the default 1GB a benchmark's writes force a checkpoint every 10-25 s, and each one makes
+# the next writes of every page log it whole again.
+PG_MAX_WAL_SIZE="${PG_MAX_WAL_SIZE:-4GB}"
 
 listening() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -47,7 +50,7 @@ postgres_up() {
   fi
   [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$STACK"
   as_postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres.log" -w \
-    -o "-p $PG_PORT -k $STACK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=$PG_SHARED_BUFFERS" \
+    -o "-p $PG_PORT -k $STACK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=$PG_SHARED_BUFFERS -c max_wal_size=$PG_MAX_WAL_SIZE" \
     start >/dev/null
   touch "$STACK/postgres.started"
   wait_for "$PG_PORT" postgres "$STACK/postgres.log"
