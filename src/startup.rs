@@ -353,7 +353,7 @@ async fn build_api(
     }
     let state = AppState {
         pool,
-        directory: WalletDirectory::new(config.http.known_wallets_max),
+        directory: Arc::new(WalletDirectory::new(config.http.known_wallets_max)),
         decisions: Decisions::start(cache.clone()),
         prefer_wait_max_s: config.http.prefer_wait_max_s,
         batch_operations_max: config.http.batch_operations_max,

@@ -47,10 +47,11 @@ use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
 use crate::ledger::metadata::MetadataLimits;
 
-/// What every request handler can reach.
+/// What every request handler can reach. A clone shares every part with the original.
+#[derive(Clone)]
 pub struct AppState {
     pub pool: deadpool_postgres::Pool,
-    pub directory: WalletDirectory,
+    pub directory: Arc<WalletDirectory>,
     pub cache: Cache,
     /// Wakes the requests waiting for a decision (`Prefer: wait`).
     pub decisions: Decisions,
@@ -98,7 +99,6 @@ impl Application {
             batch_body_bytes_max: config.batch_body_bytes_max,
         };
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
-        let state = actix_web::web::Data::new(state);
         let body_bytes_max = config.body_bytes_max;
         let batch_body_bytes_max = config.batch_body_bytes_max;
         let server = Server::build()
@@ -106,6 +106,12 @@ impl Application {
             .max_concurrent_connections(config.connections_max)
             .shutdown_timeout(config.shutdown_timeout_s)
             .listen("wallet-api", listener, move || {
+                // Each HTTP worker thread gets its own Redis connection, made by its first
+                // request, so a request's Redis answers wake its own thread rather than another.
+                let state = actix_web::web::Data::new(AppState {
+                    cache: state.cache.on_own_connection(),
+                    ..state.clone()
+                });
                 let app = App::new()
                     .wrap_api_with_spec(openapi::frame())
                     .app_data(state.clone())

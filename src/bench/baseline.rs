@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::load::{plan, Sent};
 use super::{BenchOptions, FUNDING};
+use crate::clock;
 use crate::config::DatabaseConfig;
 use crate::ledger::database;
 
@@ -120,7 +121,7 @@ async fn apply(client: &Client, operation: &Sent, wallets: &[Uuid]) -> anyhow::R
                 "WITH moved AS (UPDATE bench_baseline.wallets SET balance = balance + $2::text::numeric,
                      version = version + 1 WHERE id = $1 RETURNING balance, version)
                  INSERT INTO bench_baseline.entries SELECT $1, version, $3, $2::text::numeric, balance FROM moved",
-                &[id, &delta, &Uuid::new_v4()],
+                &[id, &delta, &clock::new_operation_id().0],
             )
             .await?;
     }

@@ -24,6 +24,7 @@ const BATCH_PATH: &str = "/api/v1/operations/batch";
 const SUBMIT_PATH: &str = "/api/v1/wallet";
 /// Longest wait for any one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::clock;
 use crate::ledger::kind::{Presence, RequestField};
 use crate::ledger::types::OperationType;
 
@@ -103,7 +104,7 @@ pub async fn setup(
                 .json()
                 .await?;
             let id: Uuid = created["walletId"].as_str().context("walletId in the answer")?.parse()?;
-            let funding = Uuid::new_v4();
+            let funding = clock::new_operation_id().0;
             http.post(format!("{url}/api/v1/wallet"))
                 .json(&json!({"walletId": id, "operationType": "DEPOSIT", "amount": FUNDING, "operationId": funding}))
                 .send()
@@ -341,7 +342,7 @@ pub fn plan(
     });
     let cents: i64 = rng.random_range(100..1_000);
     Sent {
-        id: Uuid::new_v4(),
+        id: clock::new_operation_id().0,
         source,
         target,
         operation_type,

@@ -23,8 +23,9 @@ use crate::config::RedisConfig;
 /// enough that one write never holds Redis for long.
 pub const WRITE_CHUNK: usize = 500;
 
-/// One multiplexed connection serves every concurrent request; it reconnects by itself after
-/// a failure. (A checkout pool adds a PING round trip to every command: deadpool-redis was
+/// One multiplexed connection serves every concurrent request of a thread (`wallet serve` makes
+/// one per HTTP worker thread: a connection whose driver runs on another thread costs every
+/// request two cross-thread wake-ups); it reconnects by itself after a failure. (A checkout pool adds a PING round trip to every command: deadpool-redis was
 /// measured 35–43 % slower on a hot wallet, see the README's benchmarks.)
 #[derive(Clone)]
 pub struct Cache {
@@ -60,6 +61,15 @@ impl Cache {
             marker_ttl_s: config.marker_ttl_s,
             accepting_ttl_s: config.accepting_ttl_s,
         })
+    }
+
+    /// The same cache over a connection of its own, made on first use by the task that first
+    /// needs it: its driver then runs on that task's thread.
+    pub fn on_own_connection(&self) -> Cache {
+        Cache {
+            connection: Arc::new(OnceCell::new()),
+            ..self.clone()
+        }
     }
 
     async fn connection(&self) -> Result<ConnectionManager, CacheError> {

@@ -186,6 +186,90 @@ async fn the_final_status_names_the_applied_record() {
     assert!(reason.starts_with("IDEMPOTENCY_KEY_REUSED"), "{reason}");
 }
 
+/// Proves an operation a batch stored, produced again later (a produce retried after its
+/// acknowledgement was lost), is a duplicate in the later batch, its id reused with other
+/// content a dead letter, and the new operations of that batch are applied once: the batch
+/// assumes nothing is stored, its insert finds the stored id, and it is applied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_operation_produced_again_is_dropped_and_the_rest_applied() {
+    let mut system = System::start(1);
+    let api = system.api.clone();
+    let wallet = api.new_wallet().await;
+    let stored = uuid::Uuid::new_v4().to_string();
+    api.submit_accepted(&with_id(deposit(&wallet, "5.00"), &stored))
+        .await;
+    assert_eq!(
+        api.settled(&wallet, &stored, SETTLE).await["status"],
+        "PROCESSED"
+    );
+    let record = record_of(&system.stack, &stored).await;
+    system.worker.kill();
+    let before = uuid::Uuid::new_v4().to_string();
+    api.submit_accepted(&with_id(deposit(&wallet, "2.00"), &before))
+        .await;
+    let impostor = json!({
+        "v": 1, "tenant": "default", "operationId": stored, "walletId": wallet, "type": "DEPOSIT",
+        "amount": "7", "acceptedAt": chrono::Utc::now(), "fingerprint": "other"
+    });
+    produce_raw(
+        &system.stack,
+        vec![record, serde_json::to_vec(&impostor).expect("json")],
+    )
+    .await;
+    let after = uuid::Uuid::new_v4().to_string();
+    api.submit_accepted(&with_id(deposit(&wallet, "1.00"), &after))
+        .await;
+    system.worker.start();
+    for id in [&before, &after] {
+        assert_eq!(
+            api.settled(&wallet, id, SETTLE).await["status"],
+            "PROCESSED"
+        );
+    }
+    let balance = api.balance(&wallet).await.body;
+    assert_eq!(
+        (balance["balance"].as_str(), balance["version"].as_i64()),
+        (Some("8.00"), Some(3)),
+        "{balance}"
+    );
+    let db = system.database().await;
+    assert_eq!(count_rows(&db, "operations").await, 3);
+    let reason: String = db
+        .query_one("SELECT reason FROM dead_letters", &[])
+        .await
+        .expect("the impostor is the one dead letter")
+        .get(0);
+    assert!(reason.starts_with("IDEMPOTENCY_KEY_REUSED"), "{reason}");
+}
+
+/// The bytes of the record on the operations topic that carries operation `id`.
+async fn record_of(stack: &Stack, id: &str) -> Vec<u8> {
+    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
+        .build()
+        .await
+        .expect("connects");
+    let partition = client
+        .partition_client(
+            &stack.operations_topic,
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Error,
+        )
+        .await
+        .expect("partition");
+    let (records, _) = partition
+        .fetch_records(0, 1..1_000_000, 1_000)
+        .await
+        .expect("fetched");
+    records
+        .into_iter()
+        .filter_map(|record| record.record.value)
+        .find(|value| {
+            serde_json::from_slice::<Value>(value)
+                .is_ok_and(|operation| operation["operationId"] == id)
+        })
+        .expect("the record is on the topic")
+}
+
 async fn produce_raw(stack: &Stack, values: Vec<Vec<u8>>) {
     let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
         .build()

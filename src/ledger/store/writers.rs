@@ -10,13 +10,14 @@ use super::wallets::wallet_from_row;
 use super::{prepared, Batch, DeadLetter, StoreError, Wallet};
 use crate::ledger::types::{Entry, Operation, Outcome, WalletId, WalletState};
 
+/// Inserts the operations and answers how many were new: an id stored already is left as it is.
 pub(super) async fn write_operations(
     client: &impl GenericClient,
     partition: i32,
     operations: &[(i64, Operation)],
     outcomes: &[Outcome],
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let count = operations.len();
     let (mut ids, mut wallets, mut types, mut amounts, mut targets) = (
         Vec::with_capacity(count),
@@ -73,14 +74,15 @@ pub(super) async fn write_operations(
              FROM unnest($14::text[], $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $11::bigint[], $12::timestamptz[], $15::text[], $16::uuid[])
                   AS t(tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
-                       \"offset\", accepted_at, metadata, hold_id)").await?,
+                       \"offset\", accepted_at, metadata, hold_id)
+             ON CONFLICT (tenant, id) DO NOTHING").await?,
             &[
                 &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
                 &accepted, &now, &tenants, &metadata, &holds,
             ],
         )
-        .await?;
-    Ok(())
+        .await
+        .map_err(StoreError::from)
 }
 
 /// `tenants` holds every wallet the entries name: an entry's operation is its wallet's
