@@ -452,14 +452,15 @@ pub(super) fn decided(id: OperationId, marker: &Marker) -> Option<StatusBody> {
         OperationStatus::Pending => return None,
         status @ (OperationStatus::Processed | OperationStatus::Failed) => status,
     };
+    let decision = marker.decision.as_ref();
     Some(StatusBody {
         operation_id: id,
         wallet_id: marker.wallet_id,
         status,
-        operation_type: None,
-        amount: None,
-        to_wallet_id: None,
-        hold_id: None,
+        operation_type: decision.map(|decision| decision.operation_type),
+        amount: decision.and_then(|decision| decision.amount.clone()),
+        to_wallet_id: decision.and_then(|decision| decision.to_wallet_id),
+        hold_id: decision.and_then(|decision| decision.hold_id),
         reason: marker.reason.clone(),
         balance_after: marker.balance_after.clone(),
         accepted_at: marker.accepted_at,

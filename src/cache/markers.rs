@@ -13,7 +13,8 @@ use super::{Cache, CacheError};
 use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_decimal, Currency};
 use crate::ledger::types::{
-    FailureReason, Operation, OperationStatus, Outcome, ScopedId, WalletId,
+    FailureReason, Operation, OperationId, OperationStatus, OperationType, Outcome, ScopedId,
+    WalletId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +50,24 @@ pub struct Marker {
     /// The operation's labels, so its status shows them without a PostgreSQL read.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
+    /// What a final status shows besides, as PostgreSQL's record does: absent from the
+    /// markers of a request, and from final ones written before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// The decided operation as its stored record shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub operation_type: OperationType,
+    /// What it moved once processed; what it asked for when it failed, if it named an amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_wallet_id: Option<WalletId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<OperationId>,
 }
 
 impl MarkerState {
@@ -76,6 +95,7 @@ impl Marker {
             balance_after: None,
             processed_at: None,
             metadata: operation.metadata.clone(),
+            decision: None,
         }
     }
 
@@ -99,10 +119,20 @@ impl Marker {
         currency: Option<Currency>,
         processed_at: DateTime<Utc>,
     ) -> Marker {
-        let (state, reason, balance_after) = match outcome {
-            Outcome::Processed { balance_after, .. } => {
-                (MarkerState::Processed, None, Some(balance_after))
-            }
+        let money = |value: &bigdecimal::BigDecimal| match currency {
+            Some(currency) => currency.format(value),
+            None => format_decimal(value),
+        };
+        let (state, reason, balance_after, amount) = match outcome {
+            Outcome::Processed {
+                balance_after,
+                amount,
+            } => (
+                MarkerState::Processed,
+                None,
+                Some(balance_after),
+                Some(amount),
+            ),
             Outcome::Failed {
                 reason,
                 balance_after,
@@ -110,6 +140,7 @@ impl Marker {
                 MarkerState::Failed,
                 Some(reason.as_str().to_owned()),
                 balance_after.as_ref(),
+                operation.amount.as_ref().map(|amount| amount.value()),
             ),
         };
         Marker {
@@ -118,12 +149,15 @@ impl Marker {
             fingerprint: operation.fingerprint.clone(),
             accepted_at: operation.accepted_at,
             reason,
-            balance_after: balance_after.map(|balance| match currency {
-                Some(currency) => currency.format(balance),
-                None => format_decimal(balance),
-            }),
+            balance_after: balance_after.map(money),
             processed_at: Some(processed_at),
             metadata: operation.metadata.clone(),
+            decision: Some(Decision {
+                operation_type: operation.kind.operation_type(),
+                amount: amount.map(money),
+                to_wallet_id: operation.kind.target(),
+                hold_id: operation.hold_id(),
+            }),
         }
     }
 
@@ -138,6 +172,7 @@ impl Marker {
             balance_after: None,
             processed_at: Some(processed_at),
             metadata: operation.metadata.clone(),
+            decision: None,
         }
     }
 }

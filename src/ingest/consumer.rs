@@ -17,7 +17,6 @@ use crate::cache::{self, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
-use crate::ledger::money::Currency;
 use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, StoreError};
 use crate::ledger::types::{ScopedId, WalletId};
 
@@ -386,13 +385,8 @@ fn is_late(
 /// acceptance time of the record that was applied, so a retry of that request is recognised
 /// whatever duplicates of its id the batch also held.
 fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
-    let currencies: HashMap<WalletId, Currency> = report
-        .wallets
-        .iter()
-        .map(|wallet| (wallet.id, wallet.currency))
-        .collect();
     let decided = report.decided.iter().map(|(operation, outcome)| {
-        let currency = currencies.get(&operation.wallet_id).copied();
+        let currency = report.currencies.get(&operation.wallet_id).copied();
         let marker = Marker::decided(operation, outcome, currency, report.processed_at);
         (operation.scoped_id(), marker)
     });

@@ -2,14 +2,15 @@
 
 use super::*;
 use crate::cache::MarkerState;
-use crate::ledger::money::Amount;
-use crate::ledger::types::{Operation, OperationId, OperationKind, Outcome};
+use crate::ledger::money::{Amount, Currency};
+use crate::ledger::types::{Operation, OperationId, OperationKind, OperationType, Outcome};
 use bigdecimal::BigDecimal;
 use uuid::Uuid;
 
 /// Proves the final marker carries the fingerprint of the record the batch applied, so
-/// the applied request's retry is recognised as the same request; and that an operation
-/// the database refused is FAILED with a reason.
+/// the applied request's retry is recognised as the same request, and shows the operation in
+/// its wallet's currency as the stored record does; and that an operation the database
+/// refused is FAILED with a reason.
 #[test]
 fn final_markers_name_the_applied_record() {
     use crate::ledger::metadata::Metadata;
@@ -37,16 +38,24 @@ fn final_markers_name_the_applied_record() {
             },
         )],
         rejected: vec![refused.clone()],
+        currencies: HashMap::from([(applied.wallet_id, Currency::USD)]),
         ..BatchReport::default()
     };
     let markers: HashMap<ScopedId, Marker> = final_markers(&report).into_iter().collect();
     let marker = &markers[&applied.scoped_id()];
     assert_eq!(marker.state, MarkerState::Processed);
     assert_eq!(marker.fingerprint, "applied");
-    assert_eq!(marker.balance_after.as_deref(), Some("5"));
+    assert_eq!(marker.balance_after.as_deref(), Some("5.00"));
+    let decision = marker
+        .decision
+        .as_ref()
+        .expect("a final marker shows the operation");
+    assert_eq!(decision.operation_type, OperationType::Deposit);
+    assert_eq!(decision.amount.as_deref(), Some("5.00"));
     let marker = &markers[&refused.scoped_id()];
     assert_eq!(marker.state, MarkerState::Failed);
     assert_eq!(marker.reason.as_deref(), Some("REJECTED"));
+    assert_eq!(marker.decision, None);
 }
 
 /// Proves a balance is written only while it is fresh: a write later than half the lease

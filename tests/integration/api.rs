@@ -312,3 +312,38 @@ async fn status_of_another_wallets_operation_is_not_found() {
     assert_eq!(response.status, StatusCode::NOT_FOUND);
     assert_eq!(response.code(), "OPERATION_NOT_FOUND");
 }
+
+/// Proves a final status answered from the cache shows what the stored record shows: the
+/// type, the amount in the wallet's currency (also for a FAILED operation, whose wallet the
+/// batch did not change), the target and the hold, not only the status.
+#[tokio::test]
+async fn a_status_from_the_cache_equals_the_stored_one() {
+    let system = System::start(1);
+    let api = &system.api;
+    let alice = api.new_wallet().await;
+    let bob = api.new_wallet().await;
+    let hold = json!({"walletId": alice, "operationType": "HOLD", "amount": "2"});
+    let bodies = [
+        (alice.clone(), deposit(&alice, "10")),
+        (alice.clone(), withdraw(&alice, "50")),
+        (alice.clone(), transfer(&alice, &bob, "3")),
+        (alice.clone(), hold),
+    ];
+    let redis = redis::Client::open(system.stack.redis.url()).expect("redis url");
+    let mut redis = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    for (wallet, body) in bodies {
+        let id = api.submit_accepted(&body).await;
+        let cached = api.settled(&wallet, &id, SETTLE).await;
+        assert!(cached["operationType"].is_string(), "{cached}");
+        let () = redis::cmd("DEL")
+            .arg(format!("op:default:{id}"))
+            .query_async(&mut redis)
+            .await
+            .expect("the marker is dropped");
+        let stored = api.status(&wallet, &id).await.body;
+        assert_eq!(cached, stored, "{body}");
+    }
+}

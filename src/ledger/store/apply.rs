@@ -129,6 +129,10 @@ async fn apply_once(
     transaction.commit().await?;
     Ok(Some(BatchReport {
         wallets,
+        currencies: states
+            .iter()
+            .map(|(id, state)| (*id, state.currency))
+            .collect(),
         decided: operations.into_iter().zip(applied.outcomes).collect(),
         rejected,
         duplicates,

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::Wallet;
-use crate::ledger::types::{Operation, Outcome, ScopedId};
+use crate::ledger::money::Currency;
+use crate::ledger::types::{Operation, Outcome, ScopedId, WalletId};
 
 /// A record that could not become an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +96,8 @@ impl Batch {
 #[derive(Debug, Clone)]
 pub struct BatchReport {
     pub wallets: Vec<Wallet>,
+    /// The currency of every wallet the batch locked, changed or not, to show amounts in.
+    pub currencies: HashMap<WalletId, Currency>,
     /// Each operation this batch applied (the record that was applied, not a later duplicate
     /// of its id) and what became of it.
     pub decided: Vec<(Operation, Outcome)>,
@@ -108,6 +111,7 @@ impl Default for BatchReport {
     fn default() -> Self {
         BatchReport {
             wallets: Vec::new(),
+            currencies: HashMap::new(),
             decided: Vec::new(),
             rejected: Vec::new(),
             duplicates: 0,
@@ -120,6 +124,7 @@ impl BatchReport {
     /// Adds a later report of the same partition to this one.
     pub fn merge(&mut self, later: BatchReport) {
         self.wallets.extend(later.wallets);
+        self.currencies.extend(later.currencies);
         self.decided.extend(later.decided);
         self.rejected.extend(later.rejected);
         self.duplicates += later.duplicates;
