@@ -186,23 +186,37 @@ async fn the_final_status_names_the_applied_record() {
     assert!(reason.starts_with("IDEMPOTENCY_KEY_REUSED"), "{reason}");
 }
 
-/// Proves an operation a batch stored, produced again later (a produce retried after its
-/// acknowledgement was lost), is a duplicate in the later batch, its id reused with other
+/// Proves operations a batch stored, produced again later (a produce retried after its
+/// acknowledgement was lost), are duplicates in the later batch, their id reused with other
 /// content a dead letter, and the new operations of that batch are applied once: the batch
-/// assumes nothing is stored, its insert finds the stored id, and it is applied again.
+/// assumes nothing is stored, its insert finds the stored ids, and it is applied again. One
+/// of them is a HOLD voided since, which placed again would break the hold's own row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_operation_produced_again_is_dropped_and_the_rest_applied() {
     let mut system = System::start(1);
     let api = system.api.clone();
     let wallet = api.new_wallet().await;
     let stored = uuid::Uuid::new_v4().to_string();
-    api.submit_accepted(&with_id(deposit(&wallet, "5.00"), &stored))
-        .await;
-    assert_eq!(
-        api.settled(&wallet, &stored, SETTLE).await["status"],
-        "PROCESSED"
-    );
-    let record = record_of(&system.stack, &stored).await;
+    let hold = uuid::Uuid::new_v4().to_string();
+    let void = json!({"walletId": wallet, "operationType": "VOID", "holdId": hold});
+    for body in [
+        with_id(deposit(&wallet, "5.00"), &stored),
+        with_id(
+            json!({"walletId": wallet, "operationType": "HOLD", "amount": "1.00"}),
+            &hold,
+        ),
+        void,
+    ] {
+        let id = api.submit_accepted(&body).await;
+        assert_eq!(
+            api.settled(&wallet, &id, SETTLE).await["status"],
+            "PROCESSED"
+        );
+    }
+    let records = vec![
+        record_of(&system.stack, &stored).await,
+        record_of(&system.stack, &hold).await,
+    ];
     system.worker.kill();
     let before = uuid::Uuid::new_v4().to_string();
     api.submit_accepted(&with_id(deposit(&wallet, "2.00"), &before))
@@ -211,11 +225,9 @@ async fn a_stored_operation_produced_again_is_dropped_and_the_rest_applied() {
         "v": 1, "tenant": "default", "operationId": stored, "walletId": wallet, "type": "DEPOSIT",
         "amount": "7", "acceptedAt": chrono::Utc::now(), "fingerprint": "other"
     });
-    produce_raw(
-        &system.stack,
-        vec![record, serde_json::to_vec(&impostor).expect("json")],
-    )
-    .await;
+    let mut produced = records;
+    produced.push(serde_json::to_vec(&impostor).expect("json"));
+    produce_raw(&system.stack, produced).await;
     let after = uuid::Uuid::new_v4().to_string();
     api.submit_accepted(&with_id(deposit(&wallet, "1.00"), &after))
         .await;
@@ -227,13 +239,20 @@ async fn a_stored_operation_produced_again_is_dropped_and_the_rest_applied() {
         );
     }
     let balance = api.balance(&wallet).await.body;
-    assert_eq!(
-        (balance["balance"].as_str(), balance["version"].as_i64()),
-        (Some("8.00"), Some(3)),
-        "{balance}"
+    let seen = (
+        balance["balance"].as_str(),
+        balance["held"].as_str(),
+        balance["version"].as_i64(),
     );
+    assert_eq!(seen, (Some("8.00"), Some("0.00"), Some(5)), "{balance}");
     let db = system.database().await;
-    assert_eq!(count_rows(&db, "operations").await, 3);
+    assert_eq!(count_rows(&db, "operations").await, 5);
+    let state: String = db
+        .query_one("SELECT state FROM holds", &[])
+        .await
+        .expect("the one hold")
+        .get(0);
+    assert_eq!(state, "VOIDED");
     let reason: String = db
         .query_one("SELECT reason FROM dead_letters", &[])
         .await

@@ -12,28 +12,26 @@ use super::outbox::write_outbox;
 use super::writers::{write_dead_letters, write_entries, write_operations, write_wallets};
 use super::{dedupe, prepared, Batch, BatchReport, StoreError};
 use crate::ledger::money::{decimal_from_db, Currency};
-use crate::ledger::types::{Operation, OperationId, ScopedId, WalletId, WalletState};
+use crate::ledger::types::{Hold, Operation, OperationId, ScopedId, WalletId, WalletState};
 use crate::ledger::{events, rules};
 
 /// Whether a batch transaction first asks which of its operations are stored already, or
-/// assumes none is and lets the operations insert tell. Stored ones are rare (a produce retried
-/// after a lost acknowledgement, a marker Redis lost), and asking costs a lookup per operation.
+/// assumes none is and lets the operations insert tell (by a unique violation on their key).
+/// Stored ones are rare (a produce retried after a lost acknowledgement, a marker Redis lost),
+/// and asking costs a lookup per operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stored {
     Assumed,
     LookedUp,
 }
 
-/// How often a batch is applied again when the operations insert finds ids stored meanwhile:
-/// once after the assumption failed, once more for an id another partition's batch committed
-/// between the lookup and the insert.
-const ATTEMPTS: [Stored; 3] = [Stored::Assumed, Stored::LookedUp, Stored::LookedUp];
-
 /// Applies a batch in one transaction: the partition's position is checked and advanced, the
 /// operations already stored are dropped, the touched wallets are locked in id order (so two
 /// workers never deadlock, transfers included), the pure rules decide, and everything is
-/// written with one statement per table. A transaction in which the insert finds an id already
-/// stored is rolled back and the batch applied again with the stored ids looked up first.
+/// written with one statement per table. When the assumption that no operation is stored yet
+/// fails, the transaction is rolled back and the batch applied again with the stored ids
+/// looked up first; an id another batch stores between that lookup and the insert fails the
+/// batch as a conflict, to be retried.
 pub async fn apply_batch(
     client: &mut deadpool_postgres::Object,
     batch: &Batch,
@@ -43,38 +41,33 @@ pub async fn apply_batch(
         batch.next_offset >= batch.from_offset,
         "a batch never moves backwards"
     );
-    for stored in ATTEMPTS {
-        if let Some(report) = apply_once(client, batch, now, stored).await? {
-            return Ok(report);
+    match apply_once(client, batch, now, Stored::Assumed).await {
+        Err(error) if error.is_stored_operation() => {
+            apply_once(client, batch, now, Stored::LookedUp).await
         }
+        applied => applied,
     }
-    Err(StoreError::Corrupt(format!(
-        "partition {} offsets {}..{}: operations kept conflicting with stored ones",
-        batch.partition, batch.from_offset, batch.next_offset
-    )))
 }
 
-/// One attempt; None when the insert found stored ids the attempt did not know of, and its
-/// transaction was rolled back. The statements of each phase go out together (PostgreSQL runs
-/// them in order, so the position is still locked before the wallets), and every answer is read
-/// before the first error is returned: a later statement's error only says the transaction
-/// was aborted.
+/// One attempt, rolled back on any error. The position is locked first, on its own, so no
+/// wallet is locked by a worker that does not own the partition; the operations go in before
+/// the other writes, so an id stored already fails the attempt before they run. The statements
+/// of each phase in between go out together.
 async fn apply_once(
     client: &mut deadpool_postgres::Object,
     batch: &Batch,
     now: DateTime<Utc>,
     stored: Stored,
-) -> Result<Option<BatchReport>, StoreError> {
+) -> Result<BatchReport, StoreError> {
     let transaction = client.transaction().await?;
-    let (position, known, locked, holds) = tokio::join!(
-        lock_position(&transaction, batch),
-        stored_ids(&transaction, batch, stored),
-        lock_wallets(&transaction, &batch.operations),
-        lock_holds(&transaction, &batch.operations),
-    );
-    position?;
-    let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, known?);
-    let ((mut states, tenants), mut holds) = (locked?, holds?);
+    lock_position(&transaction, batch).await?;
+    let Found {
+        stored,
+        mut states,
+        tenants,
+        mut holds,
+    } = read_batch(&transaction, batch, stored).await?;
+    let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, stored);
     let operations: Vec<Operation> = fresh
         .iter()
         .map(|(_, operation)| operation.clone())
@@ -100,8 +93,8 @@ async fn apply_once(
     events.extend(events::for_rejected(&rejected, now));
     dead_letters.extend(batch.dead_letters.iter().cloned());
     let partition = batch.partition;
-    let (inserted, entries, holds_written, wallets, outbox, letters, advanced) = tokio::join!(
-        write_operations(&transaction, partition, &fresh, &applied.outcomes, now),
+    write_operations(&transaction, partition, &fresh, &applied.outcomes, now).await?;
+    let wallets = match tokio::join!(
         write_entries(&transaction, &applied.entries, &tenants, now),
         write_holds(
             &transaction,
@@ -115,19 +108,21 @@ async fn apply_once(
         write_outbox(&transaction, &events, now),
         write_dead_letters(&transaction, batch, &dead_letters, now),
         advance_position(&transaction, batch),
-    );
-    let inserted = inserted?;
-    entries?;
-    holds_written?;
-    let wallets = wallets?;
-    outbox?;
-    letters?;
-    advanced?;
-    if inserted != fresh.len() as u64 {
-        return Ok(None);
-    }
+    ) {
+        (Ok(()), Ok(()), Ok(wallets), Ok(()), Ok(()), Ok(())) => wallets,
+        (entries, holds, wallets, outbox, letters, advanced) => {
+            return Err(StoreError::cause([
+                entries.err(),
+                holds.err(),
+                wallets.err(),
+                outbox.err(),
+                letters.err(),
+                advanced.err(),
+            ]))
+        }
+    };
     transaction.commit().await?;
-    Ok(Some(BatchReport {
+    Ok(BatchReport {
         wallets,
         currencies: states
             .iter()
@@ -137,7 +132,40 @@ async fn apply_once(
         rejected,
         duplicates,
         processed_at: now,
-    }))
+    })
+}
+
+/// What a batch's operations find in the database, the wallets and holds locked.
+struct Found {
+    /// The fingerprints of the batch's ids stored already, if asked.
+    stored: HashMap<ScopedId, String>,
+    states: HashMap<WalletId, WalletState>,
+    /// Each locked wallet's tenant, for the events.
+    tenants: HashMap<WalletId, String>,
+    holds: HashMap<ScopedId, Hold>,
+}
+
+/// Reads what the batch's operations touch in one round trip, once the position is locked.
+async fn read_batch(
+    client: &impl GenericClient,
+    batch: &Batch,
+    stored: Stored,
+) -> Result<Found, StoreError> {
+    match tokio::join!(
+        stored_ids(client, batch, stored),
+        lock_wallets(client, &batch.operations),
+        lock_holds(client, &batch.operations),
+    ) {
+        (Ok(stored), Ok((states, tenants)), Ok(holds)) => Ok(Found {
+            stored,
+            states,
+            tenants,
+            holds,
+        }),
+        (known, wallets, holds) => {
+            Err(StoreError::cause([known.err(), wallets.err(), holds.err()]))
+        }
+    }
 }
 
 /// The stored fingerprint of each operation id in the batch that is stored already, if asked.

@@ -86,7 +86,40 @@ pub fn remedy_for_sqlstate(code: &str) -> Remedy {
     }
 }
 
+/// The operations table's key, (tenant, id): an insert it refuses met a stored operation.
+const OPERATIONS_KEY: &str = "operations_tenant_id_pkey";
+
 impl StoreError {
+    /// Whether an operation's id was stored already (23505 on the operations key).
+    pub fn is_stored_operation(&self) -> bool {
+        let StoreError::Database(error) = self else {
+            return false;
+        };
+        error.as_db_error().is_some_and(|db| {
+            db.code().code() == "23505" && db.constraint() == Some(OPERATIONS_KEY)
+        })
+    }
+
+    /// The error that caused a transaction's failure among those of statements sent together:
+    /// the first one that is not "transaction aborted" (25P02), which the statements after
+    /// the failed one all answer, whichever of them ran first.
+    pub fn cause<const N: usize>(errors: [Option<StoreError>; N]) -> StoreError {
+        let mut errors: Vec<StoreError> = errors.into_iter().flatten().collect();
+        let cause = errors
+            .iter()
+            .position(|error| !error.is_aborted_transaction())
+            .unwrap_or(0);
+        if errors.is_empty() {
+            return StoreError::Corrupt("statements failed without an error".to_owned());
+        }
+        errors.swap_remove(cause)
+    }
+
+    fn is_aborted_transaction(&self) -> bool {
+        matches!(self, StoreError::Database(error)
+            if error.code().is_some_and(|code| code.code() == "25P02"))
+    }
+
     /// A value read from the database that the ledger cannot read.
     pub fn corrupt(error: impl std::fmt::Display) -> Self {
         StoreError::Corrupt(error.to_string())

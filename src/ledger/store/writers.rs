@@ -10,14 +10,15 @@ use super::wallets::wallet_from_row;
 use super::{prepared, Batch, DeadLetter, StoreError, Wallet};
 use crate::ledger::types::{Entry, Operation, Outcome, WalletId, WalletState};
 
-/// Inserts the operations and answers how many were new: an id stored already is left as it is.
+/// Inserts the operations; one whose id is stored already fails the statement with a unique
+/// violation on the operations key.
 pub(super) async fn write_operations(
     client: &impl GenericClient,
     partition: i32,
     operations: &[(i64, Operation)],
     outcomes: &[Outcome],
     now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+) -> Result<(), StoreError> {
     let count = operations.len();
     let (mut ids, mut wallets, mut types, mut amounts, mut targets) = (
         Vec::with_capacity(count),
@@ -74,15 +75,14 @@ pub(super) async fn write_operations(
              FROM unnest($14::text[], $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $11::bigint[], $12::timestamptz[], $15::text[], $16::uuid[])
                   AS t(tenant, id, wallet_id, type, amount, to_wallet_id, status, reason, balance_after, fingerprint,
-                       \"offset\", accepted_at, metadata, hold_id)
-             ON CONFLICT (tenant, id) DO NOTHING").await?,
+                       \"offset\", accepted_at, metadata, hold_id)").await?,
             &[
                 &ids, &wallets, &types, &amounts, &targets, &statuses, &reasons, &balances, &fingerprints, &partition, &offsets,
                 &accepted, &now, &tenants, &metadata, &holds,
             ],
         )
-        .await
-        .map_err(StoreError::from)
+        .await?;
+    Ok(())
 }
 
 /// `tenants` holds every wallet the entries name: an entry's operation is its wallet's
