@@ -261,20 +261,24 @@ async fn a_stored_operation_produced_again_is_dropped_and_the_rest_applied() {
     assert!(reason.starts_with("IDEMPOTENCY_KEY_REUSED"), "{reason}");
 }
 
-/// The bytes of the record on the operations topic that carries operation `id`.
-async fn record_of(stack: &Stack, id: &str) -> Vec<u8> {
-    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
+/// A client of the operations topic's partition 0, the only one of a one-partition system.
+async fn first_partition(stack: &Stack) -> rskafka::client::partition::PartitionClient {
+    rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
         .build()
         .await
-        .expect("connects");
-    let partition = client
+        .expect("connects")
         .partition_client(
             &stack.operations_topic,
             0,
             rskafka::client::partition::UnknownTopicHandling::Error,
         )
         .await
-        .expect("partition");
+        .expect("partition")
+}
+
+/// The bytes of the record on the operations topic that carries operation `id`.
+async fn record_of(stack: &Stack, id: &str) -> Vec<u8> {
+    let partition = first_partition(stack).await;
     let (records, _) = partition
         .fetch_records(0, 1..1_000_000, 1_000)
         .await
@@ -290,18 +294,7 @@ async fn record_of(stack: &Stack, id: &str) -> Vec<u8> {
 }
 
 async fn produce_raw(stack: &Stack, values: Vec<Vec<u8>>) {
-    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
-        .build()
-        .await
-        .expect("connects");
-    let partition = client
-        .partition_client(
-            &stack.operations_topic,
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Error,
-        )
-        .await
-        .expect("partition");
+    let partition = first_partition(stack).await;
     let records = values
         .into_iter()
         .map(|value| rskafka::record::Record {
