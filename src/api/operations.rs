@@ -18,7 +18,7 @@ use crate::clock;
 use crate::ledger::database;
 use crate::ledger::kind::{KindError, KindFields, Presence};
 use crate::ledger::metadata::Metadata;
-use crate::ledger::money::{format_decimal, Currency};
+use crate::ledger::money::{format_in, Currency};
 use crate::ledger::store::{self, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
     FailureReason, OperationId, OperationKind, OperationStatus, OperationType, ScopedId, WalletId,
@@ -336,10 +336,7 @@ impl StatusBody {
     }
 
     pub(super) fn from_record(record: &OperationRecord, currency: Option<Currency>) -> Self {
-        let money = |value: &bigdecimal::BigDecimal| match currency {
-            Some(currency) => currency.format(value),
-            None => format_decimal(value),
-        };
+        let money = |value| format_in(currency, value);
         StatusBody {
             operation_id: record.id,
             wallet_id: record.wallet_id,

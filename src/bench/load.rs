@@ -17,6 +17,9 @@ use uuid::Uuid;
 use super::progress::Counters;
 use super::wire::{Connection, Endpoint};
 use super::{BenchOptions, FUNDING};
+use crate::clock;
+use crate::ledger::kind::{Presence, RequestField};
+use crate::ledger::types::OperationType;
 
 /// The bulk submission route, which `--batch` drives.
 const BATCH_PATH: &str = "/api/v1/operations/batch";
@@ -24,9 +27,6 @@ const BATCH_PATH: &str = "/api/v1/operations/batch";
 const SUBMIT_PATH: &str = "/api/v1/wallet";
 /// Longest wait for any one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-use crate::clock;
-use crate::ledger::kind::{Presence, RequestField};
-use crate::ledger::types::OperationType;
 
 /// Holds one load connection remembers for its captures and voids; beyond this, new holds
 /// stay open unsettled.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::decisions::DECIDED_CHANNEL;
 use super::{Cache, CacheError};
 use crate::ledger::metadata::Metadata;
-use crate::ledger::money::{format_decimal, Currency};
+use crate::ledger::money::{format_in, Currency};
 use crate::ledger::types::{
     FailureReason, Operation, OperationId, OperationStatus, OperationType, Outcome, ScopedId,
     WalletId,
@@ -119,10 +119,7 @@ impl Marker {
         currency: Option<Currency>,
         processed_at: DateTime<Utc>,
     ) -> Marker {
-        let money = |value: &bigdecimal::BigDecimal| match currency {
-            Some(currency) => currency.format(value),
-            None => format_decimal(value),
-        };
+        let money = |value| format_in(currency, value);
         let (state, reason, balance_after, amount) = match outcome {
             Outcome::Processed {
                 balance_after,

@@ -25,8 +25,9 @@ pub const WRITE_CHUNK: usize = 500;
 
 /// One multiplexed connection serves every concurrent request of a thread (`wallet serve` makes
 /// one per HTTP worker thread: a connection whose driver runs on another thread costs every
-/// request two cross-thread wake-ups); it reconnects by itself after a failure. (A checkout pool adds a PING round trip to every command: deadpool-redis was
-/// measured 35–43 % slower on a hot wallet, see the README's benchmarks.)
+/// request two cross-thread wake-ups); it reconnects by itself after a failure. (A checkout
+/// pool adds a PING round trip to every command: deadpool-redis was measured 35–43 % slower
+/// on a hot wallet, see the README's benchmarks.)
 #[derive(Clone)]
 pub struct Cache {
     client: redis::Client,

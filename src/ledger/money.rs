@@ -199,6 +199,15 @@ pub fn format_decimal(value: &BigDecimal) -> String {
     }
 }
 
+/// Renders an amount in its wallet's currency, or as [`format_decimal`] does when the wallet
+/// (and so its currency) is not known.
+pub fn format_in(currency: Option<Currency>, value: &BigDecimal) -> String {
+    match currency {
+        Some(currency) => currency.format(value),
+        None => format_decimal(value),
+    }
+}
+
 /// Reads decimal text stored by PostgreSQL (`numeric::text`), which is always plain notation.
 pub fn decimal_from_db(text: &str) -> Result<BigDecimal, MoneyError> {
     BigDecimal::from_str(text).map_err(|_| MoneyError::Malformed("not a decimal"))

@@ -62,12 +62,12 @@ async fn apply_once(
     let transaction = client.transaction().await?;
     lock_position(&transaction, batch).await?;
     let Found {
-        stored,
+        known,
         mut states,
         tenants,
         mut holds,
     } = read_batch(&transaction, batch, stored).await?;
-    let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, stored);
+    let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, known);
     let operations: Vec<Operation> = fresh
         .iter()
         .map(|(_, operation)| operation.clone())
@@ -138,7 +138,7 @@ async fn apply_once(
 /// What a batch's operations find in the database, the wallets and holds locked.
 struct Found {
     /// The fingerprints of the batch's ids stored already, if asked.
-    stored: HashMap<ScopedId, String>,
+    known: HashMap<ScopedId, String>,
     states: HashMap<WalletId, WalletState>,
     /// Each locked wallet's tenant, for the events.
     tenants: HashMap<WalletId, String>,
@@ -156,8 +156,8 @@ async fn read_batch(
         lock_wallets(client, &batch.operations),
         lock_holds(client, &batch.operations),
     ) {
-        (Ok(stored), Ok((states, tenants)), Ok(holds)) => Ok(Found {
-            stored,
+        (Ok(known), Ok((states, tenants)), Ok(holds)) => Ok(Found {
+            known,
             states,
             tenants,
             holds,
@@ -168,23 +168,16 @@ async fn read_batch(
     }
 }
 
-/// The stored fingerprint of each operation id in the batch that is stored already, if asked.
+/// The stored fingerprint of each operation id in the batch that is stored already, when
+/// asked; none when assumed.
 async fn stored_ids(
     client: &impl GenericClient,
     batch: &Batch,
     stored: Stored,
 ) -> Result<HashMap<ScopedId, String>, StoreError> {
-    match stored {
-        Stored::Assumed => Ok(HashMap::new()),
-        Stored::LookedUp => looked_up(client, batch).await,
+    if stored == Stored::Assumed {
+        return Ok(HashMap::new());
     }
-}
-
-/// The operations of the batch whose id is stored, with their stored fingerprints.
-async fn looked_up(
-    client: &impl GenericClient,
-    batch: &Batch,
-) -> Result<HashMap<ScopedId, String>, StoreError> {
     let (tenants, ids): (Vec<&str>, Vec<Uuid>) = batch
         .operations
         .iter()

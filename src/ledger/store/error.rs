@@ -1,6 +1,8 @@
 //! Why a PostgreSQL call failed, and what that means for a batch: retried, or its records
 //! blamed.
 
+use tokio_postgres::error::SqlState;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another owner moved the partition's position; this batch must not be applied.
@@ -96,7 +98,7 @@ impl StoreError {
             return false;
         };
         error.as_db_error().is_some_and(|db| {
-            db.code().code() == "23505" && db.constraint() == Some(OPERATIONS_KEY)
+            *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(OPERATIONS_KEY)
         })
     }
 
@@ -105,19 +107,19 @@ impl StoreError {
     /// the failed one all answer, whichever of them ran first.
     pub fn cause<const N: usize>(errors: [Option<StoreError>; N]) -> StoreError {
         let mut errors: Vec<StoreError> = errors.into_iter().flatten().collect();
+        if errors.is_empty() {
+            return StoreError::Corrupt("statements failed without an error".to_owned());
+        }
         let cause = errors
             .iter()
             .position(|error| !error.is_aborted_transaction())
             .unwrap_or(0);
-        if errors.is_empty() {
-            return StoreError::Corrupt("statements failed without an error".to_owned());
-        }
         errors.swap_remove(cause)
     }
 
     fn is_aborted_transaction(&self) -> bool {
         matches!(self, StoreError::Database(error)
-            if error.code().is_some_and(|code| code.code() == "25P02"))
+            if error.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
     }
 
     /// A value read from the database that the ledger cannot read.
