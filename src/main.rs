@@ -22,10 +22,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = wallet::telemetry::init(&config.log) {
-        eprintln!("error: {error:#}");
-        return ExitCode::from(2);
-    }
+    // Held to the end: dropping it writes the log lines still queued.
+    let _log = match wallet::telemetry::init(&config.log) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Serve(_) => wallet::startup::serve(config),
         Command::Work(_) => wallet::startup::work(config),

@@ -1,6 +1,6 @@
 //! Logs and metrics: how the process reports what it does.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -16,22 +17,36 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the configured level so a
 /// developer can turn up one module without editing the configuration.
-pub fn init(config: &LogConfig) -> anyhow::Result<()> {
+///
+/// Lines are written to stderr by a thread of their own, in one write per burst: a write per
+/// line from the request's thread cost `serve` about 7 µs per operation (one access line per
+/// request, perf and /proc on one hot wallet). The returned guard writes what is still queued
+/// when dropped, so the caller keeps it until the process ends; a request waits for room in the
+/// queue rather than losing a line.
+pub fn init(config: &LogConfig) -> anyhow::Result<WorkerGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(filter) => EnvFilter::try_new(filter)?,
         Err(_) => EnvFilter::try_new(&config.level)
             .map_err(|error| anyhow::anyhow!("configuration: key `log.level`: {error}"))?,
     };
     let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_LINES_QUEUED_MAX)
+        .thread_name("log-writer")
+        .finish(BufWriter::with_capacity(
+            LOG_BUFFER_BYTES,
+            std::io::stderr(),
+        ));
     let text = (config.format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
     });
     let json = (config.format == LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
     });
     tracing_subscriber::registry()
         .with(filter)
@@ -39,8 +54,14 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         .with(text)
         .with(json)
         .try_init()
-        .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
+        .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))?;
+    Ok(guard)
 }
+
+/// Lines waiting for the writer thread before a logging thread waits for room.
+const LOG_LINES_QUEUED_MAX: usize = 64 * 1024;
+/// What the writer thread gathers into one write.
+const LOG_BUFFER_BYTES: usize = 64 * 1024;
 
 /// actix-http logs every malformed request head and broken connection as an ERROR, so any
 /// client could fill the error log. `FrameworkErrors` drops those events before any output
