@@ -1,6 +1,8 @@
 //! Balance entries `wallet:{id}`, written only through a version guard so an older balance
 //! can never replace a newer one, whoever writes last.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +90,7 @@ impl Cache {
         if wallets.is_empty() {
             return Ok(());
         }
+        self.written.dropped(wallets);
         let keys: Vec<String> = wallets.iter().map(|id| key(*id)).collect();
         self.with_connection(|mut connection| async move {
             redis::cmd("DEL")
@@ -97,6 +100,24 @@ impl Cache {
             Ok(())
         })
         .await
+    }
+
+    /// Whether this process lately wrote `version` of the wallet, or a newer one, so Redis
+    /// holds it unless it lost the entry.
+    pub fn holds_balance(&self, wallet: WalletId, version: i64) -> bool {
+        self.written.covers(wallet, version, Instant::now())
+    }
+
+    /// Brings the entries of freshly committed wallets up to date, skipping those this
+    /// process already wrote at that version or a newer one. Returns how many were replaced.
+    pub async fn refresh_balances(&self, wallets: &[CachedWallet]) -> Result<usize, CacheError> {
+        let now = Instant::now();
+        let missing: Vec<CachedWallet> = wallets
+            .iter()
+            .filter(|wallet| !self.written.covers(wallet.wallet_id, wallet.version, now))
+            .cloned()
+            .collect();
+        self.store_balances(&missing).await
     }
 
     /// Stores every wallet whose version is newer than the cached one, in one round trip.
@@ -116,10 +137,19 @@ impl Cache {
                 .arg(serde_json::to_string(wallet)?)
                 .arg(self.balance_ttl_s);
         }
-        self.with_connection(|mut connection| async move {
-            let replaced: Vec<i64> = pipeline.query_async(&mut connection).await?;
-            Ok(replaced.iter().filter(|&&stored| stored == 1).count())
-        })
-        .await
+        let sent = Instant::now();
+        let replaced: Vec<i64> = self
+            .with_connection(|mut connection| async move {
+                Ok(pipeline.query_async(&mut connection).await?)
+            })
+            .await?;
+        // Replaced or refused as older, the entry now holds this version or a newer one.
+        self.written.wrote(
+            wallets
+                .iter()
+                .map(|wallet| (wallet.wallet_id, wallet.version)),
+            sent,
+        );
+        Ok(replaced.iter().filter(|&&stored| stored == 1).count())
     }
 }

@@ -4,6 +4,7 @@
 mod balances;
 mod decisions;
 mod markers;
+mod written;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::OnceCell;
 pub use balances::CachedWallet;
 pub use decisions::{Decisions, Watch};
 pub use markers::{Marker, MarkerState};
+use written::RecentWrites;
 
 use crate::config::RedisConfig;
 
@@ -32,6 +34,8 @@ pub const WRITE_CHUNK: usize = 500;
 pub struct Cache {
     client: redis::Client,
     connection: Arc<OnceCell<ConnectionManager>>,
+    /// Shared by every connection of the process.
+    written: Arc<RecentWrites>,
     timeout: Duration,
     balance_ttl_s: u64,
     marker_ttl_s: u64,
@@ -57,6 +61,7 @@ impl Cache {
         Ok(Cache {
             client,
             connection: Arc::new(OnceCell::new()),
+            written: Arc::new(RecentWrites::new(Duration::from_secs(config.balance_ttl_s))),
             timeout: Duration::from_millis(config.timeout_ms),
             balance_ttl_s: config.balance_ttl_s,
             marker_ttl_s: config.marker_ttl_s,

@@ -339,7 +339,7 @@ impl PartitionConsumer {
     async fn flush_stale(&self, stale: &mut StaleCache) {
         let wallets: Vec<CachedWallet> = stale.wallets.values().cloned().collect();
         for chunk in wallets.chunks(cache::WRITE_CHUNK) {
-            if let Err(error) = self.cache.store_balances(chunk).await {
+            if let Err(error) = self.cache.refresh_balances(chunk).await {
                 tracing::warn!(%error, pending = stale.wallets.len(), "cache refresh failed; will drop the entries instead");
                 stale.forget_balances();
                 return;

@@ -4,11 +4,11 @@
 //!
 //! The outbox is also the durable record of which wallets changed, so before deleting the
 //! events the relay writes those wallets' current balances to the cache. The worker that
-//! committed them has normally done so already (the version guard then ignores the repeat);
-//! this covers a worker that died or was stopped between its commit and its own cache write,
-//! which would otherwise leave the cache behind until the wallet's next change.
+//! committed them has normally done so already, in this process, and then the relay skips
+//! them; this covers a worker that died or was stopped between its commit and its own cache
+//! write, which would otherwise leave the cache behind until the wallet's next change.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,22 +120,30 @@ impl OutboxRelay {
     }
 
     /// Writes the current balance of every wallet the events name to the cache, through its
-    /// version guard. Before the events are deleted, so a relay that dies here leaves them for
-    /// the next one to publish and refresh again. Redis being away is logged, not an error:
-    /// events never wait for the cache, and reads fall back to PostgreSQL meanwhile.
+    /// version guard, unless this process lately wrote the version of the wallet's last event
+    /// or a newer one (the committing worker normally has). Before the events are deleted, so
+    /// a relay that dies here leaves them for the next one to publish and refresh again. Redis
+    /// being away is logged, not an error: events never wait for the cache, and reads fall
+    /// back to PostgreSQL meanwhile.
     async fn refresh_cache(
         &self,
         client: &impl deadpool_postgres::GenericClient,
         rows: &[OutboxRow],
     ) -> anyhow::Result<()> {
-        let ids: HashSet<WalletId> = rows.iter().map(|row| row.wallet_id).collect();
-        let ids: Vec<WalletId> = ids.into_iter().collect();
+        let ids: Vec<WalletId> = newest_versions(rows)
+            .into_iter()
+            .filter(|(wallet, version)| !self.cache.holds_balance(*wallet, *version))
+            .map(|(wallet, _)| wallet)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let wallets = store::wallets(client, &ids)
             .await
             .context("reading the wallets of the events")?;
         let cached: Vec<CachedWallet> = wallets.iter().map(CachedWallet::from).collect();
         for chunk in cached.chunks(cache::WRITE_CHUNK) {
-            if let Err(error) = self.cache.store_balances(chunk).await {
+            if let Err(error) = self.cache.refresh_balances(chunk).await {
                 tracing::warn!(%error, wallets = cached.len(), "cannot refresh the cache from the outbox");
                 break;
             }
@@ -184,5 +192,60 @@ impl OutboxRelay {
         .await
         .context("publishing events timed out")??;
         Ok(())
+    }
+}
+
+/// The part of an event the cache refresh needs: the wallet's version after it.
+#[derive(serde::Deserialize)]
+struct VersionOf {
+    version: Option<i64>,
+}
+
+/// Each wallet the events changed, with its version after the last of them. An event
+/// without a version (an operation on a wallet that does not exist) changed nothing; one
+/// that cannot be read counts as the newest possible version, so its wallet is read again.
+fn newest_versions(rows: &[OutboxRow]) -> HashMap<WalletId, i64> {
+    let mut newest: HashMap<WalletId, i64> = HashMap::new();
+    for row in rows {
+        let version = match serde_json::from_str::<VersionOf>(&row.payload) {
+            Ok(VersionOf {
+                version: Some(version),
+            }) => version,
+            Ok(VersionOf { version: None }) => continue,
+            Err(_) => i64::MAX,
+        };
+        let entry = newest.entry(row.wallet_id).or_insert(version);
+        *entry = (*entry).max(version);
+    }
+    newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(wallet: u128, payload: &str) -> OutboxRow {
+        OutboxRow {
+            row: 1,
+            wallet_id: WalletId(uuid::Uuid::from_u128(wallet)),
+            payload: payload.to_owned(),
+        }
+    }
+
+    /// Proves each wallet is refreshed at its last event's version, a wallet that does not
+    /// exist not at all, and one whose event cannot be read always.
+    #[test]
+    fn the_newest_version_of_each_wallet_is_refreshed() {
+        let rows = [
+            row(1, r#"{"walletId":"x","version":7}"#),
+            row(1, r#"{"version":9,"type":"OperationProcessed"}"#),
+            row(1, r#"{"version":8}"#),
+            row(2, r#"{"type":"OperationFailed"}"#),
+            row(3, "not json"),
+        ];
+        let newest = newest_versions(&rows);
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[&WalletId(uuid::Uuid::from_u128(1))], 9);
+        assert_eq!(newest[&WalletId(uuid::Uuid::from_u128(3))], i64::MAX);
     }
 }
