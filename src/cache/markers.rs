@@ -189,15 +189,17 @@ impl Marker {
     /// answer gave its request (a marker written whole by an earlier release, too, when a
     /// retry since recorded an answer); a final one stays as it is.
     fn answered(self, answer: Option<MarkerState>) -> Marker {
-        let undecided = match self.state {
-            MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => true,
-            MarkerState::Processed | MarkerState::Failed => false,
+        let state = match answer {
+            Some(state @ (MarkerState::Pending | MarkerState::Uncertain)) => state,
+            Some(MarkerState::Accepting | MarkerState::Processed | MarkerState::Failed) | None => {
+                return self
+            }
         };
-        match answer {
-            Some(state @ (MarkerState::Pending | MarkerState::Uncertain)) if undecided => {
+        match self.state {
+            MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => {
                 Marker { state, ..self }
             }
-            _ => self,
+            MarkerState::Processed | MarkerState::Failed => self,
         }
     }
 }
