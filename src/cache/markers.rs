@@ -189,17 +189,15 @@ impl Marker {
     /// answer gave its request (a marker written whole by an earlier release, too, when a
     /// retry since recorded an answer); a final one stays as it is.
     fn answered(self, answer: Option<MarkerState>) -> Marker {
-        let state = match answer {
-            Some(state @ (MarkerState::Pending | MarkerState::Uncertain)) => state,
-            Some(MarkerState::Accepting | MarkerState::Processed | MarkerState::Failed) | None => {
-                return self
-            }
+        let undecided = match self.state {
+            MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => true,
+            MarkerState::Processed | MarkerState::Failed => false,
         };
-        match self.state {
-            MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => {
+        match answer {
+            Some(state @ (MarkerState::Pending | MarkerState::Uncertain)) if undecided => {
                 Marker { state, ..self }
             }
-            MarkerState::Processed | MarkerState::Failed => self,
+            _ => self,
         }
     }
 }
