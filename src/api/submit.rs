@@ -18,7 +18,7 @@ use futures::future::join_all;
 use uuid::Uuid;
 
 use super::{lookup, AppState, Problem};
-use crate::cache::{Marker, MarkerState};
+use crate::cache::Marker;
 use crate::clock;
 use crate::ingest::producer::ProduceError;
 use crate::ledger::metadata::Metadata;
@@ -156,19 +156,15 @@ async fn produce_claimed(
 ) -> Vec<Result<Accepted, Problem>> {
     let (operations, markers): (Vec<Operation>, Vec<Marker>) = owned.into_iter().unzip();
     let produced = state.producer.produce_all(&operations).await;
-    let answers: Vec<(ScopedId, &Marker, MarkerState)> = operations
+    let replacements: Vec<(ScopedId, &Marker, Marker)> = operations
         .iter()
         .zip(&markers)
         .zip(&produced)
         .map(|((operation, own), produced)| {
-            (
-                operation.scoped_id(),
-                own,
-                MarkerState::answer(produced.is_ok()),
-            )
+            (operation.scoped_id(), own, own.produced(produced.is_ok()))
         })
         .collect();
-    if let Err(error) = state.cache.record_answers(&answers).await {
+    if let Err(error) = state.cache.replace_own_all(&replacements).await {
         tracing::warn!(%error, "cannot update the idempotency markers");
     }
     operations
@@ -242,10 +238,10 @@ async fn produce(
 ) -> Result<Accepted, Problem> {
     let id = operation.scoped_id();
     let produced = state.producer.produce(operation).await;
-    let broker_answer = MarkerState::answer(produced.is_ok());
-    if broker_answer != own.state {
-        if let Err(error) = state.cache.record_answer(&id, own, broker_answer).await {
-            tracing::warn!(%error, state = ?broker_answer, "cannot update the idempotency marker");
+    let next = own.produced(produced.is_ok());
+    if next != *own {
+        if let Err(error) = state.cache.replace_own(&id, own, &next).await {
+            tracing::warn!(%error, state = ?next.state, "cannot update the idempotency marker");
         }
     }
     answer(operation, produced)

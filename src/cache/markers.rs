@@ -4,9 +4,6 @@
 //!
 //! The state machine lives here: a request claims an `Accepting` marker, the broker's answer
 //! makes it `Pending` or `Uncertain`, and a worker's commit makes it `Processed` or `Failed`.
-//! The broker's answer is kept apart, under `op:{tenant}:{id}:answer`, so that recording it is
-//! a plain write that can never replace a final status a worker wrote first (a compare in a
-//! script cost Redis about three times as much); a reader combines the two.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -74,15 +71,6 @@ pub struct Decision {
 }
 
 impl MarkerState {
-    /// The state the broker's answer gives a request: `Pending` when it acknowledged the
-    /// record, `Uncertain` otherwise, since a failed produce may still have written it.
-    pub fn answer(acknowledged: bool) -> MarkerState {
-        match acknowledged {
-            true => MarkerState::Pending,
-            false => MarkerState::Uncertain,
-        }
-    }
-
     /// The status a client is told: none while nothing it was told is accepted (a request
     /// still being produced, or one whose produce failed).
     pub fn status(self) -> Option<OperationStatus> {
@@ -108,6 +96,18 @@ impl Marker {
             processed_at: None,
             metadata: operation.metadata.clone(),
             decision: None,
+        }
+    }
+
+    /// This request's marker once the broker answered: `Pending` when it acknowledged the
+    /// record, `Uncertain` otherwise, since a failed produce may still have written it.
+    pub fn produced(&self, acknowledged: bool) -> Marker {
+        Marker {
+            state: match acknowledged {
+                true => MarkerState::Pending,
+                false => MarkerState::Uncertain,
+            },
+            ..self.clone()
         }
     }
 
@@ -174,53 +174,32 @@ impl Marker {
     }
 }
 
+/// Replaces this request's own marker (ARGV[1]) with ARGV[2]; also writes it when the marker
+/// has expired, but never over another request's marker or a final status a worker already
+/// wrote.
+const REPLACE_OWN: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"#;
+
 /// Tenants are letters, digits, '-' and '_', so the colon keeps keys unambiguous.
 pub(super) fn key(id: &ScopedId) -> String {
     format!("op:{}:{}", id.tenant, id.id)
 }
 
-/// Where the broker's answer to the request holding the marker is kept.
-fn answer_key(id: &ScopedId) -> String {
-    format!("op:{}:{}:answer", id.tenant, id.id)
-}
-
-impl Marker {
-    /// What a reader is shown: a marker no worker has decided takes the state the broker's
-    /// answer gave its request (a marker written whole by an earlier release, too, when a
-    /// retry since recorded an answer); a final one stays as it is.
-    fn answered(self, answer: Option<MarkerState>) -> Marker {
-        let undecided = match self.state {
-            MarkerState::Accepting | MarkerState::Uncertain | MarkerState::Pending => true,
-            MarkerState::Processed | MarkerState::Failed => false,
-        };
-        match answer {
-            Some(state @ (MarkerState::Pending | MarkerState::Uncertain)) if undecided => {
-                Marker { state, ..self }
-            }
-            _ => self,
-        }
-    }
-}
-
 impl Cache {
     pub async fn marker(&self, id: &ScopedId) -> Result<Option<Marker>, CacheError> {
-        let keys = [key(id), answer_key(id)];
+        let key = key(id);
         self.with_connection(|mut connection| async move {
-            let stored: Vec<Option<String>> = redis::cmd("MGET")
-                .arg(&keys)
+            let stored: Option<String> = redis::cmd("GET")
+                .arg(key)
                 .query_async(&mut connection)
                 .await?;
-            let mut stored = stored.into_iter();
-            let marker = stored.next().flatten();
-            let answer = stored
-                .next()
-                .flatten()
-                .map(|text| serde_json::from_str::<MarkerState>(&text))
-                .transpose()?;
-            let marker = marker
-                .map(|text| serde_json::from_str::<Marker>(&text))
-                .transpose()?;
-            Ok(marker.map(|marker| marker.answered(answer)))
+            Ok(stored.map(|text| serde_json::from_str(&text)).transpose()?)
         })
         .await
     }
@@ -254,51 +233,31 @@ impl Cache {
         marker.state == MarkerState::Accepting && now < marker.accepted_at + ttl
     }
 
-    /// Records the broker's answer to this request, whose marker is `own`: `Pending` after an
-    /// acknowledgement, `Uncertain` after a failed produce. Both keep the id bound for the
-    /// markers' full TTL: a marker Redis lost meanwhile is claimed again for this request, while
-    /// another request's claim or a worker's final status stays.
-    pub async fn record_answer(
+    /// Replaces this request's own marker `from` with `to`: `Pending` after the broker's
+    /// acknowledgement, `Uncertain` after a failed produce. `to` keeps the id for the
+    /// markers' full TTL.
+    pub async fn replace_own(
         &self,
         id: &ScopedId,
-        own: &Marker,
-        answer: MarkerState,
+        from: &Marker,
+        to: &Marker,
     ) -> Result<(), CacheError> {
-        let mut pipeline = redis::pipe();
-        self.push_answer(&mut pipeline, id, own, answer)?;
+        let (from, to) = (serde_json::to_string(from)?, serde_json::to_string(to)?);
+        let ttl = self.marker_ttl_s;
+        let key = key(id);
         self.with_connection(|mut connection| async move {
-            pipeline.query_async::<()>(&mut connection).await?;
+            redis::cmd("EVAL")
+                .arg(REPLACE_OWN)
+                .arg(1)
+                .arg(key)
+                .arg(from)
+                .arg(to)
+                .arg(ttl)
+                .query_async::<i64>(&mut connection)
+                .await?;
             Ok(())
         })
         .await
-    }
-
-    fn push_answer(
-        &self,
-        pipeline: &mut redis::Pipeline,
-        id: &ScopedId,
-        own: &Marker,
-        answer: MarkerState,
-    ) -> Result<(), CacheError> {
-        let claim = Marker {
-            state: MarkerState::Accepting,
-            ..own.clone()
-        };
-        pipeline
-            .cmd("SET")
-            .arg(key(id))
-            .arg(serde_json::to_string(&claim)?)
-            .arg("NX")
-            .arg("EX")
-            .arg(self.marker_ttl_s)
-            .ignore()
-            .cmd("SET")
-            .arg(answer_key(id))
-            .arg(serde_json::to_string(&answer)?)
-            .arg("EX")
-            .arg(self.marker_ttl_s)
-            .ignore();
-        Ok(())
     }
 
     /// [`Cache::claim`] for many ids in one round trip; answers, in order, whether each was
@@ -321,18 +280,25 @@ impl Cache {
         .await
     }
 
-    /// [`Cache::record_answer`] for many requests, as (id, own marker, answer), in one round
-    /// trip.
-    pub async fn record_answers(
+    /// [`Cache::replace_own`] for many markers, as (id, from, to), in one round trip.
+    pub async fn replace_own_all(
         &self,
-        answers: &[(ScopedId, &Marker, MarkerState)],
+        replacements: &[(ScopedId, &Marker, Marker)],
     ) -> Result<(), CacheError> {
-        if answers.is_empty() {
+        if replacements.is_empty() {
             return Ok(());
         }
         let mut pipeline = redis::pipe();
-        for (id, own, answer) in answers {
-            self.push_answer(&mut pipeline, id, own, *answer)?;
+        for (id, from, to) in replacements {
+            pipeline
+                .cmd("EVAL")
+                .arg(REPLACE_OWN)
+                .arg(1)
+                .arg(key(id))
+                .arg(serde_json::to_string(from)?)
+                .arg(serde_json::to_string(to)?)
+                .arg(self.marker_ttl_s)
+                .ignore();
         }
         self.with_connection(|mut connection| async move {
             pipeline.query_async::<()>(&mut connection).await?;
@@ -341,8 +307,8 @@ impl Cache {
         .await
     }
 
-    /// Stores final statuses written by a worker after its commit, drops the broker's answers
-    /// they supersede, and announces them to the requests waiting for them, in one round trip.
+    /// Stores final statuses written by a worker after its commit and announces them to the
+    /// requests waiting for them, in one round trip.
     pub async fn store_outcomes(&self, outcomes: &[(ScopedId, Marker)]) -> Result<(), CacheError> {
         if outcomes.is_empty() {
             return Ok(());
@@ -358,9 +324,6 @@ impl Cache {
                 .arg(serde_json::to_string(marker)?)
                 .arg("EX")
                 .arg(self.marker_ttl_s)
-                .ignore()
-                .cmd("DEL")
-                .arg(answer_key(id))
                 .ignore();
         }
         pipeline
@@ -400,9 +363,9 @@ mod tests {
         };
         let accepting = Marker::accepting(&operation);
         assert_eq!(accepting.state.status(), None);
-        let pending = accepting.clone().answered(Some(MarkerState::answer(true)));
+        let pending = accepting.produced(true);
         assert_eq!(pending.state.status(), Some(OperationStatus::Pending));
-        let uncertain = accepting.clone().answered(Some(MarkerState::answer(false)));
+        let uncertain = accepting.produced(false);
         assert_eq!(uncertain.state, MarkerState::Uncertain);
         assert_eq!(uncertain.state.status(), None);
         assert_eq!(uncertain.fingerprint, accepting.fingerprint);
@@ -417,35 +380,5 @@ mod tests {
         let rejected = Marker::rejected(&operation, Utc::now());
         assert_eq!(rejected.state.status(), Some(OperationStatus::Failed));
         assert_eq!(rejected.reason.as_deref(), Some("REJECTED"));
-        assert_eq!(accepting.clone().answered(None), accepting);
-    }
-
-    /// Proves a broker's answer recorded late never hides a worker's decision, and that it
-    /// does update a whole marker an earlier release wrote.
-    #[test]
-    fn an_answer_never_replaces_a_final_status() {
-        let operation = Operation {
-            tenant: "acme".to_owned(),
-            id: OperationId(Uuid::from_u128(1)),
-            wallet_id: WalletId(Uuid::from_u128(2)),
-            kind: OperationKind::Deposit,
-            amount: Some(Amount::parse("5").unwrap()),
-            accepted_at: Utc::now(),
-            fingerprint: "f".to_owned(),
-            metadata: Metadata::default(),
-        };
-        let processed = Outcome::Processed {
-            balance_after: bigdecimal::BigDecimal::from(5),
-            amount: bigdecimal::BigDecimal::from(5),
-        };
-        let decided = Marker::decided(&operation, &processed, Some(Currency::USD), Utc::now());
-        let late = decided.clone().answered(Some(MarkerState::Pending));
-        assert_eq!(late, decided);
-        let earlier_release = Marker {
-            state: MarkerState::Uncertain,
-            ..Marker::accepting(&operation)
-        };
-        let retried = earlier_release.answered(Some(MarkerState::Pending));
-        assert_eq!(retried.state, MarkerState::Pending);
     }
 }
