@@ -4,6 +4,7 @@ use clap::Parser;
 use figment::providers::Serialized;
 use wallet::cli::{Cli, Command};
 use wallet::config::Config;
+use wallet::telemetry::LogOutput;
 
 /// Every request allocates and frees many small buffers across threads, where the system
 /// allocator spent about a tenth of `serve`'s CPU (perf, one hot wallet).
@@ -22,8 +23,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let output = match cli.command {
+        Command::Serve(_) | Command::Work(_) | Command::Run { .. } => LogOutput::Queued,
+        Command::Migrate(_)
+        | Command::Bench(_)
+        | Command::Token(_)
+        | Command::Verify(_)
+        | Command::Lag(_) => LogOutput::Immediate,
+    };
     // Held to the end: dropping it writes the log lines still queued.
-    let _log = match wallet::telemetry::init(&config.log) {
+    let _log = match wallet::telemetry::init(&config.log, output) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -9,50 +9,65 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Where log lines go on their way to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Through a thread of their own, one write per burst: for the long-running processes,
+    /// where a write per line from the request's thread cost `serve` about 5 µs per operation
+    /// (one access line per request, /proc on one hot wallet). A thread waits for room in the
+    /// queue rather than losing a line; what is queued when the process is killed is lost.
+    Queued,
+    /// Written at once by the thread that logs: for commands that run and exit, whose lines
+    /// must keep their order with what they print.
+    Immediate,
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the configured level so a
-/// developer can turn up one module without editing the configuration.
-///
-/// Lines are written to stderr by a thread of their own, in one write per burst: a write per
-/// line from the request's thread cost `serve` about 7 µs per operation (one access line per
-/// request, perf and /proc on one hot wallet). The returned guard writes what is still queued
-/// when dropped, so the caller keeps it until the process ends; a request waits for room in the
-/// queue rather than losing a line.
-pub fn init(config: &LogConfig) -> anyhow::Result<WorkerGuard> {
+/// developer can turn up one module without editing the configuration. With
+/// [`LogOutput::Queued`] the returned guard writes what is still queued when dropped, so the
+/// caller keeps it until the process ends.
+pub fn init(config: &LogConfig, output: LogOutput) -> anyhow::Result<Option<WorkerGuard>> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(filter) => EnvFilter::try_new(filter)?,
         Err(_) => EnvFilter::try_new(&config.level)
             .map_err(|error| anyhow::anyhow!("configuration: key `log.level`: {error}"))?,
     };
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_LINES_QUEUED_MAX)
-        .thread_name("log-writer")
-        .finish(BufWriter::with_capacity(
-            LOG_BUFFER_BYTES,
-            std::io::stderr(),
-        ));
-    let text = (config.format == LogFormat::Text).then(|| {
-        tracing_subscriber::fmt::layer()
+    let (writer, guard) = match output {
+        LogOutput::Queued => {
+            let (writer, guard) = NonBlockingBuilder::default()
+                .lossy(false)
+                .buffered_lines_limit(LOG_LINES_QUEUED_MAX)
+                .thread_name("log-writer")
+                .finish(BufWriter::with_capacity(
+                    LOG_BUFFER_BYTES,
+                    std::io::stderr(),
+                ));
+            (BoxMakeWriter::new(writer), Some(guard))
+        }
+        LogOutput::Immediate => (BoxMakeWriter::new(std::io::stderr), None),
+    };
+    let lines = match config.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
-            .with_writer(writer.clone())
-    });
-    let json = (config.format == LogFormat::Json).then(|| {
-        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(writer.clone())
-    });
+            .with_writer(writer)
+            .boxed(),
+    };
     tracing_subscriber::registry()
         .with(filter)
         .with(FrameworkErrors)
-        .with(text)
-        .with(json)
+        .with(lines)
         .try_init()
         .map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))?;
     Ok(guard)

@@ -3,7 +3,10 @@
 //! events it publishes. Whoever comes second may skip the write, and the relay its read of the
 //! wallets from PostgreSQL too: Redis already holds that version or a newer one, unless it lost
 //! the entry, and a lost entry is a miss that the next read fills from PostgreSQL, never a
-//! stale balance.
+//! stale balance. Redis coming back with older data than it answered (an append-only file
+//! missing its last second, a lagging replica promoted) leaves a balance behind until the
+//! wallet's next change, with or without the skip: the relay's repeat came milliseconds after
+//! the worker's write and was lost with it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,7 +27,8 @@ struct Write {
 pub struct RecentWrites {
     writes: Mutex<HashMap<WalletId, Write>>,
     /// How long a remembered write still counts: well inside the entries' own TTL, so a skip
-    /// never relies on an entry Redis has expired.
+    /// seldom meets an entry Redis has expired (a write refused as older did not renew it), and
+    /// then the wallet is only a miss until its next read fills it.
     trusted_for: Duration,
 }
 
