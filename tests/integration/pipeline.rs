@@ -366,6 +366,79 @@ async fn stale_cache_writes_are_ignored() {
     );
 }
 
+/// Proves a worker's refresh skips a wallet only at a version its own process wrote: an entry
+/// Redis lost is then a miss, never an older balance; another process (the relay of another
+/// worker) still writes it, a newer version is always written, and once this process dropped
+/// the entry it writes that version again.
+#[tokio::test]
+async fn a_refresh_skips_only_versions_this_process_wrote() {
+    let redis = crate::harness::Redis::start();
+    let config = wallet::config::RedisConfig {
+        url: redis.url(),
+        ..Default::default()
+    };
+    let here = wallet::cache::Cache::new(&config).expect("cache");
+    let elsewhere = wallet::cache::Cache::new(&config).expect("cache");
+    let id = wallet::ledger::types::WalletId(uuid::Uuid::from_u128(7));
+    let now = chrono::Utc::now();
+    let entry = |version: i64| wallet::cache::CachedWallet {
+        wallet_id: id,
+        tenant: "default".to_owned(),
+        currency: wallet::ledger::money::Currency::USD,
+        balance: format!("{version}.00"),
+        overdraft_limit: None,
+        available: None,
+        held: None,
+        version,
+        created_at: now,
+        updated_at: now,
+    };
+    let refresh = |cache: &wallet::cache::Cache, version: i64| {
+        let (cache, wallet) = (cache.clone(), entry(version));
+        async move { cache.refresh_balances(&[wallet]).await.expect("refresh") }
+    };
+    let version = |cache: wallet::cache::Cache| async move {
+        cache
+            .balance(id)
+            .await
+            .expect("read")
+            .map(|wallet| wallet.version)
+    };
+    assert_eq!(refresh(&here, 5).await, 1, "a first write");
+    let mut connection = redis::Client::open(redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    let () = redis::cmd("DEL")
+        .arg(format!("wallet:{id}"))
+        .query_async(&mut connection)
+        .await
+        .expect("the entry is lost");
+    assert_eq!(refresh(&here, 5).await, 0, "skipped: this process wrote it");
+    assert_eq!(
+        version(here.clone()).await,
+        None,
+        "a miss, not a stale balance"
+    );
+    assert_eq!(refresh(&elsewhere, 5).await, 1, "another process writes it");
+    assert_eq!(
+        refresh(&here, 4).await,
+        0,
+        "an older version is never written"
+    );
+    assert_eq!(version(here.clone()).await, Some(5));
+    assert_eq!(
+        refresh(&here, 6).await,
+        1,
+        "a newer version is always written"
+    );
+    here.forget_balances(&[id]).await.expect("dropped");
+    assert_eq!(version(here.clone()).await, None);
+    assert_eq!(refresh(&here, 6).await, 1, "written again once dropped");
+    assert_eq!(version(here).await, Some(6));
+}
+
 /// Proves a record that cannot be decoded becomes a dead letter and an operation on a missing
 /// wallet becomes FAILED, and the partition moves on to the next record.
 #[tokio::test]
