@@ -308,18 +308,15 @@ async fn workers_share_partitions_and_take_over() {
     }
 }
 
-/// Proves the version guard: an older balance never replaces a newer one in Redis.
-#[tokio::test]
-async fn stale_cache_writes_are_ignored() {
-    let system = System::start(2);
-    let config = wallet::config::RedisConfig {
-        url: system.stack.redis.url(),
-        ..Default::default()
-    };
-    let cache = wallet::cache::Cache::new(&config).expect("cache");
+/// A cache entry of a USD wallet of the tenant `default`.
+fn cached_wallet(
+    id: wallet::ledger::types::WalletId,
+    version: i64,
+    balance: &str,
+) -> wallet::cache::CachedWallet {
     let now = chrono::Utc::now();
-    let entry = |version: i64, balance: &str| wallet::cache::CachedWallet {
-        wallet_id: wallet::ledger::types::WalletId(uuid::Uuid::nil()),
+    wallet::cache::CachedWallet {
+        wallet_id: id,
         tenant: "default".to_owned(),
         currency: wallet::ledger::money::Currency::USD,
         balance: balance.to_owned(),
@@ -329,6 +326,24 @@ async fn stale_cache_writes_are_ignored() {
         version,
         created_at: now,
         updated_at: now,
+    }
+}
+
+/// Proves the version guard: an older balance never replaces a newer one in Redis.
+#[tokio::test]
+async fn stale_cache_writes_are_ignored() {
+    let system = System::start(2);
+    let config = wallet::config::RedisConfig {
+        url: system.stack.redis.url(),
+        ..Default::default()
+    };
+    let cache = wallet::cache::Cache::new(&config).expect("cache");
+    let entry = |version: i64, balance: &str| {
+        cached_wallet(
+            wallet::ledger::types::WalletId(uuid::Uuid::nil()),
+            version,
+            balance,
+        )
     };
     assert_eq!(
         cache
@@ -380,19 +395,7 @@ async fn a_refresh_skips_only_versions_this_process_wrote() {
     let here = wallet::cache::Cache::new(&config).expect("cache");
     let elsewhere = wallet::cache::Cache::new(&config).expect("cache");
     let id = wallet::ledger::types::WalletId(uuid::Uuid::from_u128(7));
-    let now = chrono::Utc::now();
-    let entry = |version: i64| wallet::cache::CachedWallet {
-        wallet_id: id,
-        tenant: "default".to_owned(),
-        currency: wallet::ledger::money::Currency::USD,
-        balance: format!("{version}.00"),
-        overdraft_limit: None,
-        available: None,
-        held: None,
-        version,
-        created_at: now,
-        updated_at: now,
-    };
+    let entry = |version: i64| cached_wallet(id, version, &format!("{version}.00"));
     let refresh = |cache: &wallet::cache::Cache, version: i64| {
         let (cache, wallet) = (cache.clone(), entry(version));
         async move { cache.refresh_balances(&[wallet]).await.expect("refresh") }
