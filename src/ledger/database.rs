@@ -39,16 +39,21 @@ fn configured(
 /// lapse, so by then its transaction and row locks must be gone. Idle in the transaction,
 /// `idle_in_transaction_session_timeout` ends it; frozen mid-statement (the server waits for
 /// the rest of a pipelined request and the session stays active), only `statement_timeout`
-/// does, so it is the lapse too when shorter. `lock_timeout` makes a worker that still meets
-/// such a lock give up and retry its batch instead of queueing behind it.
+/// does; frozen while a statement waits for a lock, `lock_timeout` fails the statement. Each of
+/// those two leaves the session idle in its aborted transaction, which the idle timeout then
+/// ends, so every bound is half the lapse: the two in a row fit within it (with the whole
+/// lapse each, a worker frozen in a lock wait kept its locks for two lapses, which the chaos
+/// test caught). `lock_timeout` also makes a worker that still meets such a lock give up and
+/// retry its batch instead of queueing behind it.
 pub fn session_options(statement_timeout_ms: u64, batch_lapse: Option<Duration>) -> String {
     match batch_lapse {
         None => format!("-c statement_timeout={statement_timeout_ms}"),
         Some(lapse) => {
-            let lapse_ms = u64::try_from(lapse.as_millis()).unwrap_or(u64::MAX).max(1);
-            let statement_ms = statement_timeout_ms.min(lapse_ms);
+            let lapse_ms = u64::try_from(lapse.as_millis()).unwrap_or(u64::MAX);
+            let half_ms = (lapse_ms / 2).max(1);
+            let statement_ms = statement_timeout_ms.min(half_ms);
             format!(
-                "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={lapse_ms} -c lock_timeout={lapse_ms}"
+                "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={half_ms} -c lock_timeout={half_ms}"
             )
         }
     }
@@ -196,18 +201,23 @@ mod tests {
         assert_eq!(name(&DatabaseConfig::default()).as_deref(), Some("wallet"));
     }
 
-    /// Proves batch sessions are bounded on the server by the lease lapse, statements
-    /// included, and other sessions only by the statement timeout.
+    /// Proves batch sessions are bounded on the server by the lease lapse, statements and lock
+    /// waits followed by the idle timeout of their aborted transaction included, and other
+    /// sessions only by the statement timeout.
     #[test]
     fn batch_sessions_end_within_the_lease_lapse() {
         assert_eq!(session_options(30_000, None), "-c statement_timeout=30000");
         assert_eq!(
             session_options(30_000, Some(Duration::from_millis(2_500))),
-            "-c statement_timeout=2500 -c idle_in_transaction_session_timeout=2500 -c lock_timeout=2500"
+            "-c statement_timeout=1250 -c idle_in_transaction_session_timeout=1250 -c lock_timeout=1250"
         );
         assert_eq!(
             session_options(1_000, Some(Duration::from_millis(2_500))),
-            "-c statement_timeout=1000 -c idle_in_transaction_session_timeout=2500 -c lock_timeout=2500"
+            "-c statement_timeout=1000 -c idle_in_transaction_session_timeout=1250 -c lock_timeout=1250"
+        );
+        assert_eq!(
+            session_options(1_000, Some(Duration::from_millis(1))),
+            "-c statement_timeout=1 -c idle_in_transaction_session_timeout=1 -c lock_timeout=1"
         );
     }
 }
