@@ -2,6 +2,14 @@
 //! keyed by wallet, then deletes them. At least once: a crash between publishing and deleting
 //! publishes again, and consumers drop repeats by `eventId` (or by the wallet's `version`).
 //!
+//! No transaction is open while the relay publishes. Its sessions end a transaction left idle
+//! for half the lease lapse, and one round may spend longer than that on the broker (a slow or
+//! paused broker, a large row sent in many requests): holding the rows' locks meanwhile made
+//! every such round fail at its delete and publish the same events again, forever. A relay
+//! that lost its lead while publishing may publish a row that its successor publishes too;
+//! each event is still first published in its wallet's order, and repeats are dropped as
+//! after a crash.
+//!
 //! The outbox is also the durable record of which wallets changed, so before deleting the
 //! events the relay writes those wallets' current balances to the cache. The worker that
 //! committed them has normally done so already, in this process, and then the relay skips
@@ -90,13 +98,12 @@ impl OutboxRelay {
         }
     }
 
-    /// One round: lock the oldest events, publish them partition by partition (in order within
-    /// each), bring the cache up to date for their wallets, delete them, commit. Returns how
-    /// many were published.
+    /// One round: read the oldest events, publish them partition by partition (in order within
+    /// each), bring the cache up to date for their wallets, delete them. Returns how many were
+    /// published.
     async fn publish_once(&self) -> anyhow::Result<usize> {
-        let mut client = database::client(&self.pool).await?;
-        let transaction = client.transaction().await?;
-        let rows = store::oldest_events(&transaction, self.config.relay_batch_max as i64).await?;
+        let client = database::client(&self.pool).await?;
+        let rows = store::oldest_events(&client, self.config.relay_batch_max as i64).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -111,11 +118,10 @@ impl OutboxRelay {
             .filter(|(_, rows)| !rows.is_empty())
             .map(|(partition, rows)| self.publish(&self.partitions[partition], rows));
         try_join_all(publishes).await?;
-        self.refresh_cache(&transaction, &rows).await?;
+        self.refresh_cache(&client, &rows).await?;
         let mut ids: Vec<i64> = rows.iter().map(|row| row.row).collect();
         ids.dedup();
-        store::delete_events(&transaction, &ids).await?;
-        transaction.commit().await?;
+        store::delete_events(&client, &ids).await?;
         Ok(rows.len())
     }
 

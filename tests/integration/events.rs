@@ -10,10 +10,14 @@ use rand::Rng;
 use reqwest::StatusCode;
 use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::ClientBuilder;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::Mutex;
+use uuid::Uuid;
 
-use crate::client::{count_rows, deposit, stored_and_relayed, transfer, withdraw, Api, System};
+use crate::client::{
+    count_rows, database, deposit, stored_and_relayed, transfer, withdraw, Api, System,
+};
+use crate::harness::{eventually, Stack};
 
 /// Every event on the topic, partition by partition in topic order.
 pub async fn read_events(broker: &str, events_topic: &str) -> Vec<Value> {
@@ -192,4 +196,58 @@ async fn broker_outage_loses_no_event() {
     system.stack.broker.start_again();
     load.await.expect("load finished");
     assert_events_complete(&system, 1_500 + 8, 8).await;
+}
+
+/// Proves the relay keeps no transaction open while it publishes: with the broker frozen for
+/// longer than its sessions may sit idle in a transaction (half the lease lapse), the round
+/// still deletes what it published, and the event is published once, not once per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_makes_the_relay_publish_each_event_once() {
+    let mut stack = Stack::start_with_own_broker(1);
+    let lapse = Duration::from_millis(2_000);
+    let _worker = stack.spawn_wallet(
+        "work-1",
+        &["work"],
+        &[(
+            "WALLET_WORKER__LEASE_LAPSE_MS",
+            lapse.as_millis().to_string(),
+        )],
+    );
+    let db = database(&stack.postgres.url()).await;
+    let relayed = |event: Uuid| {
+        let db = &db;
+        async move {
+            let payload = json!({"eventId": event, "type": "Probe"}).to_string();
+            db.execute(
+                "INSERT INTO outbox (wallet_ids, payloads, events, created_at)
+                 VALUES ($1, $2, 1, now())",
+                &[&vec![Uuid::now_v7()], &vec![payload]],
+            )
+            .await
+            .expect("outbox row");
+            eventually(Duration::from_secs(30), || async {
+                count_rows(db, "outbox").await == 0
+            })
+            .await
+        }
+    };
+    assert!(relayed(Uuid::now_v7()).await, "the relay runs");
+    stack.broker.pause();
+    let probe = Uuid::now_v7();
+    let inserted = relayed(probe);
+    tokio::pin!(inserted);
+    // The fault lasts longer than a transaction may stay idle, and less than a request may.
+    let frozen = tokio::time::timeout(lapse + Duration::from_secs(1), &mut inserted).await;
+    assert!(
+        frozen.is_err(),
+        "nothing is published while the broker is frozen"
+    );
+    stack.broker.resume();
+    assert!(inserted.await, "the outbox drains once the broker is back");
+    let published = read_events(&stack.broker.address(), &stack.events_topic)
+        .await
+        .iter()
+        .filter(|event| event["eventId"] == probe.to_string())
+        .count();
+    assert_eq!(published, 1, "the probe event is published once");
 }

@@ -58,25 +58,21 @@ pub struct OutboxRow {
     pub payload: String,
 }
 
-/// Locks the oldest rows and returns their events in the order they were written: whole
-/// rows, at least one, until they hold `limit` events. A second relay asking meanwhile waits
-/// for this one's transaction rather than skipping ahead, which keeps every wallet's events
-/// in order.
+/// The oldest rows' events in the order they were written: whole rows, at least one, until
+/// they hold `limit` events. Nothing is locked: a row stays until its events are published,
+/// so any relay asking meanwhile starts from it rather than skipping ahead, which keeps every
+/// wallet's events in order.
 pub async fn oldest_events(
     client: &impl GenericClient,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let locked = client
+    let oldest = client
         .query(
-            &prepared(
-                client,
-                "SELECT id, events FROM outbox ORDER BY id LIMIT $1 FOR UPDATE",
-            )
-            .await?,
+            &prepared(client, "SELECT id, events FROM outbox ORDER BY id LIMIT $1").await?,
             &[&limit],
         )
         .await?;
-    let counts: Vec<(i64, i32)> = locked.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let counts: Vec<(i64, i32)> = oldest.iter().map(|row| (row.get(0), row.get(1))).collect();
     let (ids, events) = whole_rows(&counts, limit);
     let rows = client
         .query(
