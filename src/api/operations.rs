@@ -48,7 +48,8 @@ pub struct SubmitOperation {
     /// acceptance when left out. Only a HOLD has it.
     #[openapi(example = "\"2026-12-08T10:00:00Z\"")]
     expires_at: Option<String>,
-    /// Choose the id to make the request safe to retry (like `Idempotency-Key`). Any UUID;
+    /// Choose the id to make the request safe to retry (like `Idempotency-Key`). Any UUID but
+    /// version 8, which the server keeps for its own operations (422 `RESERVED_OPERATION_ID`);
     /// time-ordered ones (UUIDv7, as the server makes) are stored faster than random ones.
     operation_id: Option<UuidText>,
     /// Your own labels: string values, at most `http.metadata_keys_max` keys (16) of

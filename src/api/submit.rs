@@ -275,6 +275,15 @@ pub fn operation_id(submission: &Submission) -> OperationId {
 }
 
 async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
+    if let IdSource::Explicit(id) = submission.id {
+        if id.is_reserved() {
+            return Err(Problem::invalid(
+                "RESERVED_OPERATION_ID",
+                "operationId",
+                "operation ids of UUID version 8 are reserved for the server's own operations",
+            ));
+        }
+    }
     submission
         .metadata
         .check(&state.metadata_limits)

@@ -2,7 +2,9 @@
 //! passed are released by an EXPIRE produced into their wallet's partition, where a consumer
 //! applies it in the wallet's order like any other operation. An EXPIRE's id is derived from
 //! its hold, so one produced again (after a crash or a restart, or by a worker that just lost
-//! the partition) is a duplicate the consumer drops: a hold expires exactly once.
+//! the partition) is a duplicate the consumer drops: a hold expires exactly once. The id is
+//! reserved ([`OperationId::reserved`]): a client that submitted an operation under it first
+//! would make the EXPIRE a reused id, kept as a dead letter, and the hold would never expire.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -30,7 +32,7 @@ pub fn expiry(hold: &DueHold, at: DateTime<Utc>) -> Operation {
     let name = format!("{}:{}", hold.id.tenant, hold.id.id);
     Operation {
         tenant: hold.id.tenant.clone(),
-        id: OperationId(Uuid::new_v5(&EXPIRY_NAMESPACE, name.as_bytes())),
+        id: OperationId::reserved(&EXPIRY_NAMESPACE, name.as_bytes()),
         wallet_id: hold.wallet_id,
         kind,
         amount: None,

@@ -20,6 +20,20 @@ pub struct WalletId(pub Uuid);
 #[serde(transparent)]
 pub struct OperationId(pub Uuid);
 
+impl OperationId {
+    /// The id of an operation the server itself submits, derived from `name` within
+    /// `namespace`: of UUID version 8, which no client may choose, so no client can take it
+    /// first and make the server's operation a reused id.
+    pub fn reserved(namespace: &Uuid, name: &[u8]) -> OperationId {
+        OperationId(Uuid::new_v8(*Uuid::new_v5(namespace, name).as_bytes()))
+    }
+
+    /// Whether the id is one only the server may submit (see [`OperationId::reserved`]).
+    pub fn is_reserved(self) -> bool {
+        self.0.get_version_num() == 8
+    }
+}
+
 macro_rules! uuid_newtype {
     ($name:ident) => {
         impl fmt::Display for $name {
@@ -270,4 +284,28 @@ pub struct Entry {
     pub balance_after: BigDecimal,
     /// What the wallet held right after the entry.
     pub held_after: BigDecimal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the server's own ids are reserved and stay the same for the same name, and that
+    /// the ids clients and the server otherwise use (random, time-ordered, derived from an
+    /// `Idempotency-Key`) never are.
+    #[test]
+    fn only_the_servers_own_ids_are_reserved() {
+        let namespace = Uuid::from_u128(7);
+        let reserved = OperationId::reserved(&namespace, b"acme:hold");
+        assert!(reserved.is_reserved());
+        assert_eq!(reserved, OperationId::reserved(&namespace, b"acme:hold"));
+        assert_ne!(reserved, OperationId::reserved(&namespace, b"acme:other"));
+        for id in [
+            Uuid::new_v4(),
+            Uuid::now_v7(),
+            Uuid::new_v5(&namespace, b"acme:hold"),
+        ] {
+            assert!(!OperationId(id).is_reserved(), "{id}");
+        }
+    }
 }

@@ -629,3 +629,50 @@ async fn a_tenant_never_touches_another_tenants_hold() {
         "{untouched}"
     );
 }
+
+/// Proves a client cannot take the id of a hold's EXPIRE: the id is refused, and the hold
+/// expires at its time. Before, the DEPOSIT under that id was applied first, the EXPIRE
+/// became a reused id kept as a dead letter, and the hold stayed open for good.
+#[tokio::test]
+async fn a_client_cannot_take_the_id_of_a_holds_expiry() {
+    let system = System::start(2);
+    let card = system.api.new_wallet().await;
+    system.api.fund(&card, "100").await;
+    let body = json!({"walletId": card, "operationType": "HOLD", "amount": "10", "expiresAt": in_seconds(2)});
+    let held = processed(&system.api, &body).await;
+    let due = wallet::ledger::store::DueHold {
+        id: wallet::ledger::types::ScopedId {
+            tenant: wallet::auth::DEFAULT_TENANT.to_owned(),
+            id: wallet::ledger::types::OperationId(held.parse().expect("hold id")),
+        },
+        wallet_id: wallet::ledger::types::WalletId(card.parse().expect("wallet id")),
+        expires_at: Utc::now(),
+    };
+    let expiry = wallet::ingest::expiry::expiry(&due, Utc::now()).id;
+    let mut taken = deposit(&card, "1");
+    taken["operationId"] = json!(expiry.to_string());
+    let refused = system.api.submit(&taken).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(
+        refused.code(),
+        "RESERVED_OPERATION_ID",
+        "{:?}",
+        refused.body
+    );
+    assert!(
+        hold_becomes(
+            &system.api,
+            &card,
+            &held,
+            "EXPIRED",
+            Duration::from_secs(20)
+        )
+        .await,
+        "the hold expires"
+    );
+}
