@@ -1,5 +1,6 @@
 //! Balance entries `wallet:{id}`, written only through a version guard so an older balance
-//! can never replace a newer one, whoever writes last.
+//! can never replace a newer one, whoever writes last. A dropped entry keeps its version (a
+//! hash with no `wallet` field) so the guard still holds for it.
 
 use std::time::Instant;
 
@@ -56,11 +57,15 @@ impl From<&Wallet> for CachedWallet {
     }
 }
 
-/// Stores ARGV[2] under KEYS[1] only when its version ARGV[1] is newer than the stored one.
+/// Stores ARGV[2] under KEYS[1] only when its version ARGV[1] is newer than the stored one,
+/// or is the version of a dropped entry (whose balance is gone).
 const STORE_IF_NEWER: &str = r"
 local current = redis.call('HGET', KEYS[1], 'version')
-if current and tonumber(current) >= tonumber(ARGV[1]) then
-  return 0
+if current then
+  local stored, offered = tonumber(current), tonumber(ARGV[1])
+  if stored > offered or (stored == offered and redis.call('HEXISTS', KEYS[1], 'wallet') == 1) then
+    return 0
+  end
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'wallet', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -84,19 +89,22 @@ impl Cache {
         .await
     }
 
-    /// Drops the entries of `wallets`, so their next read comes from PostgreSQL. Unlike a
+    /// Drops the balances of `wallets`, so their next read comes from PostgreSQL. Unlike a
     /// write, this can never make a read go back in version, whatever was written meanwhile.
+    /// Each entry keeps its version until its TTL ends: deleting it would let a write that
+    /// was late already (a refill or a refresh resumed after a pause) put back a balance older
+    /// than the one it held.
     pub async fn forget_balances(&self, wallets: &[WalletId]) -> Result<(), CacheError> {
         if wallets.is_empty() {
             return Ok(());
         }
         self.written.dropped(wallets);
-        let keys: Vec<String> = wallets.iter().map(|id| key(*id)).collect();
+        let mut pipeline = redis::pipe();
+        for id in wallets {
+            pipeline.cmd("HDEL").arg(key(*id)).arg("wallet").ignore();
+        }
         self.with_connection(|mut connection| async move {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<i64>(&mut connection)
-                .await?;
+            pipeline.query_async::<()>(&mut connection).await?;
             Ok(())
         })
         .await

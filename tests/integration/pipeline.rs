@@ -207,7 +207,13 @@ async fn idempotent_retries_apply_once() {
     let again = api.submit_with_key(&wallet, "payment-42", &body).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body["operationId"], operation.as_str());
-    assert_eq!(again.body["status"], "PROCESSED");
+    // A retry answers from the marker, which the worker finalises just after its commit.
+    let finalised = eventually(SETTLE, || async {
+        let again = api.submit_with_key(&wallet, "payment-42", &body).await;
+        again.body["status"] == "PROCESSED"
+    })
+    .await;
+    assert!(finalised, "a retry answers the final status");
     let reused = api
         .submit_with_key(&wallet, "payment-42", &deposit(&wallet, "11.00"))
         .await;
@@ -440,6 +446,48 @@ async fn a_refresh_skips_only_versions_this_process_wrote() {
     assert_eq!(version(here.clone()).await, None);
     assert_eq!(refresh(&here, 6).await, 1, "written again once dropped");
     assert_eq!(version(here).await, Some(6));
+}
+
+/// Proves a dropped balance keeps its version guard: a write that was late already (a refill
+/// read from PostgreSQL before a pause) cannot put back an older balance, while the dropped
+/// version itself and newer ones are written. Before, the entry was deleted, and the older
+/// balance came back until the wallet's next change.
+#[tokio::test]
+async fn a_dropped_balance_keeps_its_version_guard() {
+    let redis = crate::harness::Redis::start();
+    let config = wallet::config::RedisConfig {
+        url: redis.url(),
+        ..Default::default()
+    };
+    let cache = wallet::cache::Cache::new(&config).expect("cache");
+    let id = wallet::ledger::types::WalletId(uuid::Uuid::from_u128(8));
+    let store = |version: i64| {
+        let (cache, wallet) = (
+            cache.clone(),
+            cached_wallet(id, version, &format!("{version}.00")),
+        );
+        async move { cache.store_balances(&[wallet]).await.expect("store") }
+    };
+    let version = || {
+        let cache = cache.clone();
+        async move {
+            cache
+                .balance(id)
+                .await
+                .expect("read")
+                .map(|wallet| wallet.version)
+        }
+    };
+    assert_eq!(store(12).await, 1);
+    cache.forget_balances(&[id]).await.expect("dropped");
+    assert_eq!(version().await, None, "a dropped balance is a miss");
+    assert_eq!(store(11).await, 0, "an older balance never comes back");
+    assert_eq!(version().await, None);
+    assert_eq!(store(12).await, 1, "the dropped version is written again");
+    assert_eq!(version().await, Some(12));
+    assert_eq!(store(12).await, 0, "once, while it is there");
+    assert_eq!(store(13).await, 1);
+    assert_eq!(version().await, Some(13));
 }
 
 /// Proves a record that cannot be decoded becomes a dead letter and an operation on a missing
