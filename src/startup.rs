@@ -63,6 +63,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let (pool, cache) = connect_stores(&config).await?;
         let application = build_api(&config, pool, cache, None).await?;
+        drain_on(shutdown_on_signal(), &application);
         tracing::info!(port = application.port, "serving the API");
         application.server.await.context("HTTP server")
     })
@@ -105,7 +106,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let (pool, cache) = connect_worker_stores(&config).await?;
         let application =
             build_api(&config, pool.clone(), cache.clone(), Some(health.clone())).await?;
-        let shutdown = shutdown_on_signal();
+        drain_on(shutdown_on_signal(), &application);
+        // The worker stops once the server has: the requests it lets finish, `Prefer: wait`
+        // above all, may still see their operations decided.
+        let shutdown = CancellationToken::new();
         tracing::info!(
             port = application.port,
             "serving the API and applying operations"
@@ -402,6 +406,18 @@ async fn stop_within(
             Ok(())
         }
     }
+}
+
+/// Stops the server gracefully once `signal` fires, ending the waits of `Prefer: wait` first
+/// so each is answered before the shutdown deadline.
+fn drain_on(signal: CancellationToken, application: &Application) {
+    let handle = application.server.handle();
+    let decisions = application.decisions.clone();
+    tokio::spawn(async move {
+        signal.cancelled().await;
+        decisions.drain();
+        handle.stop(true).await;
+    });
 }
 
 fn shutdown_on_signal() -> CancellationToken {

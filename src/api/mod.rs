@@ -77,11 +77,15 @@ pub struct AppState {
 pub struct Application {
     pub port: u16,
     pub server: Server,
+    /// The waits of `Prefer: wait` requests, ended when the server shuts down.
+    pub decisions: Decisions,
 }
 
 impl Application {
-    /// The server stops on SIGINT or SIGTERM: it stops accepting, lets requests in flight
-    /// finish for up to `http.shutdown_timeout_s`, then returns. It is assembled from
+    /// The server ignores signals: its caller stops it through its handle (see
+    /// `startup`). Stopped gracefully, it stops accepting, answers each keep-alive
+    /// connection's request in flight and then closes it, lets requests finish for up to
+    /// `http.shutdown_timeout_s`, then returns. It is assembled from
     /// actix's parts rather than `HttpServer` because only they let a request that expects
     /// `100 Continue` be checked before its client sends the body.
     pub fn build(config: &HttpConfig, state: AppState) -> anyhow::Result<Application> {
@@ -101,7 +105,11 @@ impl Application {
         let request_timeout = Duration::from_millis(config.request_timeout_ms);
         let body_bytes_max = config.body_bytes_max;
         let batch_body_bytes_max = config.batch_body_bytes_max;
-        let server = Server::build()
+        let decisions = state.decisions.clone();
+        let builder = Server::build();
+        let draining = builder.graceful_shutdown_signal();
+        let server = builder
+            .disable_signals()
             .workers(config.workers)
             .max_concurrent_connections(config.connections_max)
             .shutdown_timeout(config.shutdown_timeout_s)
@@ -141,7 +149,12 @@ impl Application {
                     .map_err(|error: actix_web::Error| error.error_response());
                 // A client that closes its side is gone: its request, a `Prefer: wait`
                 // above all, stops instead of running to its end for nobody.
+                let draining = draining.clone();
                 HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let draining = draining.clone();
+                        async move { draining.notified().await }
+                    })
                     .h1_allow_half_closed(false)
                     .client_request_timeout(request_timeout)
                     .local_addr(address)
@@ -153,6 +166,7 @@ impl Application {
         Ok(Application {
             port: address.port(),
             server,
+            decisions,
         })
     }
 }

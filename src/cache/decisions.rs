@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::markers::key;
 use super::{Cache, CacheError, Marker, MarkerState};
@@ -44,6 +45,8 @@ struct Shared {
     next_waiter: AtomicU64,
     /// Counts the subscriptions made so far; waiters read their markers again on a change.
     subscriptions: watch::Sender<u64>,
+    /// Cancelled when the server shuts down: every wait ends then.
+    draining: CancellationToken,
 }
 
 impl Shared {
@@ -76,9 +79,17 @@ impl Decisions {
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
             subscriptions,
+            draining: CancellationToken::new(),
         });
         tokio::spawn(listen(shared.clone(), cache.clone()));
         Decisions { shared, cache }
+    }
+
+    /// Ends every wait, now and from now on, with the decisions known so far: the server is
+    /// shutting down, and an answer still waiting at its shutdown deadline would be cut off,
+    /// leaving its client unsure whether the operation was accepted.
+    pub fn drain(&self) {
+        self.shared.draining.cancel();
     }
 
     /// Registers interest in the decisions of `ids`. Register before producing: a decision is
@@ -123,10 +134,15 @@ impl Watch {
         let mut decided = vec![None; self.keys.len()];
         loop {
             self.read_markers(&mut decided).await;
-            if decided.iter().all(Option::is_some) || Instant::now() >= deadline {
+            let draining = &self.decisions.shared.draining;
+            if decided.iter().all(Option::is_some)
+                || Instant::now() >= deadline
+                || draining.is_cancelled()
+            {
                 return decided;
             }
             tokio::select! {
+                () = draining.cancelled() => {}
                 () = self.notify.notified() => {}
                 // The subscription is new: notifications may have been lost before it.
                 Ok(()) = self.subscriptions.changed() => {}

@@ -245,3 +245,39 @@ async fn a_worker_serves_its_own_metrics() {
         "the worker's /metrics lacks batch and lag metrics"
     );
 }
+
+/// Proves SIGTERM answers a request that waits for its decision (`Prefer: wait`) before the
+/// server stops: the client gets its 202 and operation id at once, instead of a connection
+/// cut at the shutdown deadline that leaves it unsure whether the operation was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_a_waiting_request_before_stopping() {
+    let mut system = System::start(1);
+    let wallet = system.api.new_wallet().await;
+    system.worker.kill();
+    let base = system.server.base.clone();
+    let waiting = tokio::spawn({
+        let (base, body) = (base.clone(), deposit(&wallet, "1.00"));
+        async move { crate::wait::submit_waiting(&base, "wait=30", &body).await }
+    });
+    let waits = eventually(Duration::from_secs(10), || async {
+        crate::wait::waiters(&base)
+            .await
+            .is_some_and(|count| count >= 1.0)
+    })
+    .await;
+    assert!(waits, "the request waits for its decision");
+    let exit = system
+        .server
+        .process
+        .stop_with(libc::SIGTERM, Duration::from_secs(15));
+    let answer = waiting.await.expect("the waiting request is answered");
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    assert_eq!(answer.body["status"], "PENDING", "{}", answer.body);
+    assert!(answer.body["operationId"].is_string(), "{}", answer.body);
+    assert!(
+        answer.took < Duration::from_secs(8),
+        "answered after {:?}",
+        answer.took
+    );
+    assert_eq!(exit, Some(0), "wallet serve exits 0 on SIGTERM");
+}

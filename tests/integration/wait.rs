@@ -17,7 +17,7 @@ pub struct Answer {
     pub took: Duration,
 }
 
-async fn submit_waiting(base: &str, prefer: &str, body: &Value) -> Answer {
+pub async fn submit_waiting(base: &str, prefer: &str, body: &Value) -> Answer {
     post(
         &format!("{base}/api/v1/wallet"),
         &[("Prefer", prefer)],
@@ -54,7 +54,7 @@ pub async fn post(url: &str, headers: &[(&str, &str)], body: String) -> Answer {
 }
 
 /// The requests of `wallet serve` waiting for a decision now, from its metrics.
-async fn waiters(base: &str) -> Option<f64> {
+pub async fn waiters(base: &str) -> Option<f64> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
