@@ -265,7 +265,30 @@ mod tests {
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
             subscriptions: watch::channel(0).0,
+            draining: CancellationToken::new(),
         }
+    }
+
+    /// Proves a drained process ends a wait at once, with nothing decided, rather than at its
+    /// deadline.
+    #[tokio::test]
+    async fn a_drained_process_ends_its_waits() {
+        let config = crate::config::RedisConfig {
+            url: "redis://127.0.0.1:1".to_owned(),
+            ..Default::default()
+        };
+        let decisions = Decisions::start(Cache::new(&config).expect("a valid URL"));
+        let id = ScopedId {
+            tenant: "acme".to_owned(),
+            id: crate::ledger::types::OperationId(uuid::Uuid::from_u128(1)),
+        };
+        let waiting = decisions.watch(std::slice::from_ref(&id));
+        decisions.drain();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let decided = tokio::time::timeout(Duration::from_secs(10), waiting.decided_by(deadline))
+            .await
+            .expect("the wait ends before its deadline");
+        assert_eq!(decided, vec![None]);
     }
 
     /// Proves a finished or abandoned request leaves nothing behind in the map of waiters,
