@@ -171,3 +171,76 @@ async fn the_lookup_is_one_step_on_an_index() {
     assert!(plan.starts_with("Limit"), "{plan}");
     assert!(!plan.contains("Sort"), "{plan}");
 }
+
+/// Proves a wallet's journal times follow its versions when the batch that changes it last
+/// took its time first (a batch of another partition, or a worker whose clock runs behind):
+/// the later entry is recorded no earlier than the one before it, so the balance at an
+/// instant never goes back. Before, it was recorded at its batch's own earlier time.
+#[tokio::test]
+async fn journal_times_follow_versions_whatever_each_batch_took() {
+    let mut system = System::start(1);
+    let wallet = system.api.new_wallet().await;
+    system.api.fund(&wallet, "10").await;
+    system.worker.kill();
+    let config = ::wallet::config::DatabaseConfig {
+        url: system.stack.postgres.url(),
+        ..Default::default()
+    };
+    let pool = ::wallet::ledger::database::pool(&config).expect("pool");
+    let mut client = ::wallet::ledger::database::client(&pool)
+        .await
+        .expect("a connection");
+    let topic = &system.stack.operations_topic;
+    let start = Utc::now();
+    for (step, took) in [(0, start + Duration::milliseconds(10)), (1, start)] {
+        let position = ::wallet::ledger::store::next_offset(&client, topic, 0)
+            .await
+            .expect("the stored position");
+        let operation = ::wallet::ledger::types::Operation {
+            tenant: ::wallet::auth::DEFAULT_TENANT.to_owned(),
+            id: ::wallet::ledger::types::OperationId(uuid::Uuid::now_v7()),
+            wallet_id: ::wallet::ledger::types::WalletId(wallet.parse().expect("wallet id")),
+            kind: ::wallet::ledger::types::OperationKind::Deposit,
+            amount: Some(::wallet::ledger::money::Amount::parse("1").expect("amount")),
+            accepted_at: start,
+            fingerprint: format!("step {step}"),
+            metadata: Default::default(),
+        };
+        let batch = ::wallet::ledger::store::Batch {
+            topic: topic.clone(),
+            partition: 0,
+            from_offset: position,
+            next_offset: position + 1,
+            operations: vec![(position, operation)],
+            dead_letters: Vec::new(),
+        };
+        ::wallet::ledger::store::apply_batch(&mut client, &batch, took)
+            .await
+            .expect("the batch commits");
+    }
+    let db = system.database().await;
+    let times: Vec<DateTime<Utc>> = db
+        .query(
+            "SELECT recorded_at FROM entries WHERE wallet_id = $1 ORDER BY version",
+            &[&wallet.parse::<uuid::Uuid>().expect("uuid")],
+        )
+        .await
+        .expect("entries")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(times.len(), 3, "{times:?}");
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "journal times go back: {times:?}"
+    );
+    let updated: DateTime<Utc> = db
+        .query_one(
+            "SELECT updated_at FROM wallets WHERE id = $1",
+            &[&wallet.parse::<uuid::Uuid>().expect("uuid")],
+        )
+        .await
+        .expect("wallet")
+        .get(0);
+    assert_eq!(Some(&updated), times.last(), "the wallet's last change");
+}

@@ -86,7 +86,10 @@ pub(super) async fn write_operations(
 }
 
 /// `tenants` holds every wallet the entries name: an entry's operation is its wallet's
-/// tenant's, since a transfer never leaves a tenant.
+/// tenant's, since a transfer never leaves a tenant. An entry is recorded at `now` or, when
+/// the wallet changed later than that (a batch of another partition that took its time after
+/// this one, or a worker whose clock runs ahead), at that change: a wallet's journal times
+/// follow its versions, so the balance at an instant never goes back.
 pub(super) async fn write_entries(
     client: &impl GenericClient,
     entries: &[Entry],
@@ -119,14 +122,16 @@ pub(super) async fn write_entries(
         .iter()
         .map(|entry| entry.held_after.to_plain_string())
         .collect();
-    client
+    let written = client
         .execute(
             &prepared(
                 client,
                 "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at, held_after)
-             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant, $7, held_after::numeric
+             SELECT t.wallet_id, t.version, t.operation_id, t.delta::numeric, t.balance_after::numeric, t.tenant,
+                    GREATEST($7, w.updated_at), t.held_after::numeric
              FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], $8::text[])
-                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant, held_after)",
+                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant, held_after)
+             JOIN wallets w ON w.id = t.wallet_id",
             )
             .await?,
             &[
@@ -141,9 +146,18 @@ pub(super) async fn write_entries(
             ],
         )
         .await?;
+    if written != entries.len() as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "{} of {} entries written: an entry names a wallet that does not exist",
+            written,
+            entries.len()
+        )));
+    }
     Ok(())
 }
 
+/// A wallet changed at `now` is updated then, or at its last change when that came later (see
+/// [`write_entries`]).
 pub(super) async fn write_wallets(
     client: &impl GenericClient,
     states: &HashMap<WalletId, WalletState>,
@@ -163,7 +177,7 @@ pub(super) async fn write_wallets(
     }
     let rows = client
         .query(
-            &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = $4,
+            &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = GREATEST($4, w.updated_at),
                                       held = t.held::numeric
              FROM unnest($1::uuid[], $2::text[], $3::bigint[], $5::text[]) AS t(id, balance, version, held)
              WHERE w.id = t.id
