@@ -10,6 +10,7 @@
 //! `operationId`. The per-token rate limit counts a batch as one request: its size is bounded
 //! by `http.batch_operations_max` instead.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use actix_web::body::BoxBody;
@@ -30,7 +31,7 @@ use super::problem::Refusal;
 use super::submit::{self, Accepted, Submission};
 use super::wait::{PreferWait, Wait};
 use super::{body, openapi, reply, AppState, Problem};
-use crate::ledger::types::ScopedId;
+use crate::ledger::types::{OperationId, ScopedId};
 
 pub const BATCH_PATH: &str = "/api/v1/operations/batch";
 
@@ -159,7 +160,7 @@ pub async fn submit(
     // away, so that no claimed marker is left unproduced.
     let accepted = actix_web::rt::spawn({
         let state = state.clone();
-        async move { accept_in_rounds(&state, parsed).await }
+        async move { accept_once_each(&state, parsed).await }
     })
     .await
     .map_err(|error| {
@@ -182,36 +183,52 @@ pub async fn submit(
     })
 }
 
-/// Accepts the items in rounds: the first use of each operation id in the first, a second
-/// use in the second, and so on, so that a repeated id meets the marker its first use left
-/// and is answered as a repeat (its status, or `IDEMPOTENCY_KEY_REUSED`), never as a race.
-async fn accept_in_rounds(
+/// Accepts the first use of each operation id, all in one `submit::accept_all`, and answers a
+/// repeat from its first use: the same content gets the first use's answer, other content the
+/// 422 a reused id gets. A repeat sent alone would meet the marker its first use left with the
+/// same outcome; accepting repeats in rounds instead cost one produce deadline per round with
+/// the broker down (hours for a batch of one id).
+async fn accept_once_each(
     state: &AppState,
     parsed: Vec<Result<Submission, Problem>>,
 ) -> Vec<Result<Accepted, Problem>> {
-    let mut uses: HashMap<_, usize> = HashMap::new();
-    let mut rounds: BTreeMap<usize, Vec<(usize, Submission)>> = BTreeMap::new();
+    let mut firsts: HashMap<OperationId, (usize, String)> = HashMap::new();
+    let mut repeats = Vec::new();
     let mut answers: Vec<Option<Result<Accepted, Problem>>> = Vec::with_capacity(parsed.len());
+    let mut accepted_indices = Vec::new();
+    let mut submissions = Vec::new();
     for (index, item) in parsed.into_iter().enumerate() {
-        match item {
-            Ok(submission) => {
-                let earlier = uses.entry(submit::operation_id(&submission)).or_default();
-                rounds
-                    .entry(*earlier)
-                    .or_default()
-                    .push((index, submission));
-                *earlier += 1;
-                answers.push(None);
+        answers.push(None);
+        let submission = match item {
+            Ok(submission) => submission,
+            Err(problem) => {
+                answers[index] = Some(Err(problem));
+                continue;
             }
-            Err(problem) => answers.push(Some(Err(problem))),
+        };
+        let fingerprint = submission.fingerprint();
+        match firsts.entry(submit::operation_id(&submission)) {
+            Entry::Occupied(first) => {
+                let (first_index, first_fingerprint) = first.get();
+                repeats.push((index, *first_index, *first_fingerprint == fingerprint));
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert((index, fingerprint));
+                accepted_indices.push(index);
+                submissions.push(submission);
+            }
         }
     }
-    for (_, round) in rounds {
-        let (indices, submissions): (Vec<usize>, Vec<Submission>) = round.into_iter().unzip();
-        let accepted = submit::accept_all(state, submissions).await;
-        for (index, answer) in indices.into_iter().zip(accepted) {
-            answers[index] = Some(answer);
-        }
+    let accepted = submit::accept_all(state, submissions).await;
+    for (index, answer) in accepted_indices.into_iter().zip(accepted) {
+        answers[index] = Some(answer);
+    }
+    for (index, first, same) in repeats {
+        answers[index] = Some(match (same, &answers[first]) {
+            (true, Some(answer)) => answer.clone(),
+            (true, None) => Err(submit::unfinished()),
+            (false, _) => Err(submit::key_reused()),
+        });
     }
     answers
         .into_iter()

@@ -53,6 +53,16 @@ pub struct Submission {
     pub metadata: Metadata,
 }
 
+impl Submission {
+    /// What identifies the request, so a reused id with other content is recognised. It is
+    /// of the request as sent, so a retry without `expiresAt` is the same request whenever it
+    /// comes; the record carries the expiry the default gave it.
+    pub fn fingerprint(&self) -> String {
+        self.kind
+            .fingerprint(self.wallet_id, self.amount.as_ref(), &self.metadata)
+    }
+}
+
 /// The bounds of a HOLD's `expiresAt`: `http.hold_expiry_default_s` after acceptance when
 /// left out, at most `http.hold_expiry_max_s` ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,7 @@ pub struct HoldExpiry {
 }
 
 /// The answer to an accepted (or re-submitted) operation.
+#[derive(Clone)]
 pub struct Accepted {
     pub id: OperationId,
     pub wallet_id: WalletId,
@@ -92,7 +103,7 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
 /// trip for all claims, one produce request per partition for all claimed operations and
 /// one round trip for all their markers' updates. Answers in the order given. A submission
 /// must not repeat the id of another in the same call (its claim would find its twin's):
-/// the caller sends repeats in a later call.
+/// the caller answers repeats from the first use.
 pub async fn accept_all(
     state: &AppState,
     submissions: Vec<Submission>,
@@ -211,13 +222,7 @@ async fn prepare(
             passed_expiry = Some(problem);
         }
     }
-    // The fingerprint is of the request as sent, so a retry without `expiresAt` is the same
-    // request whenever it comes; the record carries the expiry the default gave it.
-    let fingerprint = submission.kind.fingerprint(
-        submission.wallet_id,
-        submission.amount.as_ref(),
-        &submission.metadata,
-    );
+    let fingerprint = submission.fingerprint();
     let operation = Operation {
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
@@ -437,7 +442,7 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
     produce(state, &first, &marker).await
 }
 
-fn key_reused() -> Problem {
+pub fn key_reused() -> Problem {
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "IDEMPOTENCY_KEY_REUSED",
