@@ -185,8 +185,8 @@ pub async fn submit(
 
 /// Accepts the first use of each operation id, all in one `submit::accept_all`, and answers a
 /// repeat from its first use: the same content gets the first use's answer, other content the
-/// 422 a reused id gets. A repeat sent alone would meet the marker its first use left with the
-/// same outcome; accepting repeats in rounds instead cost one produce deadline per round with
+/// 422 a reused id gets: a repeat is taken as a retry of its first use. Accepted in later
+/// rounds, after their first use's marker, repeats cost one produce deadline per round with
 /// the broker down (hours for a batch of one id).
 async fn accept_once_each(
     state: &AppState,
