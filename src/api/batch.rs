@@ -12,6 +12,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::Payload;
@@ -21,7 +22,8 @@ use futures::stream::{self, StreamExt};
 use paperclip::actix::{api_v2_operation, Apiv2Schema, OperationModifier};
 use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw, Either};
 use paperclip::v2::schema::Apiv2Schema as _;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::caller::Caller;
@@ -40,7 +42,75 @@ pub const BATCH_PATH: &str = "/api/v1/operations/batch";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to `http.batch_operations_max` operations; each must name its `walletId`.
-    operations: Vec<OperationItem>,
+    operations: OperationList,
+}
+
+/// The `operations` array as sent, split into items only once the bound is known: read into
+/// a `Vec` by serde, a 4 MiB body of `0,0,0,…` made two million items before their number was
+/// checked.
+#[derive(Debug)]
+pub struct OperationList(Box<RawValue>);
+
+impl<'de> Deserialize<'de> for OperationList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('[') {
+            return Err(de::Error::invalid_type(
+                de::Unexpected::Other("a non-array"),
+                &"a sequence",
+            ));
+        }
+        Ok(OperationList(raw))
+    }
+}
+
+impl OperationList {
+    /// The items, or `TOO_MANY_OPERATIONS` from the first item past `max` on: the rest is
+    /// never split.
+    fn items(&self, max: usize) -> Result<Vec<OperationItem>, Problem> {
+        let mut deserializer = serde_json::Deserializer::from_str(self.0.get());
+        // The list was read as JSON already and an item takes any JSON value, so the one way
+        // this fails is an item too many.
+        deserializer.deserialize_seq(AtMost(max)).map_err(|_| {
+            Problem::invalid(
+                "TOO_MANY_OPERATIONS",
+                "operations",
+                format!("a batch holds at most {max} operations (key `http.batch_operations_max`)"),
+            )
+        })
+    }
+}
+
+impl paperclip::v2::schema::Apiv2Schema for OperationList {
+    fn name() -> Option<String> {
+        Vec::<OperationItem>::name()
+    }
+
+    fn raw_schema() -> DefaultSchemaRaw {
+        Vec::<OperationItem>::raw_schema()
+    }
+}
+
+/// Reads a sequence of at most `.0` items, and stops at the first one more.
+struct AtMost(usize);
+
+impl<'de> Visitor<'de> for AtMost {
+    type Value = Vec<OperationItem>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        write!(formatter, "at most {} operations", self.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = sequence.next_element::<OperationItem>()? {
+            if items.len() == self.0 {
+                return Err(de::Error::invalid_length(items.len() + 1, &self));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 /// One item as the client sent it, parsed on its own so that a bad item fails alone.
@@ -129,22 +199,12 @@ pub async fn submit(
     wait: PreferWait,
     input: JsonBody<BatchRequest>,
 ) -> Result<BatchReply, Problem> {
-    let items = input.0.operations;
+    let items = input.0.operations.items(state.batch_operations_max)?;
     if items.is_empty() {
         return Err(Problem::invalid(
             "EMPTY_BATCH",
             "operations",
             "operations must hold at least one operation",
-        ));
-    }
-    if items.len() > state.batch_operations_max {
-        return Err(Problem::invalid(
-            "TOO_MANY_OPERATIONS",
-            "operations",
-            format!(
-                "a batch holds at most {} operations (key `http.batch_operations_max`)",
-                state.batch_operations_max
-            ),
         ));
     }
     let tenant = caller.0.tenant;
@@ -387,5 +447,48 @@ impl OperationModifier for BatchReply {
     fn update_definitions(map: &mut BTreeMap<String, DefaultSchemaRaw>) {
         reply::define::<BatchResults>(map);
         map.insert("BatchResult".to_owned(), ItemResult::raw_schema());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(text: &str) -> OperationList {
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// Proves a list is split into at most `max` items, and that splitting stops at the
+    /// first item past `max`: what follows it, here not even JSON, is never read.
+    #[test]
+    fn a_list_is_read_up_to_one_item_past_its_bound() {
+        let items = list("[0, {\"a\": [1]}, \"x\"]").items(3).unwrap();
+        let texts: Vec<&str> = items.iter().map(|OperationItem(raw)| raw.get()).collect();
+        assert_eq!(texts, ["0", "{\"a\": [1]}", "\"x\""]);
+        assert_eq!(list("[]").items(1).unwrap().len(), 0);
+        let refused = list("[0,0,0,0]").items(3).map(|_| ()).unwrap_err();
+        assert_eq!(refused.code, "TOO_MANY_OPERATIONS");
+        let stopped = serde_json::Deserializer::from_str("[0,0,0,nonsense")
+            .deserialize_seq(AtMost(2))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(stopped.is_data(), "{stopped}");
+        assert!(
+            stopped.to_string().contains("invalid length 3"),
+            "{stopped}"
+        );
+    }
+
+    /// Proves `operations` must be an array, as a `Vec` required: the problem names it.
+    #[test]
+    fn a_list_is_an_array() {
+        let refused = body::json::<BatchRequest>(br#"{"operations": 5}"#).unwrap_err();
+        assert_eq!(refused.code, "INVALID_FIELD");
+        assert_eq!(refused.field.as_deref(), Some("operations"));
+        assert!(
+            refused.detail.contains("expected a sequence"),
+            "{}",
+            refused.detail
+        );
     }
 }
