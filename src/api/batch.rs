@@ -10,7 +10,9 @@
 //! `operationId`. The per-token rate limit counts a batch as one request: its size is bounded
 //! by `http.batch_operations_max` instead.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::Payload;
@@ -20,7 +22,8 @@ use futures::stream::{self, StreamExt};
 use paperclip::actix::{api_v2_operation, Apiv2Schema, OperationModifier};
 use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw, Either};
 use paperclip::v2::schema::Apiv2Schema as _;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::caller::Caller;
@@ -30,7 +33,7 @@ use super::problem::Refusal;
 use super::submit::{self, Accepted, Submission};
 use super::wait::{PreferWait, Wait};
 use super::{body, openapi, reply, AppState, Problem};
-use crate::ledger::types::ScopedId;
+use crate::ledger::types::{OperationId, ScopedId};
 
 pub const BATCH_PATH: &str = "/api/v1/operations/batch";
 
@@ -39,7 +42,75 @@ pub const BATCH_PATH: &str = "/api/v1/operations/batch";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to `http.batch_operations_max` operations; each must name its `walletId`.
-    operations: Vec<OperationItem>,
+    operations: OperationList,
+}
+
+/// The `operations` array as sent, split into items only once the bound is known: read into
+/// a `Vec` by serde, a 4 MiB body of `0,0,0,…` made two million items before their number was
+/// checked.
+#[derive(Debug)]
+pub struct OperationList(Box<RawValue>);
+
+impl<'de> Deserialize<'de> for OperationList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('[') {
+            return Err(de::Error::invalid_type(
+                de::Unexpected::Other("a non-array"),
+                &"a sequence",
+            ));
+        }
+        Ok(OperationList(raw))
+    }
+}
+
+impl OperationList {
+    /// The items, or `TOO_MANY_OPERATIONS` from the first item past `max` on: the rest is
+    /// never split.
+    fn items(&self, max: usize) -> Result<Vec<OperationItem>, Problem> {
+        let mut deserializer = serde_json::Deserializer::from_str(self.0.get());
+        // The list was read as JSON already and an item takes any JSON value, so the one way
+        // this fails is an item too many.
+        deserializer.deserialize_seq(AtMost(max)).map_err(|_| {
+            Problem::invalid(
+                "TOO_MANY_OPERATIONS",
+                "operations",
+                format!("a batch holds at most {max} operations (key `http.batch_operations_max`)"),
+            )
+        })
+    }
+}
+
+impl paperclip::v2::schema::Apiv2Schema for OperationList {
+    fn name() -> Option<String> {
+        Vec::<OperationItem>::name()
+    }
+
+    fn raw_schema() -> DefaultSchemaRaw {
+        Vec::<OperationItem>::raw_schema()
+    }
+}
+
+/// Reads a sequence of at most `.0` items, and stops at the first one more.
+struct AtMost(usize);
+
+impl<'de> Visitor<'de> for AtMost {
+    type Value = Vec<OperationItem>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        write!(formatter, "at most {} operations", self.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut sequence: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = sequence.next_element::<OperationItem>()? {
+            if items.len() == self.0 {
+                return Err(de::Error::invalid_length(items.len() + 1, &self));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 /// One item as the client sent it, parsed on its own so that a bad item fails alone.
@@ -128,22 +199,12 @@ pub async fn submit(
     wait: PreferWait,
     input: JsonBody<BatchRequest>,
 ) -> Result<BatchReply, Problem> {
-    let items = input.0.operations;
+    let items = input.0.operations.items(state.batch_operations_max)?;
     if items.is_empty() {
         return Err(Problem::invalid(
             "EMPTY_BATCH",
             "operations",
             "operations must hold at least one operation",
-        ));
-    }
-    if items.len() > state.batch_operations_max {
-        return Err(Problem::invalid(
-            "TOO_MANY_OPERATIONS",
-            "operations",
-            format!(
-                "a batch holds at most {} operations (key `http.batch_operations_max`)",
-                state.batch_operations_max
-            ),
         ));
     }
     let tenant = caller.0.tenant;
@@ -159,7 +220,7 @@ pub async fn submit(
     // away, so that no claimed marker is left unproduced.
     let accepted = actix_web::rt::spawn({
         let state = state.clone();
-        async move { accept_in_rounds(&state, parsed).await }
+        async move { accept_once_each(&state, parsed).await }
     })
     .await
     .map_err(|error| {
@@ -182,36 +243,52 @@ pub async fn submit(
     })
 }
 
-/// Accepts the items in rounds: the first use of each operation id in the first, a second
-/// use in the second, and so on, so that a repeated id meets the marker its first use left
-/// and is answered as a repeat (its status, or `IDEMPOTENCY_KEY_REUSED`), never as a race.
-async fn accept_in_rounds(
+/// Accepts the first use of each operation id, all in one `submit::accept_all`, and answers a
+/// repeat from its first use: the same content gets the first use's answer, other content the
+/// 422 a reused id gets: a repeat is taken as a retry of its first use. Accepted in later
+/// rounds, after their first use's marker, repeats cost one produce deadline per round with
+/// the broker down (hours for a batch of one id).
+async fn accept_once_each(
     state: &AppState,
     parsed: Vec<Result<Submission, Problem>>,
 ) -> Vec<Result<Accepted, Problem>> {
-    let mut uses: HashMap<_, usize> = HashMap::new();
-    let mut rounds: BTreeMap<usize, Vec<(usize, Submission)>> = BTreeMap::new();
+    let mut firsts: HashMap<OperationId, (usize, String)> = HashMap::new();
+    let mut repeats = Vec::new();
     let mut answers: Vec<Option<Result<Accepted, Problem>>> = Vec::with_capacity(parsed.len());
+    let mut accepted_indices = Vec::new();
+    let mut submissions = Vec::new();
     for (index, item) in parsed.into_iter().enumerate() {
-        match item {
-            Ok(submission) => {
-                let earlier = uses.entry(submit::operation_id(&submission)).or_default();
-                rounds
-                    .entry(*earlier)
-                    .or_default()
-                    .push((index, submission));
-                *earlier += 1;
-                answers.push(None);
+        answers.push(None);
+        let submission = match item {
+            Ok(submission) => submission,
+            Err(problem) => {
+                answers[index] = Some(Err(problem));
+                continue;
             }
-            Err(problem) => answers.push(Some(Err(problem))),
+        };
+        let fingerprint = submission.fingerprint();
+        match firsts.entry(submit::operation_id(&submission)) {
+            Entry::Occupied(first) => {
+                let (first_index, first_fingerprint) = first.get();
+                repeats.push((index, *first_index, *first_fingerprint == fingerprint));
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert((index, fingerprint));
+                accepted_indices.push(index);
+                submissions.push(submission);
+            }
         }
     }
-    for (_, round) in rounds {
-        let (indices, submissions): (Vec<usize>, Vec<Submission>) = round.into_iter().unzip();
-        let accepted = submit::accept_all(state, submissions).await;
-        for (index, answer) in indices.into_iter().zip(accepted) {
-            answers[index] = Some(answer);
-        }
+    let accepted = submit::accept_all(state, submissions).await;
+    for (index, answer) in accepted_indices.into_iter().zip(accepted) {
+        answers[index] = Some(answer);
+    }
+    for (index, first, same) in repeats {
+        answers[index] = Some(match (same, &answers[first]) {
+            (true, Some(answer)) => answer.clone(),
+            (true, None) => Err(submit::unfinished()),
+            (false, _) => Err(submit::key_reused()),
+        });
     }
     answers
         .into_iter()
@@ -370,5 +447,48 @@ impl OperationModifier for BatchReply {
     fn update_definitions(map: &mut BTreeMap<String, DefaultSchemaRaw>) {
         reply::define::<BatchResults>(map);
         map.insert("BatchResult".to_owned(), ItemResult::raw_schema());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(text: &str) -> OperationList {
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// Proves a list is split into at most `max` items, and that splitting stops at the
+    /// first item past `max`: what follows it, here not even JSON, is never read.
+    #[test]
+    fn a_list_is_read_up_to_one_item_past_its_bound() {
+        let items = list("[0, {\"a\": [1]}, \"x\"]").items(3).unwrap();
+        let texts: Vec<&str> = items.iter().map(|OperationItem(raw)| raw.get()).collect();
+        assert_eq!(texts, ["0", "{\"a\": [1]}", "\"x\""]);
+        assert_eq!(list("[]").items(1).unwrap().len(), 0);
+        let refused = list("[0,0,0,0]").items(3).map(|_| ()).unwrap_err();
+        assert_eq!(refused.code, "TOO_MANY_OPERATIONS");
+        let stopped = serde_json::Deserializer::from_str("[0,0,0,nonsense")
+            .deserialize_seq(AtMost(2))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(stopped.is_data(), "{stopped}");
+        assert!(
+            stopped.to_string().contains("invalid length 3"),
+            "{stopped}"
+        );
+    }
+
+    /// Proves `operations` must be an array, as a `Vec` required: the problem names it.
+    #[test]
+    fn a_list_is_an_array() {
+        let refused = body::json::<BatchRequest>(br#"{"operations": 5}"#).unwrap_err();
+        assert_eq!(refused.code, "INVALID_FIELD");
+        assert_eq!(refused.field.as_deref(), Some("operations"));
+        assert!(
+            refused.detail.contains("expected a sequence"),
+            "{}",
+            refused.detail
+        );
     }
 }

@@ -255,10 +255,22 @@ impl FromRequest for IdempotencyKey {
     }
 }
 
+/// The key, if sent. Several are refused, as several `Authorization` headers are: a proxy
+/// that reads another one than this server, which would read the first, would take the
+/// request for another operation.
 fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, Problem> {
-    let Some(value) = request.headers().get("Idempotency-Key") else {
+    let mut values = request.headers().get_all("Idempotency-Key");
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "AMBIGUOUS_IDEMPOTENCY_KEY",
+            "Several Idempotency-Key headers",
+            "send at most one `Idempotency-Key` header",
+        ));
+    }
     // The draft sends the key as a structured-field string, so one pair of quotes is allowed.
     let key = value
         .to_str()
@@ -305,7 +317,8 @@ impl OperationModifier for IdempotencyKey {
         openapi::problem(
             op,
             StatusCode::BAD_REQUEST,
-            "Idempotency-Key is not 1 to 255 visible ASCII characters (`INVALID_IDEMPOTENCY_KEY`)",
+            "Idempotency-Key is not 1 to 255 visible ASCII characters \
+             (`INVALID_IDEMPOTENCY_KEY`), or was sent more than once (`AMBIGUOUS_IDEMPOTENCY_KEY`)",
         );
         openapi::problem(
             op,

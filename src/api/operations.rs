@@ -358,7 +358,8 @@ impl StatusBody {
 /// Read an operation's status
 ///
 /// PENDING until a worker applies it, then PROCESSED or FAILED with `reason`. A transfer is
-/// visible from both of its wallets.
+/// visible from both of its wallets, PENDING too. While the cache cannot be read, an operation
+/// no worker has decided yet is 503, not 404: it may be pending.
 #[api_v2_operation(tags(operations), operation_id = "getOperation")]
 pub async fn status(
     state: web::Data<AppState>,
@@ -386,12 +387,9 @@ pub async fn status(
         tenant: caller.0.tenant.clone(),
         id,
     };
-    let marker = match state.cache.marker(&scoped).await {
-        Ok(marker) => marker.filter(|marker| marker.wallet_id == wallet_id),
-        Err(error) => {
-            tracing::warn!(%error, "cache read failed; reading PostgreSQL");
-            None
-        }
+    let (marker, unreadable) = match state.cache.marker(&scoped).await {
+        Ok(marker) => (marker.filter(|marker| marker.involves(wallet_id)), None),
+        Err(error) => (None, Some(Problem::from(error))),
     };
     if let Some(decided) = marker.as_ref().and_then(|marker| decided(id, marker)) {
         return Ok(Found(decided));
@@ -399,7 +397,14 @@ pub async fn status(
     match stored(&state, &scoped, wallet_id).await? {
         Stored::Found(body) => return Ok(Found(body)),
         Stored::OtherWallet => return Err(not_found()),
-        Stored::Unknown => {}
+        // Only the marker knows an operation no worker has decided yet: without it, the
+        // operation may be pending, and a 404 would tell a client polling `Location` that it
+        // was never accepted.
+        Stored::Unknown => {
+            if let Some(problem) = unreadable {
+                return Err(problem);
+            }
+        }
     }
     // An `Accepting` marker is a request still being produced, or one whose process died
     // before producing; an `Uncertain` one a request whose produce failed: nothing the client
@@ -409,7 +414,7 @@ pub async fn status(
         .ok_or_else(not_found)?;
     Ok(Found(StatusBody {
         operation_id: id,
-        wallet_id,
+        wallet_id: marker.wallet_id,
         status: OperationStatus::Pending,
         operation_type: None,
         amount: None,

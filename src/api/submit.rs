@@ -10,7 +10,8 @@
 //! dedupe by operation id is the backstop whatever Redis says: once a marker has expired or
 //! Redis lost it, a repeated id is accepted again but never applied twice, and one reused
 //! with other content is kept as a dead letter instead of being answered 422. The accept path
-//! asks PostgreSQL nothing, which is what lets one wallet take thousands of operations a second.
+//! asks PostgreSQL nothing (but for a HOLD retried after its expiry, see
+//! `retried_after_expiry`), which is what lets one wallet take thousands of operations a second.
 
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -21,8 +22,10 @@ use super::{lookup, AppState, Problem};
 use crate::cache::Marker;
 use crate::clock;
 use crate::ingest::producer::ProduceError;
+use crate::ledger::database;
 use crate::ledger::metadata::Metadata;
 use crate::ledger::money::Amount;
+use crate::ledger::store;
 use crate::ledger::types::{
     Operation, OperationId, OperationKind, OperationStatus, ScopedId, WalletId,
 };
@@ -50,6 +53,16 @@ pub struct Submission {
     pub metadata: Metadata,
 }
 
+impl Submission {
+    /// What identifies the request, so a reused id with other content is recognised. It is
+    /// of the request as sent, so a retry without `expiresAt` is the same request whenever it
+    /// comes; the record carries the expiry the default gave it.
+    pub fn fingerprint(&self) -> String {
+        self.kind
+            .fingerprint(self.wallet_id, self.amount.as_ref(), &self.metadata)
+    }
+}
+
 /// The bounds of a HOLD's `expiresAt`: `http.hold_expiry_default_s` after acceptance when
 /// left out, at most `http.hold_expiry_max_s` ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +72,7 @@ pub struct HoldExpiry {
 }
 
 /// The answer to an accepted (or re-submitted) operation.
+#[derive(Clone)]
 pub struct Accepted {
     pub id: OperationId,
     pub wallet_id: WalletId,
@@ -70,7 +84,10 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
         operation,
         accepting,
         chosen_id,
-    } = prepare(state, submission).await?;
+    } = match prepare(state, submission).await {
+        Ok(prepared) => prepared,
+        Err(answer) => return answer,
+    };
     let claimed = match state.cache.claim(&operation.scoped_id(), &accepting).await {
         Ok(claimed) => claimed,
         Err(error) => unclaimed(Problem::from(error), chosen_id)?,
@@ -86,7 +103,7 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
 /// trip for all claims, one produce request per partition for all claimed operations and
 /// one round trip for all their markers' updates. Answers in the order given. A submission
 /// must not repeat the id of another in the same call (its claim would find its twin's):
-/// the caller sends repeats in a later call.
+/// the caller answers repeats from the first use.
 pub async fn accept_all(
     state: &AppState,
     submissions: Vec<Submission>,
@@ -103,7 +120,7 @@ pub async fn accept_all(
     for (index, prepared) in prepared.into_iter().enumerate() {
         match prepared {
             Ok(prepared) => ready.push((index, prepared)),
-            Err(problem) => answers[index] = Some(Err(problem)),
+            Err(answer) => answers[index] = Some(answer),
         }
     }
     let claims: Vec<(ScopedId, &Marker)> = ready
@@ -183,17 +200,29 @@ struct Prepared {
     chosen_id: bool,
 }
 
-async fn prepare(state: &AppState, submission: Submission) -> Result<Prepared, Problem> {
-    validate(state, &submission).await?;
+/// A valid submission ready to claim its id, or the answer it gets without one (`Err`).
+async fn prepare(
+    state: &AppState,
+    submission: Submission,
+) -> Result<Prepared, Result<Accepted, Problem>> {
+    validate(state, &submission).await.map_err(Err)?;
     let chosen_id = !matches!(submission.id, IdSource::Generated(_));
     let accepted_at = clock::now();
-    // The fingerprint is of the request as sent, so a retry without `expiresAt` is the same
-    // request whenever it comes; the record carries the expiry the default gave it.
-    let fingerprint = submission.kind.fingerprint(
-        submission.wallet_id,
-        submission.amount.as_ref(),
-        &submission.metadata,
-    );
+    let mut passed_expiry = None;
+    if let OperationKind::Hold {
+        expires_at: Some(expires_at),
+    } = submission.kind
+    {
+        if let Err(problem) = check_expiry(expires_at, accepted_at, state.hold_expiry) {
+            // Only an expiry that has passed depends on when the request comes: the retry of
+            // a request accepted while its expiry lay ahead must get the same operation.
+            if expires_at > accepted_at || !chosen_id {
+                return Err(Err(problem));
+            }
+            passed_expiry = Some(problem);
+        }
+    }
+    let fingerprint = submission.fingerprint();
     let operation = Operation {
         id: operation_id(&submission),
         wallet_id: submission.wallet_id,
@@ -206,6 +235,9 @@ async fn prepare(state: &AppState, submission: Submission) -> Result<Prepared, P
         accepted_at,
         tenant: submission.tenant,
     };
+    if let Some(problem) = passed_expiry {
+        return Err(retried_after_expiry(state, operation, problem).await);
+    }
     let accepting = Marker::accepting(&operation);
     Ok(Prepared {
         operation,
@@ -297,12 +329,6 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
             .check_currency(source)
             .map_err(|error| Problem::invalid("INVALID_AMOUNT", "amount", error.to_string()))?;
     }
-    if let OperationKind::Hold {
-        expires_at: Some(expires_at),
-    } = submission.kind
-    {
-        check_expiry(expires_at, clock::now(), state.hold_expiry)?;
-    }
     if let Some(target) = submission.kind.target() {
         if target == submission.wallet_id {
             return Err(Problem::invalid(
@@ -357,6 +383,46 @@ fn check_expiry(
     Ok(())
 }
 
+/// A HOLD whose `expiresAt` has passed (`passed`, its 422), under an id the client chose: the
+/// retry of a request accepted while its expiry lay ahead is answered as that one was, from
+/// its marker or, once the marker is gone, from PostgreSQL (the one read of the accept path,
+/// and only for such a retry). Anything else gets the 422; while Redis cannot be asked and
+/// PostgreSQL does not know the id, a 503, as the operation may still be pending.
+async fn retried_after_expiry(
+    state: &AppState,
+    operation: Operation,
+    passed: Problem,
+) -> Result<Accepted, Problem> {
+    let id = operation.scoped_id();
+    let unreadable = match state.cache.marker(&id).await {
+        Ok(Some(marker)) => {
+            let same = marker.fingerprint == operation.fingerprint
+                && marker.wallet_id == operation.wallet_id;
+            return match same {
+                true => replay(state, operation).await,
+                false => Err(passed),
+            };
+        }
+        Ok(None) => None,
+        Err(error) => Some(Problem::from(error)),
+    };
+    let client = database::client(&state.pool).await?;
+    match store::operation(&client, &id).await? {
+        Some(record)
+            if record.fingerprint == operation.fingerprint
+                && record.wallet_id == operation.wallet_id =>
+        {
+            Ok(Accepted {
+                id: operation.id,
+                wallet_id: operation.wallet_id,
+                status: record.status,
+            })
+        }
+        Some(_) => Err(passed),
+        None => Err(unreadable.unwrap_or(passed)),
+    }
+}
+
 /// The marker exists: the same request gets the same operation, another request a 422, and a
 /// request racing the first one's produce a 409. The same request after a failed produce, or
 /// after the first one's process died while producing, is produced again with the first
@@ -385,7 +451,7 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
     produce(state, &first, &marker).await
 }
 
-fn key_reused() -> Problem {
+pub fn key_reused() -> Problem {
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "IDEMPOTENCY_KEY_REUSED",

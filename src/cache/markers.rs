@@ -39,6 +39,10 @@ pub enum MarkerState {
 pub struct Marker {
     pub state: MarkerState,
     pub wallet_id: WalletId,
+    /// The wallet a TRANSFER or CAPTURE credits, from which its status is read as well as
+    /// from `wallet_id`'s; absent from markers written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_wallet_id: Option<WalletId>,
     pub fingerprint: String,
     pub accepted_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,11 +88,17 @@ impl MarkerState {
 }
 
 impl Marker {
+    /// Whether the operation debits or credits `wallet`, so its status is read from there.
+    pub fn involves(&self, wallet: WalletId) -> bool {
+        self.wallet_id == wallet || self.to_wallet_id == Some(wallet)
+    }
+
     /// The marker a request claims before producing `operation`.
     pub fn accepting(operation: &Operation) -> Marker {
         Marker {
             state: MarkerState::Accepting,
             wallet_id: operation.wallet_id,
+            to_wallet_id: operation.kind.target(),
             fingerprint: operation.fingerprint.clone(),
             accepted_at: operation.accepted_at,
             reason: None,
@@ -143,6 +153,7 @@ impl Marker {
         Marker {
             state,
             wallet_id: operation.wallet_id,
+            to_wallet_id: operation.kind.target(),
             fingerprint: operation.fingerprint.clone(),
             accepted_at: operation.accepted_at,
             reason,
@@ -163,6 +174,7 @@ impl Marker {
         Marker {
             state: MarkerState::Failed,
             wallet_id: operation.wallet_id,
+            to_wallet_id: operation.kind.target(),
             fingerprint: operation.fingerprint.clone(),
             accepted_at: operation.accepted_at,
             reason: Some(FailureReason::Rejected.as_str().to_owned()),

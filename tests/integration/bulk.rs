@@ -330,3 +330,37 @@ async fn a_batch_without_redis_refuses_only_its_chosen_ids() {
     assert!(retried, "the chosen id is accepted once Redis is back");
     assert_eq!(balance_at_version(&api, &wallet, 2).await, "6.00");
 }
+
+/// Proves a batch repeating one id costs one produce round with the broker down: 15 identical
+/// keyed items each get the first one's 503 within two produce deadlines, and the same id
+/// with other content its 422. Each repeat used to be a round of its own that waited the
+/// whole deadline again (15 deadlines here; hours for a batch of 10,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_repeating_one_id_is_one_produce_round() {
+    const DEADLINE: Duration = Duration::from_millis(3_000);
+    let mut stack = Stack::start_with_own_broker(1);
+    let timeout = DEADLINE.as_millis().to_string();
+    let server = stack.serve_with(&[("WALLET_KAFKA__REQUEST_TIMEOUT_MS", timeout)]);
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut operations = vec![with_id(deposit(&wallet, "1.00"), &id); 15];
+    operations.push(with_id(deposit(&wallet, "2.00"), &id));
+    stack.broker.stop();
+    let answer = batch(&server.base, &[], &operations).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    for index in 0..15 {
+        assert_eq!(
+            outcome(&answer, index),
+            "BROKER_UNAVAILABLE",
+            "{}",
+            answer.body
+        );
+    }
+    assert_eq!(outcome(&answer, 15), "IDEMPOTENCY_KEY_REUSED");
+    assert!(
+        answer.took < 2 * DEADLINE,
+        "answered after {:?}",
+        answer.took
+    );
+}

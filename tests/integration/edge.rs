@@ -181,7 +181,8 @@ fn check_security_headers(headers: &reqwest::header::HeaderMap) {
 }
 
 /// Finding 4: only JSON objects with a JSON content type, keys as documented, one
-/// `Authorization` header.
+/// `Authorization` header and at most one `Idempotency-Key` (several used to be resolved to
+/// the first).
 #[tokio::test]
 async fn lenient_inputs_are_refused() {
     let stack = Stack::start(1);
@@ -226,6 +227,17 @@ async fn lenient_inputs_are_refused() {
                 .header("authorization", "Bearer two"),
             StatusCode::BAD_REQUEST,
             "AMBIGUOUS_AUTHORIZATION",
+        ),
+        (
+            submit()
+                .header("content-type", "application/json")
+                .header("idempotency-key", "order-1")
+                .header("idempotency-key", "order-2")
+                .body(format!(
+                    r#"{{"walletId":"{wallet}","operationType":"DEPOSIT","amount":"2"}}"#
+                )),
+            StatusCode::BAD_REQUEST,
+            "AMBIGUOUS_IDEMPOTENCY_KEY",
         ),
     ];
     for (request, status, code) in cases {

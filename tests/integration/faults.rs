@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::client::{deposit, Api, System};
+use crate::client::{deposit, transfer, Api, System};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -178,4 +178,50 @@ async fn a_chosen_id_is_not_accepted_while_redis_is_down() {
     let db = system.database().await;
     assert_eq!(crate::client::count_rows(&db, "dead_letters").await, 0);
     assert_eq!(api.balance(&wallet).await.body["balance"], "6.00");
+}
+
+/// Proves a pending transfer's status is read from both of its wallets, and that while Redis
+/// is down a status PostgreSQL does not know yet is 503 with Retry-After, never 404: only the
+/// marker knows a pending operation, and a client polling `Location` must not conclude that
+/// an accepted one does not exist. Both used to be 404. No worker runs, so the transfer stays
+/// pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_status_is_never_a_404() {
+    let mut stack = crate::harness::Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let source = api.new_wallet().await;
+    let target = api.new_wallet().await;
+    let accepted = api
+        .submit_with_key(&source, "pay-1", &transfer(&source, &target, "2.00"))
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    let id = accepted.body["operationId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for wallet in [&source, &target] {
+        let pending = api.status(wallet, &id).await;
+        assert_eq!(
+            pending.status,
+            StatusCode::OK,
+            "{wallet}: {:?}",
+            pending.body
+        );
+        assert_eq!(pending.body["status"], "PENDING", "{wallet}");
+        assert_eq!(pending.body["walletId"], source.as_str(), "{wallet}");
+    }
+    stack.redis.process.kill();
+    let unknown = api.status(&source, &id).await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        unknown.body
+    );
+    assert_eq!(unknown.code(), "CACHE_UNAVAILABLE");
+    assert!(
+        unknown.retry_after.is_some(),
+        "the answer says when to retry"
+    );
 }

@@ -341,6 +341,57 @@ async fn hold_requests_are_validated_and_idempotent() {
     assert_eq!(reused.code(), "IDEMPOTENCY_KEY_REUSED", "{:?}", reused.body);
 }
 
+/// Proves the retry of a keyed HOLD after its `expiresAt` passed answers as the first did (the
+/// same operation, PROCESSED), from its marker and, once the marker is gone, from PostgreSQL;
+/// the same key with other content and a fresh key still get 422 INVALID_EXPIRY. The retry
+/// used to be refused with INVALID_EXPIRY, as if it were a new request.
+#[tokio::test]
+async fn a_hold_retried_after_its_expiry_is_the_same_operation() {
+    let system = System::start(1);
+    let api = &system.api;
+    let card = api.new_wallet().await;
+    api.fund(&card, "10").await;
+    let expires_at = in_seconds(2);
+    let body =
+        json!({"walletId": card, "operationType": "HOLD", "amount": "5", "expiresAt": expires_at});
+    let first = api.submit_with_key(&card, "brief", &body).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let id = first.body["operationId"].as_str().expect("id").to_owned();
+    assert!(hold_becomes(api, &card, &id, "EXPIRED", SETTLE).await);
+    let retried = |answer: Response, from: &str| {
+        assert!(answer.status.is_success(), "{from}: {:?}", answer.body);
+        assert_eq!(answer.body["operationId"], id, "{from}");
+        assert_eq!(answer.body["status"], "PROCESSED", "{from}");
+    };
+    retried(api.submit_with_key(&card, "brief", &body).await, "marker");
+    let redis = redis::Client::open(system.stack.redis.url()).expect("redis url");
+    let mut redis = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    let () = redis::cmd("DEL")
+        .arg(format!("op:default:{id}"))
+        .query_async(&mut redis)
+        .await
+        .expect("the marker is dropped");
+    retried(
+        api.submit_with_key(&card, "brief", &body).await,
+        "PostgreSQL",
+    );
+    let other =
+        json!({"walletId": card, "operationType": "HOLD", "amount": "6", "expiresAt": expires_at});
+    for (key, body) in [("brief", &other), ("fresh", &body)] {
+        let refused = api.submit_with_key(&card, key, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{key}: {:?}",
+            refused.body
+        );
+        assert_eq!(refused.code(), "INVALID_EXPIRY", "{key}");
+    }
+}
+
 /// The hold's state, polled until it is `state` or the deadline passes.
 async fn hold_becomes(
     api: &Api,
