@@ -90,6 +90,11 @@ pub(super) const CHECKS: &[Check] = &[
         "http.metadata_value_chars_max must be at most 65536",
     ),
     (
+        // PostgreSQL refuses a longer statement_timeout, and with it every connection.
+        |config| config.database.statement_timeout_ms <= 2_147_483_647,
+        "database.statement_timeout_ms must be between 0 and 2147483647",
+    ),
+    (
         |config| config.database.pool_size >= 2,
         "database.pool_size must be at least 2",
     ),

@@ -33,7 +33,8 @@ fn configured(
     Ok(pg)
 }
 
-/// Server-side bounds of a session. Every session has `statement_timeout`. A worker's batch
+/// Server-side bounds of a session. Every session has `statement_timeout` (0, as in
+/// PostgreSQL, is no limit). A worker's batch
 /// sessions may not hold locks past the lease lapse while their process is silent: a worker
 /// frozen after `BEGIN` (stopped, paused, cut off) loses its partitions' leases after that
 /// lapse, so by then its transaction and row locks must be gone. Idle in the transaction,
@@ -44,14 +45,18 @@ fn configured(
 /// ends, so every bound is half the lapse: the two in a row fit within it (with the whole
 /// lapse each, a worker frozen in a lock wait kept its locks for two lapses, which the chaos
 /// test caught). `lock_timeout` also makes a worker that still meets such a lock give up and
-/// retry its batch instead of queueing behind it.
+/// retry its batch instead of queueing behind it. These bounds hold whatever the configured
+/// statement timeout: a shorter one stays, a longer one or none gives way to half the lapse.
 pub fn session_options(statement_timeout_ms: u64, batch_lapse: Option<Duration>) -> String {
     match batch_lapse {
         None => format!("-c statement_timeout={statement_timeout_ms}"),
         Some(lapse) => {
             let lapse_ms = u64::try_from(lapse.as_millis()).unwrap_or(u64::MAX);
             let half_ms = (lapse_ms / 2).max(1);
-            let statement_ms = statement_timeout_ms.min(half_ms);
+            let statement_ms = match statement_timeout_ms {
+                0 => half_ms,
+                configured => configured.min(half_ms),
+            };
             format!(
                 "-c statement_timeout={statement_ms} -c idle_in_transaction_session_timeout={half_ms} -c lock_timeout={half_ms}"
             )
@@ -203,7 +208,8 @@ mod tests {
 
     /// Proves batch sessions are bounded on the server by the lease lapse, statements and lock
     /// waits followed by the idle timeout of their aborted transaction included, and other
-    /// sessions only by the statement timeout.
+    /// sessions only by the statement timeout. A statement timeout of 0 (no limit) leaves
+    /// batch statements bounded all the same.
     #[test]
     fn batch_sessions_end_within_the_lease_lapse() {
         assert_eq!(session_options(30_000, None), "-c statement_timeout=30000");
@@ -214,6 +220,11 @@ mod tests {
         assert_eq!(
             session_options(1_000, Some(Duration::from_millis(2_500))),
             "-c statement_timeout=1000 -c idle_in_transaction_session_timeout=1250 -c lock_timeout=1250"
+        );
+        assert_eq!(session_options(0, None), "-c statement_timeout=0");
+        assert_eq!(
+            session_options(0, Some(Duration::from_millis(2_500))),
+            "-c statement_timeout=1250 -c idle_in_transaction_session_timeout=1250 -c lock_timeout=1250"
         );
         assert_eq!(
             session_options(1_000, Some(Duration::from_millis(1))),
