@@ -184,15 +184,90 @@ pub async fn check(pool: &Pool, deadline: Duration) -> anyhow::Result<()> {
         .context("PostgreSQL did not answer in time")?
 }
 
-/// The URL without its password, for messages and logs.
+/// The connection string without its password, for messages and logs: in the URL form the
+/// password of `user:password@` and of a `password=` parameter, in the `key=value` form the
+/// value of `password`.
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", redact_url(rest)),
+        None => redact_keywords(url),
     }
+}
+
+/// `rest` is what follows `scheme://`: the user, the hosts, the path and the parameters.
+fn redact_url(rest: &str) -> String {
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{hosts}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let parameters: Vec<&str> = query
+                .split('&')
+                .map(|parameter| match parameter.split_once('=') {
+                    Some(("password", _)) => "password=***",
+                    _ => parameter,
+                })
+                .collect();
+            format!("{path}?{}", parameters.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{authority}{tail}")
+}
+
+/// The `key = value` form, whose values may be quoted with `'` and escape with `\`.
+fn redact_keywords(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let key_start = rest.len() - rest.trim_start().len();
+        redacted.push_str(&rest[..key_start]);
+        rest = &rest[key_start..];
+        if rest.is_empty() {
+            return redacted;
+        }
+        let key_end = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let Some(value) = rest[key_end..].trim_start().strip_prefix('=') else {
+            // Not a connection string PostgreSQL would take; nothing to hide in it.
+            redacted.push_str(rest);
+            return redacted;
+        };
+        let value = value.trim_start();
+        redacted.push_str(&rest[..rest.len() - value.len()]);
+        let value_end = value_length(value);
+        match key {
+            "password" => redacted.push_str("***"),
+            _ => redacted.push_str(&value[..value_end]),
+        }
+        rest = &value[value_end..];
+    }
+}
+
+/// The length of the value at the start of `text`: up to the closing quote of a quoted one,
+/// else up to the next whitespace.
+fn value_length(text: &str) -> usize {
+    let Some(quoted) = text.strip_prefix('\'') else {
+        return text.find(char::is_whitespace).unwrap_or(text.len());
+    };
+    let mut escaped = false;
+    for (at, c) in quoted.char_indices() {
+        match (escaped, c) {
+            (true, _) => escaped = false,
+            (false, '\\') => escaped = true,
+            (false, '\'') => return at + 2,
+            (false, _) => {}
+        }
+    }
+    text.len()
 }
 
 /// Takes a pooled connection; a pool that cannot give one means the database is unreachable.
@@ -261,5 +336,35 @@ mod tests {
             session_options(1_000, Session::Migration),
             "-c statement_timeout=0 -c lock_timeout=0"
         );
+    }
+
+    /// Proves no form of a connection string shows its password: the URL's user info and its
+    /// `password` parameter, and the key=value form's `password`, quoted or not.
+    #[test]
+    fn passwords_are_redacted_in_every_form() {
+        for (url, redacted) in [
+            ("postgres://u:secret@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=secret",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgresql://u:s@h1:5432,h2:5433/db?application_name=x&password=s2",
+                "postgresql://u:***@h1:5432,h2:5433/db?application_name=x&password=***",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "host=h password=secret dbname=w",
+                "host=h password=*** dbname=w",
+            ),
+            (
+                r"host=h password = 'se cr\'et' dbname=w",
+                "host=h password = *** dbname=w",
+            ),
+            ("password='x y'", "password=***"),
+            ("host=h user=u dbname=w", "host=h user=u dbname=w"),
+        ] {
+            assert_eq!(redact(url), redacted, "{url}");
+        }
     }
 }
