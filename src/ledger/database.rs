@@ -116,6 +116,7 @@ async fn open(pg: tokio_postgres::Config) -> anyhow::Result<Client> {
     let (client, connection) = pg.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
+            let error = StoreError::Database(error).describe();
             tracing::warn!(%error, "PostgreSQL connection closed");
         }
     });
