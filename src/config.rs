@@ -443,6 +443,35 @@ mod tests {
         }
     }
 
+    /// Proves each duration or lifetime that breaks the service at zero (a busy loop, a Redis
+    /// error on every write, a deadline already past) is refused, naming its key.
+    #[test]
+    fn zero_durations_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            for key in [
+                "worker.rebalance_interval_ms",
+                "worker.retry_backoff_max_ms",
+                "worker.relay_idle_ms",
+                "redis.marker_ttl_s",
+                "redis.balance_ttl_s",
+                "redis.timeout_ms",
+                "kafka.request_timeout_ms",
+                "database.connect_timeout_ms",
+            ] {
+                let (section, name) = key.split_once('.').expect("section.key");
+                let variable = format!("WALLET_{section}__{name}").to_uppercase();
+                jail.set_env(&variable, "0");
+                let error = Config::load(None, no_flags())
+                    .map(|_| ())
+                    .expect_err(key)
+                    .to_string();
+                assert!(error.contains(&format!("{key} must be")), "{key}: {error}");
+                jail.clear_env();
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn unknown_keys_are_errors() {
         figment::Jail::expect_with(|jail| {

@@ -12,6 +12,7 @@ use crate::bench::{BenchOptions, Report};
 use crate::cache::{Cache, Decisions};
 use crate::cli::TokenCommand;
 use crate::config::Config;
+use crate::ingest::broker::TopicCreation;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
 use crate::ingest::{backoff, broker, lag, worker};
@@ -45,8 +46,7 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
         let kafka = &config.kafka;
         let client = broker::connect(kafka).await?;
         for topic in [&kafka.operations_topic, &kafka.events_topic] {
-            broker::ensure_topic(&client, kafka, topic, kafka.partitions).await?;
-            broker::await_topic(&client, kafka, topic, kafka.partitions).await?;
+            ready_topic(&client, kafka, topic).await?;
         }
         tracing::info!(applied, "migrations complete");
         println!(
@@ -55,6 +55,30 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Creates `topic` with `kafka.partitions` partitions and waits until the broker lists them
+/// all; a topic that exists keeps the partitions it has (see the README on changing them).
+async fn ready_topic(
+    client: &rskafka::client::Client,
+    kafka: &crate::config::KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<()> {
+    match broker::ensure_topic(client, kafka, topic, kafka.partitions).await? {
+        TopicCreation::Created => {
+            broker::await_topic(client, kafka, topic, kafka.partitions).await?;
+        }
+        TopicCreation::Existed => {
+            let partitions = broker::await_topic(client, kafka, topic, 1).await?;
+            tracing::info!(
+                topic,
+                partitions,
+                configured = kafka.partitions,
+                "topic exists; it keeps its partitions"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `wallet serve`: runs until SIGINT or SIGTERM, then finishes in-flight requests.
@@ -304,6 +328,10 @@ async fn connect(
             database::redact(&config.database.url)
         )
     })?;
+    let client = database::client(&pool)
+        .await
+        .map_err(|error| anyhow::anyhow!(error.describe()))?;
+    schema::refuse_newer(&client).await?;
     let cache = Cache::new(&config.redis)?;
     if let Err(error) = cache.ping().await {
         tracing::warn!(%error, "Redis is unavailable; reads fall back to PostgreSQL");

@@ -302,13 +302,13 @@ fn framework_problem(status: StatusCode, allowed: Option<&str>) -> Problem {
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
         if error.is_transient() {
-            tracing::warn!(%error, "database unavailable");
+            tracing::warn!(error = %error.describe(), "database unavailable");
             Problem::unavailable(
                 "DATABASE_UNAVAILABLE",
                 "the database is unavailable; retry later",
             )
         } else {
-            tracing::error!(%error, "database error");
+            tracing::error!(error = %error.describe(), "database error");
             Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",

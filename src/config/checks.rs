@@ -44,6 +44,41 @@ pub(super) const CHECKS: &[Check] = &[
         "worker.metrics_listen must be empty or an address like 0.0.0.0:9187",
     ),
     (
+        // Zero would spin the lease loop; an hour keeps the derived lapse (8 intervals) sane.
+        |config| (10..=3_600_000).contains(&config.worker.rebalance_interval_ms),
+        "worker.rebalance_interval_ms must be between 10 and 3600000",
+    ),
+    (
+        |config| config.worker.retry_backoff_max_ms >= 10,
+        "worker.retry_backoff_max_ms must be at least 10",
+    ),
+    (
+        |config| config.worker.relay_idle_ms >= 1,
+        "worker.relay_idle_ms must be at least 1",
+    ),
+    (
+        // Redis refuses `SET … EX 0`: every write of a marker or a balance would fail.
+        |config| config.redis.marker_ttl_s >= 1,
+        "redis.marker_ttl_s must be at least 1",
+    ),
+    (
+        |config| config.redis.balance_ttl_s >= 1,
+        "redis.balance_ttl_s must be at least 1",
+    ),
+    (
+        // A zero deadline fails every exchange before it starts.
+        |config| config.redis.timeout_ms >= 1,
+        "redis.timeout_ms must be at least 1",
+    ),
+    (
+        |config| config.kafka.request_timeout_ms >= 1,
+        "kafka.request_timeout_ms must be at least 1",
+    ),
+    (
+        |config| config.database.connect_timeout_ms >= 1,
+        "database.connect_timeout_ms must be at least 1",
+    ),
+    (
         |config| config.worker.lease_lapse_ms == 0
             || (config.worker.lease_lapse_ms >= 1_000
                 && config.worker.lease_lapse_ms >= 2 * config.worker.rebalance_interval_ms),
@@ -88,6 +123,11 @@ pub(super) const CHECKS: &[Check] = &[
     (
         |config| config.http.metadata_value_chars_max <= 65_536,
         "http.metadata_value_chars_max must be at most 65536",
+    ),
+    (
+        // PostgreSQL refuses a longer statement_timeout, and with it every connection.
+        |config| config.database.statement_timeout_ms <= 2_147_483_647,
+        "database.statement_timeout_ms must be between 0 and 2147483647",
     ),
     (
         |config| config.database.pool_size >= 2,

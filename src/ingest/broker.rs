@@ -37,43 +37,52 @@ pub async fn connect(config: &KafkaConfig) -> anyhow::Result<Client> {
         })
 }
 
+/// Whether [`ensure_topic`] made the topic or found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicCreation {
+    Created,
+    /// It keeps the partitions it has, whatever the configured count.
+    Existed,
+}
+
 /// Creates `topic` with `partitions` partitions; a topic that already exists is fine.
 pub async fn ensure_topic(
     client: &Client,
     config: &KafkaConfig,
     topic: &str,
     partitions: i32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<TopicCreation> {
     let controller = client.controller_client()?;
     let timeout_ms = i32::try_from(config.request_timeout_ms).unwrap_or(i32::MAX);
     let create = controller.create_topic(topic, partitions, config.replication_factor, timeout_ms);
     match tokio::time::timeout(config.request_timeout(), create).await {
         Ok(Ok(())) => {
             tracing::info!(topic, partitions, "created topic");
-            Ok(())
+            Ok(TopicCreation::Created)
         }
         Ok(Err(KafkaError::ServerError {
             protocol_error: ProtocolError::TopicAlreadyExists,
             ..
-        })) => Ok(()),
+        })) => Ok(TopicCreation::Existed),
         Ok(Err(error)) => Err(error).with_context(|| format!("creating topic {topic}")),
         Err(elapsed) => Err(elapsed).with_context(|| format!("creating topic {topic}")),
     }
 }
 
-/// Waits until the broker lists `topic` with `partitions` partitions: right after CreateTopics a
-/// KRaft broker may still answer UNKNOWN_TOPIC_OR_PARTITION, and a `serve` or `work` started
-/// just after `wallet migrate` must find the topic.
+/// Waits until the broker lists `topic` with at least `partitions` partitions and returns how
+/// many it has: right after CreateTopics a KRaft broker may still answer
+/// UNKNOWN_TOPIC_OR_PARTITION, and a `serve` or `work` started just after `wallet migrate`
+/// must find the topic.
 pub async fn await_topic(
     client: &Client,
     config: &KafkaConfig,
     topic: &str,
     partitions: i32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i32> {
     let deadline = tokio::time::Instant::now() + config.request_timeout();
     loop {
         match partition_count(client, config, topic).await {
-            Ok(count) if count >= partitions => return Ok(()),
+            Ok(count) if count >= partitions => return Ok(count),
             Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

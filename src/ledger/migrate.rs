@@ -1,6 +1,7 @@
 //! Schema migrations: the ordered files of `sql/`, each applied once and recorded.
 
 use anyhow::Context;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 /// Every migration, in order. A new file in `sql/` is added here with the next number.
@@ -34,15 +35,57 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.
-const MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_6d67;
+pub const MIGRATION_LOCK_KEY: i64 = 0x7761_6c6c_6574_6d67;
+
+/// The newest migration this release knows.
+fn known_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |&(version, _, _)| version)
+}
+
+/// Refuses a database a newer release migrated: this release would run against a schema it
+/// does not know (say, after a rollback of the binary). A database without
+/// `schema_migrations` has no schema yet, which is not this check's to refuse.
+pub async fn refuse_newer(client: &Client) -> anyhow::Result<()> {
+    let rows = match client
+        .query(
+            "SELECT version, name FROM schema_migrations WHERE version > $1 ORDER BY version",
+            &[&known_version()],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(()),
+        Err(error) => return Err(error).context("reading schema_migrations"),
+    };
+    let unknown: Vec<String> = rows
+        .iter()
+        .map(|row| format!("{:04}_{}", row.get::<_, i32>(0), row.get::<_, String>(1)))
+        .collect();
+    anyhow::ensure!(
+        unknown.is_empty(),
+        "the database has migration(s) {} that this release does not know (it knows up to \
+         {:04}): a newer release migrated it; run that release",
+        unknown.join(", "),
+        known_version()
+    );
+    Ok(())
+}
 
 /// Applies the migrations not yet recorded and returns how many it applied. Concurrent
 /// callers queue on an advisory lock, so the second finds everything applied.
 pub async fn apply(client: &mut Client) -> anyhow::Result<usize> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+    let free: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
-        .context("waiting for the migration lock")?;
+        .context("taking the migration lock")?
+        .get(0);
+    if !free {
+        tracing::info!("another `wallet migrate` holds the migration lock; waiting for it");
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+            .await
+            .context("waiting for the migration lock")?;
+    }
     let result = apply_locked(client).await;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
@@ -62,6 +105,7 @@ async fn apply_locked(client: &mut Client) -> anyhow::Result<usize> {
         )
         .await
         .context("creating schema_migrations")?;
+    refuse_newer(client).await?;
     let mut applied = 0;
     for &(version, name, sql) in MIGRATIONS {
         let transaction = client.transaction().await?;

@@ -25,7 +25,7 @@ fn record(n: usize, value_bytes: usize) -> Record {
     }
 }
 
-async fn connect(broker: &Broker) -> Client {
+pub async fn connect(broker: &Broker) -> Client {
     ClientBuilder::new(vec![broker.address()])
         .build()
         .await

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::client::{deposit, transfer, Api, System};
+use crate::harness::eventually;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -224,4 +225,58 @@ async fn a_pending_status_is_never_a_404() {
         unknown.retry_after.is_some(),
         "the answer says when to retry"
     );
+}
+
+/// Whether the log at `path` has a line with every one of `parts`.
+fn logged(path: &std::path::Path, parts: &[&str]) -> bool {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .any(|line| parts.iter().all(|part| line.contains(part)))
+}
+
+/// Proves a logged database error carries its SQLSTATE and the server's message: a request
+/// the database fails (its table gone) and the worker's lease connection the server ends.
+#[tokio::test]
+async fn database_errors_are_logged_with_sqlstate_and_message() {
+    let system = System::start(1);
+    // An applied deposit: the worker holds its lease connection by then.
+    let wallet = system.api.new_wallet().await;
+    system.api.fund(&wallet, "1.00").await;
+    let db = system.database().await;
+    db.batch_execute("ALTER TABLE wallets RENAME TO wallets_away")
+        .await
+        .expect("the table goes away");
+    let response = system.api.create_wallet(serde_json::json!({})).await;
+    assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let server_log = system.server.process.log.clone();
+    let seen = eventually(SETTLE, || async {
+        logged(&server_log, &["database error", "42P01", "wallets"])
+    })
+    .await;
+    assert!(seen, "{}", crate::harness::tail(&server_log));
+    db.batch_execute("ALTER TABLE wallets_away RENAME TO wallets")
+        .await
+        .expect("the table comes back");
+
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND datname = current_database()",
+        &[],
+    )
+    .await
+    .expect("the server ends the other sessions");
+    let worker_log = system.worker.log.clone();
+    let seen = eventually(SETTLE, || async {
+        logged(
+            &worker_log,
+            &[
+                "PostgreSQL connection closed",
+                "57P01",
+                "terminating connection",
+            ],
+        )
+    })
+    .await;
+    assert!(seen, "{}", crate::harness::tail(&worker_log));
 }

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Broker, Postgres, Redis, Stack};
+use crate::harness::{eventually, free_port, Broker, Postgres, Redis, Stack};
 
 fn wallet() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wallet"));
@@ -315,4 +315,161 @@ async fn migrations_upgrade_a_database_with_data() {
     );
     let below = db.execute("UPDATE wallets SET balance = -0.01", &[]).await;
     assert!(below.is_err(), "the floor of an old wallet stays at zero");
+}
+
+/// `wallet migrate` against `postgres` and the shared broker, with topics of its own.
+fn migrate_on_shared_broker(postgres: &Postgres) -> Command {
+    let topic = format!("migrate-{}", uuid::Uuid::new_v4());
+    let mut command = wallet();
+    command
+        .arg("migrate")
+        .env("WALLET_DATABASE__URL", postgres.url())
+        .env("WALLET_KAFKA__BROKERS", Broker::shared().address())
+        .env(
+            "WALLET_KAFKA__OPERATIONS_TOPIC",
+            format!("{topic}-operations"),
+        )
+        .env("WALLET_KAFKA__EVENTS_TOPIC", format!("{topic}-events"));
+    command
+}
+
+/// Waits up to `deadline` for `child` to exit; kills it when it does not. Its output, and
+/// whether it exited on its own.
+async fn exit_within(
+    mut child: std::process::Child,
+    deadline: Duration,
+) -> (std::process::Output, bool) {
+    let exited = eventually(deadline, || {
+        let done = matches!(child.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    if !exited {
+        let _ = child.kill();
+    }
+    (
+        child.wait_with_output().expect("the child is reaped"),
+        exited,
+    )
+}
+
+/// Proves `wallet migrate` waits for the migration lock however long another run holds it,
+/// longer than `database.statement_timeout_ms`, and then succeeds: migrations run without a
+/// statement timeout.
+#[tokio::test]
+async fn migrate_waits_for_the_migration_lock_beyond_the_statement_timeout() {
+    let postgres = Postgres::start();
+    let first = migrate_on_shared_broker(&postgres)
+        .output()
+        .expect("wallet migrate runs");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let holder = crate::client::database(&postgres.url()).await;
+    let key = wallet::ledger::migrate::MIGRATION_LOCK_KEY;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .expect("the test takes the migration lock");
+    let waiting = migrate_on_shared_broker(&postgres)
+        .env("WALLET_DATABASE__STATEMENT_TIMEOUT_MS", "1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wallet migrate starts");
+    let queued = eventually(Duration::from_secs(30), || async {
+        holder
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                &[],
+            )
+            .await
+            .is_ok_and(|row| row.get::<_, i64>(0) == 1)
+    })
+    .await;
+    assert!(queued, "the second migrate never waited for the lock");
+    // Held for twice the statement timeout: a wait under it would be cancelled by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .expect("the test releases the migration lock");
+    let (output, exited) = exit_within(waiting, Duration::from_secs(30)).await;
+    assert!(
+        exited,
+        "wallet migrate did not finish once the lock was free"
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0 migration(s) applied"));
+}
+
+/// Proves `wallet migrate`, `serve` and `work` refuse a database that a newer release
+/// migrated, naming the migration they do not know, with a non-zero exit.
+#[tokio::test]
+async fn a_schema_newer_than_the_release_is_refused() {
+    let stack = Stack::start(1);
+    let db = crate::client::database(&stack.postgres.url()).await;
+    db.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')",
+        &[],
+    )
+    .await
+    .expect("a newer release's migration");
+    let migrated = stack
+        .wallet_command(&["migrate"])
+        .output()
+        .expect("wallet migrate runs");
+    let stderr = String::from_utf8_lossy(&migrated.stderr);
+    assert!(!migrated.status.success(), "{stderr}");
+    assert!(stderr.contains("9999_from_the_future"), "{stderr}");
+    for mode in ["serve", "work"] {
+        let child = stack
+            .wallet_command(&[mode])
+            .env("WALLET_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wallet starts");
+        let (output, exited) = exit_within(child, Duration::from_secs(30)).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(exited, "wallet {mode} started on a newer schema: {stderr}");
+        assert!(!output.status.success(), "{mode}: {stderr}");
+        assert!(stderr.contains("9999_from_the_future"), "{mode}: {stderr}");
+    }
+}
+
+/// Proves the README's way to change the partition count: `wallet migrate --partitions 4`
+/// with a new operations topic creates it with 4 partitions, and accepts the existing events
+/// topic with the 2 it has.
+#[tokio::test]
+async fn migrate_keeps_the_partitions_of_an_existing_topic() {
+    let stack = Stack::start(2);
+    let topic = format!("{}-4", stack.operations_topic);
+    let output = stack
+        .wallet_command(&["migrate", "--partitions", "4"])
+        .env("WALLET_KAFKA__OPERATIONS_TOPIC", &topic)
+        .output()
+        .expect("wallet migrate runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let client = crate::broker::connect(&stack.broker).await;
+    let topics = client.list_topics().await.expect("topics");
+    let partitions = |name: &str| {
+        topics
+            .iter()
+            .find(|candidate| candidate.name == name)
+            .map(|found| found.partitions.len())
+    };
+    assert_eq!(partitions(&topic), Some(4));
+    assert_eq!(partitions(&stack.events_topic), Some(2));
 }
