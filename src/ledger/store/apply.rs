@@ -65,6 +65,7 @@ async fn apply_once(
         known,
         mut states,
         tenants,
+        changed,
         mut holds,
     } = read_batch(&transaction, batch, stored).await?;
     let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, known);
@@ -95,7 +96,7 @@ async fn apply_once(
     let partition = batch.partition;
     write_operations(&transaction, partition, &fresh, &applied.outcomes, now).await?;
     let wallets = match tokio::join!(
-        write_entries(&transaction, &applied.entries, &tenants, now),
+        write_entries(&transaction, &applied.entries, &tenants, &changed, now),
         write_holds(
             &transaction,
             partition,
@@ -142,6 +143,8 @@ struct Found {
     states: HashMap<WalletId, WalletState>,
     /// Each locked wallet's tenant, for the events.
     tenants: HashMap<WalletId, String>,
+    /// When each locked wallet last changed, for the journal's times.
+    changed: HashMap<WalletId, DateTime<Utc>>,
     holds: HashMap<ScopedId, Hold>,
 }
 
@@ -156,10 +159,19 @@ async fn read_batch(
         lock_wallets(client, &batch.operations),
         lock_holds(client, &batch.operations),
     ) {
-        (Ok(known), Ok((states, tenants)), Ok(holds)) => Ok(Found {
+        (
+            Ok(known),
+            Ok(Locked {
+                states,
+                tenants,
+                changed,
+            }),
+            Ok(holds),
+        ) => Ok(Found {
             known,
             states,
             tenants,
+            changed,
             holds,
         }),
         (known, wallets, holds) => {
@@ -206,12 +218,19 @@ async fn stored_ids(
         .collect())
 }
 
-/// Locks the wallets the operations touch, in id order; their states, and their tenants for
-/// the events.
+/// The wallets a batch locked: their states, their tenants for the events, and when each
+/// last changed for the journal's times.
+struct Locked {
+    states: HashMap<WalletId, WalletState>,
+    tenants: HashMap<WalletId, String>,
+    changed: HashMap<WalletId, DateTime<Utc>>,
+}
+
+/// Locks the wallets the operations touch, in id order.
 async fn lock_wallets(
     client: &impl GenericClient,
     operations: &[(i64, Operation)],
-) -> Result<(HashMap<WalletId, WalletState>, HashMap<WalletId, String>), StoreError> {
+) -> Result<Locked, StoreError> {
     let mut ids: Vec<Uuid> = operations
         .iter()
         .flat_map(|(_, operation)| {
@@ -223,12 +242,15 @@ async fn lock_wallets(
     ids.dedup();
     let rows = client
         .query(
-            &prepared(client, "SELECT id, currency, balance::text, version, tenant, overdraft_limit::text, held::text FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
+            &prepared(client, "SELECT id, currency, balance::text, version, tenant, overdraft_limit::text, held::text, updated_at FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
             &[&ids],
         )
         .await?;
-    let mut states = HashMap::with_capacity(rows.len());
-    let mut tenants = HashMap::with_capacity(rows.len());
+    let mut locked = Locked {
+        states: HashMap::with_capacity(rows.len()),
+        tenants: HashMap::with_capacity(rows.len()),
+        changed: HashMap::with_capacity(rows.len()),
+    };
     for row in &rows {
         let id = WalletId(row.get(0));
         let currency: String = row.get(1);
@@ -242,8 +264,9 @@ async fn lock_wallets(
             held: decimal_from_db(&held).map_err(StoreError::corrupt)?,
             version: row.get(3),
         };
-        states.insert(id, state);
-        tenants.insert(id, row.get(4));
+        locked.states.insert(id, state);
+        locked.tenants.insert(id, row.get(4));
+        locked.changed.insert(id, row.get(7));
     }
-    Ok((states, tenants))
+    Ok(locked)
 }

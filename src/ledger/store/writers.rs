@@ -94,8 +94,12 @@ pub(super) async fn write_entries(
     client: &impl GenericClient,
     entries: &[Entry],
     tenants: &HashMap<WalletId, String>,
+    changed: &HashMap<WalletId, DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let unlocked = |entry: &Entry| {
+        StoreError::Corrupt(format!("entry for unlocked wallet {}", entry.wallet_id))
+    };
     let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet_id.0).collect();
     let entry_tenants = entries
         .iter()
@@ -103,11 +107,18 @@ pub(super) async fn write_entries(
             tenants
                 .get(&entry.wallet_id)
                 .map(String::as_str)
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("entry for unlocked wallet {}", entry.wallet_id))
-                })
+                .ok_or_else(|| unlocked(entry))
         })
         .collect::<Result<Vec<&str>, StoreError>>()?;
+    let recorded = entries
+        .iter()
+        .map(|entry| {
+            changed
+                .get(&entry.wallet_id)
+                .map(|changed| now.max(*changed))
+                .ok_or_else(|| unlocked(entry))
+        })
+        .collect::<Result<Vec<DateTime<Utc>>, StoreError>>()?;
     let versions: Vec<i64> = entries.iter().map(|entry| entry.version).collect();
     let operations: Vec<Uuid> = entries.iter().map(|entry| entry.operation_id.0).collect();
     let deltas: Vec<String> = entries
@@ -122,16 +133,14 @@ pub(super) async fn write_entries(
         .iter()
         .map(|entry| entry.held_after.to_plain_string())
         .collect();
-    let written = client
+    client
         .execute(
             &prepared(
                 client,
                 "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at, held_after)
-             SELECT t.wallet_id, t.version, t.operation_id, t.delta::numeric, t.balance_after::numeric, t.tenant,
-                    GREATEST($7, w.updated_at), t.held_after::numeric
-             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], $8::text[])
-                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant, held_after)
-             JOIN wallets w ON w.id = t.wallet_id",
+             SELECT wallet_id, version, operation_id, delta::numeric, balance_after::numeric, tenant, recorded_at, held_after::numeric
+             FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
+                  AS t(wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at, held_after)",
             )
             .await?,
             &[
@@ -141,18 +150,11 @@ pub(super) async fn write_entries(
                 &deltas,
                 &balances,
                 &entry_tenants,
-                &now,
+                &recorded,
                 &held,
             ],
         )
         .await?;
-    if written != entries.len() as u64 {
-        return Err(StoreError::Corrupt(format!(
-            "{} of {} entries written: an entry names a wallet that does not exist",
-            written,
-            entries.len()
-        )));
-    }
     Ok(())
 }
 
