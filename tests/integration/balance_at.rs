@@ -182,14 +182,7 @@ async fn journal_times_follow_versions_whatever_each_batch_took() {
     let wallet = system.api.new_wallet().await;
     system.api.fund(&wallet, "10").await;
     system.worker.kill();
-    let config = ::wallet::config::DatabaseConfig {
-        url: system.stack.postgres.url(),
-        ..Default::default()
-    };
-    let pool = ::wallet::ledger::database::pool(&config).expect("pool");
-    let mut client = ::wallet::ledger::database::client(&pool)
-        .await
-        .expect("a connection");
+    let mut client = crate::client::store_client(&system.stack.postgres.url()).await;
     let topic = &system.stack.operations_topic;
     let start = Utc::now();
     for (step, took) in [(0, start + Duration::milliseconds(10)), (1, start)] {

@@ -324,6 +324,19 @@ pub async fn database(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// A pooled connection to the PostgreSQL at `url` as the workers open one, for tests that
+/// call the store directly.
+pub async fn store_client(url: &str) -> deadpool_postgres::Object {
+    let config = ::wallet::config::DatabaseConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    };
+    let pool = ::wallet::ledger::database::pool(&config).expect("pool");
+    ::wallet::ledger::database::client(&pool)
+        .await
+        .expect("a connection")
+}
+
 /// The number of rows in `table`.
 pub async fn count_rows(db: &tokio_postgres::Client, table: &str) -> i64 {
     db.query_one(&format!("SELECT count(*) FROM {table}"), &[])

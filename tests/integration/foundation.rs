@@ -252,16 +252,7 @@ async fn migrations_upgrade_a_database_with_data() {
     )
     .await
     .expect("data from before");
-    let topic = format!("upgrade-{}", uuid::Uuid::new_v4());
-    let migrated = wallet()
-        .arg("migrate")
-        .env("WALLET_DATABASE__URL", postgres.url())
-        .env("WALLET_KAFKA__BROKERS", Broker::shared().address())
-        .env(
-            "WALLET_KAFKA__OPERATIONS_TOPIC",
-            format!("{topic}-operations"),
-        )
-        .env("WALLET_KAFKA__EVENTS_TOPIC", format!("{topic}-events"))
+    let migrated = migrate_on_shared_broker(&postgres)
         .output()
         .expect("wallet migrate runs");
     let stdout = String::from_utf8_lossy(&migrated.stdout);

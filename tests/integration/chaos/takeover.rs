@@ -93,14 +93,7 @@ async fn cache_catches_up_with_a_batch_whose_worker_died() {
     let operation = api
         .submit_accepted(&crate::client::deposit(&account, "2.00"))
         .await;
-    let config = ::wallet::config::DatabaseConfig {
-        url: system.stack.postgres.url(),
-        ..Default::default()
-    };
-    let pool = ::wallet::ledger::database::pool(&config).expect("pool");
-    let mut client = ::wallet::ledger::database::client(&pool)
-        .await
-        .expect("a connection");
+    let mut client = crate::client::store_client(&system.stack.postgres.url()).await;
     let position = ::wallet::ledger::store::next_offset(&client, &system.stack.operations_topic, 0)
         .await
         .expect("the stored position");
