@@ -94,6 +94,7 @@ pub struct WorkerConfig {
     pub retry_backoff_max_ms: u64,
     pub shutdown_timeout_s: u64,
     pub hold_expiry_scan_ms: u64,
+    pub hold_expiry_grace_ms: u64,
     pub hold_expiry_batch_max: usize,
     /// Where `wallet work` serves `/metrics`, `/healthz` and `/readyz`; empty serves nothing.
     pub metrics_listen: String,
@@ -200,6 +201,7 @@ impl Default for WorkerConfig {
             retry_backoff_max_ms: 5_000,
             shutdown_timeout_s: 10,
             hold_expiry_scan_ms: 1_000,
+            hold_expiry_grace_ms: 10_000,
             hold_expiry_batch_max: 1_000,
             metrics_listen: String::new(),
         }
@@ -231,6 +233,10 @@ impl WorkerConfig {
             }
             lapse => Duration::from_millis(lapse),
         }
+    }
+
+    pub fn hold_expiry_grace(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(i64::try_from(self.hold_expiry_grace_ms).unwrap_or(i64::MAX))
     }
 }
 
@@ -468,6 +474,27 @@ mod tests {
                 assert!(error.contains(&format!("{key} must be")), "{key}: {error}");
                 jail.clear_env();
             }
+            Ok(())
+        });
+    }
+
+    /// An expiry grace no longer than the produce deadline would let a CAPTURE accepted in
+    /// time reach its partition after the hold's EXPIRE.
+    #[test]
+    fn the_expiry_grace_outlasts_the_produce_deadline() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WALLET_KAFKA__REQUEST_TIMEOUT_MS", "8000");
+            jail.set_env("WALLET_WORKER__HOLD_EXPIRY_GRACE_MS", "8000");
+            let error = Config::load(None, no_flags())
+                .map(|_| ())
+                .expect_err("a grace equal to the produce deadline")
+                .to_string();
+            assert!(
+                error.contains("worker.hold_expiry_grace_ms must be"),
+                "{error}"
+            );
+            jail.set_env("WALLET_WORKER__HOLD_EXPIRY_GRACE_MS", "8001");
+            assert!(Config::load(None, no_flags()).is_ok());
             Ok(())
         });
     }

@@ -179,6 +179,15 @@ pub(super) const CHECKS: &[Check] = &[
         "worker.hold_expiry_scan_ms must be between 10 and 60000",
     ),
     (
+        // The API gives up on a produce after kafka.request_timeout_ms; an expiry that waits
+        // longer lets every CAPTURE or VOID accepted in time reach the partition first.
+        |config| {
+            (config.kafka.request_timeout_ms + 1..=3_600_000)
+                .contains(&config.worker.hold_expiry_grace_ms)
+        },
+        "worker.hold_expiry_grace_ms must be more than kafka.request_timeout_ms and at most 3600000",
+    ),
+    (
         |config| (1..=100_000).contains(&config.worker.hold_expiry_batch_max),
         "worker.hold_expiry_batch_max must be between 1 and 100000",
     ),

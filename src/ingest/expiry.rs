@@ -1,6 +1,9 @@
 //! Expiring holds. For the partitions this worker owns, the open holds whose `expiresAt` has
 //! passed are released by an EXPIRE produced into their wallet's partition, where a consumer
-//! applies it in the wallet's order like any other operation. An EXPIRE's id is derived from
+//! applies it in the wallet's order like any other operation. It is produced only
+//! `worker.hold_expiry_grace_ms` after `expiresAt`: a CAPTURE or VOID accepted just before
+//! then may still be on its way to the broker (for up to `kafka.request_timeout_ms`), and must
+//! be applied before the EXPIRE, or it would fail `HOLD_CLOSED` although accepted in time. An EXPIRE's id is derived from
 //! its hold, so one produced again (after a crash or a restart, or by a worker that just lost
 //! the partition) is a duplicate the consumer drops: a hold expires exactly once. The id is
 //! reserved ([`OperationId::reserved`]): a client that submitted an operation under it first
@@ -103,7 +106,8 @@ impl HoldExpiry {
         let limit = i64::try_from(self.config.hold_expiry_batch_max).unwrap_or(i64::MAX);
         let due = {
             let client = database::client(&self.pool).await?;
-            store::due_holds(&client, &partitions, now, limit).await?
+            let expired_before = now - self.config.hold_expiry_grace();
+            store::due_holds(&client, &partitions, expired_before, limit).await?
         };
         let still_due: HashSet<&ScopedId> = due.iter().map(|hold| &hold.id).collect();
         produced.retain(|id| still_due.contains(id));
