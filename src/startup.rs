@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, Application, HoldExpiry, WalletDirectory};
+use crate::api::{AppState, Application, HoldExpiry, WalletDirectory, WorkerProbe};
 use crate::auth::{self, Scope, TokenRegistry};
 use crate::bench::{BenchOptions, Report};
 use crate::cache::{Cache, Decisions};
@@ -104,7 +104,13 @@ pub fn work(config: Config) -> anyhow::Result<()> {
         let endpoints = match config.worker.metrics_listen.as_str() {
             "" => None,
             listen => {
-                let server = crate::api::worker_endpoints(listen, health.clone())?;
+                let probe = WorkerProbe {
+                    health: health.clone(),
+                    pool: pool.clone(),
+                    kafka: config.kafka.clone(),
+                    deadline: Duration::from_millis(config.http.readiness_timeout_ms),
+                };
+                let server = crate::api::worker_endpoints(listen, probe)?;
                 let handle = server.handle();
                 tokio::spawn(server);
                 Some(handle)

@@ -1,7 +1,7 @@
 //! Liveness, readiness and metrics: what an orchestrator and Prometheus ask the process.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Responder};
@@ -11,6 +11,8 @@ use paperclip::v2::schema::Apiv2Schema;
 use serde::Serialize;
 
 use super::{openapi, reply, AppState};
+use crate::config::KafkaConfig;
+use crate::ingest::broker;
 use crate::ingest::health::WorkerHealth;
 use crate::ledger::database;
 
@@ -126,9 +128,41 @@ pub async fn readyz(state: web::Data<AppState>) -> ReadinessReply {
     readiness(checks)
 }
 
-/// Readiness of a separate `wallet work` process: degraded while a partition retries.
-pub async fn worker_readyz(worker: web::Data<WorkerHealth>) -> ReadinessReply {
-    readiness(BTreeMap::from([("worker", worker_check(&worker))]))
+/// What a separate `wallet work` process's `/readyz` looks at.
+pub struct WorkerProbe {
+    pub health: WorkerHealth,
+    pub pool: deadpool_postgres::Pool,
+    pub kafka: KafkaConfig,
+    /// `http.readiness_timeout_ms`, for each check.
+    pub deadline: Duration,
+}
+
+/// Readiness of a separate `wallet work` process: unavailable without PostgreSQL or the
+/// operations topic on the broker, which it cannot apply anything without; degraded while a
+/// partition retries.
+pub async fn worker_readyz(probe: web::Data<WorkerProbe>) -> ReadinessReply {
+    let deadline = probe.deadline;
+    let postgres = timed(true, async {
+        database::check(&probe.pool, deadline)
+            .await
+            .map_err(|error| format!("{error:#}"))
+    });
+    let kafka = timed(true, async {
+        let topic = async {
+            let client = broker::connect(&probe.kafka).await?;
+            broker::partition_count(&client, &probe.kafka, &probe.kafka.operations_topic).await
+        };
+        match tokio::time::timeout(deadline, topic).await {
+            Ok(result) => result.map(|_| ()).map_err(|error| format!("{error:#}")),
+            Err(_) => Err(format!("no answer within {deadline:?}")),
+        }
+    });
+    let (postgres, kafka) = tokio::join!(postgres, kafka);
+    readiness(BTreeMap::from([
+        ("postgres", postgres),
+        ("kafka", kafka),
+        ("worker", worker_check(&probe.health)),
+    ]))
 }
 
 /// The worker keeps running while a partition waits out a database error, so it is not

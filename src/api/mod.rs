@@ -37,6 +37,7 @@ use paperclip::actix::{web, OpenApiExt};
 
 pub use directory::WalletDirectory;
 pub use edge::loggable;
+pub use health::WorkerProbe;
 pub use problem::Problem;
 pub use submit::HoldExpiry;
 
@@ -171,13 +172,13 @@ impl Application {
     }
 }
 
-/// The worker's own small HTTP server: `/metrics`, `/healthz` and `/readyz` (degraded while
-/// a partition retries a batch). It ignores signals; the worker stops it when it stops.
-pub fn worker_endpoints(listen: &str, worker: WorkerHealth) -> anyhow::Result<Server> {
+/// The worker's own small HTTP server: `/metrics`, `/healthz` and `/readyz` (see
+/// [`health::worker_readyz`]). It ignores signals; the worker stops it when it stops.
+pub fn worker_endpoints(listen: &str, probe: health::WorkerProbe) -> anyhow::Result<Server> {
     let listener = TcpListener::bind(listen).map_err(|error| {
         anyhow::anyhow!("cannot listen on {listen} (key `worker.metrics_listen`): {error}")
     })?;
-    let worker = actix_web::web::Data::new(worker);
+    let worker = actix_web::web::Data::new(probe);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(worker.clone())

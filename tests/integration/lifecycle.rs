@@ -1,5 +1,5 @@
 //! The served extras and the process's life: Swagger UI and request ids, readiness that
-//! follows the dependencies, a clean SIGTERM under load, a worker's own metrics.
+//! follows the dependencies, a clean SIGTERM under load, a worker's own metrics and readiness.
 
 use std::time::{Duration, Instant};
 
@@ -243,6 +243,66 @@ async fn a_worker_serves_its_own_metrics() {
     assert!(
         reported,
         "the worker's /metrics lacks batch and lag metrics"
+    );
+}
+
+/// Proves a separate worker's `/readyz` follows what it cannot work without: ready with its
+/// broker, 503 with the `kafka` check down while the broker is stopped, ready again after.
+/// It used to answer 200 `ready` whatever the broker and PostgreSQL did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workers_readiness_follows_its_broker() {
+    let mut stack = crate::harness::Stack::start_with_own_broker(1);
+    let port = crate::harness::free_port();
+    let _worker = stack.spawn_wallet(
+        "work-ready",
+        &["work"],
+        &[("WALLET_WORKER__METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let readiness = || async {
+        match reqwest::get(&url).await {
+            Ok(response) => {
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                Some((status, body))
+            }
+            Err(_) => None,
+        }
+    };
+    let ready = |answer: Option<(StatusCode, serde_json::Value)>| {
+        answer.is_some_and(|(status, body)| {
+            status == StatusCode::OK
+                && body["status"] == "ready"
+                && body["checks"]["kafka"]["status"] == "up"
+                && body["checks"]["postgres"]["status"] == "up"
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            ready(readiness().await)
+        })
+        .await,
+        "the worker becomes ready: {:?}",
+        readiness().await
+    );
+    stack.broker.stop();
+    let unavailable = eventually(Duration::from_secs(30), || async {
+        readiness().await.is_some_and(|(status, body)| {
+            status == StatusCode::SERVICE_UNAVAILABLE
+                && body["status"] == "unavailable"
+                && body["checks"]["kafka"]["status"] == "down"
+        })
+    })
+    .await;
+    assert!(unavailable, "without its broker: {:?}", readiness().await);
+    stack.broker.start_again();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            ready(readiness().await)
+        })
+        .await,
+        "ready again: {:?}",
+        readiness().await
     );
 }
 
