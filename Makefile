@@ -6,7 +6,7 @@ TOOLS := scripts/tools.sh
 NEXTEST := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo yes)
 # How long `make chaos` injects faults, in seconds. Exported by that target only: `wallet`
 # reads every WALLET_* variable as configuration.
-WALLET_CHAOS_SECONDS ?= 180
+CHAOS_SECONDS ?= 180
 # Where `make run` listens, for the addresses it prints.
 LISTEN := $(or $(WALLET_HTTP__LISTEN),127.0.0.1:8080)
 
@@ -54,8 +54,8 @@ fuzz: tools ## Only the API fuzzer (schemathesis) against a throwaway server (pa
 	export PG_BIN_DIR="$$($(TOOLS) pg-bin)"; \
 	cargo test --test integration -- --exact fuzz::generated_requests_get_only_documented_answers
 
-chaos: tools ## The chaos test (ignored by `make test`): faults under load for WALLET_CHAOS_SECONDS (180)
-	export PG_BIN_DIR="$$($(TOOLS) pg-bin)" WALLET_CHAOS_SECONDS="$(WALLET_CHAOS_SECONDS)"; \
+chaos: tools ## The chaos test (ignored by `make test`): faults under load for CHAOS_SECONDS (180)
+	export PG_BIN_DIR="$$($(TOOLS) pg-bin)" CHAOS_SECONDS="$(CHAOS_SECONDS)"; \
 	if [ -n "$(NEXTEST)" ]; then cargo nextest run --no-capture --run-ignored only -E 'test(chaos::bank)'; \
 	else cargo test --test integration -- --ignored --exact chaos::bank --nocapture; fi
 

@@ -331,9 +331,8 @@ impl Stack {
     }
 }
 
-/// Keeps the test's own `WALLET_*` variables (such as `WALLET_CHAOS_SECONDS`, or a developer's
-/// local settings) from a `wallet` child, which reads every one as configuration; the stack
-/// sets what the child needs.
+/// Keeps a developer's local `WALLET_*` settings from a `wallet` child, which reads every one
+/// as configuration; the stack sets what the child needs.
 fn without_inherited_config(command: &mut Command) {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("WALLET_") {

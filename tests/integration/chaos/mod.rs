@@ -8,7 +8,7 @@
 //! PostgreSQL, the cache, the API and the events topic are checked against what the clients
 //! logged (the README's guarantees).
 //!
-//! `bank` runs for `WALLET_CHAOS_SECONDS` (default 180; `make chaos`); `bank_short` is the
+//! `bank` runs for `CHAOS_SECONDS` (default 180; `make chaos`); `bank_short` is the
 //! same test for 30 seconds, part of the normal suite. The workload, the nemesis and the
 //! checker have a file each; `takeover` holds two regression tests found by this one.
 
@@ -53,16 +53,16 @@ const FAULTS_PER_180_S: u64 = 50;
 const REBALANCE_INTERVAL_MS: u64 = 250;
 const LEASE_MS: u64 = 2_000;
 
-/// Proves the README's guarantees through `WALLET_CHAOS_SECONDS` (default 180) of mixed load
+/// Proves the README's guarantees through `CHAOS_SECONDS` (default 180) of mixed load
 /// under faults of every process and server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a 3-minute fault run: `make chaos`"]
 async fn bank() {
-    let seconds = std::env::var("WALLET_CHAOS_SECONDS")
+    let seconds = std::env::var("CHAOS_SECONDS")
         .ok()
         .map(|text| {
             text.parse::<u64>()
-                .expect("WALLET_CHAOS_SECONDS is a number of seconds")
+                .expect("CHAOS_SECONDS is a number of seconds")
         })
         .unwrap_or(180);
     run(
