@@ -44,8 +44,10 @@ const ORPHAN_OPERATION: &str = "00000000-0000-0000-0000-00000000beef";
 
 /// Proves `wallet lag` sees every partition caught up with its lease holder, `wallet verify`
 /// passes a consistent ledger, and then reports a corrupted balance, a version gap, a changed
-/// entry, a position beyond the broker's end and an entry of no wallet and no operation (no
-/// foreign key refuses one), each by its subject, with exit code 1.
+/// entry (which no longer continues the one before it), an entry recorded before the one
+/// before it, an entry on a wallet its operation does not name, a position beyond the
+/// broker's end and an entry of no wallet and no operation (no foreign key refuses one), each
+/// by its subject, with exit code 1.
 #[tokio::test]
 async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
     let mut system = System::start(2);
@@ -94,6 +96,11 @@ async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
         "UPDATE consumer_offsets SET next_offset = next_offset + 1000 WHERE partition = 0"
             .to_owned(),
         format!(
+            "UPDATE entries SET recorded_at = recorded_at - interval '1 hour'
+             WHERE wallet_id = '{a}' AND version = 2"
+        ),
+        format!("UPDATE operations SET to_wallet_id = '{c}' WHERE id = '{moved}'"),
+        format!(
             "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at)
              VALUES ('{ORPHAN_WALLET}', 1, '{ORPHAN_OPERATION}', 0, 0, 'default', now())"
         ),
@@ -140,5 +147,17 @@ async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
             "every entry has its wallet"
         ]
     );
-    assert_eq!(found["violationCount"], 7, "{found}");
+    assert_eq!(
+        checks_of(&found, &format!("entry {c}/1")),
+        vec!["an entry's balance is the one before it plus its delta"]
+    );
+    assert_eq!(
+        checks_of(&found, &format!("entry {a}/2")),
+        vec!["entry times follow versions"]
+    );
+    assert_eq!(
+        checks_of(&found, &format!("entry {b}/2")),
+        vec!["an entry is on its operation's wallet or the one it credits"]
+    );
+    assert_eq!(found["violationCount"], 10, "{found}");
 }

@@ -2,6 +2,7 @@
 //! operation or one partition to the violations found there.
 
 use bigdecimal::{BigDecimal, Zero};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::ledger::types::{OperationStatus, OperationType};
@@ -178,6 +179,68 @@ pub fn check_operation(operation: &OperationJournal) -> Vec<Violation> {
     }
 }
 
+/// A journal entry, with the entry before it in its wallet's versions.
+#[derive(Debug, Clone)]
+pub struct EntryLink {
+    pub wallet: String,
+    pub version: i64,
+    pub delta: BigDecimal,
+    pub balance_after: BigDecimal,
+    pub recorded_at: DateTime<Utc>,
+    pub previous: Option<PreviousEntry>,
+    /// Whether the entry's wallet is its operation's own or the one it credits (an entry
+    /// without an operation counts as on it: that is a violation of its own).
+    pub on_its_operations_wallets: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PreviousEntry {
+    pub version: i64,
+    pub balance_after: BigDecimal,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An entry lies on a wallet its operation names, and continues the entry before it: its
+/// balance is that one's plus its delta (a wallet starts at 0), recorded no earlier. Across
+/// a version gap nothing is compared: the wallet's own check reports the gap.
+pub fn check_entry(entry: &EntryLink) -> Vec<Violation> {
+    let violation = Violation::of(format!("entry {}/{}", entry.wallet, entry.version));
+    let mut found = Vec::new();
+    if !entry.on_its_operations_wallets {
+        found.push(violation(
+            "an entry is on its operation's wallet or the one it credits",
+            "one of the operation's wallets".to_owned(),
+            "another wallet".to_owned(),
+        ));
+    }
+    let before = match &entry.previous {
+        _ if entry.version == 1 => Some((BigDecimal::zero(), None)),
+        Some(previous) if previous.version == entry.version - 1 => {
+            Some((previous.balance_after.clone(), Some(previous.recorded_at)))
+        }
+        Some(_) | None => None,
+    };
+    let Some((balance_before, recorded_before)) = before else {
+        return found;
+    };
+    let expected = balance_before + &entry.delta;
+    if expected != entry.balance_after {
+        found.push(violation(
+            "an entry's balance is the one before it plus its delta",
+            expected.normalized().to_string(),
+            entry.balance_after.normalized().to_string(),
+        ));
+    }
+    if let Some(before) = recorded_before.filter(|before| entry.recorded_at < *before) {
+        found.push(violation(
+            "entry times follow versions",
+            format!("at or after {before}"),
+            entry.recorded_at.to_string(),
+        ));
+    }
+    found
+}
+
 /// A stored consumer position against its partition's end offset on the broker.
 pub fn check_position(
     topic: &str,
@@ -327,6 +390,52 @@ mod tests {
         ] {
             assert_eq!(check_operation(&broken).len(), 1, "{broken:?}");
         }
+    }
+
+    fn entry(version: i64, delta: &str, after: &str, previous: Option<(i64, &str)>) -> EntryLink {
+        let at = DateTime::<Utc>::from_timestamp(1_000_000, 0).expect("a time");
+        EntryLink {
+            wallet: "w".to_owned(),
+            version,
+            delta: decimal(delta),
+            balance_after: decimal(after),
+            recorded_at: at,
+            previous: previous.map(|(version, after)| PreviousEntry {
+                version,
+                balance_after: decimal(after),
+                recorded_at: at,
+            }),
+            on_its_operations_wallets: true,
+        }
+    }
+
+    #[test]
+    fn entries_continue_the_one_before() {
+        let checks = |link: EntryLink| -> Vec<&'static str> {
+            check_entry(&link).into_iter().map(|v| v.check).collect()
+        };
+        assert!(checks(entry(1, "10", "10.00", None)).is_empty());
+        assert!(checks(entry(2, "-2.5", "7.5", Some((1, "10")))).is_empty());
+        assert!(checks(entry(2, "0", "-3", Some((1, "-3")))).is_empty());
+        assert!(
+            checks(entry(7, "1", "99", Some((3, "10")))).is_empty(),
+            "a gap is the wallet's violation"
+        );
+        assert!(checks(entry(4, "1", "99", None)).is_empty());
+        let chain = vec!["an entry's balance is the one before it plus its delta"];
+        assert_eq!(checks(entry(1, "10", "11", None)), chain);
+        assert_eq!(checks(entry(2, "1", "10", Some((1, "10")))), chain);
+        let mut early = entry(2, "1", "11", Some((1, "10")));
+        early.recorded_at -= chrono::Duration::microseconds(1);
+        assert_eq!(checks(early), vec!["entry times follow versions"]);
+        let elsewhere = EntryLink {
+            on_its_operations_wallets: false,
+            ..entry(1, "10", "10", None)
+        };
+        assert_eq!(
+            checks(elsewhere),
+            vec!["an entry is on its operation's wallet or the one it credits"]
+        );
     }
 
     #[test]

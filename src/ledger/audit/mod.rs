@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio_postgres::{Client, IsolationLevel, Row, Transaction};
 
 pub use checks::Violation;
-use checks::{OperationJournal, WalletJournal};
+use checks::{EntryLink, OperationJournal, PreviousEntry, WalletJournal};
 
 /// Rows fetched per round trip.
 const PAGE_ROWS: i32 = 5_000;
@@ -33,6 +33,15 @@ const OPERATIONS: &str =
         o.to_wallet_id IS NOT NULL
      FROM operations o LEFT JOIN entries e ON e.tenant = o.tenant AND e.operation_id = o.id
      GROUP BY o.tenant, o.id ORDER BY o.tenant, o.id";
+/// Every entry with the one before it in its wallet's versions, and whether it lies on a
+/// wallet its operation names.
+const ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.delta::text, e.balance_after::text,
+        e.recorded_at, lag(e.version) OVER w, (lag(e.balance_after) OVER w)::text,
+        lag(e.recorded_at) OVER w,
+        coalesce(o.id IS NULL OR e.wallet_id = o.wallet_id OR e.wallet_id = o.to_wallet_id, false)
+     FROM entries e LEFT JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
+     WINDOW w AS (PARTITION BY e.wallet_id ORDER BY e.version)
+     ORDER BY e.wallet_id, e.version";
 /// Entries missing their operation or their wallet: no foreign key stops them (see migration
 /// 0008), the batch transaction that writes them does.
 const ORPHAN_ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.operation_id::text,
@@ -49,6 +58,7 @@ const ORPHAN_ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.operation_i
 pub struct Audit {
     pub wallets: u64,
     pub operations: u64,
+    pub entries: u64,
     pub violation_count: u64,
     pub violations: Vec<Violation>,
     pub positions: Vec<Position>,
@@ -100,7 +110,8 @@ async fn stream(
 pub async fn size(client: &Client) -> anyhow::Result<u64> {
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM wallets) + (SELECT count(*) FROM operations)",
+            "SELECT (SELECT count(*) FROM wallets) + (SELECT count(*) FROM operations)
+                 + (SELECT count(*) FROM entries)",
             &[],
         )
         .await
@@ -156,6 +167,14 @@ pub async fn run(client: &mut Client, progress: impl Fn(u64)) -> anyhow::Result<
     })
     .await
     .context("auditing operations")?;
+    stream(&transaction, ENTRIES, |row| {
+        audit.entries += 1;
+        audit.record(checks::check_entry(&entry_link(row)?));
+        progress(1);
+        Ok(())
+    })
+    .await
+    .context("auditing the journal")?;
     stream(&transaction, ORPHAN_ENTRIES, |row| {
         let wallet: String = row.try_get(0)?;
         let version: i64 = row.try_get(1)?;
@@ -187,6 +206,26 @@ pub async fn run(client: &mut Client, progress: impl Fn(u64)) -> anyhow::Result<
     read_backlog(&transaction, &mut audit).await?;
     transaction.commit().await?;
     Ok(audit)
+}
+
+fn entry_link(row: &Row) -> anyhow::Result<EntryLink> {
+    let previous = match row.try_get::<_, Option<i64>>(5)? {
+        Some(version) => Some(PreviousEntry {
+            version,
+            balance_after: decimal(row, 6)?,
+            recorded_at: row.try_get(7)?,
+        }),
+        None => None,
+    };
+    Ok(EntryLink {
+        wallet: row.try_get(0)?,
+        version: row.try_get(1)?,
+        delta: decimal(row, 2)?,
+        balance_after: decimal(row, 3)?,
+        recorded_at: row.try_get(4)?,
+        previous,
+        on_its_operations_wallets: row.try_get(8)?,
+    })
 }
 
 async fn read_backlog(transaction: &Transaction<'_>, audit: &mut Audit) -> anyhow::Result<()> {

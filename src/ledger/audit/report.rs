@@ -8,9 +8,10 @@ impl fmt::Display for Audit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "checked {} wallets, {} operations and {} stored positions",
+            "checked {} wallets, {} operations, {} entries and {} stored positions",
             self.wallets,
             self.operations,
+            self.entries,
             self.positions.len()
         )?;
         for violation in &self.violations {
