@@ -129,6 +129,16 @@ async fn run(duration: Duration, faults_needed: u64) {
         broker,
     };
     let counts = check.all(&mut violations).await;
+    // The operator's own audit must agree: a second reading of the same ledger.
+    let audit = cluster
+        .stack
+        .wallet_command(&["verify"])
+        .output()
+        .expect("wallet verify runs");
+    if !audit.status.success() {
+        let report = String::from_utf8_lossy(&audit.stdout);
+        violations.add("wallet verify", report.chars().take(4_000).collect());
+    }
     let summary = Summary {
         duration,
         setup_seconds: started.elapsed().as_secs_f64() - settle_seconds,
