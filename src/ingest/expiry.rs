@@ -22,7 +22,7 @@ use crate::clock;
 use crate::config::{KafkaConfig, WorkerConfig};
 use crate::ledger::database;
 use crate::ledger::metadata::Metadata;
-use crate::ledger::store::{self, DueHold};
+use crate::ledger::store::{self, DueHold, ScannedPartitions};
 use crate::ledger::types::{Operation, OperationId, OperationKind, ScopedId};
 
 /// Namespace of EXPIRE ids: one per hold, whoever produces it and however often.
@@ -50,6 +50,8 @@ pub struct HoldExpiry {
     pub kafka: KafkaConfig,
     /// The partitions this worker consumes, as the worker last published them.
     pub owned: watch::Receiver<Vec<i32>>,
+    /// How many partitions the operations topic has.
+    pub partitions: i32,
     pub config: WorkerConfig,
 }
 
@@ -88,6 +90,14 @@ impl HoldExpiry {
         }
     }
 
+    /// A hold records the partition its HOLD was applied in. After a move to a topic with
+    /// fewer partitions (README, "Partitions") no worker owns the partitions beyond the new
+    /// count, so the owner of partition 0 scans those holds too; their EXPIRE goes to their
+    /// wallet's partition of the new topic like any other.
+    fn orphans_from(&self, owned: &[i32]) -> Option<i32> {
+        owned.contains(&0).then_some(self.partitions)
+    }
+
     /// Produces an EXPIRE for each due hold of the owned partitions, at most
     /// `worker.hold_expiry_batch_max` per scan. `produced` remembers the holds whose EXPIRE the
     /// broker acknowledged and that are still due (not yet applied), so a lagging partition is
@@ -107,7 +117,11 @@ impl HoldExpiry {
         let due = {
             let client = database::client(&self.pool).await?;
             let expired_before = now - self.config.hold_expiry_grace();
-            store::due_holds(&client, &partitions, expired_before, limit).await?
+            let scanned = ScannedPartitions {
+                owned: &partitions,
+                beyond: self.orphans_from(&partitions),
+            };
+            store::due_holds(&client, &scanned, expired_before, limit).await?
         };
         let still_due: HashSet<&ScopedId> = due.iter().map(|hold| &hold.id).collect();
         produced.retain(|id| still_due.contains(id));

@@ -111,7 +111,7 @@ impl Worker {
             self.rebalance(&mut lease).await?;
             self.publish_owned();
             self.ensure_relay(&mut lease).await?;
-            self.ensure_expiry();
+            self.ensure_expiry(partitions);
             *failures = 0;
             if pause(&self.shutdown, interval).await {
                 return Ok(());
@@ -226,7 +226,7 @@ impl Worker {
     /// Starts the hold expiry scan when none runs here; it looks at the partitions this
     /// worker consumes, so every worker runs one. It connects to the broker itself, so a
     /// broker that is down never holds up this loop, which keeps the lease.
-    fn ensure_expiry(&mut self) {
+    fn ensure_expiry(&mut self, partitions: i32) {
         let scanning = self
             .expiry
             .as_ref()
@@ -238,6 +238,7 @@ impl Worker {
             pool: self.pool.clone(),
             kafka: self.config.kafka.clone(),
             owned: self.owned.subscribe(),
+            partitions,
             config: self.config.worker.clone(),
         };
         let cancel = self.shutdown.child_token();

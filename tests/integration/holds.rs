@@ -789,3 +789,38 @@ async fn a_capture_accepted_in_time_wins_over_the_expiry_however_slow_its_produc
         "{wallet}"
     );
 }
+
+/// Proves a hold recorded in a partition the topic no longer has (the README's move to a
+/// topic with fewer partitions) still expires: the owner of partition 0 scans those too. It
+/// stayed OPEN for good, its funds held, since no worker owns partition 7 of two.
+#[tokio::test]
+async fn a_hold_of_a_partition_the_topic_lost_still_expires() {
+    let system = System::start(2);
+    let card = system.api.new_wallet().await;
+    system.api.fund(&card, "100").await;
+    let body = json!({"walletId": card, "operationType": "HOLD", "amount": "10", "expiresAt": in_seconds(1)});
+    let held = processed(&system.api, &body).await;
+    let db = system.database().await;
+    let moved = db
+        .execute(
+            "UPDATE holds SET partition = 7 WHERE hold_id = $1",
+            &[&held.parse::<Uuid>().expect("hold id")],
+        )
+        .await
+        .expect("the hold's partition is rewritten");
+    assert_eq!(moved, 1);
+    let grace = Duration::from_millis(wallet::config::WorkerConfig::default().hold_expiry_grace_ms);
+    assert!(
+        hold_becomes(
+            &system.api,
+            &card,
+            &held,
+            "EXPIRED",
+            grace + Duration::from_secs(30)
+        )
+        .await,
+        "the hold expires"
+    );
+    let wallet = system.api.balance(&card).await.body;
+    assert_eq!(wallet["held"], "0.00", "{wallet}");
+}

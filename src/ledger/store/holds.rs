@@ -226,11 +226,18 @@ pub struct DueHold {
     pub expires_at: DateTime<Utc>,
 }
 
-/// At most `limit` open holds of `partitions` that expired at or before `now`, soonest first:
-/// one walk of the partial expiry index per partition.
+/// The partitions whose holds an expiry scan looks at, by the partition stored with each.
+pub struct ScannedPartitions<'a> {
+    pub owned: &'a [i32],
+    /// Also every partition from this one on: those a topic with fewer partitions lacks.
+    pub beyond: Option<i32>,
+}
+
+/// At most `limit` open holds of the scanned partitions that expired at or before `now`,
+/// soonest first, from the partial expiry index.
 pub async fn due_holds(
     client: &impl GenericClient,
-    partitions: &[i32],
+    partitions: &ScannedPartitions<'_>,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DueHold>, StoreError> {
@@ -239,11 +246,17 @@ pub async fn due_holds(
             &prepared(
                 client,
                 "SELECT tenant, hold_id, wallet_id, expires_at FROM holds
-                 WHERE state = 'OPEN' AND partition = ANY($1) AND expires_at <= $2
+                 WHERE state = 'OPEN' AND expires_at <= $2
+                   AND (partition = ANY($1) OR partition >= $4)
                  ORDER BY expires_at LIMIT $3",
             )
             .await?,
-            &[&partitions, &now, &limit],
+            &[
+                &partitions.owned,
+                &now,
+                &limit,
+                &partitions.beyond.unwrap_or(i32::MAX),
+            ],
         )
         .await?;
     Ok(rows

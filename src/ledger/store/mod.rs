@@ -18,7 +18,7 @@ use deadpool_postgres::GenericClient;
 pub use apply::apply_batch;
 pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
-pub use holds::{due_holds, hold, holds, DueHold, HoldRecord};
+pub use holds::{due_holds, hold, holds, DueHold, HoldRecord, ScannedPartitions};
 pub use journal::{entry_at, EntryAt};
 pub use offsets::next_offset;
 pub use operations::{
