@@ -20,10 +20,7 @@ pub async fn visible(
     id: WalletId,
     tenant: &str,
 ) -> Result<Option<CachedWallet>, Problem> {
-    if let Some(wallet) = cached(state, id)
-        .await
-        .filter(|wallet| wallet.tenant == tenant)
-    {
+    if let Some(wallet) = cached(state, id, Some(tenant)).await {
         return Ok(Some(wallet));
     }
     match stored(state, id).await? {
@@ -64,7 +61,7 @@ pub async fn currency(
 /// Looks a wallet up in the cache, falling back to PostgreSQL (and refilling the cache
 /// through its version guard) on a miss or when Redis is unavailable.
 pub async fn find(state: &AppState, id: WalletId) -> Result<Option<CachedWallet>, Problem> {
-    if let Some(wallet) = cached(state, id).await {
+    if let Some(wallet) = cached(state, id, None).await {
         return Ok(Some(wallet));
     }
     let Some(wallet) = stored(state, id).await? else {
@@ -74,9 +71,13 @@ pub async fn find(state: &AppState, id: WalletId) -> Result<Option<CachedWallet>
     Ok(Some(wallet))
 }
 
-/// The cached wallet; an unavailable cache counts as a miss.
-async fn cached(state: &AppState, id: WalletId) -> Option<CachedWallet> {
-    let lookup = state.cache.balance(id).await;
+/// The cached wallet, when `visible_to` (if any) owns it; an unavailable cache counts as a
+/// miss. Another tenant's wallet is counted as a miss too: the public hit counter would
+/// otherwise tell a prober which ids are someone's wallets.
+async fn cached(state: &AppState, id: WalletId, visible_to: Option<&str>) -> Option<CachedWallet> {
+    let lookup = state.cache.balance(id).await.map(|found| {
+        found.filter(|wallet| visible_to.is_none_or(|tenant| wallet.tenant == tenant))
+    });
     let result = match &lookup {
         Ok(Some(_)) => "hit",
         Ok(None) => "miss",

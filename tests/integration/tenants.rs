@@ -215,3 +215,83 @@ async fn sees_only_its_own(
         assert_eq!(answer.status, StatusCode::NOT_FOUND);
     }
 }
+
+/// The `wallet_cache_lookups_total{result="hit"}` count on the public `/metrics`.
+async fn cache_hits(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix("wallet_cache_lookups_total{result=\"hit\"} "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// Proves the public metrics do not tell a tenant which ids are another tenant's wallets:
+/// probing a cached foreign wallet leaves the cache hit count as a missing wallet does. Each
+/// probe counted a hit before, so 20 probes told the prober the wallet exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probing_another_tenants_wallet_moves_no_hit_count() {
+    let stack = Stack::start(1);
+    let server = secured(&stack, &[]);
+    let http = reqwest::Client::new();
+    let (owner, prober) = (
+        token(&stack, "acme", "read,write"),
+        token(&stack, "globex", "read"),
+    );
+    let created = eventually(Duration::from_secs(5), || async {
+        call(
+            &http,
+            &server.base,
+            Method::POST,
+            "/api/v1/wallets",
+            Some(&owner),
+            Some(json!({})),
+        )
+        .await
+        .status
+            == StatusCode::CREATED
+    })
+    .await;
+    assert!(created, "the owner's token was not loaded");
+    let wallet = call(
+        &http,
+        &server.base,
+        Method::POST,
+        "/api/v1/wallets",
+        Some(&owner),
+        Some(json!({})),
+    )
+    .await
+    .body["walletId"]
+        .as_str()
+        .expect("walletId")
+        .to_owned();
+    let path = format!("/api/v1/wallets/{wallet}");
+    let cached = eventually(Duration::from_secs(10), || async {
+        let before = cache_hits(&http, &server.base).await;
+        let read = call(&http, &server.base, Method::GET, &path, Some(&owner), None).await;
+        read.status == StatusCode::OK && cache_hits(&http, &server.base).await > before
+    })
+    .await;
+    assert!(cached, "the owner's reads hit the cache");
+    let loaded = eventually(Duration::from_secs(5), || async {
+        call(&http, &server.base, Method::GET, &path, Some(&prober), None)
+            .await
+            .status
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(loaded, "the prober's token was not loaded");
+    let before = cache_hits(&http, &server.base).await;
+    for _ in 0..20 {
+        let probe = call(&http, &server.base, Method::GET, &path, Some(&prober), None).await;
+        assert_eq!(probe.status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(cache_hits(&http, &server.base).await, before);
+}
