@@ -19,7 +19,7 @@ use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
 use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, RetryReason, StoreError};
-use crate::ledger::types::{ScopedId, WalletId};
+use crate::ledger::types::{Operation, ScopedId, WalletId};
 
 pub struct PartitionConsumer {
     pub topic: String,
@@ -180,14 +180,57 @@ impl PartitionConsumer {
                 }
                 Ok(None) => return Ok(()),
                 Err(StoreError::Fenced { stored, .. }) => {
-                    tracing::warn!(stored, "position moved by another worker; resuming from it");
-                    stale.forget_balances();
+                    self.finalise_fenced(&batch, stored, stale, outcomes).await;
                     position = stored;
                     reader = self.reader(position);
                 }
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// Sends the final status of each of a fenced batch's operations that PostgreSQL holds
+    /// decided (`stored` is where the partition's position was found), and drops their wallets' balances from the cache, so the next reads fill
+    /// them from PostgreSQL. The batch may have committed (all of it, or some of its parts)
+    /// while its answer was lost: nothing else would then write its statuses, and a retried
+    /// request or a `Prefer: wait` would answer PENDING from the marker until its TTL. Final
+    /// statuses are the stored truth, so writing them is right whoever decided them; the
+    /// balances are not written, as this worker cannot tell whether they are the newest.
+    async fn finalise_fenced(
+        &self,
+        batch: &Batch,
+        stored: i64,
+        stale: &mut StaleCache,
+        outcomes: &OutcomeWriter,
+    ) {
+        match stored >= batch.next_offset {
+            true => tracing::warn!(stored, next_offset = batch.next_offset, "batch found committed already (the answer to its commit was lost, or another worker applied it); finalising its operations from PostgreSQL"),
+            false => tracing::warn!(stored, "position moved by another worker; resuming from it"),
+        }
+        stale.forget_balances();
+        let ids: Vec<ScopedId> = batch
+            .operations
+            .iter()
+            .map(|(_, operation)| operation.scoped_id())
+            .collect();
+        let read = async {
+            let client = database::client(&self.pool).await?;
+            store::decisions(&client, &ids).await
+        };
+        let decisions = match read.await {
+            Ok(decisions) => decisions,
+            Err(error) => {
+                tracing::warn!(error = %error.describe(), "cannot read the fenced batch's decisions; their statuses are read from PostgreSQL");
+                return;
+            }
+        };
+        stale
+            .forget
+            .extend(batch.operations.iter().flat_map(|(_, operation)| {
+                std::iter::once(operation.wallet_id).chain(operation.kind.target())
+            }));
+        outcomes.send(stored_markers(batch, &decisions)).await;
+        self.flush_stale(stale).await;
     }
 
     /// Records not yet applied: what an operator watches to see whether workers keep up.
@@ -430,6 +473,29 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
         (operation.scoped_id(), marker)
     });
     decided.chain(rejected).collect()
+}
+
+/// The final status of every operation of `batch` that PostgreSQL holds decided or kept as
+/// a dead letter; a decision wins over a dead letter of the same id (the id of a refused
+/// record is free for a retry).
+fn stored_markers(batch: &Batch, decisions: &store::Decisions) -> Vec<(ScopedId, Marker)> {
+    let operations: HashMap<ScopedId, &Operation> = batch
+        .operations
+        .iter()
+        .map(|(_, operation)| (operation.scoped_id(), operation))
+        .collect();
+    let mut markers: HashMap<ScopedId, Marker> = HashMap::new();
+    for (id, recorded_at) in &decisions.rejected {
+        if let Some(operation) = operations.get(id) {
+            markers.insert(id.clone(), Marker::rejected(operation, *recorded_at));
+        }
+    }
+    for (id, record, currency) in &decisions.decided {
+        if let Some(marker) = Marker::stored(record, *currency) {
+            markers.insert(id.clone(), marker);
+        }
+    }
+    markers.into_iter().collect()
 }
 
 #[cfg(test)]
