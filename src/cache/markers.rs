@@ -12,6 +12,7 @@ use super::decisions::DECIDED_CHANNEL;
 use super::{Cache, CacheError};
 use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_in, Currency};
+use crate::ledger::store::OperationRecord;
 use crate::ledger::types::{
     FailureReason, Operation, OperationId, OperationStatus, OperationType, Outcome, ScopedId,
     WalletId,
@@ -167,6 +168,35 @@ impl Marker {
                 hold_id: operation.hold_id(),
             }),
         }
+    }
+
+    /// The final status of an operation as PostgreSQL stores it, for a worker that cannot
+    /// tell what its own batch decided (the answer to its commit was lost); None for a record
+    /// that is not final, which a stored one never is.
+    pub fn stored(record: &OperationRecord, currency: Option<Currency>) -> Option<Marker> {
+        let state = match record.status {
+            OperationStatus::Pending => return None,
+            OperationStatus::Processed => MarkerState::Processed,
+            OperationStatus::Failed => MarkerState::Failed,
+        };
+        let money = |value| format_in(currency, value);
+        Some(Marker {
+            state,
+            wallet_id: record.wallet_id,
+            to_wallet_id: record.to_wallet_id,
+            fingerprint: record.fingerprint.clone(),
+            accepted_at: record.accepted_at,
+            reason: record.reason.clone(),
+            balance_after: record.balance_after.as_ref().map(money),
+            processed_at: Some(record.processed_at),
+            metadata: record.metadata.clone(),
+            decision: Some(Decision {
+                operation_type: record.operation_type,
+                amount: record.amount.as_ref().map(money),
+                to_wallet_id: record.to_wallet_id,
+                hold_id: record.hold_id,
+            }),
+        })
     }
 
     /// The final status of an operation the database refused: FAILED, `REJECTED`.
@@ -392,5 +422,58 @@ mod tests {
         let rejected = Marker::rejected(&operation, Utc::now());
         assert_eq!(rejected.state.status(), Some(OperationStatus::Failed));
         assert_eq!(rejected.reason.as_deref(), Some("REJECTED"));
+    }
+
+    /// Proves the final marker read back from a stored operation is the one its batch
+    /// wrote after the commit, so a worker that lost the answer to its commit finalises the
+    /// operation as it would have.
+    #[test]
+    fn a_stored_operation_gives_the_marker_its_batch_wrote() {
+        let operation = Operation {
+            tenant: "acme".to_owned(),
+            id: OperationId(Uuid::from_u128(1)),
+            wallet_id: WalletId(Uuid::from_u128(2)),
+            kind: OperationKind::Transfer {
+                target: WalletId(Uuid::from_u128(3)),
+            },
+            amount: Some(Amount::parse("5").unwrap()),
+            accepted_at: Utc::now(),
+            fingerprint: "f".to_owned(),
+            metadata: Metadata::default(),
+        };
+        let processed_at = Utc::now();
+        let outcome = Outcome::Processed {
+            balance_after: bigdecimal::BigDecimal::from(7),
+            amount: bigdecimal::BigDecimal::from(5),
+        };
+        let record = OperationRecord {
+            id: operation.id,
+            wallet_id: operation.wallet_id,
+            operation_type: OperationType::Transfer,
+            amount: Some(bigdecimal::BigDecimal::from(5)),
+            to_wallet_id: operation.kind.target(),
+            hold_id: None,
+            status: OperationStatus::Processed,
+            reason: None,
+            balance_after: Some(bigdecimal::BigDecimal::from(7)),
+            fingerprint: "f".to_owned(),
+            accepted_at: operation.accepted_at,
+            processed_at,
+            metadata: Metadata::default(),
+        };
+        assert_eq!(
+            Marker::stored(&record, Some(Currency::USD)),
+            Some(Marker::decided(
+                &operation,
+                &outcome,
+                Some(Currency::USD),
+                processed_at
+            ))
+        );
+        let pending = OperationRecord {
+            status: OperationStatus::Pending,
+            ..record
+        };
+        assert_eq!(Marker::stored(&pending, Some(Currency::USD)), None);
     }
 }

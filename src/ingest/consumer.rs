@@ -1,6 +1,7 @@
 //! One partition's consumer: fetch from the stored position, cut batches by size or time,
 //! apply each in one transaction, then refresh the cache. Runs until cancelled.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +18,8 @@ use crate::cache::{self, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
-use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, StoreError};
-use crate::ledger::types::{ScopedId, WalletId};
+use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, RetryReason, StoreError};
+use crate::ledger::types::{Operation, ScopedId, WalletId};
 
 pub struct PartitionConsumer {
     pub topic: String,
@@ -34,6 +35,18 @@ enum Attempt {
     Applied(BatchReport),
     Cancelled,
     Rejected(StoreError),
+    /// The batch could not finish within the statement timeout: these halves replace it.
+    TooSlow([Batch; 2]),
+}
+
+/// What a part the database refuses for a record's data is taken to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    /// A record to find: the part's records are applied one at a time, and a single one
+    /// refused is kept as a dead letter.
+    Find,
+    /// Its records kept as dead letters already: a refusal is not theirs, and an error.
+    Kept,
 }
 
 /// How long an idle partition waits before retrying cache writes that failed.
@@ -167,14 +180,57 @@ impl PartitionConsumer {
                 }
                 Ok(None) => return Ok(()),
                 Err(StoreError::Fenced { stored, .. }) => {
-                    tracing::warn!(stored, "position moved by another worker; resuming from it");
-                    stale.forget_balances();
+                    self.finalise_fenced(&batch, stored, stale, outcomes).await;
                     position = stored;
                     reader = self.reader(position);
                 }
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// Sends the final status of each of a fenced batch's operations that PostgreSQL holds
+    /// decided (`stored` is where the partition's position was found), and drops their wallets' balances from the cache, so the next reads fill
+    /// them from PostgreSQL. The batch may have committed (all of it, or some of its parts)
+    /// while its answer was lost: nothing else would then write its statuses, and a retried
+    /// request or a `Prefer: wait` would answer PENDING from the marker until its TTL. Final
+    /// statuses are the stored truth, so writing them is right whoever decided them; the
+    /// balances are not written, as this worker cannot tell whether they are the newest.
+    async fn finalise_fenced(
+        &self,
+        batch: &Batch,
+        stored: i64,
+        stale: &mut StaleCache,
+        outcomes: &OutcomeWriter,
+    ) {
+        match stored >= batch.next_offset {
+            true => tracing::warn!(stored, next_offset = batch.next_offset, "batch found committed already (the answer to its commit was lost, or another worker applied it); finalising its operations from PostgreSQL"),
+            false => tracing::warn!(stored, "position moved by another worker; resuming from it"),
+        }
+        stale.forget_balances();
+        let ids: Vec<ScopedId> = batch
+            .operations
+            .iter()
+            .map(|(_, operation)| operation.scoped_id())
+            .collect();
+        let read = async {
+            let client = database::client(&self.pool).await?;
+            store::decisions(&client, &ids).await
+        };
+        let decisions = match read.await {
+            Ok(decisions) => decisions,
+            Err(error) => {
+                tracing::warn!(error = %error.describe(), "cannot read the fenced batch's decisions; their statuses are read from PostgreSQL");
+                return;
+            }
+        };
+        stale
+            .forget
+            .extend(batch.operations.iter().flat_map(|(_, operation)| {
+                std::iter::once(operation.wallet_id).chain(operation.kind.target())
+            }));
+        outcomes.send(stored_markers(batch, &decisions)).await;
+        self.flush_stale(stale).await;
     }
 
     /// Records not yet applied: what an operator watches to see whether workers keep up.
@@ -222,49 +278,62 @@ impl PartitionConsumer {
         batch
     }
 
-    /// Applies the batch. When the database refuses a record's own data, its records are
-    /// applied one at a time and the one refused becomes a dead letter (its status FAILED), so
-    /// one bad record never stops the partition. Every other error is waited out. Returns None
-    /// when cancelled before a commit.
+    /// Applies the batch, in parts when it must be. A batch that cannot finish within the
+    /// statement timeout (too big for the database's pace) is applied in halves, and those
+    /// in halves again, down to single records, so the partition keeps moving. When the
+    /// database refuses a record's own data, the part's records are applied one at a time and
+    /// the one refused becomes a dead letter (its status FAILED), so one bad record never
+    /// stops the partition. Every other error is waited out. The parts commit one after
+    /// another in offset order, each with its own position. Returns None when cancelled
+    /// before the last part committed.
     #[tracing::instrument(skip_all, fields(from = batch.from_offset, records = batch.next_offset - batch.from_offset))]
     async fn apply(
         &self,
         batch: &Batch,
         cancel: &CancellationToken,
     ) -> Result<Option<BatchReport>, StoreError> {
-        let error = match self.apply_retrying(batch, cancel).await? {
-            Attempt::Applied(report) => return Ok(Some(report)),
-            Attempt::Cancelled => return Ok(None),
-            Attempt::Rejected(error) => error,
-        };
-        tracing::error!(
-            partition = self.id(),
-            from_offset = batch.from_offset,
-            next_offset = batch.next_offset,
-            error = %error.describe(),
-            "batch rejected; applying its records one at a time"
-        );
+        // The parts still to apply, the earliest last.
+        let mut pending = vec![(Cow::Borrowed(batch), Blame::Find)];
         let mut applied = BatchReport::default();
-        for single in batch.split() {
-            let report = match self.apply_retrying(&single, cancel).await? {
-                Attempt::Applied(report) => report,
+        while let Some((part, blame)) = pending.pop() {
+            match self.apply_retrying(&part, cancel).await? {
+                Attempt::Applied(report) => applied.merge(report),
                 Attempt::Cancelled => return Ok(None),
-                Attempt::Rejected(error) => {
-                    let cause = error.describe();
-                    tracing::error!(partition = self.id(), offset = single.from_offset, error = %cause, "record rejected; keeping it as a dead letter");
-                    match self
-                        .apply_retrying(&single.rejected(&cause), cancel)
-                        .await?
-                    {
-                        Attempt::Applied(report) => report,
-                        Attempt::Cancelled => return Ok(None),
-                        Attempt::Rejected(error) => return Err(error),
-                    }
+                Attempt::TooSlow([first, second]) => {
+                    pending.push((Cow::Owned(second), blame));
+                    pending.push((Cow::Owned(first), blame));
                 }
-            };
-            applied.merge(report);
+                Attempt::Rejected(error) => pending.extend(self.blamed(&part, blame, error)?),
+            }
         }
         Ok(Some(applied))
+    }
+
+    /// The parts that replace one the database refused for a record's data, the earliest
+    /// last: its records one at a time, or the one record kept as a dead letter.
+    fn blamed<'a>(
+        &self,
+        part: &Batch,
+        blame: Blame,
+        error: StoreError,
+    ) -> Result<Vec<(Cow<'a, Batch>, Blame)>, StoreError> {
+        match blame {
+            Blame::Kept => Err(error),
+            Blame::Find => {
+                let cause = error.describe();
+                let singles = part.split();
+                if singles.len() > 1 {
+                    tracing::error!(partition = self.id(), from_offset = part.from_offset, next_offset = part.next_offset, error = %cause, "batch rejected; applying its records one at a time");
+                    return Ok(singles
+                        .into_iter()
+                        .rev()
+                        .map(|single| (Cow::Owned(single), Blame::Find))
+                        .collect());
+                }
+                tracing::error!(partition = self.id(), offset = part.from_offset, error = %cause, "record rejected; keeping it as a dead letter");
+                Ok(vec![(Cow::Owned(part.rejected(&cause)), Blame::Kept)])
+            }
+        }
     }
 
     /// One batch transaction, retried with capped backoff for as long as the cause is outside
@@ -293,14 +362,23 @@ impl PartitionConsumer {
                 Err(error @ StoreError::Fenced { .. }) => return Err(error),
                 Err(error) => error,
             };
-            let reason = match error.remedy() {
+            let retry = match error.remedy() {
                 Remedy::Reject => return Ok(Attempt::Rejected(error)),
-                Remedy::Retry(reason) => reason.as_str(),
+                Remedy::Retry(retry) => retry,
             };
-            failures += 1;
-            let delay = self.backoff(failures);
+            let reason = retry.as_str();
             let cause = error.describe();
             metrics::counter!("wallet_batch_retries_total", "reason" => reason).increment(1);
+            // The same batch would meet the same timeout again; a single record is waited
+            // out, as it is not the record's fault.
+            if retry == RetryReason::StatementTimeout {
+                if let Some(halves) = batch.halves() {
+                    tracing::warn!(partition = self.id(), from_offset = batch.from_offset, next_offset = batch.next_offset, error = %cause, "batch did not finish within the statement timeout; applying it in halves");
+                    return Ok(Attempt::TooSlow(halves));
+                }
+            }
+            failures += 1;
+            let delay = self.backoff(failures);
             self.health
                 .retrying(self.id(), format!("{reason}: {cause}"));
             tracing::warn!(
@@ -395,6 +473,29 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
         (operation.scoped_id(), marker)
     });
     decided.chain(rejected).collect()
+}
+
+/// The final status of every operation of `batch` that PostgreSQL holds decided or kept as
+/// a dead letter; a decision wins over a dead letter of the same id (the id of a refused
+/// record is free for a retry).
+fn stored_markers(batch: &Batch, decisions: &store::Decisions) -> Vec<(ScopedId, Marker)> {
+    let operations: HashMap<ScopedId, &Operation> = batch
+        .operations
+        .iter()
+        .map(|(_, operation)| (operation.scoped_id(), operation))
+        .collect();
+    let mut markers: HashMap<ScopedId, Marker> = HashMap::new();
+    for (id, recorded_at) in &decisions.rejected {
+        if let Some(operation) = operations.get(id) {
+            markers.insert(id.clone(), Marker::rejected(operation, *recorded_at));
+        }
+    }
+    for (id, record, currency) in &decisions.decided {
+        if let Some(marker) = Marker::stored(record, *currency) {
+            markers.insert(id.clone(), marker);
+        }
+    }
+    markers.into_iter().collect()
 }
 
 #[cfg(test)]

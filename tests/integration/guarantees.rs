@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::auth::wallet_cli;
 use crate::client::{count_rows, database, deposit, transfer, withdraw, Api, System};
-use crate::harness::{eventually, Stack};
+use crate::harness::{eventually, CommitCut, Stack};
 
 pub const SETTLE: Duration = Duration::from_secs(60);
 
@@ -547,4 +547,50 @@ async fn a_withdrawal_after_a_processed_transfer_sees_its_credit() {
         );
         assert_eq!(versions.len(), 2);
     }
+}
+
+/// Proves a batch whose commit PostgreSQL made but whose answer the worker lost (the
+/// connection dropped right after the COMMIT went out) is finalised all the same: the retry
+/// finds the position moved by its own commit, and the worker then writes the statuses
+/// PostgreSQL holds, so a client retrying the request is told PROCESSED, and drops the
+/// balance it cannot refresh, so reads show the deposit; nothing is applied twice. The
+/// worker used to take that for another worker's fencing and move on: the retry answered
+/// PENDING until the marker's TTL and the cached balance stayed at version 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_still_finalises_the_batch() {
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let cached = api.balance(&wallet).await;
+    assert_eq!(cached.body["version"], 0, "{:?}", cached.body);
+    let submitted = api
+        .submit_with_key(&wallet, "lost-answer", &deposit(&wallet, "5.00"))
+        .await;
+    assert_eq!(
+        submitted.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        submitted.body
+    );
+    let cut = CommitCut::start(stack.postgres.port).await;
+    let _worker = stack.spawn_wallet("work-1", &["work"], &[("WALLET_DATABASE__URL", cut.url())]);
+    let finalised = eventually(SETTLE, || async {
+        let retried = api
+            .submit_with_key(&wallet, "lost-answer", &deposit(&wallet, "5.00"))
+            .await;
+        retried.body["status"] == "PROCESSED"
+    })
+    .await;
+    assert!(finalised, "a retry of the request is told it was processed");
+    assert_eq!(cut.cuts(), 1, "the answer to the batch's commit was lost");
+    let refreshed = eventually(Duration::from_secs(10), || async {
+        let balance = api.balance(&wallet).await;
+        balance.body["balance"] == "5.00" && balance.body["version"] == 1
+    })
+    .await;
+    assert!(refreshed, "reads show the committed deposit");
+    let db = database(&stack.postgres.url()).await;
+    assert_eq!(count_rows(&db, "operations").await, 1);
+    assert_eq!(count_rows(&db, "entries").await, 1);
 }

@@ -177,10 +177,12 @@ impl Drop for Process {
 }
 
 /// The uid/gid to run PostgreSQL as: it refuses to run as root.
+mod commit_cut;
 mod kafka;
 mod postgres;
 mod redis;
 
+pub use commit_cut::CommitCut;
 pub use kafka::Broker;
 pub use postgres::Postgres;
 pub use redis::Redis;

@@ -159,3 +159,70 @@ async fn a_refused_record_is_failed_not_pending() {
         "{status}"
     );
 }
+
+/// Operations inserted by one statement above which the slow trigger holds the insert.
+const SLOW_ABOVE: i64 = 4;
+
+/// A trigger that holds an insert of more than `SLOW_ABOVE` operations far past a batch
+/// session's statement timeout, as a throttled PostgreSQL holds a big batch; smaller inserts
+/// pass at once.
+async fn install_slow_big_inserts(db: &tokio_postgres::Client) {
+    db.batch_execute(&format!(
+        "CREATE FUNCTION slow_big_inserts() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF (SELECT count(*) FROM inserted) > {SLOW_ABOVE} THEN
+                 PERFORM pg_sleep(600);
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER slow_big_inserts AFTER INSERT ON operations
+             REFERENCING NEW TABLE AS inserted
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_big_inserts();"
+    ))
+    .await
+    .expect("slow trigger installs");
+}
+
+/// Proves a batch that cannot finish within the statement timeout (SQLSTATE 57014 on every
+/// attempt) is applied in smaller parts: deposits accepted while no worker ran, met by the
+/// worker as one big batch, are all PROCESSED exactly once and in offset order (the wallet's
+/// entry versions follow the records' offsets), and the retries are counted as
+/// `statement_timeout`. The worker used to retry the same batch forever, so the partition
+/// stalled and every deposit stayed PENDING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_slow_for_the_statement_timeout_is_applied_in_parts() {
+    const DEPOSITS: i64 = 16;
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let db = database(&stack.postgres.url()).await;
+    install_slow_big_inserts(&db).await;
+    let mut operations = Vec::new();
+    for _ in 0..DEPOSITS {
+        operations.push(api.submit_accepted(&deposit(&wallet, "1.00")).await);
+    }
+    let (_worker, endpoints) = observed_worker(&stack, "work-1");
+    for operation in &operations {
+        let status = api.settled(&wallet, operation, SETTLE).await;
+        assert_eq!(status["status"], "PROCESSED", "{status}");
+    }
+    let rows = db
+        .query(
+            "SELECT e.version FROM operations o JOIN entries e ON e.operation_id = o.id
+             ORDER BY o.\"offset\"",
+            &[],
+        )
+        .await
+        .expect("entries read");
+    let versions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(versions, (1..=DEPOSITS).collect::<Vec<i64>>());
+    let balance = api.balance(&wallet).await;
+    assert_eq!(balance.body["balance"], "16.00", "{:?}", balance.body);
+    assert_eq!(count_rows(&db, "dead_letters").await, 0);
+    let metrics = get_text(&format!("{endpoints}/metrics")).await;
+    assert!(
+        retries(&metrics, "statement_timeout") >= 1,
+        "the timed-out attempts are counted: {metrics}"
+    );
+}

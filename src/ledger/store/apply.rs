@@ -10,9 +10,9 @@ use super::holds::{lock_holds, write_holds};
 use super::offsets::{advance_position, lock_position};
 use super::outbox::write_outbox;
 use super::writers::{write_dead_letters, write_entries, write_operations, write_wallets};
-use super::{dedupe, prepared, Batch, BatchReport, StoreError};
+use super::{dedupe, prepared, scoped_values, Batch, BatchReport, StoreError};
 use crate::ledger::money::{decimal_from_db, Currency};
-use crate::ledger::types::{Hold, Operation, OperationId, ScopedId, WalletId, WalletState};
+use crate::ledger::types::{Hold, Operation, ScopedId, WalletId, WalletState};
 use crate::ledger::{events, rules};
 
 /// Whether a batch transaction first asks which of its operations are stored already, or
@@ -206,16 +206,7 @@ async fn stored_ids(
             &[&tenants, &ids],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let id = ScopedId {
-                tenant: row.get(0),
-                id: OperationId(row.get(1)),
-            };
-            (id, row.get(2))
-        })
-        .collect())
+    Ok(scoped_values(&rows))
 }
 
 /// The wallets a batch locked: their states, their tenants for the events, and when each

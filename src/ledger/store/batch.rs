@@ -32,10 +32,34 @@ pub struct Batch {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// One record of a batch at its offset: an operation or a dead letter.
+type Record<'a> = (i64, Option<&'a Operation>, Option<&'a DeadLetter>);
+
 impl Batch {
     /// One batch per record, in offset order, together covering exactly this batch's range.
     pub fn split(&self) -> Vec<Batch> {
-        let mut records: Vec<(i64, Option<&Operation>, Option<&DeadLetter>)> = self
+        let records = self.records();
+        self.cut(&records, &(1..records.len()).collect::<Vec<_>>())
+    }
+
+    /// The batch in two parts of (nearly) equal record counts, the earlier records first,
+    /// together covering exactly this batch's range: what is retried when the whole batch
+    /// could not finish within the statement timeout. None for a batch of one record or
+    /// none, which cannot be made smaller.
+    pub fn halves(&self) -> Option<[Batch; 2]> {
+        let records = self.records();
+        if records.len() < 2 {
+            return None;
+        }
+        let mut parts = self.cut(&records, &[records.len() / 2]);
+        let second = parts.pop()?;
+        let first = parts.pop()?;
+        Some([first, second])
+    }
+
+    /// Every record of the batch in offset order, each an operation or a dead letter.
+    fn records(&self) -> Vec<Record<'_>> {
+        let mut records: Vec<Record<'_>> = self
             .operations
             .iter()
             .map(|(offset, operation)| (*offset, Some(operation), None))
@@ -46,26 +70,45 @@ impl Batch {
             )
             .collect();
         records.sort_by_key(|(offset, _, _)| *offset);
+        records
+    }
+
+    /// The batch cut before each of the record positions `starts` (ascending, each within
+    /// the records): consecutive parts, each ending right after its last record, the last
+    /// one at this batch's end, so the parts tile the range and each commits its own offset.
+    fn cut(&self, records: &[Record<'_>], starts: &[usize]) -> Vec<Batch> {
+        let bounds = std::iter::once(0)
+            .chain(starts.iter().copied())
+            .zip(starts.iter().copied().chain(std::iter::once(records.len())));
         let mut from_offset = self.from_offset;
-        let mut singles = Vec::with_capacity(records.len());
-        for (offset, operation, letter) in records {
-            singles.push(Batch {
+        let mut parts = Vec::with_capacity(starts.len() + 1);
+        for (start, end) in bounds {
+            let part = &records[start..end];
+            let Some((last, _, _)) = part.last() else {
+                continue;
+            };
+            parts.push(Batch {
                 topic: self.topic.clone(),
                 partition: self.partition,
                 from_offset,
-                next_offset: offset + 1,
-                operations: operation
-                    .map(|operation| (offset, operation.clone()))
-                    .into_iter()
+                next_offset: last + 1,
+                operations: part
+                    .iter()
+                    .filter_map(|(offset, operation, _)| {
+                        operation.map(|operation| (*offset, operation.clone()))
+                    })
                     .collect(),
-                dead_letters: letter.cloned().into_iter().collect(),
+                dead_letters: part
+                    .iter()
+                    .filter_map(|(_, _, letter)| letter.cloned())
+                    .collect(),
             });
-            from_offset = offset + 1;
+            from_offset = last + 1;
         }
-        if let Some(last) = singles.last_mut() {
+        if let Some(last) = parts.last_mut() {
             last.next_offset = self.next_offset;
         }
-        singles
+        parts
     }
 
     /// The same range with every record kept as a dead letter that names `error`.
@@ -215,6 +258,97 @@ mod tests {
         assert_eq!(rejected.dead_letters[0].offset, 13);
         assert!(rejected.dead_letters[0].reason.contains("boom"));
         assert_eq!((rejected.from_offset, rejected.next_offset), (13, 16));
+    }
+
+    /// A batch from `from_offset` whose records sit at the given gaps after each other, each
+    /// an operation or (when its flag is set) a dead letter, ending `tail` past the last one.
+    fn batch_of(from_offset: i64, records: &[(i64, bool)], tail: i64) -> Batch {
+        let mut batch = Batch {
+            topic: "t".to_owned(),
+            partition: 1,
+            from_offset,
+            ..Batch::default()
+        };
+        let mut offset = from_offset;
+        for (n, (gap, letter)) in records.iter().enumerate() {
+            offset += gap;
+            match letter {
+                true => batch.dead_letters.push(DeadLetter {
+                    offset,
+                    reason: "bad".to_owned(),
+                    payload: None,
+                    operation: None,
+                }),
+                false => batch.operations.push((offset, operation(n as u128))),
+            }
+            offset += 1;
+        }
+        batch.next_offset = offset + tail;
+        batch
+    }
+
+    /// The offsets of a batch's records in order, and whether each is a dead letter.
+    fn offsets(batch: &Batch) -> Vec<(i64, bool)> {
+        batch
+            .records()
+            .iter()
+            .map(|(offset, _, letter)| (*offset, letter.is_some()))
+            .collect()
+    }
+
+    /// Each part's range and records.
+    type Layout = Vec<(i64, i64, Vec<(i64, bool)>)>;
+
+    fn layout(parts: &[Batch]) -> Layout {
+        parts
+            .iter()
+            .map(|part| (part.from_offset, part.next_offset, offsets(part)))
+            .collect()
+    }
+
+    /// Halves a batch again and again down to single records, earlier parts first.
+    fn halved_to_singles(batch: Batch) -> Vec<Batch> {
+        match batch.halves() {
+            Some([first, second]) => {
+                let mut singles = halved_to_singles(first);
+                singles.extend(halved_to_singles(second));
+                singles
+            }
+            None => vec![batch],
+        }
+    }
+
+    proptest::proptest! {
+        /// Proves the halves of a batch tile its range, the first ending where the second
+        /// begins, keep every record once and in offset order, the earlier ones first, and
+        /// differ in size by one record at most; and that halving down to single records
+        /// gives the same parts as splitting record by record.
+        #[test]
+        fn halves_tile_the_range_in_order(
+            from_offset in 0i64..1_000,
+            records in proptest::collection::vec((0i64..3, proptest::bool::ANY), 0..40),
+            tail in 0i64..3,
+        ) {
+            let batch = batch_of(from_offset, &records, tail);
+            let Some([first, second]) = batch.halves() else {
+                proptest::prop_assert!(records.len() < 2);
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(first.from_offset, batch.from_offset);
+            proptest::prop_assert_eq!(first.next_offset, second.from_offset);
+            proptest::prop_assert_eq!(second.next_offset, batch.next_offset);
+            let (early, late) = (offsets(&first), offsets(&second));
+            proptest::prop_assert!(!early.is_empty() && !late.is_empty());
+            proptest::prop_assert!(early.len().abs_diff(late.len()) <= 1);
+            proptest::prop_assert!(early.iter().all(|(offset, _)| *offset < first.next_offset));
+            proptest::prop_assert!(late.iter().all(|(offset, _)| *offset >= second.from_offset));
+            let rejoined: Vec<(i64, bool)> = early.into_iter().chain(late).collect();
+            proptest::prop_assert_eq!(rejoined, offsets(&batch));
+            proptest::prop_assert_eq!(
+                layout(&halved_to_singles(batch.clone())),
+                layout(&batch.split())
+            );
+        }
     }
 
     fn with(n: u128, tenant: &str, fingerprint: &str) -> Operation {

@@ -28,8 +28,12 @@ pub enum RetryReason {
     Connection,
     /// The server ran out of something: disk, memory, connections (class 53).
     Resources,
-    /// An operator or the server stopped the work: shutdown, cancel, statement timeout (57).
+    /// An operator or the server stopped the work: shutdown, termination (57).
     OperatorIntervention,
+    /// A statement was cancelled (57014): by `statement_timeout`, which a batch too big for
+    /// the database's pace meets on every attempt, so it is retried in smaller parts; or by
+    /// an operator's `pg_cancel_backend`, for which smaller parts do no harm.
+    StatementTimeout,
     /// The server's own environment failed: I/O errors (class 58).
     System,
     /// A lock was not granted within `lock_timeout` (55P03), e.g. held by a frozen worker.
@@ -50,6 +54,7 @@ impl RetryReason {
             RetryReason::Connection => "connection",
             RetryReason::Resources => "resources",
             RetryReason::OperatorIntervention => "operator_intervention",
+            RetryReason::StatementTimeout => "statement_timeout",
             RetryReason::System => "system",
             RetryReason::LockTimeout => "lock_timeout",
             RetryReason::Conflict => "conflict",
@@ -75,6 +80,7 @@ pub fn remedy_for_sqlstate(code: &str) -> Remedy {
     match (class, code) {
         (_, "55P03") => Remedy::Retry(RetryReason::LockTimeout),
         (_, "25006") => Remedy::Retry(RetryReason::ReadOnly),
+        (_, "57014") => Remedy::Retry(RetryReason::StatementTimeout),
         // The server ended the session: idle in a transaction too long, or idle too long.
         (_, "25P03") | (_, "57P05") => Remedy::Retry(RetryReason::Connection),
         (_, "23505") => Remedy::Retry(RetryReason::Conflict),
@@ -150,6 +156,7 @@ impl StoreError {
                 RetryReason::Connection
                     | RetryReason::Resources
                     | RetryReason::OperatorIntervention
+                    | RetryReason::StatementTimeout
                     | RetryReason::System
                     | RetryReason::LockTimeout
                     | RetryReason::Conflict
@@ -200,7 +207,7 @@ mod tests {
             ("08001", "connection"),
             ("57P01", "operator_intervention"),
             ("57P03", "operator_intervention"),
-            ("57014", "operator_intervention"),
+            ("57014", "statement_timeout"),
             ("58030", "system"),
             ("55P03", "lock_timeout"),
             ("40001", "conflict"),

@@ -22,8 +22,8 @@ pub use holds::{due_holds, hold, holds, DueHold, HoldRecord, ScannedPartitions};
 pub use journal::{entry_at, EntryAt};
 pub use offsets::next_offset;
 pub use operations::{
-    history, operation, rejected_operation, HistoryFilter, HistoryItem, OperationRecord,
-    RejectedRecord,
+    decisions, history, operation, rejected_operation, Decisions, HistoryFilter, HistoryItem,
+    OperationRecord, RejectedRecord,
 };
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
 pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};
@@ -35,4 +35,21 @@ async fn prepared(
     sql: &str,
 ) -> Result<tokio_postgres::Statement, StoreError> {
     Ok(client.prepare_cached(sql).await?)
+}
+
+/// Rows of (tenant, operation id, value), each as the scoped id and its value.
+fn scoped_values<'a, T, C>(rows: &'a [tokio_postgres::Row]) -> C
+where
+    T: tokio_postgres::types::FromSql<'a>,
+    C: FromIterator<(crate::ledger::types::ScopedId, T)>,
+{
+    rows.iter()
+        .map(|row| {
+            let id = crate::ledger::types::ScopedId {
+                tenant: row.get(0),
+                id: crate::ledger::types::OperationId(row.get(1)),
+            };
+            (id, row.get(2))
+        })
+        .collect()
 }

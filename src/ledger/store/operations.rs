@@ -4,12 +4,13 @@
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{prepared, StoreError};
+use super::{prepared, scoped_values, StoreError};
 use crate::ledger::metadata::Metadata;
-use crate::ledger::money::decimal_from_db;
+use crate::ledger::money::{decimal_from_db, Currency};
 use crate::ledger::types::{OperationId, OperationStatus, OperationType, ScopedId, WalletId};
 
 /// An operation as stored once a worker has decided it.
@@ -84,6 +85,63 @@ pub async fn operation(
         )
         .await?;
     row.as_ref().map(operation_from_row).transpose()
+}
+
+/// What PostgreSQL decided for some operations, read in one round trip: the stored records
+/// (each with its wallet's currency, to show amounts in) and the ids refused and kept as dead
+/// letters (with when). An id in neither is not decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decisions {
+    pub decided: Vec<(ScopedId, OperationRecord, Option<Currency>)>,
+    pub rejected: Vec<(ScopedId, DateTime<Utc>)>,
+}
+
+pub async fn decisions(
+    client: &impl GenericClient,
+    ids: &[ScopedId],
+) -> Result<Decisions, StoreError> {
+    let (tenants, uuids): (Vec<&str>, Vec<Uuid>) =
+        ids.iter().map(|id| (id.tenant.as_str(), id.id.0)).unzip();
+    let decided = prepared(
+        client,
+        &format!(
+            "SELECT {OPERATION_COLUMNS}, w.currency, o.tenant FROM operations o
+             JOIN unnest($1::text[], $2::uuid[]) AS t(tenant, id) USING (tenant, id)
+             LEFT JOIN wallets w ON w.id = o.wallet_id"
+        ),
+    )
+    .await?;
+    let rejected = prepared(
+        client,
+        "SELECT DISTINCT ON (d.tenant, d.operation_id) d.tenant, d.operation_id, d.recorded_at
+         FROM dead_letters d
+         JOIN unnest($1::text[], $2::uuid[]) AS t(tenant, id)
+           ON d.tenant = t.tenant AND d.operation_id = t.id
+         ORDER BY d.tenant, d.operation_id, d.recorded_at",
+    )
+    .await?;
+    let parameters: [&(dyn ToSql + Sync); 2] = [&tenants, &uuids];
+    let (decided, rejected) = tokio::join!(
+        client.query(&decided, &parameters),
+        client.query(&rejected, &parameters),
+    );
+    let decided = decided?
+        .iter()
+        .map(|row| {
+            let currency: Option<String> = row.get(13);
+            let currency = currency
+                .map(|code| Currency::parse(&code).map_err(StoreError::corrupt))
+                .transpose()?;
+            let record = operation_from_row(row)?;
+            let id = ScopedId {
+                tenant: row.get(14),
+                id: record.id,
+            };
+            Ok((id, record, currency))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let rejected = scoped_values(&rejected?);
+    Ok(Decisions { decided, rejected })
 }
 
 /// An acknowledged operation the database refused and kept as a dead letter.
