@@ -359,7 +359,9 @@ impl StatusBody {
 ///
 /// PENDING until a worker applies it, then PROCESSED or FAILED with `reason`. A transfer is
 /// visible from both of its wallets, PENDING too. While the cache cannot be read, an operation
-/// no worker has decided yet is 503, not 404: it may be pending.
+/// no worker has decided yet is 503, not 404: it may be pending. So is one neither the cache
+/// nor the database knows while its wallet's partition still has records to apply (503
+/// `OPERATION_MAY_BE_PENDING`): its marker may have been lost.
 #[api_v2_operation(tags(operations), operation_id = "getOperation")]
 pub async fn status(
     state: web::Data<AppState>,
@@ -409,9 +411,15 @@ pub async fn status(
     // An `Accepting` marker is a request still being produced, or one whose process died
     // before producing; an `Uncertain` one a request whose produce failed: nothing the client
     // was told is accepted, so nothing to show yet.
-    let marker = marker
-        .filter(|marker| marker.state.status() == Some(OperationStatus::Pending))
-        .ok_or_else(not_found)?;
+    let Some(marker) =
+        marker.filter(|marker| marker.state.status() == Some(OperationStatus::Pending))
+    else {
+        return match stored_once_applied(&state, &scoped, wallet_id).await? {
+            (Stored::Found(body), _) => Ok(Found(body)),
+            (Stored::OtherWallet, _) | (Stored::Unknown, true) => Err(not_found()),
+            (Stored::Unknown, false) => Err(may_be_pending(id)),
+        };
+    };
     Ok(Found(StatusBody {
         operation_id: id,
         wallet_id: marker.wallet_id,
@@ -426,6 +434,46 @@ pub async fn status(
         processed_at: None,
         metadata: shown(&marker.metadata),
     }))
+}
+
+/// What PostgreSQL knows of an operation the cache has no `Pending` marker for, and whether
+/// its wallet's partition was applied up to the broker's end when PostgreSQL was asked. A
+/// marker can be missing for an operation answered 202: Redis restarted empty, or refused the
+/// write that turned the marker `Pending` (out of memory, read-only). Only when nothing the
+/// broker acknowledged before now still waits in the partition is "not found" sure. The
+/// position is read before PostgreSQL and the end after it, so a record acknowledged before
+/// the end had been applied, and stored, when PostgreSQL was asked.
+async fn stored_once_applied(
+    state: &AppState,
+    id: &ScopedId,
+    wallet_id: WalletId,
+) -> Result<(Stored, bool), Problem> {
+    let (topic, partition) = state.producer.partition_of_wallet(wallet_id);
+    let position = {
+        let client = database::client(&state.pool).await?;
+        store::stored_position(&client, topic, partition).await?
+    };
+    let stored = stored(state, id, wallet_id).await?;
+    if !matches!(stored, Stored::Unknown) {
+        return Ok((stored, true));
+    }
+    match state.producer.end_offset(partition).await {
+        Ok(end) => Ok((stored, position >= end)),
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), partition, "cannot read the partition's end");
+            Ok((stored, false))
+        }
+    }
+}
+
+/// 503 for an operation that may still be waiting in its partition, with no marker to say so.
+fn may_be_pending(id: OperationId) -> Problem {
+    Problem::unavailable(
+        "OPERATION_MAY_BE_PENDING",
+        format!(
+            "operation {id} is not known yet, but may still be waiting to be applied; retry later"
+        ),
+    )
 }
 
 /// A decision PostgreSQL holds although no final marker announced it: a worker that committed

@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use chrono::Utc;
 use futures::future::join_all;
-use rskafka::client::partition::{Compression, PartitionClient};
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient};
 use rskafka::client::producer::aggregator::RecordAggregator;
 use rskafka::client::producer::{BatchProducer, BatchProducerBuilder};
 use rskafka::record::Record;
 
 use super::{broker, codec, partitioner};
 use crate::config::KafkaConfig;
-use crate::ledger::types::Operation;
+use crate::ledger::types::{Operation, WalletId};
 
 /// Largest bulk produce request, in bytes of records: below the broker's default
 /// `message.max.bytes` (1,048,588), with room for the record batch's own framing.
@@ -34,6 +35,7 @@ struct PartitionProducer {
 
 pub struct OperationProducer {
     client: rskafka::client::Client,
+    topic: String,
     partitions: Vec<PartitionProducer>,
     timeout: Duration,
 }
@@ -112,6 +114,7 @@ impl OperationProducer {
         }
         Ok(OperationProducer {
             client,
+            topic: config.operations_topic.clone(),
             partitions,
             timeout: config.request_timeout(),
         })
@@ -219,6 +222,24 @@ impl OperationProducer {
 
     fn partition_of(&self, operation: &Operation) -> usize {
         partitioner::partition_for(operation.wallet_id, self.partitions.len() as i32) as usize
+    }
+
+    /// The topic, and the partition `wallet`'s operations go to.
+    pub fn partition_of_wallet(&self, wallet: WalletId) -> (&str, i32) {
+        let partition = partitioner::partition_for(wallet, self.partitions.len() as i32);
+        (&self.topic, partition)
+    }
+
+    /// The partition's end offset: every record the broker acknowledged on it lies below.
+    pub async fn end_offset(&self, partition: i32) -> anyhow::Result<i64> {
+        let producer = usize::try_from(partition)
+            .ok()
+            .and_then(|index| self.partitions.get(index))
+            .with_context(|| format!("no partition {partition}"))?;
+        tokio::time::timeout(self.timeout, producer.client.get_offset(OffsetAt::Latest))
+            .await
+            .with_context(|| format!("the end of partition {partition} within {:?}", self.timeout))?
+            .with_context(|| format!("the end of partition {partition}"))
     }
 
     /// Whether the broker answers a metadata request within `deadline`.

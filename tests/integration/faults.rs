@@ -227,6 +227,53 @@ async fn a_pending_status_is_never_a_404() {
     );
 }
 
+/// Proves an operation answered 202 is never 404 once its marker is lost (Redis restarted
+/// empty, or a refused marker write): while its partition still has records to apply, its
+/// status is 503 OPERATION_MAY_BE_PENDING; once applied, PROCESSED; and an id nobody
+/// submitted is 404 once the partition is applied to its end. It was 404 until applied.
+#[tokio::test]
+async fn an_accepted_operation_whose_marker_is_lost_is_never_a_404() {
+    let stack = crate::harness::Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let id = api.submit_accepted(&deposit(&wallet, "2.00")).await;
+    let redis = redis::Client::open(stack.redis.url()).expect("redis url");
+    let mut redis = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .expect("the markers are gone");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for asked in [&id, &unknown] {
+        let answer = api.status(&wallet, asked).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{asked}: {:?}",
+            answer.body
+        );
+        assert_eq!(answer.code(), "OPERATION_MAY_BE_PENDING");
+        assert!(
+            answer.retry_after.is_some(),
+            "the answer says when to retry"
+        );
+    }
+    let _worker = stack.work("work-1");
+    assert_eq!(
+        api.settled(&wallet, &id, SETTLE).await["status"],
+        "PROCESSED"
+    );
+    let missing = eventually(SETTLE, || async {
+        api.status(&wallet, &unknown).await.status == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(missing, "{:?}", api.status(&wallet, &unknown).await.body);
+}
+
 /// Whether the log at `path` has a line with every one of `parts`.
 fn logged(path: &std::path::Path, parts: &[&str]) -> bool {
     std::fs::read_to_string(path)

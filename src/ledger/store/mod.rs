@@ -20,7 +20,7 @@ pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
 pub use holds::{due_holds, hold, holds, DueHold, HoldRecord, ScannedPartitions};
 pub use journal::{entry_at, EntryAt};
-pub use offsets::next_offset;
+pub use offsets::{next_offset, stored_position};
 pub use operations::{
     decisions, history, operation, rejected_operation, Decisions, HistoryFilter, HistoryItem,
     OperationRecord, RejectedRecord,

@@ -5,6 +5,25 @@ use deadpool_postgres::GenericClient;
 
 use super::{prepared, Batch, StoreError};
 
+/// The partition's stored position, 0 when no worker has started it yet.
+pub async fn stored_position(
+    client: &impl GenericClient,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2",
+            )
+            .await?,
+            &[&topic, &partition],
+        )
+        .await?;
+    Ok(row.map_or(0, |row| row.get(0)))
+}
+
 /// Where a worker resumes a partition; creates the position at offset 0 the first time.
 pub async fn next_offset(
     client: &impl GenericClient,
