@@ -32,7 +32,7 @@ use super::operations::{self, AcceptedBody, StatusBody, SubmitOperation};
 use super::problem::Refusal;
 use super::submit::{self, Accepted, Submission};
 use super::wait::{PreferWait, Wait};
-use super::{body, openapi, reply, AppState, Problem};
+use super::{body, lookup, openapi, reply, AppState, Problem};
 use crate::ledger::types::{OperationId, ScopedId};
 
 pub const BATCH_PATH: &str = "/api/v1/operations/batch";
@@ -225,7 +225,7 @@ pub async fn submit(
     .await
     .map_err(|error| {
         tracing::error!(%error, "the acceptance of a batch did not finish");
-        submit::unfinished()
+        Problem::internal()
     })?;
     let results = match wait.0 {
         Some(wait) => decided_by(&state, &tenant, accepted, wait).await,
@@ -286,13 +286,13 @@ async fn accept_once_each(
     for (index, first, same) in repeats {
         answers[index] = Some(match (same, &answers[first]) {
             (true, Some(answer)) => answer.clone(),
-            (true, None) => Err(submit::unfinished()),
+            (true, None) => Err(Problem::internal()),
             (false, _) => Err(submit::key_reused()),
         });
     }
     answers
         .into_iter()
-        .map(|answer| answer.unwrap_or_else(|| Err(submit::unfinished())))
+        .map(|answer| answer.unwrap_or_else(|| Err(Problem::internal())))
         .collect()
 }
 
@@ -344,14 +344,10 @@ async fn decided_by(
         }
     });
     stream::iter(results)
-        .buffered(DECISION_READS_CONCURRENT)
+        .buffered(lookup::READS_PER_REQUEST)
         .collect()
         .await
 }
-
-/// PostgreSQL reads at once for a batch's items undecided at the deadline: a batch whose
-/// worker is down would otherwise take as many connections as it has items.
-const DECISION_READS_CONCURRENT: usize = 4;
 
 /// Refuses `Idempotency-Key`: one key cannot name many operations, and deriving one id per
 /// item from it would hide that a retry with other items is a different request.

@@ -144,12 +144,7 @@ async fn accepted(
     .await
     .map_err(|error| {
         tracing::error!(%error, "the acceptance of an operation did not finish");
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error",
-            "the server failed the request",
-        )
+        Problem::internal()
     })??;
     let decision = match watch {
         Some((watch, deadline)) => {

@@ -262,8 +262,8 @@ async fn a_batch_waits_for_its_decisions() {
     assert_eq!(results[0], status.body, "the same body as the status URL");
 }
 
-/// The produce requests `wallet serve` has made so far, from its metrics.
-async fn produce_requests(base: &str) -> u64 {
+/// The sum of `wallet serve`'s counter `name` over its labels, from its metrics.
+async fn counted(base: &str, name: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics answer")
@@ -271,9 +271,14 @@ async fn produce_requests(base: &str) -> u64 {
         .await
         .expect("metrics text");
     text.lines()
-        .filter(|line| line.starts_with("wallet_produce_duration_seconds_count"))
+        .filter(|line| line.starts_with(name))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// The produce requests `wallet serve` has made so far.
+async fn produce_requests(base: &str) -> u64 {
+    counted(base, "wallet_produce_duration_seconds_count").await
 }
 
 /// Proves a batch costs one produce request per partition, not one per item: 1,000
@@ -363,4 +368,35 @@ async fn a_batch_repeating_one_id_is_one_produce_round() {
         "answered after {:?}",
         answer.took
     );
+}
+
+/// The wallet lookups `wallet serve` has made so far (cache hits, misses and errors): each
+/// one that misses the cache also reads PostgreSQL.
+async fn wallet_lookups(base: &str) -> u64 {
+    counted(base, "wallet_cache_lookups_total").await
+}
+
+/// Proves a batch looks each wallet it names up once: 1,000 items on an unknown wallet cost
+/// one lookup (and one PostgreSQL read), not 1,000, and each gets its 404; 1,000 items on a
+/// wallet this server has not seen, one lookup too, and each is accepted. Every item used to
+/// be looked up on its own, all at once, queueing the PostgreSQL pool for every tenant.
+#[tokio::test]
+async fn a_batch_looks_each_wallet_up_once() {
+    let stack = Stack::start(1);
+    let creator = stack.serve();
+    let wallet = Api::new(&creator.base).new_wallet().await;
+    let server = stack.serve();
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    let before = wallet_lookups(&server.base).await;
+    let answer = batch(&server.base, &[], &vec![deposit(&unknown, "1"); 1000]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "WALLET_NOT_FOUND"));
+    assert_eq!(wallet_lookups(&server.base).await - before, 1);
+
+    let before = wallet_lookups(&server.base).await;
+    let answer = batch(&server.base, &[], &vec![deposit(&wallet, "1"); 1000]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "PENDING"));
+    assert_eq!(wallet_lookups(&server.base).await - before, 1);
 }
