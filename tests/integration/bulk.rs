@@ -400,3 +400,47 @@ async fn a_batch_looks_each_wallet_up_once() {
     assert!((0..1000).all(|index| outcome(&answer, index) == "PENDING"));
     assert_eq!(wallet_lookups(&server.base).await - before, 1);
 }
+
+/// Proves a partition's parts are produced one after another, each only once the one before
+/// it was acknowledged: with the topic refusing requests over 600 KB, a batch of 3,500
+/// operations on one wallet (two parts: about 850 KB, then about 330 KB) is refused whole,
+/// its second part never sent. Sent together, the second part landed while the first was
+/// refused, and a wallet's operations could land out of request order (a retried first
+/// part after its successor).
+#[tokio::test]
+async fn a_partitions_parts_are_produced_in_order() {
+    const OPERATIONS: usize = 3_500;
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let (wallet, probe) = (api.new_wallet().await, api.new_wallet().await);
+    let operations = vec![deposit(&wallet, "1"); OPERATIONS];
+    let before = produce_requests(&server.base).await;
+    let taken = batch(&server.base, &[], &operations).await;
+    assert!((0..OPERATIONS).all(|index| outcome(&taken, index) == "PENDING"));
+    assert_eq!(
+        produce_requests(&server.base).await - before,
+        2,
+        "the batch spans two parts"
+    );
+
+    stack
+        .broker
+        .set_topic_config(&stack.operations_topic, "max.message.bytes=600000");
+    // One part of about 800 KB, refused once the broker applies the setting.
+    let probes = vec![deposit(&probe, "1"); 2_400];
+    let refusing = eventually(Duration::from_secs(30), || async {
+        outcome(&batch(&server.base, &[], &probes).await, 0) == "BROKER_UNAVAILABLE"
+    })
+    .await;
+    assert!(refusing, "the broker did not apply max.message.bytes");
+
+    let before = produce_requests(&server.base).await;
+    let refused = batch(&server.base, &[], &operations).await;
+    assert_eq!(refused.status, StatusCode::OK, "{}", refused.body);
+    let outcomes: Vec<String> = (0..OPERATIONS).map(|i| outcome(&refused, i)).collect();
+    let landed = outcomes.iter().filter(|o| o.as_str() == "PENDING").count();
+    assert_eq!(landed, 0, "operations after a refused part were produced");
+    assert!(outcomes.iter().all(|o| o == "BROKER_UNAVAILABLE"));
+    assert_eq!(produce_requests(&server.base).await - before, 1);
+}
