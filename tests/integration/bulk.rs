@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::auth::{secured, token};
-use crate::client::{deposit, transfer, withdraw, Api, System};
+use crate::client::{database, deposit, transfer, withdraw, Api, System};
 use crate::harness::{eventually, Stack};
 use crate::wait::{post, Answer};
 
@@ -443,4 +443,75 @@ async fn a_partitions_parts_are_produced_in_order() {
     assert_eq!(landed, 0, "operations after a refused part were produced");
     assert!(outcomes.iter().all(|o| o == "BROKER_UNAVAILABLE"));
     assert_eq!(produce_requests(&server.base).await - before, 1);
+}
+
+/// The statements PostgreSQL has logged so far that read `table` (`log_statement = all`).
+fn statements_reading(log: &std::path::Path, table: &str) -> usize {
+    let text = std::fs::read_to_string(log).expect("the PostgreSQL log reads");
+    let from = format!("FROM {table}");
+    let reads = |line: &str| {
+        line.match_indices(&from).any(|(at, _)| {
+            let next = line[at + from.len()..].chars().next();
+            !next.is_some_and(|next| next.is_alphanumeric() || next == '_')
+        })
+    };
+    // A statement's later lines are logged indented under its first.
+    let mut entries: Vec<String> = Vec::new();
+    for line in text.lines() {
+        match (line.starts_with('\t'), entries.last_mut()) {
+            (true, Some(entry)) => entry.push_str(line),
+            (true, None) | (false, _) => entries.push(line.to_owned()),
+        }
+    }
+    entries
+        .iter()
+        .filter(|entry| entry.contains("LOG:") && reads(entry))
+        .count()
+}
+
+/// Proves a batch reads the decisions of its undecided items from PostgreSQL in one
+/// statement per table, not one per item: 1,000 items on one wallet answered at once
+/// (`Prefer: wait=0`, no worker, so none decided) cost one read of `operations` and one of
+/// `dead_letters`. They cost 1,000 of each.
+#[tokio::test]
+async fn a_batch_reads_its_undecided_items_at_once() {
+    let stack = Stack::start(1);
+    let db = database(&stack.postgres.url()).await;
+    for statement in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        db.batch_execute(statement)
+            .await
+            .expect("statement logging on");
+    }
+    // A new session starts with the postmaster's settings, once it reloaded them.
+    let logging = eventually(Duration::from_secs(10), || async {
+        let session = database(&stack.postgres.url()).await;
+        let row = session.query_one("SHOW log_statement", &[]).await;
+        row.is_ok_and(|row| row.get::<_, String>(0) == "all")
+    })
+    .await;
+    assert!(logging, "PostgreSQL did not reload log_statement");
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let log = &stack.postgres.process.log;
+    let before = (
+        statements_reading(log, "operations"),
+        statements_reading(log, "dead_letters"),
+    );
+    let answer = batch(
+        &server.base,
+        &[("Prefer", "wait=0")],
+        &vec![deposit(&wallet, "1"); 1000],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "PENDING"));
+    let after = (
+        statements_reading(log, "operations"),
+        statements_reading(log, "dead_letters"),
+    );
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
 }

@@ -22,8 +22,8 @@ pub use holds::{due_holds, hold, holds, DueHold, HoldRecord};
 pub use journal::{entry_at, EntryAt};
 pub use offsets::next_offset;
 pub use operations::{
-    history, operation, rejected_operation, HistoryFilter, HistoryItem, OperationRecord,
-    RejectedRecord,
+    history, operation, operations, rejected_operation, rejected_operations, HistoryFilter,
+    HistoryItem, OperationRecord, RejectedRecord,
 };
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
 pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};
