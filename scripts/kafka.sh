@@ -123,11 +123,17 @@ offsets() {
   tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server "127.0.0.1:$1" --topic "$2"
 }
 
+topic_config() {
+  tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$1" --alter --entity-type topics \
+    --entity-name "$2" --add-config "$3"
+}
+
 case "${1:-}" in
   libs) libs ;;
   run) shift; run "$@" ;;
   ready) ready "$2" ;;
   consume) consume "$2" "$3" "$4" ;;
   offsets) offsets "$2" "$3" ;;
-  *) echo "usage: $0 libs | run DIR PORT CPORT [test|bench] | ready PORT | consume PORT TOPIC COUNT | offsets PORT TOPIC" >&2; exit 2 ;;
+  topic-config) topic_config "$2" "$3" "$4" ;;
+  *) echo "usage: $0 libs | run DIR PORT CPORT [test|bench] | ready PORT | consume PORT TOPIC COUNT | offsets PORT TOPIC | topic-config PORT TOPIC KEY=VALUE" >&2; exit 2 ;;
 esac

@@ -18,7 +18,6 @@ use actix_web::body::BoxBody;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, Responder};
-use futures::stream::{self, StreamExt};
 use paperclip::actix::{api_v2_operation, Apiv2Schema, OperationModifier};
 use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw, Either};
 use paperclip::v2::schema::Apiv2Schema as _;
@@ -33,7 +32,7 @@ use super::problem::Refusal;
 use super::submit::{self, Accepted, Submission};
 use super::wait::{PreferWait, Wait};
 use super::{body, openapi, reply, AppState, Problem};
-use crate::ledger::types::{OperationId, ScopedId};
+use crate::ledger::types::{OperationId, ScopedId, WalletId};
 
 pub const BATCH_PATH: &str = "/api/v1/operations/batch";
 
@@ -225,7 +224,7 @@ pub async fn submit(
     .await
     .map_err(|error| {
         tracing::error!(%error, "the acceptance of a batch did not finish");
-        submit::unfinished()
+        Problem::internal()
     })?;
     let results = match wait.0 {
         Some(wait) => decided_by(&state, &tenant, accepted, wait).await,
@@ -286,35 +285,34 @@ async fn accept_once_each(
     for (index, first, same) in repeats {
         answers[index] = Some(match (same, &answers[first]) {
             (true, Some(answer)) => answer.clone(),
-            (true, None) => Err(submit::unfinished()),
+            (true, None) => Err(Problem::internal()),
             (false, _) => Err(submit::key_reused()),
         });
     }
     answers
         .into_iter()
-        .map(|answer| answer.unwrap_or_else(|| Err(submit::unfinished())))
+        .map(|answer| answer.unwrap_or_else(|| Err(Problem::internal())))
         .collect()
 }
 
 /// Waits for the decisions of the accepted items. Watching only after the produce is safe:
 /// the watch reads every marker once before it waits, so a decision that came first is seen.
-/// An item still undecided at the deadline is looked up in PostgreSQL, as a single
-/// submission's is: a worker that died between its commit and its markers leaves them
-/// `Pending`.
+/// The items still undecided at the deadline are looked up in PostgreSQL, as a single
+/// submission's is, all in one read: a worker that died between its commit and its markers
+/// leaves them `Pending`.
 async fn decided_by(
     state: &AppState,
     tenant: &str,
     accepted: Vec<Result<Accepted, Problem>>,
     wait: Wait,
 ) -> Vec<ItemResult> {
-    let scoped = |accepted: &Accepted| ScopedId {
-        tenant: tenant.to_owned(),
-        id: accepted.id,
-    };
     let ids: Vec<ScopedId> = accepted
         .iter()
         .filter_map(|answer| answer.as_ref().ok())
-        .map(scoped)
+        .map(|accepted| ScopedId {
+            tenant: tenant.to_owned(),
+            id: accepted.id,
+        })
         .collect();
     let mut markers = state
         .decisions
@@ -322,36 +320,37 @@ async fn decided_by(
         .decided_by(wait.deadline)
         .await
         .into_iter();
-    let results = accepted.into_iter().map(|answer| {
-        let marker = answer.is_ok().then(|| markers.next().flatten()).flatten();
-        async move {
-            let accepted = match answer {
-                Ok(accepted) => accepted,
-                Err(problem) => return ItemResult::Refused(problem),
-            };
-            let decided = match marker.and_then(|marker| operations::decided(accepted.id, &marker))
-            {
-                Some(body) => Some(body),
-                None => {
-                    operations::decided_in_postgres(state, &scoped(&accepted), accepted.wallet_id)
-                        .await
-                }
-            };
-            match decided {
-                Some(body) => ItemResult::Decided(body),
-                None => ItemResult::Accepted(AcceptedBody::from(accepted)),
+    let mut results = Vec::with_capacity(accepted.len());
+    let mut undecided: Vec<(usize, (OperationId, WalletId))> = Vec::new();
+    for answer in accepted {
+        let accepted = match answer {
+            Ok(accepted) => accepted,
+            Err(problem) => {
+                results.push(ItemResult::Refused(problem));
+                continue;
+            }
+        };
+        let marker = markers.next().flatten();
+        match marker.and_then(|marker| operations::decided(accepted.id, &marker)) {
+            Some(body) => results.push(ItemResult::Decided(body)),
+            None => {
+                undecided.push((results.len(), (accepted.id, accepted.wallet_id)));
+                results.push(ItemResult::Accepted(AcceptedBody::from(accepted)));
             }
         }
-    });
-    stream::iter(results)
-        .buffered(DECISION_READS_CONCURRENT)
-        .collect()
-        .await
+    }
+    if undecided.is_empty() {
+        return results;
+    }
+    let asked: Vec<(OperationId, WalletId)> = undecided.iter().map(|(_, asked)| *asked).collect();
+    let decided = operations::decided_all_in_postgres(state, tenant, &asked).await;
+    for ((index, _), decided) in undecided.into_iter().zip(decided) {
+        if let Some(body) = decided {
+            results[index] = ItemResult::Decided(body);
+        }
+    }
+    results
 }
-
-/// PostgreSQL reads at once for a batch's items undecided at the deadline: a batch whose
-/// worker is down would otherwise take as many connections as it has items.
-const DECISION_READS_CONCURRENT: usize = 4;
 
 /// Refuses `Idempotency-Key`: one key cannot name many operations, and deriving one id per
 /// item from it would hide that a retry with other items is a different request.

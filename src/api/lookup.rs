@@ -2,7 +2,10 @@
 //! has seen, then PostgreSQL, refilling the cache from what PostgreSQL answered. Handlers
 //! call it; none of them reads wallets another way.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
 
 use super::directory::WalletFacts;
 use super::{AppState, Problem};
@@ -56,6 +59,48 @@ pub async fn currency(
     };
     state.directory.remember(id, facts);
     Ok(Some(wallet.currency))
+}
+
+/// Lookups one request runs at once. Each may take a PostgreSQL connection, and a request
+/// that took the whole pool (16 by default) would stall every other tenant's requests.
+pub const READS_PER_REQUEST: usize = 4;
+
+/// The currencies of the wallets a request names, each distinct wallet looked up once, a
+/// wallet that does not exist (or is another tenant's) included.
+pub struct Currencies(HashMap<String, HashMap<WalletId, Result<Option<Currency>, Problem>>>);
+
+impl Currencies {
+    /// Looks up each distinct (tenant, wallet) of `named` as `currency` does, at most
+    /// `READS_PER_REQUEST` at a time.
+    pub async fn of(state: &AppState, named: impl IntoIterator<Item = (String, WalletId)>) -> Self {
+        let distinct: HashSet<(String, WalletId)> = named.into_iter().collect();
+        let found: Vec<_> = stream::iter(distinct)
+            .map(|(tenant, id)| async move {
+                let found = currency(state, id, &tenant).await;
+                (tenant, id, found)
+            })
+            .buffer_unordered(READS_PER_REQUEST)
+            .collect()
+            .await;
+        let mut currencies: HashMap<String, HashMap<_, _>> = HashMap::new();
+        for (tenant, id, found) in found {
+            currencies.entry(tenant).or_default().insert(id, found);
+        }
+        Currencies(currencies)
+    }
+
+    /// What `currency` answered for the wallet; one `of` was not asked about is a bug of the
+    /// caller, answered as the internal error it is.
+    pub fn get(&self, tenant: &str, id: WalletId) -> Result<Option<Currency>, Problem> {
+        self.0
+            .get(tenant)
+            .and_then(|wallets| wallets.get(&id))
+            .cloned()
+            .unwrap_or_else(|| {
+                tracing::error!(%id, "a wallet was validated without being looked up");
+                Err(Problem::internal())
+            })
+    }
 }
 
 /// Looks a wallet up in the cache, falling back to PostgreSQL (and refilling the cache

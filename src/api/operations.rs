@@ -1,10 +1,14 @@
 //! Submitting operations and reading their status and history.
 
+use std::collections::{HashMap, HashSet};
+
 use actix_web::http::StatusCode;
 use actix_web::web;
 use chrono::{DateTime, SubsecRound, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::caller::Caller;
 use super::extract::{IdempotencyKey, JsonBody, OperationPath, WalletPath};
@@ -144,12 +148,7 @@ async fn accepted(
     .await
     .map_err(|error| {
         tracing::error!(%error, "the acceptance of an operation did not finish");
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error",
-            "the server failed the request",
-        )
+        Problem::internal()
     })??;
     let decision = match watch {
         Some((watch, deadline)) => {
@@ -484,15 +483,33 @@ pub(super) async fn decided_in_postgres(
     id: &ScopedId,
     wallet_id: WalletId,
 ) -> Option<StatusBody> {
-    match stored(state, id, wallet_id).await {
-        Ok(Stored::Found(body)) => Some(body),
-        Ok(Stored::OtherWallet | Stored::Unknown) => None,
+    decided_all_in_postgres(state, &id.tenant, &[(id.id, wallet_id)])
+        .await
+        .pop()
+        .flatten()
+}
+
+/// `decided_in_postgres` for operations of `tenant`, each asked from one of its wallets, with
+/// one read for all. Answers in the order asked.
+pub(super) async fn decided_all_in_postgres(
+    state: &AppState,
+    tenant: &str,
+    asked: &[(OperationId, WalletId)],
+) -> Vec<Option<StatusBody>> {
+    match stored_all(state, tenant, asked).await {
+        Ok(stored) => stored
+            .into_iter()
+            .map(|stored| match stored {
+                Stored::Found(body) => Some(body),
+                Stored::OtherWallet | Stored::Unknown => None,
+            })
+            .collect(),
         Err(problem) => {
             tracing::warn!(
                 code = problem.code,
-                "cannot read the decision from PostgreSQL"
+                "cannot read the decisions from PostgreSQL"
             );
-            None
+            asked.iter().map(|_| None).collect()
         }
     }
 }
@@ -535,21 +552,70 @@ enum Stored {
 }
 
 async fn stored(state: &AppState, id: &ScopedId, wallet_id: WalletId) -> Result<Stored, Problem> {
-    let client = database::client(&state.pool).await?;
-    if let Some(record) = store::operation(&client, id).await? {
-        if record.wallet_id != wallet_id && record.to_wallet_id != Some(wallet_id) {
-            return Ok(Stored::OtherWallet);
-        }
-        let currency = lookup::find(state, record.wallet_id)
-            .await?
-            .map(|wallet| wallet.currency);
-        return Ok(Stored::Found(StatusBody::from_record(&record, currency)));
-    }
-    Ok(match store::rejected_operation(&client, id).await? {
-        Some(rejected) if rejected.wallet_id == wallet_id => {
-            Stored::Found(StatusBody::rejected(id.id, &rejected))
-        }
-        Some(_) => Stored::OtherWallet,
-        None => Stored::Unknown,
-    })
+    let stored = stored_all(state, &id.tenant, &[(id.id, wallet_id)]).await?;
+    Ok(stored.into_iter().next().unwrap_or(Stored::Unknown))
+}
+
+/// What PostgreSQL knows of each operation of `tenant` asked, from the wallet asked with it:
+/// one statement for the decided ones, one more for the dead letters of the rest, and one
+/// lookup per distinct wallet for the currency of the amounts. In the order asked.
+async fn stored_all(
+    state: &AppState,
+    tenant: &str,
+    asked: &[(OperationId, WalletId)],
+) -> Result<Vec<Stored>, Problem> {
+    let ids: Vec<Uuid> = asked.iter().map(|(id, _)| id.0).collect();
+    let (records, rejected) = {
+        let client = database::client(&state.pool).await?;
+        let records: HashMap<OperationId, OperationRecord> =
+            store::operations(&client, tenant, &ids)
+                .await?
+                .into_iter()
+                .map(|record| (record.id, record))
+                .collect();
+        let undecided: Vec<Uuid> = asked
+            .iter()
+            .filter(|(id, _)| !records.contains_key(id))
+            .map(|(id, _)| id.0)
+            .collect();
+        let rejected: HashMap<OperationId, RejectedRecord> = match undecided.is_empty() {
+            true => HashMap::new(),
+            false => store::rejected_operations(&client, tenant, &undecided)
+                .await?
+                .into_iter()
+                .collect(),
+        };
+        (records, rejected)
+    };
+    let wallets: HashSet<WalletId> = records.values().map(|record| record.wallet_id).collect();
+    let currencies: HashMap<WalletId, Option<Currency>> = stream::iter(wallets)
+        .map(|wallet| async move {
+            let found = lookup::find(state, wallet).await?;
+            Ok::<_, Problem>((wallet, found.map(|found| found.currency)))
+        })
+        .buffer_unordered(lookup::READS_PER_REQUEST)
+        .try_collect()
+        .await?;
+    Ok(asked
+        .iter()
+        .map(
+            |(id, wallet_id)| match (records.get(id), rejected.get(id)) {
+                (Some(record), _)
+                    if record.wallet_id != *wallet_id
+                        && record.to_wallet_id != Some(*wallet_id) =>
+                {
+                    Stored::OtherWallet
+                }
+                (Some(record), _) => {
+                    let currency = currencies.get(&record.wallet_id).copied().flatten();
+                    Stored::Found(StatusBody::from_record(record, currency))
+                }
+                (None, Some(rejected)) if rejected.wallet_id == *wallet_id => {
+                    Stored::Found(StatusBody::rejected(*id, rejected))
+                }
+                (None, Some(_)) => Stored::OtherWallet,
+                (None, None) => Stored::Unknown,
+            },
+        )
+        .collect())
 }

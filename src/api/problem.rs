@@ -109,6 +109,16 @@ impl Problem {
         )
     }
 
+    /// A request the server failed for a reason of its own, which it logged.
+    pub fn internal() -> Self {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error",
+            "the server failed the request",
+        )
+    }
+
     pub fn payload_too_large() -> Self {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -16,9 +16,11 @@
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use futures::stream::{self, StreamExt};
 use uuid::Uuid;
 
-use super::{lookup, AppState, Problem};
+use super::lookup::{self, Currencies};
+use super::{AppState, Problem};
 use crate::cache::Marker;
 use crate::clock;
 use crate::ingest::producer::ProduceError;
@@ -61,6 +63,13 @@ impl Submission {
         self.kind
             .fingerprint(self.wallet_id, self.amount.as_ref(), &self.metadata)
     }
+
+    /// The wallets the submission names, with its tenant: what validating it looks up.
+    fn wallets(&self) -> impl Iterator<Item = (String, WalletId)> + '_ {
+        std::iter::once(self.wallet_id)
+            .chain(self.kind.target())
+            .map(|id| (self.tenant.clone(), id))
+    }
 }
 
 /// The bounds of a HOLD's `expiresAt`: `http.hold_expiry_default_s` after acceptance when
@@ -80,11 +89,12 @@ pub struct Accepted {
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
+    let currencies = Currencies::of(state, submission.wallets()).await;
     let Prepared {
         operation,
         accepting,
         chosen_id,
-    } = match prepare(state, submission).await {
+    } = match prepare(state, submission, &currencies).await {
         Ok(prepared) => prepared,
         Err(answer) => return answer,
     };
@@ -99,21 +109,22 @@ pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted
 }
 
 /// Accepts each submission as `accept` does, independently and with the same marker protocol
-/// for each (claim `Accepting`, produce, `Pending` or `Uncertain`), but with one Redis round
-/// trip for all claims, one produce request per partition for all claimed operations and
-/// one round trip for all their markers' updates. Answers in the order given. A submission
+/// for each (claim `Accepting`, produce, `Pending` or `Uncertain`), but with one lookup per
+/// distinct wallet, one Redis round trip for all claims, one produce request per partition
+/// for all claimed operations and one round trip for all their markers' updates. Answers in the order given. A submission
 /// must not repeat the id of another in the same call (its claim would find its twin's):
 /// the caller answers repeats from the first use.
 pub async fn accept_all(
     state: &AppState,
     submissions: Vec<Submission>,
 ) -> Vec<Result<Accepted, Problem>> {
-    let prepared = join_all(
-        submissions
-            .into_iter()
-            .map(|submission| prepare(state, submission)),
-    )
-    .await;
+    let currencies = Currencies::of(state, submissions.iter().flat_map(Submission::wallets)).await;
+    // Preparing asks Redis or PostgreSQL only for a HOLD retried after its expiry.
+    let prepared: Vec<_> = stream::iter(submissions)
+        .map(|submission| prepare(state, submission, &currencies))
+        .buffered(lookup::READS_PER_REQUEST)
+        .collect()
+        .await;
     let mut answers: Vec<Option<Result<Accepted, Problem>>> =
         (0..prepared.len()).map(|_| None).collect();
     let mut ready = Vec::new();
@@ -162,7 +173,7 @@ pub async fn accept_all(
     }
     answers
         .into_iter()
-        .map(|answer| answer.unwrap_or_else(|| Err(unfinished())))
+        .map(|answer| answer.unwrap_or_else(|| Err(Problem::internal())))
         .collect()
 }
 
@@ -204,8 +215,9 @@ struct Prepared {
 async fn prepare(
     state: &AppState,
     submission: Submission,
+    currencies: &Currencies,
 ) -> Result<Prepared, Result<Accepted, Problem>> {
-    validate(state, &submission).await.map_err(Err)?;
+    validate(state, &submission, currencies).map_err(Err)?;
     let chosen_id = !matches!(submission.id, IdSource::Generated(_));
     let accepted_at = clock::now();
     let mut passed_expiry = None;
@@ -306,7 +318,12 @@ pub fn operation_id(submission: &Submission) -> OperationId {
     }
 }
 
-async fn validate(state: &AppState, submission: &Submission) -> Result<(), Problem> {
+/// Checks the submission against its wallets, as `currencies` found them.
+fn validate(
+    state: &AppState,
+    submission: &Submission,
+    currencies: &Currencies,
+) -> Result<(), Problem> {
     if let IdSource::Explicit(id) = submission.id {
         if id.is_reserved() {
             return Err(Problem::invalid(
@@ -321,8 +338,8 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
         .check(&state.metadata_limits)
         .map_err(|error| Problem::invalid("INVALID_METADATA", "metadata", error.to_string()))?;
     let tenant = &submission.tenant;
-    let source = lookup::currency(state, submission.wallet_id, tenant)
-        .await?
+    let source = currencies
+        .get(tenant, submission.wallet_id)?
         .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
     if let Some(amount) = &submission.amount {
         amount
@@ -337,15 +354,13 @@ async fn validate(state: &AppState, submission: &Submission) -> Result<(), Probl
                 "money moves between two different wallets",
             ));
         }
-        let target_currency = lookup::currency(state, target, tenant)
-            .await?
-            .ok_or_else(|| {
-                Problem::invalid(
-                    "TARGET_WALLET_NOT_FOUND",
-                    "toWalletId",
-                    format!("wallet {target} does not exist"),
-                )
-            })?;
+        let target_currency = currencies.get(tenant, target)?.ok_or_else(|| {
+            Problem::invalid(
+                "TARGET_WALLET_NOT_FOUND",
+                "toWalletId",
+                format!("wallet {target} does not exist"),
+            )
+        })?;
         if target_currency != source {
             return Err(Problem::invalid(
                 "CURRENCY_MISMATCH",
@@ -469,15 +484,6 @@ fn in_flight() -> Problem {
     );
     problem.retry_after_s = Some(1);
     problem
-}
-
-pub fn unfinished() -> Problem {
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL",
-        "Internal error",
-        "the server failed the request",
-    )
 }
 
 fn produce_problem(error: &ProduceError) -> Problem {

@@ -52,6 +52,8 @@ pub enum ProduceError {
     Request(String),
     #[error("the broker acknowledged fewer records than the request carried")]
     Unacknowledged,
+    #[error("not sent: an earlier request for the same partition failed")]
+    EarlierPartFailed,
 }
 
 impl From<rskafka::client::error::Error> for ProduceError {
@@ -68,6 +70,7 @@ impl ProduceError {
             ProduceError::Broker(error) => ProduceError::Request(error.to_string()),
             ProduceError::Request(message) => ProduceError::Request(message.clone()),
             ProduceError::Unacknowledged => ProduceError::Unacknowledged,
+            ProduceError::EarlierPartFailed => ProduceError::EarlierPartFailed,
         }
     }
 }
@@ -84,6 +87,31 @@ fn record(operation: &Operation) -> Record {
 fn record_size(record: &Record) -> usize {
     let length = |part: &Option<Vec<u8>>| part.as_ref().map_or(0, Vec::len);
     length(&record.key) + length(&record.value) + RECORD_OVERHEAD_BYTES
+}
+
+/// The requests of a bulk produce: for each of `partition_count` partitions, the indices of
+/// its records in `placed` order, split into parts in that order. A part holds at most
+/// `bound` bytes of records, unless it is a single larger record. `placed` gives each
+/// record's partition and size.
+fn parts(
+    placed: impl Iterator<Item = (usize, usize)>,
+    partition_count: usize,
+    bound: usize,
+) -> Vec<Vec<Vec<usize>>> {
+    let mut parts: Vec<Vec<Vec<usize>>> = vec![Vec::new(); partition_count];
+    let mut part_bytes = vec![0usize; partition_count];
+    for (index, (partition, size)) in placed.enumerate() {
+        let partition_parts = &mut parts[partition];
+        match partition_parts.last_mut() {
+            Some(part) if part_bytes[partition] + size <= bound => part.push(index),
+            Some(_) | None => {
+                partition_parts.push(vec![index]);
+                part_bytes[partition] = 0;
+            }
+        }
+        part_bytes[partition] += size;
+    }
+    parts
 }
 
 fn record_duration(started: Instant, ok: bool) {
@@ -140,46 +168,38 @@ impl OperationProducer {
     }
 
     /// Appends `operations`, each to its wallet's partition in the order given, with one
-    /// request per partition (more only when a partition's records exceed one request's
-    /// bound), all in flight at once. Answers each operation's offset or error, in order.
+    /// request per partition, all partitions at once. A partition whose records exceed one
+    /// request's bound gets several, one after another: in flight together, a retried one
+    /// could land after its successors and reorder a wallet's operations. Once one fails,
+    /// the partition's later parts are not sent, for the same reason. Answers each
+    /// operation's offset or error, in order.
     ///
     /// # Cancellation
     /// Dropping the future may or may not leave each operation on the topic.
     pub async fn produce_all(&self, operations: &[Operation]) -> Vec<Result<i64, ProduceError>> {
-        let mut requests: Vec<Vec<usize>> = vec![Vec::new(); self.partitions.len()];
-        let mut chunks = Vec::new();
-        let mut request_bytes = vec![0usize; self.partitions.len()];
-        let mut records: Vec<Option<Record>> = Vec::with_capacity(operations.len());
-        for (index, operation) in operations.iter().enumerate() {
-            let partition = self.partition_of(operation);
-            let record = record(operation);
-            let size = record_size(&record);
-            if !requests[partition].is_empty()
-                && request_bytes[partition] + size > BULK_REQUEST_BYTES_MAX
-            {
-                chunks.push((partition, std::mem::take(&mut requests[partition])));
-                request_bytes[partition] = 0;
-            }
-            requests[partition].push(index);
-            request_bytes[partition] += size;
-            records.push(Some(record));
-        }
-        chunks.extend(
-            requests
+        let records: Vec<Record> = operations.iter().map(record).collect();
+        let placed = operations
+            .iter()
+            .zip(&records)
+            .map(|(operation, record)| (self.partition_of(operation), record_size(record)));
+        let plan = parts(placed, self.partitions.len(), BULK_REQUEST_BYTES_MAX);
+        let mut records: Vec<Option<Record>> = records.into_iter().map(Some).collect();
+        let sends = plan.into_iter().enumerate().map(|(partition, parts)| {
+            let parts: Vec<(Vec<usize>, Vec<Record>)> = parts
                 .into_iter()
-                .enumerate()
-                .filter(|(_, indices)| !indices.is_empty()),
-        );
-        let sends = chunks.into_iter().map(|(partition, indices)| {
-            let batch: Vec<Record> = indices
-                .iter()
-                .filter_map(|&index| records[index].take())
+                .map(|indices| {
+                    let batch = indices
+                        .iter()
+                        .filter_map(|&index| records[index].take())
+                        .collect();
+                    (indices, batch)
+                })
                 .collect();
-            self.send(partition, indices, batch)
+            self.send_in_order(partition, parts)
         });
         let mut produced: Vec<Option<Result<i64, ProduceError>>> =
             (0..operations.len()).map(|_| None).collect();
-        for (indices, result) in join_all(sends).await {
+        for (indices, result) in join_all(sends).await.into_iter().flatten() {
             match result {
                 Ok(offsets) => {
                     for (index, offset) in indices.into_iter().zip(offsets) {
@@ -199,13 +219,28 @@ impl OperationProducer {
             .collect()
     }
 
-    /// One bulk request to `partition`; answers the indices it carried with its outcome.
-    async fn send(
+    /// Sends the parts of one partition one after another, each once its predecessor was
+    /// acknowledged; answers each part's indices with its outcome.
+    async fn send_in_order(
         &self,
         partition: usize,
-        indices: Vec<usize>,
-        batch: Vec<Record>,
-    ) -> (Vec<usize>, Result<Vec<i64>, ProduceError>) {
+        parts: Vec<(Vec<usize>, Vec<Record>)>,
+    ) -> Vec<(Vec<usize>, Result<Vec<i64>, ProduceError>)> {
+        let mut answered = Vec::with_capacity(parts.len());
+        let mut failed = false;
+        for (indices, batch) in parts {
+            let produced = match failed {
+                true => Err(ProduceError::EarlierPartFailed),
+                false => self.send(partition, batch).await,
+            };
+            failed |= produced.is_err();
+            answered.push((indices, produced));
+        }
+        answered
+    }
+
+    /// One bulk request to `partition`.
+    async fn send(&self, partition: usize, batch: Vec<Record>) -> Result<Vec<i64>, ProduceError> {
         let client = &self.partitions[partition].client;
         let started = Instant::now();
         let sent = tokio::time::timeout(
@@ -217,7 +252,7 @@ impl OperationProducer {
             Err(_) => Err(ProduceError::Timeout(self.timeout)),
         };
         record_duration(started, produced.is_ok());
-        (indices, produced)
+        produced
     }
 
     fn partition_of(&self, operation: &Operation) -> usize {
@@ -248,6 +283,56 @@ impl OperationProducer {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {deadline:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Proves a partition's records are split where the next would pass the bound, and
+    /// that a record larger than the bound travels alone.
+    #[test]
+    fn a_part_ends_where_the_next_record_would_pass_the_bound() {
+        let placed = [
+            (0, 40),
+            (1, 10),
+            (0, 60),
+            (0, 1),
+            (0, 150),
+            (0, 100),
+            (1, 90),
+        ];
+        let planned = parts(placed.into_iter(), 3, 100);
+        assert_eq!(planned[0], vec![vec![0, 2], vec![3], vec![4], vec![5]]);
+        assert_eq!(planned[1], vec![vec![1, 6]]);
+        assert!(planned[2].is_empty());
+    }
+
+    proptest! {
+        /// Proves every record is in exactly one part of its own partition, a partition's
+        /// parts hold its records in the order given, and a part of several records stays
+        /// within the bound.
+        #[test]
+        fn parts_keep_each_partitions_order(
+            placed in prop::collection::vec((0usize..4, 1usize..400), 0..200),
+            bound in 1usize..1_000,
+        ) {
+            let planned = parts(placed.iter().copied(), 4, bound);
+            for (partition, partition_parts) in planned.iter().enumerate() {
+                let in_order: Vec<usize> = partition_parts.iter().flatten().copied().collect();
+                let expected: Vec<usize> = (0..placed.len())
+                    .filter(|&index| placed[index].0 == partition)
+                    .collect();
+                prop_assert_eq!(in_order, expected);
+                for part in partition_parts {
+                    let bytes: usize = part.iter().map(|&index| placed[index].1).sum();
+                    prop_assert!(part.len() == 1 || bytes <= bound);
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::auth::{secured, token};
-use crate::client::{deposit, transfer, withdraw, Api, System};
+use crate::client::{database, deposit, transfer, withdraw, Api, System};
 use crate::harness::{eventually, Stack};
 use crate::wait::{post, Answer};
 
@@ -262,8 +262,8 @@ async fn a_batch_waits_for_its_decisions() {
     assert_eq!(results[0], status.body, "the same body as the status URL");
 }
 
-/// The produce requests `wallet serve` has made so far, from its metrics.
-async fn produce_requests(base: &str) -> u64 {
+/// The sum of `wallet serve`'s counter `name` over its labels, from its metrics.
+async fn counted(base: &str, name: &str) -> u64 {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("metrics answer")
@@ -271,9 +271,14 @@ async fn produce_requests(base: &str) -> u64 {
         .await
         .expect("metrics text");
     text.lines()
-        .filter(|line| line.starts_with("wallet_produce_duration_seconds_count"))
+        .filter(|line| line.starts_with(name))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// The produce requests `wallet serve` has made so far.
+async fn produce_requests(base: &str) -> u64 {
+    counted(base, "wallet_produce_duration_seconds_count").await
 }
 
 /// Proves a batch costs one produce request per partition, not one per item: 1,000
@@ -363,4 +368,150 @@ async fn a_batch_repeating_one_id_is_one_produce_round() {
         "answered after {:?}",
         answer.took
     );
+}
+
+/// The wallet lookups `wallet serve` has made so far (cache hits, misses and errors): each
+/// one that misses the cache also reads PostgreSQL.
+async fn wallet_lookups(base: &str) -> u64 {
+    counted(base, "wallet_cache_lookups_total").await
+}
+
+/// Proves a batch looks each wallet it names up once: 1,000 items on an unknown wallet cost
+/// one lookup (and one PostgreSQL read), not 1,000, and each gets its 404; 1,000 items on a
+/// wallet this server has not seen, one lookup too, and each is accepted. Every item used to
+/// be looked up on its own, all at once, queueing the PostgreSQL pool for every tenant.
+#[tokio::test]
+async fn a_batch_looks_each_wallet_up_once() {
+    let stack = Stack::start(1);
+    let creator = stack.serve();
+    let wallet = Api::new(&creator.base).new_wallet().await;
+    let server = stack.serve();
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    let before = wallet_lookups(&server.base).await;
+    let answer = batch(&server.base, &[], &vec![deposit(&unknown, "1"); 1000]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "WALLET_NOT_FOUND"));
+    assert_eq!(wallet_lookups(&server.base).await - before, 1);
+
+    let before = wallet_lookups(&server.base).await;
+    let answer = batch(&server.base, &[], &vec![deposit(&wallet, "1"); 1000]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "PENDING"));
+    assert_eq!(wallet_lookups(&server.base).await - before, 1);
+}
+
+/// Proves a partition's parts are produced one after another, each only once the one before
+/// it was acknowledged: with the topic refusing requests over 600 KB, a batch of 3,500
+/// operations on one wallet (two parts: about 850 KB, then about 330 KB) is refused whole,
+/// its second part never sent. Sent together, the second part landed while the first was
+/// refused, and a wallet's operations could land out of request order (a retried first
+/// part after its successor).
+#[tokio::test]
+async fn a_partitions_parts_are_produced_in_order() {
+    const OPERATIONS: usize = 3_500;
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let (wallet, probe) = (api.new_wallet().await, api.new_wallet().await);
+    let operations = vec![deposit(&wallet, "1"); OPERATIONS];
+    let before = produce_requests(&server.base).await;
+    let taken = batch(&server.base, &[], &operations).await;
+    assert!((0..OPERATIONS).all(|index| outcome(&taken, index) == "PENDING"));
+    assert_eq!(
+        produce_requests(&server.base).await - before,
+        2,
+        "the batch spans two parts"
+    );
+
+    stack
+        .broker
+        .set_topic_config(&stack.operations_topic, "max.message.bytes=600000");
+    // One part of about 800 KB, refused once the broker applies the setting.
+    let probes = vec![deposit(&probe, "1"); 2_400];
+    let refusing = eventually(Duration::from_secs(30), || async {
+        outcome(&batch(&server.base, &[], &probes).await, 0) == "BROKER_UNAVAILABLE"
+    })
+    .await;
+    assert!(refusing, "the broker did not apply max.message.bytes");
+
+    let before = produce_requests(&server.base).await;
+    let refused = batch(&server.base, &[], &operations).await;
+    assert_eq!(refused.status, StatusCode::OK, "{}", refused.body);
+    let outcomes: Vec<String> = (0..OPERATIONS).map(|i| outcome(&refused, i)).collect();
+    let landed = outcomes.iter().filter(|o| o.as_str() == "PENDING").count();
+    assert_eq!(landed, 0, "operations after a refused part were produced");
+    assert!(outcomes.iter().all(|o| o == "BROKER_UNAVAILABLE"));
+    assert_eq!(produce_requests(&server.base).await - before, 1);
+}
+
+/// The statements PostgreSQL has logged so far that read `table` (`log_statement = all`).
+fn statements_reading(log: &std::path::Path, table: &str) -> usize {
+    let text = std::fs::read_to_string(log).expect("the PostgreSQL log reads");
+    let from = format!("FROM {table}");
+    let reads = |line: &str| {
+        line.match_indices(&from).any(|(at, _)| {
+            let next = line[at + from.len()..].chars().next();
+            !next.is_some_and(|next| next.is_alphanumeric() || next == '_')
+        })
+    };
+    // A statement's later lines are logged indented under its first.
+    let mut entries: Vec<String> = Vec::new();
+    for line in text.lines() {
+        match (line.starts_with('\t'), entries.last_mut()) {
+            (true, Some(entry)) => entry.push_str(line),
+            (true, None) | (false, _) => entries.push(line.to_owned()),
+        }
+    }
+    entries
+        .iter()
+        .filter(|entry| entry.contains("LOG:") && reads(entry))
+        .count()
+}
+
+/// Proves a batch reads the decisions of its undecided items from PostgreSQL in one
+/// statement per table, not one per item: 1,000 items on one wallet answered at once
+/// (`Prefer: wait=0`, no worker, so none decided) cost one read of `operations` and one of
+/// `dead_letters`. They cost 1,000 of each.
+#[tokio::test]
+async fn a_batch_reads_its_undecided_items_at_once() {
+    let stack = Stack::start(1);
+    let db = database(&stack.postgres.url()).await;
+    for statement in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "SELECT pg_reload_conf()",
+    ] {
+        db.batch_execute(statement)
+            .await
+            .expect("statement logging on");
+    }
+    // A new session starts with the postmaster's settings, once it reloaded them.
+    let logging = eventually(Duration::from_secs(10), || async {
+        let session = database(&stack.postgres.url()).await;
+        let row = session.query_one("SHOW log_statement", &[]).await;
+        row.is_ok_and(|row| row.get::<_, String>(0) == "all")
+    })
+    .await;
+    assert!(logging, "PostgreSQL did not reload log_statement");
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let log = &stack.postgres.process.log;
+    let before = (
+        statements_reading(log, "operations"),
+        statements_reading(log, "dead_letters"),
+    );
+    let answer = batch(
+        &server.base,
+        &[("Prefer", "wait=0")],
+        &vec![deposit(&wallet, "1"); 1000],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!((0..1000).all(|index| outcome(&answer, index) == "PENDING"));
+    let after = (
+        statements_reading(log, "operations"),
+        statements_reading(log, "dead_letters"),
+    );
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
 }

@@ -22,8 +22,8 @@ pub use holds::{due_holds, hold, holds, DueHold, HoldRecord, ScannedPartitions};
 pub use journal::{entry_at, EntryAt};
 pub use offsets::{next_offset, stored_position};
 pub use operations::{
-    decisions, history, operation, rejected_operation, Decisions, HistoryFilter, HistoryItem,
-    OperationRecord, RejectedRecord,
+    decisions, history, operation, operations, rejected_operation, rejected_operations, Decisions,
+    HistoryFilter, HistoryItem, OperationRecord, RejectedRecord,
 };
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
 pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};

@@ -72,19 +72,29 @@ pub async fn operation(
     client: &impl GenericClient,
     id: &ScopedId,
 ) -> Result<Option<OperationRecord>, StoreError> {
-    let row = client
-        .query_opt(
+    Ok(operations(client, &id.tenant, &[id.id.0]).await?.pop())
+}
+
+/// The decided operations of `tenant` among `ids`, in one statement; in no particular order.
+pub async fn operations(
+    client: &impl GenericClient,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<Vec<OperationRecord>, StoreError> {
+    let rows = client
+        .query(
             &prepared(
                 client,
                 &format!(
-                    "SELECT {OPERATION_COLUMNS} FROM operations o WHERE o.tenant = $1 AND o.id = $2"
+                    "SELECT {OPERATION_COLUMNS} FROM operations o \
+                     WHERE o.tenant = $1 AND o.id = ANY($2)"
                 ),
             )
             .await?,
-            &[&id.tenant, &id.id.0],
+            &[&tenant, &ids],
         )
         .await?;
-    row.as_ref().map(operation_from_row).transpose()
+    rows.iter().map(operation_from_row).collect()
 }
 
 /// What PostgreSQL decided for some operations, read in one round trip: the stored records
@@ -156,22 +166,40 @@ pub async fn rejected_operation(
     client: &impl GenericClient,
     id: &ScopedId,
 ) -> Result<Option<RejectedRecord>, StoreError> {
-    let row = client
-        .query_opt(
+    let rejected = rejected_operations(client, &id.tenant, &[id.id.0]).await?;
+    Ok(rejected.into_iter().next().map(|(_, record)| record))
+}
+
+/// The first dead letter of each operation of `tenant` among `ids` that has one, in one
+/// statement; in no particular order.
+pub async fn rejected_operations(
+    client: &impl GenericClient,
+    tenant: &str,
+    ids: &[Uuid],
+) -> Result<Vec<(OperationId, RejectedRecord)>, StoreError> {
+    let rows = client
+        .query(
             &prepared(
                 client,
-                "SELECT wallet_id, accepted_at, recorded_at FROM dead_letters
-                 WHERE tenant = $1 AND operation_id = $2 ORDER BY recorded_at LIMIT 1",
+                "SELECT DISTINCT ON (operation_id) operation_id, wallet_id, accepted_at, recorded_at
+                 FROM dead_letters WHERE tenant = $1 AND operation_id = ANY($2)
+                 ORDER BY operation_id, recorded_at",
             )
             .await?,
-            &[&id.tenant, &id.id.0],
+            &[&tenant, &ids],
         )
         .await?;
-    Ok(row.map(|row| RejectedRecord {
-        wallet_id: WalletId(row.get(0)),
-        accepted_at: row.get(1),
-        recorded_at: row.get(2),
-    }))
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let record = RejectedRecord {
+                wallet_id: WalletId(row.get(1)),
+                accepted_at: row.get(2),
+                recorded_at: row.get(3),
+            };
+            (OperationId(row.get(0)), record)
+        })
+        .collect())
 }
 
 /// One line of a wallet's history: its journal entry and the operation behind it.

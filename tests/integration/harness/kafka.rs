@@ -121,6 +121,20 @@ impl Broker {
         }
     }
 
+    /// Sets one configuration `key=value` of `topic` (Kafka's ConfigCommand). The broker
+    /// applies it a moment after this returns.
+    pub fn set_topic_config(&self, topic: &str, setting: &str) {
+        let output = kafka_script()
+            .args(["topic-config", &self.port.to_string(), topic, setting])
+            .output()
+            .expect("kafka.sh runs");
+        assert!(
+            output.status.success(),
+            "cannot set {setting} on {topic}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
