@@ -41,17 +41,7 @@ pub async fn next_offset(
             &[&topic, &partition],
         )
         .await?;
-    let row = client
-        .query_one(
-            &prepared(
-                client,
-                "SELECT next_offset FROM consumer_offsets WHERE topic = $1 AND partition = $2",
-            )
-            .await?,
-            &[&topic, &partition],
-        )
-        .await?;
-    Ok(row.get(0))
+    stored_position(client, topic, partition).await
 }
 
 /// Locks the partition's position and checks that the batch starts there (fencing: a stale
