@@ -5,6 +5,7 @@
 mod apply;
 mod batch;
 mod error;
+mod history;
 mod holds;
 mod journal;
 mod offsets;
@@ -18,13 +19,11 @@ use deadpool_postgres::GenericClient;
 pub use apply::apply_batch;
 pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
+pub use history::{history, HistoryFilter, HistoryItem, HistoryPage, HistoryRequest};
 pub use holds::{due_holds, hold, holds, DueHold, HoldRecord};
 pub use journal::{entry_at, EntryAt};
 pub use offsets::next_offset;
-pub use operations::{
-    history, operation, rejected_operation, HistoryFilter, HistoryItem, OperationRecord,
-    RejectedRecord,
-};
+pub use operations::{operation, rejected_operation, OperationRecord, RejectedRecord};
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
 pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};
 
