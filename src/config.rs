@@ -31,6 +31,7 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     pub workers: usize,
     pub history_limit_max: u32,
+    pub history_scan_max: u32,
     pub known_wallets_max: usize,
     pub readiness_timeout_ms: u64,
     pub shutdown_timeout_s: u64,
@@ -132,6 +133,10 @@ impl Default for HttpConfig {
             body_bytes_max: 16 * 1024,
             workers: 2,
             history_limit_max: 1000,
+            // A filtered page then costs one connection some milliseconds, so rare matches
+            // on a long journal cannot hold the pool, while a filter matching one entry in
+            // 200 still fills a default page of 50 in one request.
+            history_scan_max: 10_000,
             known_wallets_max: 1_000_000,
             readiness_timeout_ms: 1_000,
             shutdown_timeout_s: 10,

@@ -398,6 +398,7 @@ async fn build_api(
         cache,
         producer: Arc::new(producer),
         history_limit_max: config.http.history_limit_max,
+        history_scan_max: config.http.history_scan_max,
         metadata_limits: MetadataLimits {
             keys_max: config.http.metadata_keys_max,
             key_chars_max: config.http.metadata_key_chars_max,

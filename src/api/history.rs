@@ -12,7 +12,7 @@ use super::operations::StatusBody;
 use super::reply::Found;
 use super::{lookup, AppState, Problem};
 use crate::ledger::database;
-use crate::ledger::store::{self, HistoryItem};
+use crate::ledger::store::{self, HistoryItem, HistoryRequest};
 
 /// One journal entry of the wallet and the operation that wrote it.
 #[derive(Debug, Serialize, Apiv2Schema)]
@@ -37,7 +37,9 @@ pub struct HistoryEntry {
 #[serde(rename_all = "camelCase")]
 pub struct HistoryPage {
     items: Vec<HistoryEntry>,
-    /// Pass as `cursor` for the next (older) page; null on the last page.
+    /// Pass as `cursor` for the next (older) page; null on the last page. A filtered page
+    /// may hold fewer than `limit` items, none even, and still have one: each page examines
+    /// at most `http.history_scan_max` entries.
     next_cursor: Option<String>,
 }
 
@@ -46,7 +48,8 @@ pub struct HistoryPage {
 /// The wallet's journal, newest first, incoming transfers included. The cursor is the last
 /// version seen, so operations applied meanwhile never shift a page. Filters (`type`,
 /// `status`, `from` ≤ processedAt < `to`) combine; keep them the same while following
-/// `nextCursor`.
+/// `nextCursor`. Each page examines at most `http.history_scan_max` journal entries, so a
+/// filtered page may be short, or empty, with a `nextCursor`: the end is a null `nextCursor`.
 #[api_v2_operation(tags(operations), operation_id = "listOperations")]
 pub async fn history(
     state: web::Data<AppState>,
@@ -64,17 +67,14 @@ pub async fn history(
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;
-    let items = store::history(
-        &client,
-        wallet_id,
+    let request = HistoryRequest {
         before_version,
-        i64::from(limit),
-        &filter,
-    )
-    .await?;
-    let next_cursor = (items.len() == limit as usize)
-        .then(|| items.last().map(|item| item.version.to_string()))
-        .flatten();
+        limit: i64::from(limit),
+        scan_max: i64::from(state.history_scan_max),
+    };
+    let store::HistoryPage { items, next_before } =
+        store::history(&client, wallet_id, request, &filter).await?;
+    let next_cursor = next_before.map(|version| version.to_string());
     let items = items
         .iter()
         .map(

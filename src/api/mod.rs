@@ -62,6 +62,8 @@ pub struct AppState {
     pub batch_operations_max: usize,
     pub producer: Arc<OperationProducer>,
     pub history_limit_max: u32,
+    /// The most journal entries one history page examines (`http.history_scan_max`).
+    pub history_scan_max: u32,
     /// The bounds of an operation's metadata (`http.metadata_*`).
     pub metadata_limits: MetadataLimits,
     pub hold_expiry: HoldExpiry,

@@ -113,6 +113,10 @@ pub(super) const CHECKS: &[Check] = &[
         "http.history_limit_max must be at least 1",
     ),
     (
+        |config| (1..=1_000_000).contains(&config.http.history_scan_max),
+        "http.history_scan_max must be between 1 and 1000000",
+    ),
+    (
         |config| config.http.metadata_keys_max <= 256,
         "http.metadata_keys_max must be at most 256",
     ),

@@ -1,11 +1,15 @@
 //! History filters end to end: `type`, `status`, `from` and `to` combine, pages keep their
-//! cursor semantics under a filter, and every bad value is a 422 naming its parameter.
+//! cursor semantics under a filter, each page examines a bounded stretch of the journal, and
+//! every bad value is a 422 naming its parameter.
 
-use reqwest::StatusCode;
-use serde_json::Value;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 use crate::client::{deposit, transfer, withdraw, Api, System};
 use crate::guarantees::SETTLE;
+use crate::harness::{eventually, Stack};
 
 /// Submits each operation after the previous one is decided, so each is applied in a batch
 /// (and at a time) of its own; returns their statuses.
@@ -139,4 +143,105 @@ async fn bad_filters_are_refused() {
     }
     let encoded = api.history(&wallet, "to=2026-12-01T10:00:00%2B01:00").await;
     assert_eq!(encoded.status, StatusCode::OK, "{:?}", encoded.body);
+}
+
+/// The most entries a page examines in the bounded-scan test (`http.history_scan_max`).
+const SCAN_MAX: usize = 40;
+
+/// Follows `nextCursor` from the newest page to the end; returns each page's items.
+async fn follow(api: &Api, wallet: &str, query: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let asked = match &cursor {
+            None => query.to_owned(),
+            Some(cursor) => format!("{query}&cursor={cursor}"),
+        };
+        let body = page(api, wallet, asked).await;
+        pages.push(body["items"].as_array().expect("items").clone());
+        assert!(pages.len() <= 1_000, "{query}: the cursors never end");
+        match body["nextCursor"].as_str() {
+            None => return pages,
+            Some(next) => cursor = Some(next.to_owned()),
+        }
+    }
+}
+
+fn versions(items: &[Value]) -> Vec<i64> {
+    items
+        .iter()
+        .map(|item| item["version"].as_i64().expect("version"))
+        .collect()
+}
+
+/// Proves a filter that matches little on a long journal answers a short (even empty) page
+/// with a cursor below what the page examined, and that following the cursors returns
+/// exactly the matching entries, newest first, none twice, down to the journal's start.
+#[tokio::test]
+async fn a_filtered_page_examines_a_bounded_stretch_and_pages_on() {
+    let stack = Stack::start(1);
+    let server = stack.serve_with(&[("WALLET_HTTP__HISTORY_SCAN_MAX", SCAN_MAX.to_string())]);
+    let _worker = stack.work("work-1");
+    let api = &Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    // 300 entries, none a VOID, two WITHDRAWs: one the batch's first (it fails, nothing is
+    // there to take yet), one in the middle.
+    let operations: Vec<Value> = (0..300)
+        .map(|n| match n {
+            0 | 150 => withdraw(&wallet, "1.00"),
+            _ => deposit(&wallet, "1.00"),
+        })
+        .collect();
+    let body = json!({ "operations": operations }).to_string();
+    let answer = api
+        .raw(
+            Method::POST,
+            "/api/v1/operations/batch",
+            Some("application/json"),
+            &body,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let applied = eventually(Duration::from_secs(60), || async {
+        api.balance(&wallet).await.body["version"].as_i64() == Some(300)
+    })
+    .await;
+    assert!(applied, "the batch was not applied");
+
+    let first = page(api, &wallet, "type=VOID&limit=1".to_owned()).await;
+    assert_eq!(first["items"], json!([]));
+    assert_eq!(
+        first["nextCursor"],
+        json!((300 - SCAN_MAX + 1).to_string()),
+        "an empty page that stopped at the bound still pages on"
+    );
+    let voids = follow(api, &wallet, "type=VOID&limit=1").await;
+    assert_eq!(voids.len(), 300_usize.div_ceil(SCAN_MAX));
+    assert!(voids.iter().all(Vec::is_empty), "{voids:?}");
+
+    let journal = follow(api, &wallet, "limit=1000").await.concat();
+    assert_eq!(versions(&journal), (1..=300).rev().collect::<Vec<i64>>());
+    let matching = |field: &str, value: &str| -> Vec<i64> {
+        let items: Vec<Value> = journal
+            .iter()
+            .filter(|item| item[field] == value)
+            .cloned()
+            .collect();
+        versions(&items)
+    };
+    let withdraws = follow(api, &wallet, "type=WITHDRAW&limit=1").await;
+    assert!(
+        withdraws.iter().all(|page| page.len() <= 1),
+        "{withdraws:?}"
+    );
+    let found = versions(&withdraws.concat());
+    assert_eq!(found, matching("operationType", "WITHDRAW"));
+    assert_eq!(found.len(), 2, "{found:?}");
+    let failed = versions(&follow(api, &wallet, "status=FAILED").await.concat());
+    assert_eq!(failed, matching("status", "FAILED"));
+    assert_eq!(
+        failed.len(),
+        1,
+        "the WITHDRAW before any deposit: {failed:?}"
+    );
 }

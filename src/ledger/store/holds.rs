@@ -188,7 +188,9 @@ pub async fn hold(
 
 /// The wallet's holds placed before `before_version`, newest first, in `state` when given.
 /// A hold's version is its HOLD's entry, assigned under the wallet's row lock, so pages never
-/// skip or repeat while new holds are placed.
+/// skip or repeat while new holds are placed. Each state is one walk of the wallet's
+/// (state, version) index down from the cursor, at most `limit` long, so a page reads at most
+/// `limit` holds per state however many the wallet has.
 pub async fn holds(
     client: &impl GenericClient,
     wallet_id: WalletId,
@@ -196,23 +198,26 @@ pub async fn holds(
     before_version: i64,
     limit: i64,
 ) -> Result<Vec<HoldRecord>, StoreError> {
+    let states: Vec<&str> = match state {
+        Some(state) => vec![state.as_str()],
+        None => HoldState::ALL.into_iter().map(HoldState::as_str).collect(),
+    };
     let rows = client
         .query(
             &prepared(
                 client,
                 &format!(
-                    "SELECT {HOLD_COLUMNS} FROM holds
-                     WHERE wallet_id = $1 AND version < $2 AND ($4::text IS NULL OR state = $4)
-                     ORDER BY version DESC LIMIT $3"
+                    "SELECT h.* FROM unnest($4::text[]) AS s(state)
+                     CROSS JOIN LATERAL (
+                         SELECT {HOLD_COLUMNS} FROM holds
+                         WHERE wallet_id = $1 AND state = s.state AND version < $2
+                         ORDER BY version DESC LIMIT $3
+                     ) h
+                     ORDER BY h.version DESC LIMIT $3"
                 ),
             )
             .await?,
-            &[
-                &wallet_id.0,
-                &before_version,
-                &limit,
-                &state.map(HoldState::as_str),
-            ],
+            &[&wallet_id.0, &before_version, &limit, &states],
         )
         .await?;
     rows.iter().map(hold_from_row).collect()

@@ -5,6 +5,7 @@
 mod apply;
 mod batch;
 mod error;
+mod history;
 mod holds;
 mod journal;
 mod offsets;
@@ -18,12 +19,13 @@ use deadpool_postgres::GenericClient;
 pub use apply::apply_batch;
 pub use batch::{dedupe, Batch, BatchReport, DeadLetter};
 pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
+pub use history::{history, HistoryFilter, HistoryItem, HistoryPage, HistoryRequest};
 pub use holds::{due_holds, hold, holds, DueHold, HoldRecord, ScannedPartitions};
 pub use journal::{entry_at, EntryAt};
 pub use offsets::{next_offset, stored_position};
 pub use operations::{
-    decisions, history, operation, operations, rejected_operation, rejected_operations, Decisions,
-    HistoryFilter, HistoryItem, OperationRecord, RejectedRecord,
+    decisions, operation, operations, rejected_operation, rejected_operations, Decisions,
+    OperationRecord, RejectedRecord,
 };
 pub use outbox::{delete_events, oldest_events, outbox_backlog, OutboxRow};
 pub use wallets::{create_wallet, wallet, wallets, Created, NewWallet, Wallet};

@@ -1,5 +1,4 @@
-//! The API's read models of decided operations: one operation, a refused one, and a
-//! wallet's history.
+//! The API's read models of decided operations: one operation and a refused one.
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
@@ -33,11 +32,11 @@ pub struct OperationRecord {
     pub metadata: Metadata,
 }
 
-const OPERATION_COLUMNS: &str =
+pub(super) const OPERATION_COLUMNS: &str =
     "o.id, o.wallet_id, o.type, o.amount::text, o.to_wallet_id, o.status, o.reason, \
      o.balance_after::text, o.fingerprint, o.accepted_at, o.processed_at, o.metadata::text, o.hold_id";
 
-fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
+pub(super) fn operation_from_row(row: &Row) -> Result<OperationRecord, StoreError> {
     let corrupt =
         |what: &str| StoreError::Corrupt(format!("operation {}: {what}", row.get::<_, Uuid>(0)));
     let operation_type: String = row.get(2);
@@ -200,78 +199,4 @@ pub async fn rejected_operations(
             (OperationId(row.get(0)), record)
         })
         .collect())
-}
-
-/// One line of a wallet's history: its journal entry and the operation behind it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryItem {
-    pub version: i64,
-    pub delta: BigDecimal,
-    pub balance_after: BigDecimal,
-    pub held_after: BigDecimal,
-    pub operation: OperationRecord,
-}
-
-/// Which entries of a wallet's history a page holds; every filter left out matches all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HistoryFilter {
-    pub operation_type: Option<OperationType>,
-    pub status: Option<OperationStatus>,
-    /// Applied at or after.
-    pub from: Option<DateTime<Utc>>,
-    /// Applied before.
-    pub to: Option<DateTime<Utc>>,
-}
-
-/// The wallet's entries with a version below `before_version` that pass `filter`, newest
-/// first. Versions are assigned under the wallet's row lock, so pages never skip or repeat
-/// while new entries land, filtered or not.
-pub async fn history(
-    client: &impl GenericClient,
-    wallet_id: WalletId,
-    before_version: i64,
-    limit: i64,
-    filter: &HistoryFilter,
-) -> Result<Vec<HistoryItem>, StoreError> {
-    let rows = client
-        .query(
-            &prepared(
-                client,
-                &format!(
-                    "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text, e.held_after::text
-                 FROM entries e JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
-                 WHERE e.wallet_id = $1 AND e.version < $2
-                   AND ($4::text IS NULL OR o.type = $4)
-                   AND ($5::text IS NULL OR o.status = $5)
-                   AND ($6::timestamptz IS NULL OR o.processed_at >= $6)
-                   AND ($7::timestamptz IS NULL OR o.processed_at < $7)
-                 ORDER BY e.version DESC LIMIT $3"
-                ),
-            )
-            .await?,
-            &[
-                &wallet_id.0,
-                &before_version,
-                &limit,
-                &filter.operation_type.map(OperationType::as_str),
-                &filter.status.map(OperationStatus::as_str),
-                &filter.from,
-                &filter.to,
-            ],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let delta: String = row.get(14);
-            let balance_after: String = row.get(15);
-            let held_after: String = row.get(16);
-            Ok(HistoryItem {
-                version: row.get(13),
-                held_after: decimal_from_db(&held_after).map_err(StoreError::corrupt)?,
-                delta: decimal_from_db(&delta).map_err(StoreError::corrupt)?,
-                balance_after: decimal_from_db(&balance_after).map_err(StoreError::corrupt)?,
-                operation: operation_from_row(row)?,
-            })
-        })
-        .collect()
 }
