@@ -108,11 +108,7 @@ impl OperationModifier for ReadinessReply {
 #[api_v2_operation(tags(service), operation_id = "readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> ReadinessReply {
     let deadline = state.readiness_timeout;
-    let postgres = timed(true, async {
-        database::check(&state.pool, deadline)
-            .await
-            .map_err(|error| format!("{error:#}"))
-    });
+    let postgres = postgres_check(&state.pool, deadline);
     let redis = timed(false, async {
         match tokio::time::timeout(deadline, state.cache.ping()).await {
             Ok(result) => result.map_err(|error| error.to_string()),
@@ -142,11 +138,7 @@ pub struct WorkerProbe {
 /// partition retries.
 pub async fn worker_readyz(probe: web::Data<WorkerProbe>) -> ReadinessReply {
     let deadline = probe.deadline;
-    let postgres = timed(true, async {
-        database::check(&probe.pool, deadline)
-            .await
-            .map_err(|error| format!("{error:#}"))
-    });
+    let postgres = postgres_check(&probe.pool, deadline);
     let kafka = timed(true, async {
         let topic = async {
             let client = broker::connect(&probe.kafka).await?;
@@ -175,6 +167,16 @@ fn worker_check(worker: &WorkerHealth) -> Check {
         latency_ms: 0,
         error,
     }
+}
+
+/// PostgreSQL, required by every process.
+async fn postgres_check(pool: &deadpool_postgres::Pool, deadline: Duration) -> Check {
+    timed(true, async {
+        database::check(pool, deadline)
+            .await
+            .map_err(|error| format!("{error:#}"))
+    })
+    .await
 }
 
 fn readiness(checks: BTreeMap<&'static str, Check>) -> ReadinessReply {
