@@ -14,12 +14,24 @@ use paperclip::v2::schema::Apiv2Schema;
 
 use super::{openapi, AppState, Problem};
 use crate::auth::{Denied, Principal, Scope};
+use crate::ledger::types::{ScopedWalletId, WalletId};
 
 const SCHEME: &str = "bearer";
 
 /// The authenticated caller of an `/api/v1` request. Reads need the `read` scope, anything
 /// else `write`.
 pub struct Caller(pub Principal);
+
+impl Caller {
+    /// The wallet `id` of the caller's tenant: a wallet id names a wallet only within a
+    /// tenant, and a caller reaches no other tenant's.
+    pub fn wallet(&self, id: WalletId) -> ScopedWalletId {
+        ScopedWalletId {
+            tenant: self.0.tenant.clone(),
+            id,
+        }
+    }
+}
 
 impl FromRequest for Caller {
     type Error = Problem;

@@ -63,7 +63,8 @@ pub async fn history(
         before_version,
         filter,
     } = history_query(&query, state.history_limit_max)?;
-    let wallet = lookup::visible(&state, wallet_id, &caller.0.tenant)
+    let scoped = caller.wallet(wallet_id);
+    let wallet = lookup::find(&state, &scoped)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;
@@ -73,7 +74,7 @@ pub async fn history(
         scan_max: i64::from(state.history_scan_max),
     };
     let store::HistoryPage { items, next_before } =
-        store::history(&client, wallet_id, request, &filter).await?;
+        store::history(&client, &scoped, request, &filter).await?;
     let next_cursor = next_before.map(|version| version.to_string());
     let items = items
         .iter()

@@ -74,13 +74,13 @@ pub async fn hold(
     path: HoldPath,
 ) -> Result<Found<HoldBody>, Problem> {
     let HoldPath(wallet_id, hold_id) = path;
-    let tenant = caller.0.tenant;
-    let wallet = lookup::visible(&state, wallet_id, &tenant)
+    let scoped = caller.wallet(wallet_id);
+    let wallet = lookup::find(&state, &scoped)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;
     let id = ScopedId {
-        tenant,
+        tenant: scoped.tenant,
         id: hold_id,
     };
     let record = store::hold(&client, &id)
@@ -126,13 +126,14 @@ pub async fn holds(
             })
         })
         .transpose()?;
-    let wallet = lookup::visible(&state, wallet_id, &caller.0.tenant)
+    let scoped = caller.wallet(wallet_id);
+    let wallet = lookup::find(&state, &scoped)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(wallet_id))?;
     let client = database::client(&state.pool).await?;
     let records = store::holds(
         &client,
-        wallet_id,
+        &scoped,
         hold_state,
         before_version,
         i64::from(limit),

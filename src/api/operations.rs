@@ -25,7 +25,8 @@ use crate::ledger::metadata::Metadata;
 use crate::ledger::money::{format_in, Currency};
 use crate::ledger::store::{self, OperationRecord, RejectedRecord};
 use crate::ledger::types::{
-    FailureReason, OperationId, OperationKind, OperationStatus, OperationType, ScopedId, WalletId,
+    FailureReason, OperationId, OperationKind, OperationStatus, OperationType, ScopedId,
+    ScopedWalletId, WalletId,
 };
 
 /// An operation to apply to a wallet.
@@ -378,7 +379,7 @@ pub async fn status(
             format!("operation {id} does not exist for wallet {wallet_id}"),
         )
     };
-    if lookup::currency(&state, wallet_id, &caller.0.tenant)
+    if lookup::currency(&state, &caller.wallet(wallet_id))
         .await?
         .is_none()
     {
@@ -590,7 +591,11 @@ async fn stored_all(
     let wallets: HashSet<WalletId> = records.values().map(|record| record.wallet_id).collect();
     let currencies: HashMap<WalletId, Option<Currency>> = stream::iter(wallets)
         .map(|wallet| async move {
-            let found = lookup::find(state, wallet).await?;
+            let scoped = ScopedWalletId {
+                tenant: tenant.to_owned(),
+                id: wallet,
+            };
+            let found = lookup::find(state, &scoped).await?;
             Ok::<_, Problem>((wallet, found.map(|found| found.currency)))
         })
         .buffer_unordered(lookup::READS_PER_REQUEST)

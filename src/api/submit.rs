@@ -29,7 +29,7 @@ use crate::ledger::metadata::Metadata;
 use crate::ledger::money::Amount;
 use crate::ledger::store;
 use crate::ledger::types::{
-    Operation, OperationId, OperationKind, OperationStatus, ScopedId, WalletId,
+    Operation, OperationId, OperationKind, OperationStatus, ScopedId, ScopedWalletId, WalletId,
 };
 
 /// Namespace of operation ids derived from an `Idempotency-Key` header.
@@ -45,7 +45,7 @@ pub enum IdSource {
 
 /// A syntactically valid operation request, not yet checked against the wallets.
 pub struct Submission {
-    /// The caller's tenant: both wallets must belong to it.
+    /// The caller's tenant: both wallet ids name wallets of it.
     pub tenant: String,
     pub wallet_id: WalletId,
     pub kind: OperationKind,
@@ -64,11 +64,18 @@ impl Submission {
             .fingerprint(self.wallet_id, self.amount.as_ref(), &self.metadata)
     }
 
-    /// The wallets the submission names, with its tenant: what validating it looks up.
-    fn wallets(&self) -> impl Iterator<Item = (String, WalletId)> + '_ {
+    /// The wallets the submission names, in its tenant: what validating it looks up.
+    fn wallets(&self) -> impl Iterator<Item = ScopedWalletId> + '_ {
         std::iter::once(self.wallet_id)
             .chain(self.kind.target())
-            .map(|id| (self.tenant.clone(), id))
+            .map(|id| self.in_tenant(id))
+    }
+
+    fn in_tenant(&self, id: WalletId) -> ScopedWalletId {
+        ScopedWalletId {
+            tenant: self.tenant.clone(),
+            id,
+        }
     }
 }
 
@@ -337,9 +344,8 @@ fn validate(
         .metadata
         .check(&state.metadata_limits)
         .map_err(|error| Problem::invalid("INVALID_METADATA", "metadata", error.to_string()))?;
-    let tenant = &submission.tenant;
     let source = currencies
-        .get(tenant, submission.wallet_id)?
+        .get(&submission.in_tenant(submission.wallet_id))?
         .ok_or_else(|| Problem::wallet_not_found(submission.wallet_id))?;
     if let Some(amount) = &submission.amount {
         amount
@@ -354,7 +360,7 @@ fn validate(
                 "money moves between two different wallets",
             ));
         }
-        let target_currency = currencies.get(tenant, target)?.ok_or_else(|| {
+        let target_currency = currencies.get(&submission.in_tenant(target))?.ok_or_else(|| {
             Problem::invalid(
                 "TARGET_WALLET_NOT_FOUND",
                 "toWalletId",

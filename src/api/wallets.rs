@@ -17,7 +17,7 @@ use crate::clock;
 use crate::ledger::database;
 use crate::ledger::money::{self, Currency};
 use crate::ledger::store::{self, Created, NewWallet, Wallet};
-use crate::ledger::types::WalletId;
+use crate::ledger::types::{ScopedWalletId, WalletId};
 
 /// A new wallet. The body and each field may be left out.
 #[derive(Debug, Default, Deserialize, Apiv2Schema)]
@@ -91,9 +91,10 @@ impl From<CachedWallet> for WalletBody {
 
 /// Create a wallet
 ///
-/// Creates a wallet with a zero balance. Re-creating an existing id with the same currency
-/// and overdraft limit answers the wallet (200); with another currency or limit, a 409
-/// problem.
+/// Creates a wallet with a zero balance. Wallet ids belong to the caller's tenant: another
+/// tenant's wallet with the same id is another wallet, and neither tenant can tell it exists.
+/// Re-creating an existing id of the caller's tenant with the same currency and overdraft
+/// limit answers the wallet (200); with another currency or limit, a 409 problem.
 #[api_v2_operation(tags(wallets), operation_id = "createWallet")]
 pub async fn create(
     state: web::Data<AppState>,
@@ -148,8 +149,8 @@ fn new_wallet(tenant: String, input: CreateWallet) -> Result<NewWallet, Problem>
     })
 }
 
-/// Whether the wallet was made now, and the wallet: one that already had the id answers as
-/// made before only when it is what was asked for.
+/// Whether the wallet was made now, and the wallet: one of the tenant that already had the id
+/// answers as made before only when it is what was asked for.
 fn settled(created: Created, new: &NewWallet) -> Result<(bool, Wallet), Problem> {
     let conflict = |detail: String| {
         Err(Problem::new(
@@ -162,10 +163,6 @@ fn settled(created: Created, new: &NewWallet) -> Result<(bool, Wallet), Problem>
     let id = new.id;
     match created {
         Created::New(wallet) => Ok((true, wallet)),
-        // Another tenant's wallet: the id is taken, and that is all this caller learns.
-        Created::Existing(wallet) if wallet.tenant != new.tenant => {
-            conflict(format!("wallet id {id} is taken; choose another"))
-        }
         Created::Existing(wallet) if wallet.currency != new.currency => conflict(format!(
             "wallet {id} exists with currency {}",
             wallet.currency
@@ -195,23 +192,23 @@ pub async fn balance(
     query: BalanceParams,
 ) -> Result<Found<WalletBody>, Problem> {
     let WalletPath(id) = path;
+    let wallet = caller.wallet(id);
     if let Some(at) = body::time("at", query.at.as_deref())? {
-        return as_of(&state, id, &caller.0.tenant, at).await.map(Found);
+        return as_of(&state, &wallet, at).await.map(Found);
     }
-    let wallet = lookup::visible(&state, id, &caller.0.tenant)
+    let wallet = lookup::find(&state, &wallet)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(id))?;
     Ok(Found(WalletBody::from(wallet)))
 }
 
-/// The wallet as its journal had it at `at`. Another tenant's wallet answers as a missing
-/// one, at the same cost: one read of the wallet row.
+/// The wallet as its journal had it at `at`.
 async fn as_of(
     state: &AppState,
-    id: WalletId,
-    tenant: &str,
+    scoped: &ScopedWalletId,
     at: DateTime<Utc>,
 ) -> Result<WalletBody, Problem> {
+    let id = scoped.id;
     if at > clock::now() {
         return Err(Problem::invalid(
             "INVALID_TIME",
@@ -220,9 +217,8 @@ async fn as_of(
         ));
     }
     let client = database::client(&state.pool).await?;
-    let wallet = store::wallet(&client, id)
+    let wallet = store::wallet(&client, scoped)
         .await?
-        .filter(|wallet| wallet.tenant == tenant)
         .ok_or_else(|| Problem::wallet_not_found(id))?;
     if at < wallet.created_at {
         return Err(Problem::new(
@@ -232,7 +228,7 @@ async fn as_of(
             format!("wallet {id} did not exist yet at {at}"),
         ));
     }
-    let then = match store::entry_at(&client, id, at).await? {
+    let then = match store::entry_at(&client, scoped, at).await? {
         Some(entry) => Wallet {
             balance: entry.balance_after,
             held: entry.held_after,

@@ -1,4 +1,4 @@
-//! Balance entries `wallet:{id}`, written only through a version guard so an older balance
+//! Balance entries `wallet:{tenant}:{id}`, written only through a version guard so an older balance
 //! can never replace a newer one, whoever writes last. A dropped entry keeps its version (a
 //! hash with no `wallet` field) so the guard still holds for it.
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{Cache, CacheError};
 use crate::ledger::money::Currency;
 use crate::ledger::store::Wallet;
-use crate::ledger::types::WalletId;
+use crate::ledger::types::{ScopedWalletId, WalletId};
 
 /// A wallet as cached: what the balance endpoint answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,15 @@ pub struct CachedWallet {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl CachedWallet {
+    pub fn scoped_id(&self) -> ScopedWalletId {
+        ScopedWalletId {
+            tenant: self.tenant.clone(),
+            id: self.wallet_id,
+        }
+    }
 }
 
 impl From<&Wallet> for CachedWallet {
@@ -72,15 +81,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
-fn key(id: WalletId) -> String {
-    format!("wallet:{id}")
+/// Tenants are letters, digits, '-' and '_', so the colon keeps keys unambiguous; each tenant
+/// has its own entry for an id, and its own version guard.
+fn key(tenant: &str, id: WalletId) -> String {
+    format!("wallet:{tenant}:{id}")
 }
 
 impl Cache {
-    pub async fn balance(&self, id: WalletId) -> Result<Option<CachedWallet>, CacheError> {
+    pub async fn balance(&self, id: &ScopedWalletId) -> Result<Option<CachedWallet>, CacheError> {
+        let key = key(&id.tenant, id.id);
         self.with_connection(|mut connection| async move {
             let stored: Option<String> = redis::cmd("HGET")
-                .arg(key(id))
+                .arg(key)
                 .arg("wallet")
                 .query_async(&mut connection)
                 .await?;
@@ -94,14 +106,18 @@ impl Cache {
     /// Each entry keeps its version until its TTL ends: deleting it would let a write that
     /// was late already (a refill or a refresh resumed after a pause) put back a balance older
     /// than the one it held.
-    pub async fn forget_balances(&self, wallets: &[WalletId]) -> Result<(), CacheError> {
+    pub async fn forget_balances(&self, wallets: &[ScopedWalletId]) -> Result<(), CacheError> {
         if wallets.is_empty() {
             return Ok(());
         }
         self.written.dropped(wallets);
         let mut pipeline = redis::pipe();
         for id in wallets {
-            pipeline.cmd("HDEL").arg(key(*id)).arg("wallet").ignore();
+            pipeline
+                .cmd("HDEL")
+                .arg(key(&id.tenant, id.id))
+                .arg("wallet")
+                .ignore();
         }
         self.with_connection(|mut connection| async move {
             pipeline.query_async::<()>(&mut connection).await?;
@@ -112,7 +128,7 @@ impl Cache {
 
     /// Whether this process lately wrote `version` of the wallet, or a newer one, so Redis
     /// holds it unless it lost the entry.
-    pub fn holds_balance(&self, wallet: WalletId, version: i64) -> bool {
+    pub fn holds_balance(&self, wallet: &ScopedWalletId, version: i64) -> bool {
         self.written.covers(wallet, version, Instant::now())
     }
 
@@ -122,7 +138,11 @@ impl Cache {
         let now = Instant::now();
         let missing: Vec<CachedWallet> = wallets
             .iter()
-            .filter(|wallet| !self.written.covers(wallet.wallet_id, wallet.version, now))
+            .filter(|wallet| {
+                !self
+                    .written
+                    .covers(&wallet.scoped_id(), wallet.version, now)
+            })
             .cloned()
             .collect();
         self.store_balances(&missing).await
@@ -140,7 +160,7 @@ impl Cache {
                 .cmd("EVAL")
                 .arg(STORE_IF_NEWER)
                 .arg(1)
-                .arg(key(wallet.wallet_id))
+                .arg(key(&wallet.tenant, wallet.wallet_id))
                 .arg(wallet.version)
                 .arg(serde_json::to_string(wallet)?)
                 .arg(self.balance_ttl_s);
@@ -155,7 +175,7 @@ impl Cache {
         self.written.wrote(
             wallets
                 .iter()
-                .map(|wallet| (wallet.wallet_id, wallet.version)),
+                .map(|wallet| (wallet.scoped_id(), wallet.version)),
             sent,
         );
         Ok(replaced.iter().filter(|&&stored| stored == 1).count())

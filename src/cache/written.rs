@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::ledger::types::WalletId;
+use crate::ledger::types::ScopedWalletId;
 
-/// Wallets remembered before the record starts over: about 40 bytes each.
+/// Wallets remembered before the record starts over: about 80 bytes each with their tenant.
 const WALLETS_MAX: usize = 100_000;
 
 /// A write this process made, and when.
@@ -25,7 +25,7 @@ struct Write {
 }
 
 pub struct RecentWrites {
-    writes: Mutex<HashMap<WalletId, Write>>,
+    writes: Mutex<HashMap<ScopedWalletId, Write>>,
     /// How long a remembered write still counts: well inside the entries' own TTL, so a skip
     /// seldom meets an entry Redis has expired (a write refused as older did not renew it), and
     /// then the wallet is only a miss until its next read fills it.
@@ -42,17 +42,17 @@ impl RecentWrites {
     }
 
     /// Whether this process wrote `version` of the wallet, or a newer one, lately.
-    pub fn covers(&self, wallet: WalletId, version: i64, now: Instant) -> bool {
+    pub fn covers(&self, wallet: &ScopedWalletId, version: i64, now: Instant) -> bool {
         let Ok(writes) = self.writes.lock() else {
             return false;
         };
-        writes.get(&wallet).is_some_and(|write| {
+        writes.get(wallet).is_some_and(|write| {
             write.version >= version && now.duration_since(write.at) < self.trusted_for
         })
     }
 
     /// Remembers that Redis accepted or already had `version` of each wallet at `at`.
-    pub fn wrote(&self, wallets: impl IntoIterator<Item = (WalletId, i64)>, at: Instant) {
+    pub fn wrote(&self, wallets: impl IntoIterator<Item = (ScopedWalletId, i64)>, at: Instant) {
         let Ok(mut writes) = self.writes.lock() else {
             return;
         };
@@ -70,7 +70,7 @@ impl RecentWrites {
     }
 
     /// Forgets the wallets whose entries were dropped from Redis.
-    pub fn dropped(&self, wallets: &[WalletId]) {
+    pub fn dropped(&self, wallets: &[ScopedWalletId]) {
         if let Ok(mut writes) = self.writes.lock() {
             for wallet in wallets {
                 writes.remove(wallet);
@@ -83,8 +83,11 @@ impl RecentWrites {
 mod tests {
     use super::*;
 
-    fn wallet(n: u128) -> WalletId {
-        WalletId(uuid::Uuid::from_u128(n))
+    fn wallet(n: u128) -> ScopedWalletId {
+        ScopedWalletId {
+            tenant: "acme".to_owned(),
+            id: crate::ledger::types::WalletId(uuid::Uuid::from_u128(n)),
+        }
     }
 
     /// Proves a write covers its version and older ones, for half the entries' TTL, and no
@@ -94,15 +97,20 @@ mod tests {
         let start = Instant::now();
         let writes = RecentWrites::new(Duration::from_secs(60));
         writes.wrote([(wallet(1), 5)], start);
-        assert!(writes.covers(wallet(1), 5, start));
-        assert!(writes.covers(wallet(1), 4, start));
-        assert!(!writes.covers(wallet(1), 6, start));
-        assert!(!writes.covers(wallet(2), 1, start));
-        assert!(writes.covers(wallet(1), 5, start + Duration::from_secs(29)));
-        assert!(!writes.covers(wallet(1), 5, start + Duration::from_secs(30)));
+        assert!(writes.covers(&wallet(1), 5, start));
+        assert!(writes.covers(&wallet(1), 4, start));
+        assert!(!writes.covers(&wallet(1), 6, start));
+        assert!(!writes.covers(&wallet(2), 1, start));
+        let other_tenant = ScopedWalletId {
+            tenant: "globex".to_owned(),
+            ..wallet(1)
+        };
+        assert!(!writes.covers(&other_tenant, 1, start), "another tenant's wallet");
+        assert!(writes.covers(&wallet(1), 5, start + Duration::from_secs(29)));
+        assert!(!writes.covers(&wallet(1), 5, start + Duration::from_secs(30)));
         writes.wrote([(wallet(1), 3)], start);
-        assert!(writes.covers(wallet(1), 5, start));
+        assert!(writes.covers(&wallet(1), 5, start));
         writes.dropped(&[wallet(1)]);
-        assert!(!writes.covers(wallet(1), 1, start));
+        assert!(!writes.covers(&wallet(1), 1, start));
     }
 }

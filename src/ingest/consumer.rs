@@ -19,7 +19,7 @@ use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
 use crate::ledger::store::{self, Batch, BatchReport, DeadLetter, Remedy, RetryReason, StoreError};
-use crate::ledger::types::{Operation, ScopedId, WalletId};
+use crate::ledger::types::{Operation, ScopedId, ScopedWalletId};
 
 pub struct PartitionConsumer {
     pub topic: String,
@@ -63,8 +63,8 @@ const RETRY_STEP: Duration = Duration::from_millis(50);
 /// is dropped from Redis instead, and the next read fills it from PostgreSQL.
 #[derive(Default)]
 struct StaleCache {
-    wallets: HashMap<WalletId, CachedWallet>,
-    forget: HashSet<WalletId>,
+    wallets: HashMap<ScopedWalletId, CachedWallet>,
+    forget: HashSet<ScopedWalletId>,
 }
 
 /// Reading the partition from the broker failed. rskafka keeps the metadata it read while a
@@ -226,9 +226,12 @@ impl PartitionConsumer {
         };
         stale
             .forget
-            .extend(batch.operations.iter().flat_map(|(_, operation)| {
-                std::iter::once(operation.wallet_id).chain(operation.kind.target())
-            }));
+            .extend(
+                batch
+                    .operations
+                    .iter()
+                    .flat_map(|(_, operation)| operation.wallets()),
+            );
         outcomes.send(stored_markers(batch, &decisions)).await;
         self.flush_stale(stale).await;
     }
@@ -401,12 +404,13 @@ impl PartitionConsumer {
     async fn refresh_cache(&self, report: &BatchReport, stale: &mut StaleCache) {
         let late = is_late(report.processed_at, clock::now(), self.config.lease_lapse());
         for wallet in &report.wallets {
+            let id = wallet.scoped_id();
             if late {
-                stale.wallets.remove(&wallet.id);
-                stale.forget.insert(wallet.id);
+                stale.wallets.remove(&id);
+                stale.forget.insert(id);
             } else {
-                stale.forget.remove(&wallet.id);
-                stale.wallets.insert(wallet.id, CachedWallet::from(wallet));
+                stale.forget.remove(&id);
+                stale.wallets.insert(id, CachedWallet::from(wallet));
             }
         }
         self.flush_stale(stale).await;
@@ -423,10 +427,10 @@ impl PartitionConsumer {
                 return;
             }
             for wallet in chunk {
-                stale.wallets.remove(&wallet.wallet_id);
+                stale.wallets.remove(&wallet.scoped_id());
             }
         }
-        let forget: Vec<WalletId> = stale.forget.iter().copied().collect();
+        let forget: Vec<ScopedWalletId> = stale.forget.iter().cloned().collect();
         for chunk in forget.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.forget_balances(chunk).await {
                 tracing::warn!(%error, pending = stale.forget.len(), "cache invalidation failed; will retry");
@@ -464,7 +468,7 @@ fn is_late(
 /// whatever duplicates of its id the batch also held.
 fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
     let decided = report.decided.iter().map(|(operation, outcome)| {
-        let currency = report.currencies.get(&operation.wallet_id).copied();
+        let currency = report.currencies.get(&operation.wallet()).copied();
         let marker = Marker::decided(operation, outcome, currency, report.processed_at);
         (operation.scoped_id(), marker)
     });

@@ -3,7 +3,9 @@
 use super::*;
 use crate::cache::MarkerState;
 use crate::ledger::money::{Amount, Currency};
-use crate::ledger::types::{Operation, OperationId, OperationKind, OperationType, Outcome};
+use crate::ledger::types::{
+    Operation, OperationId, OperationKind, OperationType, Outcome, WalletId,
+};
 use bigdecimal::BigDecimal;
 use uuid::Uuid;
 
@@ -38,7 +40,7 @@ fn final_markers_name_the_applied_record() {
             },
         )],
         rejected: vec![refused.clone()],
-        currencies: HashMap::from([(applied.wallet_id, Currency::USD)]),
+        currencies: HashMap::from([(applied.wallet(), Currency::USD)]),
         ..BatchReport::default()
     };
     let markers: HashMap<ScopedId, Marker> = final_markers(&report).into_iter().collect();
@@ -73,11 +75,14 @@ fn balances_are_late_after_half_the_lease_lapse() {
         "a clock step back is not lateness"
     );
     let mut stale = StaleCache::default();
-    let wallet = WalletId(Uuid::from_u128(4));
+    let wallet = ScopedWalletId {
+        tenant: "acme".to_owned(),
+        id: WalletId(Uuid::from_u128(4)),
+    };
     stale.wallets.insert(
-        wallet,
+        wallet.clone(),
         CachedWallet {
-            wallet_id: wallet,
+            wallet_id: wallet.id,
             tenant: "acme".to_owned(),
             currency: Currency::USD,
             balance: "1.00".to_owned(),

@@ -33,7 +33,7 @@ use crate::cache::{self, Cache, CachedWallet};
 use crate::config::{KafkaConfig, WorkerConfig};
 use crate::ledger::database;
 use crate::ledger::store::{self, OutboxRow};
-use crate::ledger::types::WalletId;
+use crate::ledger::types::ScopedWalletId;
 
 /// Uncompressed bytes of events per produce request.
 const RELAY_REQUEST_BYTES_MAX: usize = 256 * 1024;
@@ -110,7 +110,7 @@ impl OutboxRelay {
         let count = self.partitions.len() as i32;
         let mut by_partition: Vec<Vec<&OutboxRow>> = vec![Vec::new(); self.partitions.len()];
         for row in &rows {
-            by_partition[partitioner::partition_for(row.wallet_id, count) as usize].push(row);
+            by_partition[partitioner::partition_for(row.wallet.id, count) as usize].push(row);
         }
         let publishes = by_partition
             .iter()
@@ -136,9 +136,9 @@ impl OutboxRelay {
         client: &impl deadpool_postgres::GenericClient,
         rows: &[OutboxRow],
     ) -> anyhow::Result<()> {
-        let ids: Vec<WalletId> = newest_versions(rows)
+        let ids: Vec<ScopedWalletId> = newest_versions(rows)
             .into_iter()
-            .filter(|(wallet, version)| !self.cache.holds_balance(*wallet, *version))
+            .filter(|(wallet, version)| !self.cache.holds_balance(wallet, *version))
             .map(|(wallet, _)| wallet)
             .collect();
         if ids.is_empty() {
@@ -169,7 +169,7 @@ impl OutboxRelay {
         let mut bytes = 0;
         for row in rows {
             let record = Record {
-                key: Some(row.wallet_id.to_string().into_bytes()),
+                key: Some(row.wallet.id.to_string().into_bytes()),
                 value: Some(row.payload.clone().into_bytes()),
                 headers: Default::default(),
                 timestamp: Utc::now(),
@@ -210,8 +210,8 @@ struct VersionOf {
 /// Each wallet the events changed, with its version after the last of them. An event
 /// without a version (an operation on a wallet that does not exist) changed nothing; one
 /// that cannot be read counts as the newest possible version, so its wallet is read again.
-fn newest_versions(rows: &[OutboxRow]) -> HashMap<WalletId, i64> {
-    let mut newest: HashMap<WalletId, i64> = HashMap::new();
+fn newest_versions(rows: &[OutboxRow]) -> HashMap<ScopedWalletId, i64> {
+    let mut newest: HashMap<ScopedWalletId, i64> = HashMap::new();
     for row in rows {
         let version = match serde_json::from_str::<VersionOf>(&row.payload) {
             Ok(VersionOf {
@@ -220,7 +220,7 @@ fn newest_versions(rows: &[OutboxRow]) -> HashMap<WalletId, i64> {
             Ok(VersionOf { version: None }) => continue,
             Err(_) => i64::MAX,
         };
-        let entry = newest.entry(row.wallet_id).or_insert(version);
+        let entry = newest.entry(row.wallet.clone()).or_insert(version);
         *entry = (*entry).max(version);
     }
     newest
@@ -230,28 +230,38 @@ fn newest_versions(rows: &[OutboxRow]) -> HashMap<WalletId, i64> {
 mod tests {
     use super::*;
 
-    fn row(wallet: u128, payload: &str) -> OutboxRow {
+    fn wallet(tenant: &str, wallet: u128) -> ScopedWalletId {
+        ScopedWalletId {
+            tenant: tenant.to_owned(),
+            id: crate::ledger::types::WalletId(uuid::Uuid::from_u128(wallet)),
+        }
+    }
+
+    fn row(wallet: ScopedWalletId, payload: &str) -> OutboxRow {
         OutboxRow {
             row: 1,
-            wallet_id: WalletId(uuid::Uuid::from_u128(wallet)),
+            wallet,
             payload: payload.to_owned(),
         }
     }
 
     /// Proves each wallet is refreshed at its last event's version, a wallet that does not
-    /// exist not at all, and one whose event cannot be read always.
+    /// exist not at all, one whose event cannot be read always, and another tenant's wallet
+    /// with the same id at its own version.
     #[test]
     fn the_newest_version_of_each_wallet_is_refreshed() {
         let rows = [
-            row(1, r#"{"walletId":"x","version":7}"#),
-            row(1, r#"{"version":9,"type":"OperationProcessed"}"#),
-            row(1, r#"{"version":8}"#),
-            row(2, r#"{"type":"OperationFailed"}"#),
-            row(3, "not json"),
+            row(wallet("acme", 1), r#"{"walletId":"x","version":7}"#),
+            row(wallet("acme", 1), r#"{"version":9,"type":"OperationProcessed"}"#),
+            row(wallet("acme", 1), r#"{"version":8}"#),
+            row(wallet("globex", 1), r#"{"version":2}"#),
+            row(wallet("acme", 2), r#"{"type":"OperationFailed"}"#),
+            row(wallet("acme", 3), "not json"),
         ];
         let newest = newest_versions(&rows);
-        assert_eq!(newest.len(), 2);
-        assert_eq!(newest[&WalletId(uuid::Uuid::from_u128(1))], 9);
-        assert_eq!(newest[&WalletId(uuid::Uuid::from_u128(3))], i64::MAX);
+        assert_eq!(newest.len(), 3);
+        assert_eq!(newest[&wallet("acme", 1)], 9);
+        assert_eq!(newest[&wallet("globex", 1)], 2);
+        assert_eq!(newest[&wallet("acme", 3)], i64::MAX);
     }
 }

@@ -33,10 +33,10 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: EventType,
     pub wallet_id: WalletId,
-    /// The tenant owning the wallet, so consumers can route events by tenant; absent only for
-    /// an operation on a wallet that does not exist.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
+    /// The tenant owning the wallet (for an operation on a wallet that does not exist, the
+    /// operation's tenant), so consumers can route events by tenant: a wallet id is unique
+    /// only within its tenant.
+    pub tenant: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operation_id: Option<OperationId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,10 +77,13 @@ pub fn wallet_created(
     at: DateTime<Utc>,
 ) -> Event {
     Event {
-        event_id: Uuid::new_v5(&EVENT_NAMESPACE, format!("{wallet_id}:created").as_bytes()),
+        event_id: Uuid::new_v5(
+            &EVENT_NAMESPACE,
+            format!("{tenant}:{wallet_id}:created").as_bytes(),
+        ),
         event_type: EventType::WalletCreated,
         wallet_id,
-        tenant: Some(tenant.to_owned()),
+        tenant: tenant.to_owned(),
         operation_id: None,
         operation_type: None,
         amount: None,
@@ -102,7 +105,6 @@ pub fn for_batch(
     operations: &[Operation],
     outcomes: &[Outcome],
     entries: &[Entry],
-    tenants: &HashMap<WalletId, String>,
     at: DateTime<Utc>,
 ) -> Vec<Event> {
     // Two tenants may use the same id in one batch; an entry's operation is its wallet's
@@ -120,19 +122,18 @@ pub fn for_batch(
     let mut events: Vec<Event> = entries
         .iter()
         .filter_map(|entry| {
-            let tenant = tenants.get(&entry.wallet_id)?.as_str();
-            let (operation, outcome) = decided.get(&(tenant, entry.operation_id))?;
+            let (operation, outcome) =
+                decided.get(&(entry.wallet.tenant.as_str(), entry.operation_id))?;
             let counterparty = match operation.kind.target() {
-                Some(target) if target == entry.wallet_id => Some(operation.wallet_id),
+                Some(target) if target == entry.wallet.id => Some(operation.wallet_id),
                 target => target,
             };
             Some(event(
                 operation,
                 outcome,
-                entry.wallet_id,
+                entry.wallet.id,
                 Some(entry),
                 counterparty,
-                tenants,
                 at,
             ))
         })
@@ -149,7 +150,6 @@ pub fn for_batch(
                 operation.wallet_id,
                 None,
                 operation.kind.target(),
-                tenants,
                 at,
             ));
         }
@@ -167,14 +167,12 @@ pub fn for_rejected(operations: &[Operation], at: DateTime<Utc>) -> Vec<Event> {
     operations
         .iter()
         .map(|operation| {
-            let tenants = HashMap::from([(operation.wallet_id, operation.tenant.clone())]);
             event(
                 operation,
                 &outcome,
                 operation.wallet_id,
                 None,
                 operation.kind.target(),
-                &tenants,
                 at,
             )
         })
@@ -187,7 +185,6 @@ fn event(
     wallet_id: WalletId,
     entry: Option<&Entry>,
     counterparty: Option<WalletId>,
-    tenants: &HashMap<WalletId, String>,
     at: DateTime<Utc>,
 ) -> Event {
     let (event_type, reason, amount) = match outcome {
@@ -206,11 +203,11 @@ fn event(
     Event {
         event_id: Uuid::new_v5(
             &EVENT_NAMESPACE,
-            format!("{}:{wallet_id}", operation.id).as_bytes(),
+            format!("{}:{}:{wallet_id}", operation.tenant, operation.id).as_bytes(),
         ),
         event_type,
         wallet_id,
-        tenant: tenants.get(&wallet_id).cloned(),
+        tenant: operation.tenant.clone(),
         operation_id: Some(operation.id),
         operation_type: Some(operation.kind.operation_type()),
         amount,
@@ -233,7 +230,7 @@ mod tests {
     use super::*;
     use crate::ledger::money::{Amount, Currency};
     use crate::ledger::rules;
-    use crate::ledger::types::{OperationKind, WalletState};
+    use crate::ledger::types::{OperationKind, ScopedWalletId, WalletState};
 
     fn wallet(n: u128) -> WalletId {
         WalletId(Uuid::from_u128(n))
@@ -264,7 +261,11 @@ mod tests {
             held: 0.into(),
             version: 4,
         };
-        let mut wallets = HashMap::from([(a, state(10)), (b, state(0))]);
+        let acme = |id| ScopedWalletId {
+            tenant: "acme".to_owned(),
+            id,
+        };
+        let mut wallets = HashMap::from([(acme(a), state(10)), (acme(b), state(0))]);
         let operations = vec![
             operation(1, a, OperationKind::Transfer { target: b }, "3"),
             operation(2, missing, OperationKind::Deposit, "1"),
@@ -272,14 +273,7 @@ mod tests {
         ];
         let applied = rules::apply(&mut wallets, &mut HashMap::new(), &operations);
         let at = Utc::now();
-        let tenants = HashMap::from([(a, "acme".to_owned()), (b, "acme".to_owned())]);
-        let events = for_batch(
-            &operations,
-            &applied.outcomes,
-            &applied.entries,
-            &tenants,
-            at,
-        );
+        let events = for_batch(&operations, &applied.outcomes, &applied.entries, at);
         let summary: Vec<(WalletId, EventType, Option<i64>, Option<WalletId>)> = events
             .iter()
             .map(|event| {
@@ -300,18 +294,24 @@ mod tests {
                 (missing, EventType::OperationFailed, None, None),
             ]
         );
-        let owners: Vec<Option<&str>> =
-            events.iter().map(|event| event.tenant.as_deref()).collect();
-        assert_eq!(owners, [Some("acme"), Some("acme"), Some("acme"), None]);
-        let again = for_batch(
-            &operations,
-            &applied.outcomes,
-            &applied.entries,
-            &tenants,
-            at,
-        );
+        let owners: Vec<&str> = events.iter().map(|event| event.tenant.as_str()).collect();
+        assert_eq!(owners, ["acme"; 4]);
+        let again = for_batch(&operations, &applied.outcomes, &applied.entries, at);
         assert_eq!(events, again);
         assert_ne!(events[0].event_id, events[1].event_id);
+        let globex: Vec<Operation> = operations
+            .iter()
+            .map(|operation| Operation {
+                tenant: "globex".to_owned(),
+                ..operation.clone()
+            })
+            .collect();
+        let theirs = for_batch(&globex, &applied.outcomes, &[], at);
+        let ours = for_batch(&operations, &applied.outcomes, &[], at);
+        assert_ne!(
+            theirs[0].event_id, ours[0].event_id,
+            "the same operation and wallet ids of two tenants are two events"
+        );
     }
 
     /// Proves an operation the database refused still yields its FAILED event, on its source
@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(event.event_type, EventType::OperationFailed);
         assert_eq!(event.reason, Some("REJECTED"));
         assert_eq!((event.wallet_id, event.version), (wallet(1), None));
-        assert_eq!(event.tenant.as_deref(), Some("acme"));
+        assert_eq!(event.tenant, "acme");
         assert_eq!(event.operation_id, Some(refused.id));
     }
 }

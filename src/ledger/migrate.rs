@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0009_outbox_batches.sql"),
     ),
     (10, "holds", include_str!("../../sql/0010_holds.sql")),
+    (
+        11,
+        "tenant_wallets",
+        include_str!("../../sql/0011_tenant_wallets.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

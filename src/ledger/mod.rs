@@ -3,14 +3,16 @@
 //!
 //! # Glossary
 //!
-//! A wallet has one shape per place it is kept, each holding what that place needs:
+//! A wallet is named by its tenant and id together ([`ScopedWalletId`](types::ScopedWalletId)):
+//! two tenants may each have a wallet with the same id. It has one shape per place it is
+//! kept, each holding what that place needs:
 //!
 //! | Shape | Lives in | Why it exists |
 //! |---|---|---|
-//! | [`WalletState`](types::WalletState) | `ledger::types` | What the rules need: currency, exact balance, version. Pure, no tenant, no times. |
+//! | [`WalletState`](types::WalletState) | `ledger::types` | What the rules need: currency, exact balance, version; the rules key it by its scoped id. Pure, no times. |
 //! | [`Wallet`](store::Wallet) | `ledger::store` | The PostgreSQL row: the state plus tenant and timestamps; what a batch commit reports. |
 //! | [`CachedWallet`](crate::cache::CachedWallet) | `cache` | The Redis entry: the balance already formatted for its currency, written through a version guard. |
-//! | `WalletFacts` | `api::directory` | What never changes about a wallet (currency, tenant), remembered in-process to validate operations without a round trip. |
+//! | `WalletFacts` | `api::directory` | What never changes about a wallet (its currency), remembered in-process by scoped id to validate operations without a round trip. |
 //! | `WalletBody` | `api::wallets` | The HTTP answer: the cached wallet without its tenant. |
 //!
 //! An operation's result likewise:

@@ -9,7 +9,7 @@ use super::kind::Direction;
 use super::money::Amount;
 use super::types::{
     Entry, FailureReason, Hold, HoldState, Operation, OperationId, OperationKind, Outcome,
-    ScopedId, WalletId, WalletState,
+    ScopedId, ScopedWalletId, WalletId, WalletState,
 };
 
 /// The result of applying a batch: outcomes in the order of the operations, the entries in
@@ -25,7 +25,8 @@ pub struct Applied {
 
 /// Applies `operations` in order to `wallets`, which must hold every existing wallet the
 /// operations touch, and to `holds`, which must hold every existing hold they name; a
-/// wallet or hold absent from its map does not exist.
+/// wallet or hold absent from its map does not exist. An operation finds wallets and holds
+/// only in its own tenant: one naming another tenant's wallet finds none, whoever produced it.
 ///
 /// # Panics
 /// When a computed balance less what is held is below its floor (`-overdraft_limit`), what
@@ -33,7 +34,7 @@ pub struct Applied {
 /// advance by one. All are impossible by construction; stopping beats writing a wrong
 /// balance.
 pub fn apply(
-    wallets: &mut HashMap<WalletId, WalletState>,
+    wallets: &mut HashMap<ScopedWalletId, WalletState>,
     holds: &mut HashMap<ScopedId, Hold>,
     operations: &[Operation],
 ) -> Applied {
@@ -41,7 +42,7 @@ pub fn apply(
     let mut changed = HashSet::new();
     for operation in operations {
         let decided = wallets
-            .get(&operation.wallet_id)
+            .get(&operation.wallet())
             .map(|source| decide(wallets, holds, source, operation));
         let outcome = match decided {
             None => Outcome::Failed {
@@ -61,7 +62,7 @@ pub fn apply(
                 let balance_after = record(
                     wallets,
                     operation,
-                    operation.wallet_id,
+                    operation.wallet(),
                     &unchanged,
                     &mut applied.entries,
                 );
@@ -103,14 +104,15 @@ impl Change {
 }
 
 fn commit(
-    wallets: &mut HashMap<WalletId, WalletState>,
+    wallets: &mut HashMap<ScopedWalletId, WalletState>,
     holds: &mut HashMap<ScopedId, Hold>,
     operation: &Operation,
     change: Change,
     entries: &mut Vec<Entry>,
 ) -> Outcome {
-    let balance_after = record(wallets, operation, operation.wallet_id, &change, entries);
+    let balance_after = record(wallets, operation, operation.wallet(), &change, entries);
     if let Some(target) = change.target {
+        let target = operation.in_tenant(target);
         let credit = Change {
             delta: change.amount.clone(),
             ..Change::none()
@@ -136,7 +138,7 @@ fn commit(
 /// What the operation changes, or why it cannot be applied. The API checks the amount too;
 /// the rules re-check because any producer may write the topic.
 fn decide(
-    wallets: &HashMap<WalletId, WalletState>,
+    wallets: &HashMap<ScopedWalletId, WalletState>,
     holds: &HashMap<ScopedId, Hold>,
     source: &WalletState,
     operation: &Operation,
@@ -201,7 +203,7 @@ fn required_amount(operation: &Operation) -> Result<&BigDecimal, FailureReason> 
 /// A DEPOSIT, WITHDRAW or TRANSFER: its target first (a second wallet of the same currency),
 /// then whether the source can afford a debit.
 fn move_money(
-    wallets: &HashMap<WalletId, WalletState>,
+    wallets: &HashMap<ScopedWalletId, WalletState>,
     source: &WalletState,
     operation: &Operation,
 ) -> Result<Change, FailureReason> {
@@ -222,7 +224,7 @@ fn move_money(
 /// A CAPTURE takes from what the hold reserved, so it needs no funds beyond it: the balance
 /// and what is held go down together.
 fn capture(
-    wallets: &HashMap<WalletId, WalletState>,
+    wallets: &HashMap<ScopedWalletId, WalletState>,
     holds: &HashMap<ScopedId, Hold>,
     source: &WalletState,
     operation: &Operation,
@@ -302,7 +304,7 @@ fn closed_to_clients(hold: &Hold, operation: &Operation) -> bool {
 
 /// A second wallet of the same currency, when the kind credits one.
 fn check_target(
-    wallets: &HashMap<WalletId, WalletState>,
+    wallets: &HashMap<ScopedWalletId, WalletState>,
     source: &WalletState,
     operation: &Operation,
 ) -> Result<(), FailureReason> {
@@ -313,7 +315,7 @@ fn check_target(
         return Err(FailureReason::SameWallet);
     }
     let target_state = wallets
-        .get(&target)
+        .get(&operation.in_tenant(target))
         .ok_or(FailureReason::TargetWalletNotFound)?;
     if target_state.currency != source.currency {
         return Err(FailureReason::CurrencyMismatch);
@@ -321,17 +323,17 @@ fn check_target(
     Ok(())
 }
 
-/// Applies `change`'s balance and held deltas to `wallet_id`, bumps its version, journals it,
+/// Applies `change`'s balance and held deltas to `wallet`, bumps its version, journals it,
 /// and returns the new balance.
 fn record(
-    wallets: &mut HashMap<WalletId, WalletState>,
+    wallets: &mut HashMap<ScopedWalletId, WalletState>,
     operation: &Operation,
-    wallet_id: WalletId,
+    wallet: ScopedWalletId,
     change: &Change,
     entries: &mut Vec<Entry>,
 ) -> BigDecimal {
-    let Some(state) = wallets.get_mut(&wallet_id) else {
-        unreachable!("callers check that {wallet_id} exists before recording");
+    let Some(state) = wallets.get_mut(&wallet) else {
+        unreachable!("callers check that {wallet} exists before recording");
     };
     let previous_version = state.version;
     state.balance = &state.balance + &change.delta;
@@ -339,15 +341,15 @@ fn record(
     state.version += 1;
     assert!(
         state.held >= BigDecimal::zero(),
-        "wallet {wallet_id} would hold less than nothing"
+        "wallet {wallet} would hold less than nothing"
     );
     assert!(
         state.available() >= BigDecimal::zero(),
-        "wallet {wallet_id} would go below its overdraft limit"
+        "wallet {wallet} would go below its overdraft limit"
     );
     assert_eq!(state.version, previous_version + 1);
     entries.push(Entry {
-        wallet_id,
+        wallet,
         version: state.version,
         operation_id: operation.id,
         delta: change.delta.clone(),

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use super::tests::{operation, zero};
+use super::tests::{apply_in_default, in_default, operation, zero};
 use super::*;
 use crate::ledger::money::Currency;
 use crate::ledger::types::{HoldState, OperationKind};
@@ -33,7 +33,7 @@ fn deposit_to_missing_wallet_fails_without_entries() {
     let before = wallets.clone();
     let ops = [operation(wallet_id(2), OperationKind::Deposit, "5")];
 
-    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
+    let applied = apply_in_default(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -59,7 +59,7 @@ fn transfer_to_missing_target_journals_a_zero_delta_on_the_source() {
         "4.50",
     )];
 
-    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
+    let applied = apply_in_default(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -71,7 +71,7 @@ fn transfer_to_missing_target_journals_a_zero_delta_on_the_source() {
     assert_eq!(
         applied.entries,
         [Entry {
-            wallet_id: source,
+            wallet: in_default(source),
             version: 8,
             operation_id: ops[0].id,
             delta: zero(),
@@ -94,7 +94,7 @@ fn transfer_to_same_wallet_is_refused() {
         "1",
     )];
 
-    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
+    let applied = apply_in_default(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -115,7 +115,7 @@ fn transfer_between_currencies_is_refused() {
     let mut wallets = HashMap::from([(usd, state("USD", "10", 0)), (eur, state("EUR", "20", 5))]);
     let ops = [operation(usd, OperationKind::Transfer { target: eur }, "1")];
 
-    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
+    let applied = apply_in_default(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -125,7 +125,7 @@ fn transfer_between_currencies_is_refused() {
         }]
     );
     assert_eq!(applied.entries.len(), 1);
-    assert_eq!(applied.entries[0].wallet_id, usd);
+    assert_eq!(applied.entries[0].wallet, in_default(usd));
     assert_eq!(applied.entries[0].delta, zero());
     assert_eq!(wallets[&usd], state("USD", "10", 1));
     assert_eq!(wallets[&eur], state("EUR", "20", 5));
@@ -141,7 +141,7 @@ fn fractional_yen_is_an_invalid_amount() {
         operation(yen, OperationKind::Deposit, "2"),
     ];
 
-    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
+    let applied = apply_in_default(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -173,7 +173,7 @@ fn processed_transfer_writes_both_entries() {
         "2.50",
     )];
 
-    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
+    let applied = apply_in_default(&mut wallets, &mut HashMap::new(), &ops);
 
     assert_eq!(
         applied.outcomes,
@@ -186,7 +186,7 @@ fn processed_transfer_writes_both_entries() {
         applied.entries,
         [
             Entry {
-                wallet_id: source,
+                wallet: in_default(source),
                 version: 5,
                 operation_id: ops[0].id,
                 delta: dec("-2.5"),
@@ -194,7 +194,7 @@ fn processed_transfer_writes_both_entries() {
                 held_after: zero(),
             },
             Entry {
-                wallet_id: target,
+                wallet: in_default(target),
                 version: 10,
                 operation_id: ops[0].id,
                 delta: dec("2.5"),
@@ -249,7 +249,7 @@ fn a_hold_is_captured_in_part_to_another_wallet_and_voided() {
         super::tests::operation_with(card, OperationKind::Capture { hold, target: None }, None),
     ];
 
-    let applied = apply(&mut wallets, &mut holds, &ops);
+    let applied = apply_in_default(&mut wallets, &mut holds, &ops);
 
     assert_eq!(
         reasons(&applied),
@@ -272,7 +272,7 @@ fn a_hold_is_captured_in_part_to_another_wallet_and_voided() {
     let card_held: Vec<BigDecimal> = applied
         .entries
         .iter()
-        .filter(|entry| entry.wallet_id == card)
+        .filter(|entry| entry.wallet.id == card)
         .map(|entry| entry.held_after.clone())
         .collect();
     assert_eq!(
@@ -332,7 +332,7 @@ fn hold_refusals_and_expiry() {
         operation(card, hold_kind(60), "30.01"),
     ];
 
-    let applied = apply(&mut wallets, &mut holds, &ops);
+    let applied = apply_in_default(&mut wallets, &mut holds, &ops);
 
     assert_eq!(
         reasons(&applied),

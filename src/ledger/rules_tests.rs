@@ -237,7 +237,7 @@ impl Run {
             .collect();
         let mut wallets = initial.clone();
         let mut holds = HashMap::new();
-        let applied = apply(&mut wallets, &mut holds, &operations);
+        let applied = apply_in_default(&mut wallets, &mut holds, &operations);
         Run {
             ids,
             initial,
@@ -259,7 +259,7 @@ impl Run {
         self.applied
             .entries
             .iter()
-            .find(|entry| entry.operation_id == op.id && entry.wallet_id == op.wallet_id)
+            .find(|entry| entry.operation_id == op.id && entry.wallet.id == op.wallet_id)
             .map(|entry| &entry.balance_after - &entry.delta)
             .expect("an operation on an existing wallet writes an entry")
     }
@@ -274,6 +274,29 @@ impl Run {
         }
         deltas
     }
+}
+
+/// The wallet `id` of the default tenant, the tenant of every test operation.
+pub(super) fn in_default(id: WalletId) -> ScopedWalletId {
+    ScopedWalletId {
+        tenant: "default".to_owned(),
+        id,
+    }
+}
+
+/// `apply` to wallets of the default tenant, keyed by their ids alone.
+pub(super) fn apply_in_default(
+    wallets: &mut HashMap<WalletId, WalletState>,
+    holds: &mut HashMap<ScopedId, Hold>,
+    operations: &[Operation],
+) -> Applied {
+    let mut scoped: HashMap<ScopedWalletId, WalletState> = wallets
+        .drain()
+        .map(|(id, state)| (in_default(id), state))
+        .collect();
+    let applied = apply(&mut scoped, holds, operations);
+    wallets.extend(scoped.into_iter().map(|(id, state)| (id.id, state)));
+    applied
 }
 
 /// An operation of the default tenant; `amount` as the request names it, if it does.
@@ -617,14 +640,14 @@ proptest! {
             let before = available.get(&op.wallet_id).cloned();
             while let Some(entry) = entries.next_if(|entry| entry.operation_id == op.id) {
                 prop_assert!(
-                    &entry.balance_after - &entry.held_after >= floor(&entry.wallet_id),
+                    &entry.balance_after - &entry.held_after >= floor(&entry.wallet.id),
                     "entry below the floor {:?}",
                     entry
                 );
                 prop_assert!(entry.held_after >= zero(), "held below zero {:?}", entry);
-                let limit = &run.initial[&entry.wallet_id].overdraft_limit;
+                let limit = &run.initial[&entry.wallet.id].overdraft_limit;
                 available.insert(
-                    entry.wallet_id,
+                    entry.wallet.id,
                     &entry.balance_after - &entry.held_after + limit,
                 );
             }
@@ -747,7 +770,7 @@ proptest! {
             let mut version = initial.version;
             let mut balance = initial.balance.clone();
             let mut held = initial.held.clone();
-            for entry in run.applied.entries.iter().filter(|entry| entry.wallet_id == *id) {
+            for entry in run.applied.entries.iter().filter(|entry| entry.wallet.id == *id) {
                 version += 1;
                 prop_assert_eq!(entry.version, version);
                 prop_assert_eq!(&entry.balance_after, &(&balance + &entry.delta));

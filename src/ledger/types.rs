@@ -60,6 +60,20 @@ pub struct ScopedId {
     pub id: OperationId,
 }
 
+/// A wallet id in the only namespace it is unique in: its tenant's. Two tenants may each have a
+/// wallet with the same id; they share nothing but the topic partition the id hashes to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScopedWalletId {
+    pub tenant: String,
+    pub id: WalletId,
+}
+
+impl fmt::Display for ScopedWalletId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.id)
+    }
+}
+
 /// An accepted request to change balances, as it travels through the topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
@@ -83,6 +97,27 @@ impl Operation {
         ScopedId {
             tenant: self.tenant.clone(),
             id: self.id,
+        }
+    }
+
+    /// The operation's source wallet, in the operation's tenant: the only one it can name.
+    pub fn wallet(&self) -> ScopedWalletId {
+        self.in_tenant(self.wallet_id)
+    }
+
+    /// The wallets the operation touches, in its tenant: its source, then the wallet its
+    /// kind credits, if any.
+    pub fn wallets(&self) -> impl Iterator<Item = ScopedWalletId> + '_ {
+        std::iter::once(self.wallet_id)
+            .chain(self.kind.target())
+            .map(|id| self.in_tenant(id))
+    }
+
+    /// `id` in the operation's tenant: a transfer never leaves its tenant.
+    pub fn in_tenant(&self, id: WalletId) -> ScopedWalletId {
+        ScopedWalletId {
+            tenant: self.tenant.clone(),
+            id,
         }
     }
 
@@ -277,7 +312,8 @@ impl Outcome {
 /// versions count every operation it has seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    pub wallet_id: WalletId,
+    /// The wallet, in its operation's tenant.
+    pub wallet: ScopedWalletId,
     pub version: i64,
     pub operation_id: OperationId,
     pub delta: BigDecimal,

@@ -52,7 +52,7 @@ async fn migrate_applies_once_even_when_run_concurrently() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("10 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("11 migration(s) applied"));
     let again = run().wait_with_output().expect("second run");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
@@ -77,7 +77,7 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert_eq!(
         applied
             .iter()
-            .filter(|out| out.contains("10 migration(s) applied"))
+            .filter(|out| out.contains("11 migration(s) applied"))
             .count(),
         1,
         "{applied:?}"
@@ -205,8 +205,9 @@ async fn harness_restarts_its_servers() {
 /// Proves the migrations since issue 16 upgrade a database that already holds data: wallets
 /// get a limit of 0 and keep their floor at zero and hold nothing, old entries take their
 /// operation's processing time (so a balance at a point in time covers them) and held nothing,
-/// old operations have no metadata and name no hold, and events waiting in the outbox stay
-/// there, in order.
+/// old operations have no metadata and name no hold, events waiting in the outbox stay there,
+/// in order, with their wallets' tenants; wallet ids become their tenant's, and the wallet
+/// migration run again changes nothing.
 #[tokio::test]
 async fn migrations_upgrade_a_database_with_data() {
     let postgres = Postgres::start();
@@ -261,7 +262,7 @@ async fn migrations_upgrade_a_database_with_data() {
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
     );
-    assert!(stdout.contains("6 migration(s) applied"), "{stdout}");
+    assert!(stdout.contains("7 migration(s) applied"), "{stdout}");
     let timed: i64 = db
         .query_one(
             "SELECT count(*) FROM entries e JOIN operations o ON o.id = e.operation_id
@@ -304,8 +305,44 @@ async fn migrations_upgrade_a_database_with_data() {
         ],
         "events waiting from before are carried over, in order, one per row"
     );
+    let tenants: Vec<Vec<String>> = db
+        .query("SELECT tenants FROM outbox ORDER BY id", &[])
+        .await
+        .expect("outbox tenants")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(tenants, vec![vec!["default".to_owned()]; 2]);
     let below = db.execute("UPDATE wallets SET balance = -0.01", &[]).await;
     assert!(below.is_err(), "the floor of an old wallet stays at zero");
+    db.batch_execute(include_str!("../../sql/0011_tenant_wallets.sql"))
+        .await
+        .expect("the wallet migration runs again");
+    db.batch_execute(
+        "INSERT INTO wallets (tenant, id, currency, balance, version, created_at, updated_at)
+             VALUES ('acme', '00000000-0000-0000-0000-000000000001', 'EUR', 0, 0, now(), now());
+         INSERT INTO entries (tenant, wallet_id, version, operation_id, delta, balance_after, recorded_at)
+             VALUES ('acme', '00000000-0000-0000-0000-000000000001', 1,
+                     '00000000-0000-0000-0000-0000000000a1', 0, 0, now());",
+    )
+    .await
+    .expect("another tenant's wallet and journal with the same ids");
+    let keys: Vec<String> = db
+        .query(
+            "SELECT conname::text FROM pg_constraint
+             WHERE conname IN ('wallets_tenant_id_pkey', 'entries_tenant_wallet_version_pkey')
+             ORDER BY conname",
+            &[],
+        )
+        .await
+        .expect("keys")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        keys,
+        ["entries_tenant_wallet_version_pkey", "wallets_tenant_id_pkey"]
+    );
 }
 
 /// `wallet migrate` against `postgres` and the shared broker, with topics of its own.

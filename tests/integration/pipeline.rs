@@ -315,6 +315,14 @@ async fn workers_share_partitions_and_take_over() {
 }
 
 /// A cache entry of a USD wallet of the tenant `default`.
+/// The wallet `id` of the default tenant, whose entries `cached_wallet` makes.
+fn in_default(id: wallet::ledger::types::WalletId) -> wallet::ledger::types::ScopedWalletId {
+    wallet::ledger::types::ScopedWalletId {
+        tenant: "default".to_owned(),
+        id,
+    }
+}
+
 fn cached_wallet(
     id: wallet::ledger::types::WalletId,
     version: i64,
@@ -373,7 +381,7 @@ async fn stale_cache_writes_are_ignored() {
         0
     );
     let cached = cache
-        .balance(wallet::ledger::types::WalletId(uuid::Uuid::nil()))
+        .balance(&in_default(wallet::ledger::types::WalletId(uuid::Uuid::nil())))
         .await
         .expect("read")
         .expect("present");
@@ -408,7 +416,7 @@ async fn a_refresh_skips_only_versions_this_process_wrote() {
     };
     let version = |cache: wallet::cache::Cache| async move {
         cache
-            .balance(id)
+            .balance(&in_default(id))
             .await
             .expect("read")
             .map(|wallet| wallet.version)
@@ -420,7 +428,7 @@ async fn a_refresh_skips_only_versions_this_process_wrote() {
         .await
         .expect("connects to Redis");
     let () = redis::cmd("DEL")
-        .arg(format!("wallet:{id}"))
+        .arg(format!("wallet:default:{id}"))
         .query_async(&mut connection)
         .await
         .expect("the entry is lost");
@@ -442,7 +450,9 @@ async fn a_refresh_skips_only_versions_this_process_wrote() {
         1,
         "a newer version is always written"
     );
-    here.forget_balances(&[id]).await.expect("dropped");
+    here.forget_balances(&[in_default(id)])
+        .await
+        .expect("dropped");
     assert_eq!(version(here.clone()).await, None);
     assert_eq!(refresh(&here, 6).await, 1, "written again once dropped");
     assert_eq!(version(here).await, Some(6));
@@ -472,14 +482,17 @@ async fn a_dropped_balance_keeps_its_version_guard() {
         let cache = cache.clone();
         async move {
             cache
-                .balance(id)
+                .balance(&in_default(id))
                 .await
                 .expect("read")
                 .map(|wallet| wallet.version)
         }
     };
     assert_eq!(store(12).await, 1);
-    cache.forget_balances(&[id]).await.expect("dropped");
+    cache
+        .forget_balances(&[in_default(id)])
+        .await
+        .expect("dropped");
     assert_eq!(version().await, None, "a dropped balance is a miss");
     assert_eq!(store(11).await, 0, "an older balance never comes back");
     assert_eq!(version().await, None);

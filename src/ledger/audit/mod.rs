@@ -20,13 +20,14 @@ const PAGE_ROWS: i32 = 5_000;
 /// Violations kept for the report; beyond this they are only counted.
 const VIOLATIONS_KEPT_MAX: usize = 10_000;
 
-const WALLETS: &str = "SELECT w.id::text, w.balance::text, w.version, count(e.version),
+/// Wallets are named `tenant/id`: an id is unique only within its tenant.
+const WALLETS: &str = "SELECT w.tenant || '/' || w.id::text, w.balance::text, w.version, count(e.version),
         coalesce(sum(e.delta), 0)::text, coalesce(min(e.version), 0), coalesce(max(e.version), 0),
         w.held::text, w.overdraft_limit::text,
         (SELECT coalesce(sum(h.amount - h.captured), 0) FROM holds h
-          WHERE h.wallet_id = w.id AND h.state = 'OPEN')::text
-     FROM wallets w LEFT JOIN entries e ON e.wallet_id = w.id
-     GROUP BY w.id ORDER BY w.id";
+          WHERE h.tenant = w.tenant AND h.wallet_id = w.id AND h.state = 'OPEN')::text
+     FROM wallets w LEFT JOIN entries e ON e.tenant = w.tenant AND e.wallet_id = w.id
+     GROUP BY w.tenant, w.id ORDER BY w.tenant, w.id";
 const OPERATIONS: &str =
     "SELECT o.id::text, o.type, o.status, coalesce(o.amount, 0)::text, count(e.version),
         coalesce(sum(e.delta), 0)::text, coalesce(sum(abs(e.delta)), 0)::text,
@@ -34,23 +35,24 @@ const OPERATIONS: &str =
      FROM operations o LEFT JOIN entries e ON e.tenant = o.tenant AND e.operation_id = o.id
      GROUP BY o.tenant, o.id ORDER BY o.tenant, o.id";
 /// Every entry with the one before it in its wallet's versions, and whether it lies on a
-/// wallet its operation names.
-const ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.delta::text, e.balance_after::text,
-        e.recorded_at, lag(e.version) OVER w, (lag(e.balance_after) OVER w)::text,
-        lag(e.recorded_at) OVER w,
+/// wallet its operation names (in the entry's tenant, which is its operation's).
+const ENTRIES: &str = "SELECT e.tenant || '/' || e.wallet_id::text, e.version, e.delta::text,
+        e.balance_after::text, e.recorded_at, lag(e.version) OVER w,
+        (lag(e.balance_after) OVER w)::text, lag(e.recorded_at) OVER w,
         coalesce(o.id IS NULL OR e.wallet_id = o.wallet_id OR e.wallet_id = o.to_wallet_id, false)
      FROM entries e LEFT JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
-     WINDOW w AS (PARTITION BY e.wallet_id ORDER BY e.version)
-     ORDER BY e.wallet_id, e.version";
+     WINDOW w AS (PARTITION BY e.tenant, e.wallet_id ORDER BY e.version)
+     ORDER BY e.tenant, e.wallet_id, e.version";
 /// Entries missing their operation or their wallet: no foreign key stops them (see migration
 /// 0008), the batch transaction that writes them does.
-const ORPHAN_ENTRIES: &str = "SELECT e.wallet_id::text, e.version, e.operation_id::text,
+const ORPHAN_ENTRIES: &str = "SELECT e.tenant || '/' || e.wallet_id::text, e.version,
+        e.operation_id::text,
         EXISTS (SELECT 1 FROM operations o WHERE o.tenant = e.tenant AND o.id = e.operation_id),
-        EXISTS (SELECT 1 FROM wallets w WHERE w.id = e.wallet_id)
+        EXISTS (SELECT 1 FROM wallets w WHERE w.tenant = e.tenant AND w.id = e.wallet_id)
      FROM entries e
      WHERE NOT EXISTS (SELECT 1 FROM operations o WHERE o.tenant = e.tenant AND o.id = e.operation_id)
-        OR NOT EXISTS (SELECT 1 FROM wallets w WHERE w.id = e.wallet_id)
-     ORDER BY e.wallet_id, e.version";
+        OR NOT EXISTS (SELECT 1 FROM wallets w WHERE w.tenant = e.tenant AND w.id = e.wallet_id)
+     ORDER BY e.tenant, e.wallet_id, e.version";
 
 /// What the audit found, and what it saw that is worth an operator's look but is no violation.
 #[derive(Debug, Default, Serialize)]

@@ -12,7 +12,7 @@ use super::outbox::write_outbox;
 use super::writers::{write_dead_letters, write_entries, write_operations, write_wallets};
 use super::{dedupe, prepared, scoped_values, Batch, BatchReport, StoreError};
 use crate::ledger::money::{decimal_from_db, Currency};
-use crate::ledger::types::{Hold, Operation, ScopedId, WalletId, WalletState};
+use crate::ledger::types::{Hold, Operation, ScopedId, ScopedWalletId, WalletId, WalletState};
 use crate::ledger::{events, rules};
 
 /// Whether a batch transaction first asks which of its operations are stored already, or
@@ -26,7 +26,7 @@ enum Stored {
 }
 
 /// Applies a batch in one transaction: the partition's position is checked and advanced, the
-/// operations already stored are dropped, the touched wallets are locked in id order (so two
+/// operations already stored are dropped, the touched wallets are locked in (tenant, id) order (so two
 /// workers never deadlock, transfers included), the pure rules decide, and everything is
 /// written with one statement per table. When the assumption that no operation is stored yet
 /// fails, the transaction is rolled back and the batch applied again with the stored ids
@@ -64,7 +64,6 @@ async fn apply_once(
     let Found {
         known,
         mut states,
-        tenants,
         changed,
         mut holds,
     } = read_batch(&transaction, batch, stored).await?;
@@ -74,29 +73,23 @@ async fn apply_once(
         .map(|(_, operation)| operation.clone())
         .collect();
     let applied = rules::apply(&mut states, &mut holds, &operations);
-    let touched: HashSet<WalletId> = applied
+    let touched: HashSet<&ScopedWalletId> = applied
         .entries
         .iter()
-        .map(|entry| entry.wallet_id)
+        .map(|entry| &entry.wallet)
         .collect();
     let rejected: Vec<Operation> = batch
         .dead_letters
         .iter()
         .filter_map(|letter| letter.operation.clone())
         .collect();
-    let mut events = events::for_batch(
-        &operations,
-        &applied.outcomes,
-        &applied.entries,
-        &tenants,
-        now,
-    );
+    let mut events = events::for_batch(&operations, &applied.outcomes, &applied.entries, now);
     events.extend(events::for_rejected(&rejected, now));
     dead_letters.extend(batch.dead_letters.iter().cloned());
     let partition = batch.partition;
     write_operations(&transaction, partition, &fresh, &applied.outcomes, now).await?;
     let wallets = match tokio::join!(
-        write_entries(&transaction, &applied.entries, &tenants, &changed, now),
+        write_entries(&transaction, &applied.entries, &changed, now),
         write_holds(
             &transaction,
             partition,
@@ -127,7 +120,7 @@ async fn apply_once(
         wallets,
         currencies: states
             .iter()
-            .map(|(id, state)| (*id, state.currency))
+            .map(|(id, state)| (id.clone(), state.currency))
             .collect(),
         decided: operations.into_iter().zip(applied.outcomes).collect(),
         rejected,
@@ -140,11 +133,9 @@ async fn apply_once(
 struct Found {
     /// The fingerprints of the batch's ids stored already, if asked.
     known: HashMap<ScopedId, String>,
-    states: HashMap<WalletId, WalletState>,
-    /// Each locked wallet's tenant, for the events.
-    tenants: HashMap<WalletId, String>,
+    states: HashMap<ScopedWalletId, WalletState>,
     /// When each locked wallet last changed, for the journal's times.
-    changed: HashMap<WalletId, DateTime<Utc>>,
+    changed: HashMap<ScopedWalletId, DateTime<Utc>>,
     holds: HashMap<ScopedId, Hold>,
 }
 
@@ -161,16 +152,11 @@ async fn read_batch(
     ) {
         (
             Ok(known),
-            Ok(Locked {
-                states,
-                tenants,
-                changed,
-            }),
+            Ok(Locked { states, changed }),
             Ok(holds),
         ) => Ok(Found {
             known,
             states,
-            tenants,
             changed,
             holds,
         }),
@@ -209,43 +195,50 @@ async fn stored_ids(
     Ok(scoped_values(&rows))
 }
 
-/// The wallets a batch locked: their states, their tenants for the events, and when each
-/// last changed for the journal's times.
+/// The wallets a batch locked: their states, and when each last changed for the journal's
+/// times.
 struct Locked {
-    states: HashMap<WalletId, WalletState>,
-    tenants: HashMap<WalletId, String>,
-    changed: HashMap<WalletId, DateTime<Utc>>,
+    states: HashMap<ScopedWalletId, WalletState>,
+    changed: HashMap<ScopedWalletId, DateTime<Utc>>,
 }
 
-/// Locks the wallets the operations touch, in id order.
+/// Locks the wallets the operations touch, each in its operation's tenant, in (tenant, id)
+/// order: the order of the wallets key, the same in every batch.
 async fn lock_wallets(
     client: &impl GenericClient,
     operations: &[(i64, Operation)],
 ) -> Result<Locked, StoreError> {
-    let mut ids: Vec<Uuid> = operations
+    let mut ids: Vec<ScopedWalletId> = operations
         .iter()
-        .flat_map(|(_, operation)| {
-            std::iter::once(operation.wallet_id).chain(operation.kind.target())
-        })
-        .map(|id| id.0)
+        .flat_map(|(_, operation)| operation.wallets())
         .collect();
     ids.sort_unstable();
     ids.dedup();
+    let (tenants, ids): (Vec<&str>, Vec<Uuid>) =
+        ids.iter().map(|id| (id.tenant.as_str(), id.id.0)).unzip();
     let rows = client
         .query(
-            &prepared(client, "SELECT id, currency, balance::text, version, tenant, overdraft_limit::text, held::text, updated_at FROM wallets WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?,
-            &[&ids],
+            &prepared(
+                client,
+                "SELECT tenant, id, currency, balance::text, version, overdraft_limit::text, held::text, updated_at
+                 FROM wallets JOIN unnest($1::text[], $2::uuid[]) AS t(tenant, id) USING (tenant, id)
+                 ORDER BY tenant, id FOR UPDATE OF wallets",
+            )
+            .await?,
+            &[&tenants, &ids],
         )
         .await?;
     let mut locked = Locked {
         states: HashMap::with_capacity(rows.len()),
-        tenants: HashMap::with_capacity(rows.len()),
         changed: HashMap::with_capacity(rows.len()),
     };
     for row in &rows {
-        let id = WalletId(row.get(0));
-        let currency: String = row.get(1);
-        let balance: String = row.get(2);
+        let id = ScopedWalletId {
+            tenant: row.get(0),
+            id: WalletId(row.get(1)),
+        };
+        let currency: String = row.get(2);
+        let balance: String = row.get(3);
         let overdraft_limit: String = row.get(5);
         let held: String = row.get(6);
         let state = WalletState {
@@ -253,11 +246,10 @@ async fn lock_wallets(
             balance: decimal_from_db(&balance).map_err(StoreError::corrupt)?,
             overdraft_limit: decimal_from_db(&overdraft_limit).map_err(StoreError::corrupt)?,
             held: decimal_from_db(&held).map_err(StoreError::corrupt)?,
-            version: row.get(3),
+            version: row.get(4),
         };
+        locked.changed.insert(id.clone(), row.get(7));
         locked.states.insert(id, state);
-        locked.tenants.insert(id, row.get(4));
-        locked.changed.insert(id, row.get(7));
     }
     Ok(locked)
 }

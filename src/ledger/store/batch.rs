@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::Wallet;
 use crate::ledger::money::Currency;
-use crate::ledger::types::{Operation, Outcome, ScopedId, WalletId};
+use crate::ledger::types::{Operation, Outcome, ScopedId, ScopedWalletId};
 
 /// A record that could not become an operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ impl Batch {
 pub struct BatchReport {
     pub wallets: Vec<Wallet>,
     /// The currency of every wallet the batch locked, changed or not, to show amounts in.
-    pub currencies: HashMap<WalletId, Currency>,
+    pub currencies: HashMap<ScopedWalletId, Currency>,
     /// Each operation this batch applied (the record that was applied, not a later duplicate
     /// of its id) and what became of it.
     pub decided: Vec<(Operation, Outcome)>,

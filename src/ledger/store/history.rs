@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use super::operations::{operation_from_row, OperationRecord, OPERATION_COLUMNS};
 use super::{prepared, StoreError};
 use crate::ledger::money::decimal_from_db;
-use crate::ledger::types::{OperationStatus, OperationType, WalletId};
+use crate::ledger::types::{OperationStatus, OperationType, ScopedWalletId};
 
 /// One line of a wallet's history: its journal entry and the operation behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,11 +89,11 @@ impl Window {
 /// (answered with a short page and a cursor) instead of the whole journal on one connection.
 pub async fn history(
     client: &impl GenericClient,
-    wallet_id: WalletId,
+    wallet: &ScopedWalletId,
     request: HistoryRequest,
     filter: &HistoryFilter,
 ) -> Result<HistoryPage, StoreError> {
-    let Some(window) = window(client, wallet_id, request, filter).await? else {
+    let Some(window) = window(client, wallet, request, filter).await? else {
         return Ok(HistoryPage {
             items: Vec::new(),
             next_before: None,
@@ -106,7 +106,7 @@ pub async fn history(
                 &format!(
                     "SELECT {OPERATION_COLUMNS}, e.version, e.delta::text, e.balance_after::text, e.held_after::text
                  FROM entries e JOIN operations o ON o.tenant = e.tenant AND o.id = e.operation_id
-                 WHERE e.wallet_id = $1 AND e.version <= $2 AND e.version >= $3
+                 WHERE e.tenant = $9 AND e.wallet_id = $1 AND e.version <= $2 AND e.version >= $3
                    AND ($5::text IS NULL OR o.type = $5)
                    AND ($6::text IS NULL OR o.status = $6)
                    AND ($7::timestamptz IS NULL OR o.processed_at >= $7)
@@ -116,7 +116,7 @@ pub async fn history(
             )
             .await?,
             &[
-                &wallet_id.0,
+                &wallet.id.0,
                 &window.newest,
                 &window.oldest,
                 &request.limit,
@@ -124,6 +124,7 @@ pub async fn history(
                 &filter.status.map(OperationStatus::as_str),
                 &filter.from,
                 &filter.to,
+                &wallet.tenant,
             ],
         )
         .await?;
@@ -142,7 +143,7 @@ pub async fn history(
 /// processed at or after `from`.
 async fn window(
     client: &impl GenericClient,
-    wallet_id: WalletId,
+    wallet: &ScopedWalletId,
     request: HistoryRequest,
     filter: &HistoryFilter,
 ) -> Result<Option<Window>, StoreError> {
@@ -150,14 +151,15 @@ async fn window(
         .query_one(
             &prepared(
                 client,
-                "SELECT (SELECT version FROM entries WHERE wallet_id = $1 AND version < $2
+                "SELECT (SELECT version FROM entries WHERE tenant = $4 AND wallet_id = $1 AND version < $2
                          ORDER BY version DESC LIMIT 1),
                         (SELECT version FROM entries
-                         WHERE wallet_id = $1 AND recorded_at >= COALESCE($3, '-infinity'::timestamptz)
+                         WHERE tenant = $4 AND wallet_id = $1
+                           AND recorded_at >= COALESCE($3, '-infinity'::timestamptz)
                          ORDER BY recorded_at, version LIMIT 1)",
             )
             .await?,
-            &[&wallet_id.0, &request.before_version, &filter.from],
+            &[&wallet.id.0, &request.before_version, &filter.from, &wallet.tenant],
         )
         .await?;
     Ok(Window::new(row.get(0), row.get(1), request.scan_max))

@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::{prepared, StoreError};
 use crate::ledger::money::decimal_from_db;
-use crate::ledger::types::{Entry, Hold, HoldState, Operation, OperationId, ScopedId, WalletId};
+use crate::ledger::types::{
+    Entry, Hold, HoldState, Operation, OperationId, ScopedId, ScopedWalletId, WalletId,
+};
 
 const HOLD_COLUMNS: &str = "tenant, hold_id, wallet_id, amount::text, captured::text, state, \
                             expires_at, created_at, version";
@@ -105,9 +107,9 @@ pub(super) async fn write_holds(
         return Ok(());
     }
     // A HOLD journals one entry, on its wallet; the hold keeps that entry's version.
-    let versions: HashMap<(WalletId, OperationId), i64> = entries
+    let versions: HashMap<(&ScopedWalletId, OperationId), i64> = entries
         .iter()
-        .map(|entry| ((entry.wallet_id, entry.operation_id), entry.version))
+        .map(|entry| ((&entry.wallet, entry.operation_id), entry.version))
         .collect();
     let count = changed.len();
     let (mut tenants, mut ids, mut wallets, mut amounts, mut captured) = (
@@ -134,7 +136,11 @@ pub(super) async fn write_holds(
         states.push(hold.state.as_str());
         expiries.push(hold.expires_at);
         // A hold placed before this batch keeps its stored version (the update leaves it).
-        hold_versions.push(versions.get(&(hold.wallet_id, id.id)).copied().unwrap_or(0));
+        let wallet = ScopedWalletId {
+            tenant: id.tenant.clone(),
+            id: hold.wallet_id,
+        };
+        hold_versions.push(versions.get(&(&wallet, id.id)).copied().unwrap_or(0));
     }
     client
         .execute(
@@ -193,7 +199,7 @@ pub async fn hold(
 /// `limit` holds per state however many the wallet has.
 pub async fn holds(
     client: &impl GenericClient,
-    wallet_id: WalletId,
+    wallet: &ScopedWalletId,
     state: Option<HoldState>,
     before_version: i64,
     limit: i64,
@@ -210,14 +216,14 @@ pub async fn holds(
                     "SELECT h.* FROM unnest($4::text[]) AS s(state)
                      CROSS JOIN LATERAL (
                          SELECT {HOLD_COLUMNS} FROM holds
-                         WHERE wallet_id = $1 AND state = s.state AND version < $2
+                         WHERE tenant = $5 AND wallet_id = $1 AND state = s.state AND version < $2
                          ORDER BY version DESC LIMIT $3
                      ) h
                      ORDER BY h.version DESC LIMIT $3"
                 ),
             )
             .await?,
-            &[&wallet_id.0, &before_version, &limit, &states],
+            &[&wallet.id.0, &before_version, &limit, &states, &wallet.tenant],
         )
         .await?;
     rows.iter().map(hold_from_row).collect()

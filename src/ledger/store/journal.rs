@@ -6,7 +6,7 @@ use deadpool_postgres::GenericClient;
 
 use super::{prepared, StoreError};
 use crate::ledger::money::decimal_from_db;
-use crate::ledger::types::WalletId;
+use crate::ledger::types::ScopedWalletId;
 
 /// The wallet's last journal entry at or before an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,10 +18,10 @@ pub struct EntryAt {
 }
 
 /// The last entry of the wallet recorded at or before `at`, or none when it had none yet: one
-/// backward step on the `(wallet_id, recorded_at, version)` index, never a scan.
+/// backward step on the `(tenant, wallet_id, recorded_at, version)` index, never a scan.
 pub async fn entry_at(
     client: &impl GenericClient,
-    wallet_id: WalletId,
+    wallet: &ScopedWalletId,
     at: DateTime<Utc>,
 ) -> Result<Option<EntryAt>, StoreError> {
     let row = client
@@ -29,11 +29,11 @@ pub async fn entry_at(
             &prepared(
                 client,
                 "SELECT version, balance_after::text, recorded_at, held_after::text FROM entries
-                 WHERE wallet_id = $1 AND recorded_at <= $2
+                 WHERE tenant = $3 AND wallet_id = $1 AND recorded_at <= $2
                  ORDER BY recorded_at DESC, version DESC LIMIT 1",
             )
             .await?,
-            &[&wallet_id.0, &at],
+            &[&wallet.id.0, &at, &wallet.tenant],
         )
         .await?;
     row.map(|row| {

@@ -116,7 +116,7 @@ pub async fn decisions(
         &format!(
             "SELECT {OPERATION_COLUMNS}, w.currency, o.tenant FROM operations o
              JOIN unnest($1::text[], $2::uuid[]) AS t(tenant, id) USING (tenant, id)
-             LEFT JOIN wallets w ON w.id = o.wallet_id"
+             LEFT JOIN wallets w ON w.tenant = o.tenant AND w.id = o.wallet_id"
         ),
     )
     .await?;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{prepared, StoreError};
 use crate::ledger::events::Event;
-use crate::ledger::types::WalletId;
+use crate::ledger::types::{ScopedWalletId, WalletId};
 
 /// Writes the transaction's events as one row, in the order given (the journal's).
 pub(super) async fn write_outbox(
@@ -17,6 +17,7 @@ pub(super) async fn write_outbox(
     if events.is_empty() {
         return Ok(());
     }
+    let tenants: Vec<&str> = events.iter().map(|event| event.tenant.as_str()).collect();
     let wallets: Vec<Uuid> = events.iter().map(|event| event.wallet_id.0).collect();
     let payloads = events
         .iter()
@@ -28,10 +29,10 @@ pub(super) async fn write_outbox(
         .execute(
             &prepared(
                 client,
-                "INSERT INTO outbox (wallet_ids, payloads, events, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO outbox (tenants, wallet_ids, payloads, events, created_at) VALUES ($5, $1, $2, $3, $4)",
             )
             .await?,
-            &[&wallets, &payloads, &count, &now],
+            &[&wallets, &payloads, &count, &now, &tenants],
         )
         .await?;
     Ok(())
@@ -54,7 +55,8 @@ pub async fn outbox_backlog(
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub row: i64,
-    pub wallet_id: WalletId,
+    /// The wallet the event is about, in its tenant; the events topic is keyed by its id.
+    pub wallet: ScopedWalletId,
     pub payload: String,
 }
 
@@ -78,7 +80,7 @@ pub async fn oldest_events(
         .query(
             &prepared(
                 client,
-                "SELECT id, wallet_ids, payloads FROM outbox WHERE id = ANY($1) ORDER BY id",
+                "SELECT id, tenants, wallet_ids, payloads FROM outbox WHERE id = ANY($1) ORDER BY id",
             )
             .await?,
             &[&ids],
@@ -87,25 +89,27 @@ pub async fn oldest_events(
     let mut found = Vec::with_capacity(events.max(0) as usize);
     for row in &rows {
         let id: i64 = row.get(0);
-        let wallets: Vec<Uuid> = row.get(1);
-        let payloads: Vec<String> = row.get(2);
-        if wallets.len() != payloads.len() {
+        let tenants: Vec<String> = row.get(1);
+        let wallets: Vec<Uuid> = row.get(2);
+        let payloads: Vec<String> = row.get(3);
+        if wallets.len() != payloads.len() || tenants.len() != payloads.len() {
             return Err(StoreError::Corrupt(format!(
-                "outbox row {id} has {} wallets for {} events",
+                "outbox row {id} has {} wallets and {} tenants for {} events",
                 wallets.len(),
+                tenants.len(),
                 payloads.len()
             )));
         }
-        found.extend(
-            wallets
-                .into_iter()
-                .zip(payloads)
-                .map(|(wallet, payload)| OutboxRow {
-                    row: id,
-                    wallet_id: WalletId(wallet),
-                    payload,
-                }),
-        );
+        found.extend(tenants.into_iter().zip(wallets).zip(payloads).map(
+            |((tenant, wallet), payload)| OutboxRow {
+                row: id,
+                wallet: ScopedWalletId {
+                    tenant,
+                    id: WalletId(wallet),
+                },
+                payload,
+            },
+        ));
     }
     Ok(found)
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{prepared, StoreError};
 use crate::ledger::events;
 use crate::ledger::money::{decimal_from_db, Currency};
-use crate::ledger::types::WalletId;
+use crate::ledger::types::{ScopedWalletId, WalletId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wallet {
@@ -25,6 +25,16 @@ pub struct Wallet {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Wallet {
+    /// The wallet's id in its tenant, the only place it is unique.
+    pub fn scoped_id(&self) -> ScopedWalletId {
+        ScopedWalletId {
+            tenant: self.tenant.clone(),
+            id: self.id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +74,7 @@ pub struct NewWallet {
     pub overdraft_limit: BigDecimal,
 }
 
-/// Creates a wallet, or returns the one that already has this id.
+/// Creates a wallet, or returns the one of its tenant that already has this id.
 pub async fn create_wallet(
     client: &impl GenericClient,
     new: &NewWallet,
@@ -78,6 +88,10 @@ pub async fn create_wallet(
     } = new;
     let id = *id;
     let event = events::wallet_created(id, tenant, overdraft_limit, now);
+    let scoped = ScopedWalletId {
+        tenant: tenant.clone(),
+        id,
+    };
     let payload = serde_json::to_string(&event).map_err(StoreError::corrupt)?;
     // One statement, so the wallet and its WalletCreated event exist together or not at all.
     let inserted = client
@@ -87,10 +101,10 @@ pub async fn create_wallet(
                 &format!(
                     "WITH inserted AS (
                          INSERT INTO wallets (id, currency, balance, version, created_at, updated_at, tenant, overdraft_limit)
-                         VALUES ($1, $2, 0, 0, $3, $3, $5, $6::text::numeric) ON CONFLICT (id) DO NOTHING RETURNING *
+                         VALUES ($1, $2, 0, 0, $3, $3, $5, $6::text::numeric) ON CONFLICT (tenant, id) DO NOTHING RETURNING *
                      ), event AS (
-                         INSERT INTO outbox (wallet_ids, payloads, events, created_at)
-                         SELECT ARRAY[id], ARRAY[$4], 1, $3 FROM inserted
+                         INSERT INTO outbox (tenants, wallet_ids, payloads, events, created_at)
+                         SELECT ARRAY[tenant], ARRAY[id], ARRAY[$4], 1, $3 FROM inserted
                      )
                      SELECT {WALLET_COLUMNS} FROM inserted"
                 ),
@@ -108,10 +122,10 @@ pub async fn create_wallet(
         .await?;
     match inserted {
         Some(row) => Ok(Created::New(wallet_from_row(&row)?)),
-        None => match wallet(client, id).await? {
+        None => match wallet(client, &scoped).await? {
             Some(existing) => Ok(Created::Existing(existing)),
             None => Err(StoreError::Corrupt(format!(
-                "wallet {id} conflicted but does not exist"
+                "wallet {scoped} conflicted but does not exist"
             ))),
         },
     }
@@ -119,16 +133,16 @@ pub async fn create_wallet(
 
 pub async fn wallet(
     client: &impl GenericClient,
-    id: WalletId,
+    id: &ScopedWalletId,
 ) -> Result<Option<Wallet>, StoreError> {
     let row = client
         .query_opt(
             &prepared(
                 client,
-                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = $1"),
+                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE tenant = $1 AND id = $2"),
             )
             .await?,
-            &[&id.0],
+            &[&id.tenant, &id.id.0],
         )
         .await?;
     row.as_ref().map(wallet_from_row).transpose()
@@ -137,17 +151,21 @@ pub async fn wallet(
 /// The wallets among `ids` that exist, in no particular order, in one round trip.
 pub async fn wallets(
     client: &impl GenericClient,
-    ids: &[WalletId],
+    ids: &[ScopedWalletId],
 ) -> Result<Vec<Wallet>, StoreError> {
-    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+    let (tenants, ids): (Vec<&str>, Vec<Uuid>) =
+        ids.iter().map(|id| (id.tenant.as_str(), id.id.0)).unzip();
     let rows = client
         .query(
             &prepared(
                 client,
-                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE id = ANY($1)"),
+                &format!(
+                    "SELECT {WALLET_COLUMNS} FROM wallets
+                     JOIN unnest($1::text[], $2::uuid[]) AS t(tenant, id) USING (tenant, id)"
+                ),
             )
             .await?,
-            &[&ids],
+            &[&tenants, &ids],
         )
         .await?;
     rows.iter().map(wallet_from_row).collect()

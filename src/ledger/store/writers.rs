@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::wallets::wallet_from_row;
 use super::{prepared, Batch, DeadLetter, StoreError, Wallet};
-use crate::ledger::types::{Entry, Operation, Outcome, WalletId, WalletState};
+use crate::ledger::types::{Entry, Operation, Outcome, ScopedWalletId, WalletState};
 
 /// Inserts the operations; one whose id is stored already fails the statement with a unique
 /// violation on the operations key.
@@ -85,38 +85,30 @@ pub(super) async fn write_operations(
     Ok(())
 }
 
-/// `tenants` holds every wallet the entries name: an entry's operation is its wallet's
-/// tenant's, since a transfer never leaves a tenant. An entry is recorded at `now` or, when
-/// the wallet changed later than that (a batch of another partition that took its time after
-/// this one, or a worker whose clock runs ahead), at that change: a wallet's journal times
-/// follow its versions, so the balance at an instant never goes back.
+/// An entry is recorded at `now` or, when the wallet changed later than that (a batch of
+/// another partition that took its time after this one, or a worker whose clock runs ahead),
+/// at that change: a wallet's journal times follow its versions, so the balance at an instant
+/// never goes back.
 pub(super) async fn write_entries(
     client: &impl GenericClient,
     entries: &[Entry],
-    tenants: &HashMap<WalletId, String>,
-    changed: &HashMap<WalletId, DateTime<Utc>>,
+    changed: &HashMap<ScopedWalletId, DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let unlocked = |entry: &Entry| {
-        StoreError::Corrupt(format!("entry for unlocked wallet {}", entry.wallet_id))
-    };
-    let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet_id.0).collect();
-    let entry_tenants = entries
+    let wallets: Vec<Uuid> = entries.iter().map(|entry| entry.wallet.id.0).collect();
+    let entry_tenants: Vec<&str> = entries
         .iter()
-        .map(|entry| {
-            tenants
-                .get(&entry.wallet_id)
-                .map(String::as_str)
-                .ok_or_else(|| unlocked(entry))
-        })
-        .collect::<Result<Vec<&str>, StoreError>>()?;
+        .map(|entry| entry.wallet.tenant.as_str())
+        .collect();
     let recorded = entries
         .iter()
         .map(|entry| {
             changed
-                .get(&entry.wallet_id)
+                .get(&entry.wallet)
                 .map(|changed| now.max(*changed))
-                .ok_or_else(|| unlocked(entry))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("entry for unlocked wallet {}", entry.wallet))
+                })
         })
         .collect::<Result<Vec<DateTime<Utc>>, StoreError>>()?;
     let versions: Vec<i64> = entries.iter().map(|entry| entry.version).collect();
@@ -162,17 +154,19 @@ pub(super) async fn write_entries(
 /// [`write_entries`]).
 pub(super) async fn write_wallets(
     client: &impl GenericClient,
-    states: &HashMap<WalletId, WalletState>,
-    touched: &HashSet<WalletId>,
+    states: &HashMap<ScopedWalletId, WalletState>,
+    touched: &HashSet<&ScopedWalletId>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Wallet>, StoreError> {
+    let mut tenants = Vec::with_capacity(touched.len());
     let mut ids = Vec::with_capacity(touched.len());
     let mut balances = Vec::with_capacity(touched.len());
     let mut versions = Vec::with_capacity(touched.len());
     let mut held = Vec::with_capacity(touched.len());
     for id in touched {
-        let state = &states[id];
-        ids.push(id.0);
+        let state = &states[*id];
+        tenants.push(id.tenant.as_str());
+        ids.push(id.id.0);
         balances.push(state.balance.to_plain_string());
         versions.push(state.version);
         held.push(state.held.to_plain_string());
@@ -181,11 +175,11 @@ pub(super) async fn write_wallets(
         .query(
             &prepared(client, "UPDATE wallets w SET balance = t.balance::numeric, version = t.version, updated_at = GREATEST($4, w.updated_at),
                                       held = t.held::numeric
-             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $5::text[]) AS t(id, balance, version, held)
-             WHERE w.id = t.id
+             FROM unnest($6::text[], $1::uuid[], $2::text[], $3::bigint[], $5::text[]) AS t(tenant, id, balance, version, held)
+             WHERE w.tenant = t.tenant AND w.id = t.id
              RETURNING w.id, w.currency, w.balance::text, w.version, w.created_at, w.updated_at, w.tenant,
                        w.overdraft_limit::text, w.held::text").await?,
-            &[&ids, &balances, &versions, &now, &held],
+            &[&ids, &balances, &versions, &now, &held, &tenants],
         )
         .await?;
     rows.iter().map(wallet_from_row).collect()
