@@ -360,13 +360,15 @@ fn validate(
                 "money moves between two different wallets",
             ));
         }
-        let target_currency = currencies.get(&submission.in_tenant(target))?.ok_or_else(|| {
-            Problem::invalid(
-                "TARGET_WALLET_NOT_FOUND",
-                "toWalletId",
-                format!("wallet {target} does not exist"),
-            )
-        })?;
+        let target_currency = currencies
+            .get(&submission.in_tenant(target))?
+            .ok_or_else(|| {
+                Problem::invalid(
+                    "TARGET_WALLET_NOT_FOUND",
+                    "toWalletId",
+                    format!("wallet {target} does not exist"),
+                )
+            })?;
         if target_currency != source {
             return Err(Problem::invalid(
                 "CURRENCY_MISMATCH",

@@ -105,7 +105,10 @@ mod tests {
             tenant: "globex".to_owned(),
             ..wallet(1)
         };
-        assert!(!writes.covers(&other_tenant, 1, start), "another tenant's wallet");
+        assert!(
+            !writes.covers(&other_tenant, 1, start),
+            "another tenant's wallet"
+        );
         assert!(writes.covers(&wallet(1), 5, start + Duration::from_secs(29)));
         assert!(!writes.covers(&wallet(1), 5, start + Duration::from_secs(30)));
         writes.wrote([(wallet(1), 3)], start);

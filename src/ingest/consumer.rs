@@ -224,14 +224,12 @@ impl PartitionConsumer {
                 return;
             }
         };
-        stale
-            .forget
-            .extend(
-                batch
-                    .operations
-                    .iter()
-                    .flat_map(|(_, operation)| operation.wallets()),
-            );
+        stale.forget.extend(
+            batch
+                .operations
+                .iter()
+                .flat_map(|(_, operation)| operation.wallets()),
+        );
         outcomes.send(stored_markers(batch, &decisions)).await;
         self.flush_stale(stale).await;
     }

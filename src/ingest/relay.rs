@@ -252,7 +252,10 @@ mod tests {
     fn the_newest_version_of_each_wallet_is_refreshed() {
         let rows = [
             row(wallet("acme", 1), r#"{"walletId":"x","version":7}"#),
-            row(wallet("acme", 1), r#"{"version":9,"type":"OperationProcessed"}"#),
+            row(
+                wallet("acme", 1),
+                r#"{"version":9,"type":"OperationProcessed"}"#,
+            ),
             row(wallet("acme", 1), r#"{"version":8}"#),
             row(wallet("globex", 1), r#"{"version":2}"#),
             row(wallet("acme", 2), r#"{"type":"OperationFailed"}"#),

@@ -288,8 +288,8 @@ fn a_hold_is_captured_in_part_to_another_wallet_and_voided() {
     assert_eq!(holds[&scoped].captured, dec("12.5"));
 }
 
-// Proves a capture past the hold's expiry, of more than remains, or of another wallet's or
-// another tenant's hold is refused with its own reason, and an EXPIRE releases an open hold
+// Proves a capture past the hold's expiry, of more than remains, of another wallet's hold or
+// by another tenant is refused with its own reason, and an EXPIRE releases an open hold
 // once while a second one is HOLD_CLOSED.
 #[test]
 fn hold_refusals_and_expiry() {
@@ -342,7 +342,8 @@ fn hold_refusals_and_expiry() {
             Some(FailureReason::HoldClosed),
             Some(FailureReason::CaptureExceedsHold),
             Some(FailureReason::HoldNotFound),
-            Some(FailureReason::HoldNotFound),
+            // Another tenant's operation finds no wallet with the card's id in its tenant.
+            Some(FailureReason::WalletNotFound),
             None,
             Some(FailureReason::HoldClosed),
             Some(FailureReason::InvalidExpiry),
@@ -354,4 +355,65 @@ fn hold_refusals_and_expiry() {
     assert_eq!(wallets[&card].held, dec("20"));
     assert_eq!(wallets[&card].balance, dec("50"));
     assert_eq!(wallets[&card].available(), dec("30"));
+}
+
+// Proves wallets resolve in the operation's tenant only: two tenants' wallets with the same
+// id are independent, an operation of a tenant that has no wallet with the id fails as
+// WalletNotFound, and a transfer to an id only another tenant has fails as
+// TargetWalletNotFound; no other tenant's wallet changes.
+#[test]
+fn wallets_resolve_in_the_operations_tenant_only() {
+    let (shared, only_globex) = (wallet_id(1), wallet_id(2));
+    let in_tenant = |tenant: &str, id| ScopedWalletId {
+        tenant: tenant.to_owned(),
+        id,
+    };
+    let mut wallets = HashMap::from([
+        (in_tenant("acme", shared), state("USD", "10", 4)),
+        (in_tenant("globex", shared), state("EUR", "3", 0)),
+        (in_tenant("globex", only_globex), state("USD", "0", 0)),
+    ]);
+    let of = |tenant: &str, operation: Operation| Operation {
+        tenant: tenant.to_owned(),
+        ..operation
+    };
+    let ops = [
+        of("acme", operation(shared, OperationKind::Withdraw, "1")),
+        of("globex", operation(shared, OperationKind::Deposit, "2")),
+        of("initech", operation(shared, OperationKind::Deposit, "5")),
+        of(
+            "acme",
+            operation(
+                shared,
+                OperationKind::Transfer {
+                    target: only_globex,
+                },
+                "1",
+            ),
+        ),
+    ];
+
+    let applied = apply(&mut wallets, &mut HashMap::new(), &ops);
+
+    assert_eq!(
+        reasons(&applied),
+        [
+            None,
+            None,
+            Some(FailureReason::WalletNotFound),
+            Some(FailureReason::TargetWalletNotFound),
+        ]
+    );
+    assert_eq!(wallets[&in_tenant("acme", shared)], state("USD", "9", 6));
+    assert_eq!(wallets[&in_tenant("globex", shared)], state("EUR", "5", 1));
+    assert_eq!(
+        wallets[&in_tenant("globex", only_globex)],
+        state("USD", "0", 0)
+    );
+    let journaled: Vec<(&str, i64)> = applied
+        .entries
+        .iter()
+        .map(|entry| (entry.wallet.tenant.as_str(), entry.version))
+        .collect();
+    assert_eq!(journaled, [("acme", 5), ("globex", 1), ("acme", 6)]);
 }

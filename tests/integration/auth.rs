@@ -108,13 +108,6 @@ fn routes(wallet: &str, operation: &str, deposit: &Value) -> Vec<Route> {
     let operations = format!("/api/v1/wallets/{wallet}/operations");
     vec![
         Route {
-            method: Method::POST,
-            path: "/api/v1/wallets".to_owned(),
-            body: Some(json!({"walletId": wallet})),
-            success: StatusCode::OK,
-            hidden: (StatusCode::CONFLICT, "WALLET_EXISTS"),
-        },
-        Route {
             method: Method::GET,
             path: format!("/api/v1/wallets/{wallet}"),
             body: None,
@@ -148,6 +141,15 @@ fn routes(wallet: &str, operation: &str, deposit: &Value) -> Vec<Route> {
             body: None,
             success: StatusCode::OK,
             hidden: (StatusCode::NOT_FOUND, "OPERATION_NOT_FOUND"),
+        },
+        // Last, as it makes the other tenant a wallet of its own with this id: a wallet id
+        // belongs to its tenant, so the id the owner took is free in every other tenant.
+        Route {
+            method: Method::POST,
+            path: "/api/v1/wallets".to_owned(),
+            body: Some(json!({"walletId": wallet})),
+            success: StatusCode::OK,
+            hidden: (StatusCode::CREATED, ""),
         },
     ]
 }

@@ -341,7 +341,10 @@ async fn migrations_upgrade_a_database_with_data() {
         .collect();
     assert_eq!(
         keys,
-        ["entries_tenant_wallet_version_pkey", "wallets_tenant_id_pkey"]
+        [
+            "entries_tenant_wallet_version_pkey",
+            "wallets_tenant_id_pkey"
+        ]
     );
 }
 

@@ -381,7 +381,9 @@ async fn stale_cache_writes_are_ignored() {
         0
     );
     let cached = cache
-        .balance(&in_default(wallet::ledger::types::WalletId(uuid::Uuid::nil())))
+        .balance(&in_default(wallet::ledger::types::WalletId(
+            uuid::Uuid::nil(),
+        )))
         .await
         .expect("read")
         .expect("present");

@@ -21,7 +21,8 @@ const PAGE_ROWS: i32 = 5_000;
 const VIOLATIONS_KEPT_MAX: usize = 10_000;
 
 /// Wallets are named `tenant/id`: an id is unique only within its tenant.
-const WALLETS: &str = "SELECT w.tenant || '/' || w.id::text, w.balance::text, w.version, count(e.version),
+const WALLETS: &str =
+    "SELECT w.tenant || '/' || w.id::text, w.balance::text, w.version, count(e.version),
         coalesce(sum(e.delta), 0)::text, coalesce(min(e.version), 0), coalesce(max(e.version), 0),
         w.held::text, w.overdraft_limit::text,
         (SELECT coalesce(sum(h.amount - h.captured), 0) FROM holds h

@@ -73,11 +73,8 @@ async fn apply_once(
         .map(|(_, operation)| operation.clone())
         .collect();
     let applied = rules::apply(&mut states, &mut holds, &operations);
-    let touched: HashSet<&ScopedWalletId> = applied
-        .entries
-        .iter()
-        .map(|entry| &entry.wallet)
-        .collect();
+    let touched: HashSet<&ScopedWalletId> =
+        applied.entries.iter().map(|entry| &entry.wallet).collect();
     let rejected: Vec<Operation> = batch
         .dead_letters
         .iter()
@@ -150,11 +147,7 @@ async fn read_batch(
         lock_wallets(client, &batch.operations),
         lock_holds(client, &batch.operations),
     ) {
-        (
-            Ok(known),
-            Ok(Locked { states, changed }),
-            Ok(holds),
-        ) => Ok(Found {
+        (Ok(known), Ok(Locked { states, changed }), Ok(holds)) => Ok(Found {
             known,
             states,
             changed,

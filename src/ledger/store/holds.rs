@@ -223,7 +223,13 @@ pub async fn holds(
                 ),
             )
             .await?,
-            &[&wallet.id.0, &before_version, &limit, &states, &wallet.tenant],
+            &[
+                &wallet.id.0,
+                &before_version,
+                &limit,
+                &states,
+                &wallet.tenant,
+            ],
         )
         .await?;
     rows.iter().map(hold_from_row).collect()
