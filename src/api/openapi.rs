@@ -27,8 +27,10 @@ const DESCRIPTION: &str = "\
 Wallets, deposits, withdrawals, transfers and holds (reserve, then capture, void or let \
 expire). Operations are accepted at once (202) and \
 applied exactly once and in order per wallet by workers; poll the operation's `Location` \
-for its outcome, or send `Prefer: wait=N` to have the submission's answer wait for it. Every error is an RFC 9457 problem (`application/problem+json`) with a \
-stable `code`.";
+for its outcome, or send `Prefer: wait=N` to have the submission's answer wait for it. Wallet \
+ids and operation ids belong to the caller's tenant: another tenant may use the same ids for \
+wallets and operations of its own, and neither sees the other's. Every error is an RFC 9457 \
+problem (`application/problem+json`) with a stable `code`.";
 
 /// The document before paperclip adds the routes.
 pub fn frame() -> DefaultApiRaw {

@@ -24,7 +24,8 @@ use crate::ledger::types::{ScopedWalletId, WalletId};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateWallet {
     /// Choose the id to make creation safe to retry; a time-ordered UUID is generated
-    /// otherwise.
+    /// otherwise. The id is unique within the caller's tenant: another tenant's wallet with
+    /// the same id is another wallet.
     wallet_id: Option<UuidText>,
     /// USD when left out.
     currency: Option<CurrencyText>,

