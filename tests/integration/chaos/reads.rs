@@ -57,7 +57,7 @@ impl Check<'_> {
         let mut found = Vec::new();
         let (balance, version) = self.ledger.wallets[wallet];
         let cached: Option<String> = redis::cmd("HGET")
-            .arg(format!("wallet:{wallet}"))
+            .arg(format!("wallet:{}:{wallet}", tenant.name))
             .arg("wallet")
             .query_async(redis)
             .await
