@@ -4,7 +4,7 @@
 #   scripts/tools.sh java      Java and Maven (Debian packages), which the Kafka broker needs
 #   scripts/tools.sh kafka     the Apache Kafka broker's jars, collected once per machine; prints their directory
 #   scripts/tools.sh pg-bin    the directory holding initdb and postgres
-#   scripts/tools.sh fuzzer    schemathesis (pinned) in a virtualenv of its own, once per machine; prints its executable
+#   scripts/tools.sh fuzzer    schemathesis and openapi-spec-validator (pinned) in a virtualenv of its own, once per machine; prints schemathesis's executable
 set -euo pipefail
 
 as_root() {
@@ -55,9 +55,12 @@ java_tools() {
 # release to release; kept out of the system's Python in a virtualenv that is only used once
 # its install completed (the stamp), so an interrupted install is redone rather than trusted.
 SCHEMATHESIS_VERSION=4.32.5
+# Checks that the served OpenAPI documents are valid ones; installed beside the fuzzer, whose
+# executable's directory the tests find it in.
+SPEC_VALIDATOR_VERSION=0.9.0
 
 fuzzer() {
-  local venv="${TOOLS_CACHE_DIR:-$HOME/.cache/wallet}/schemathesis-${SCHEMATHESIS_VERSION}"
+  local venv="${TOOLS_CACHE_DIR:-$HOME/.cache/wallet}/schemathesis-${SCHEMATHESIS_VERSION}-validator-${SPEC_VALIDATOR_VERSION}"
   if [ ! -f "$venv/.installed" ]; then
     command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null || {
       echo "installing python3 python3-venv" >&2
@@ -69,7 +72,7 @@ fuzzer() {
     rm -rf "$venv"
     python3 -m venv "$venv" >&2
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      "schemathesis==${SCHEMATHESIS_VERSION}" >&2
+      "schemathesis==${SCHEMATHESIS_VERSION}" "openapi-spec-validator==${SPEC_VALIDATOR_VERSION}" >&2
     touch "$venv/.installed"
   fi
   echo "$venv/bin/schemathesis"

@@ -79,14 +79,7 @@ pub fn reply(
 ) {
     let headers = headers
         .iter()
-        .map(|(name, description)| {
-            let header = Header {
-                description: Some((*description).to_owned()),
-                data_type: Some(DataType::String),
-                ..Default::default()
-            };
-            ((*name).to_owned(), header)
-        })
+        .map(|(name, description)| ((*name).to_owned(), string_header(description)))
         .collect();
     op.responses.insert(
         status.as_str().to_owned(),
@@ -113,14 +106,43 @@ pub fn problem(op: &mut DefaultOperationRaw, status: StatusCode, description: &s
         reference: Some(format!("#/definitions/{PROBLEM_SCHEMA}")),
         ..Default::default()
     };
+    let headers = problem_headers(status)
+        .iter()
+        .map(|(name, description)| ((*name).to_owned(), string_header(description)))
+        .collect();
     op.responses.insert(
         key,
         Either::Right(Response {
             description: Some(description.to_owned()),
             schema: Some(schema),
-            headers: Default::default(),
+            headers,
         }),
     );
+}
+
+/// The headers `Problem::error_response` may send with a problem of `status`.
+fn problem_headers(status: StatusCode) -> &'static [(&'static str, &'static str)] {
+    match status {
+        StatusCode::UNAUTHORIZED => &[(
+            "WWW-Authenticate",
+            "`Bearer realm=\"wallet\"`: the route needs a bearer token",
+        )],
+        StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            &[(
+                "Retry-After",
+                "Seconds after which the same request may succeed, when the cause is temporary",
+            )]
+        }
+        _ => &[],
+    }
+}
+
+fn string_header(description: &str) -> Header {
+    Header {
+        description: Some(description.to_owned()),
+        data_type: Some(DataType::String),
+        ..Default::default()
+    }
 }
 
 /// A reference to a named schema, as paperclip writes it for bodies.
@@ -186,10 +208,12 @@ pub struct V3Document(String);
 
 impl V3Document {
     /// paperclip converts the Swagger 2 document, which can give a response only its
-    /// operation's `produces` types and no property `nullable`; this corrects both, so that a
-    /// client generated from it expects what the server sends.
+    /// operation's `produces` types and no property `nullable`, and turns its response headers
+    /// into invalid OpenAPI 3 (an empty `content` without a `schema`); this corrects all
+    /// three, so that a client generated from it expects what the server sends.
     pub fn new(mut converted: Value) -> V3Document {
         problems_as_problem_json(&mut converted);
+        headers_as_strings(&mut converted);
         mark_nullable(&mut converted);
         V3Document(converted.to_string())
     }
@@ -235,6 +259,37 @@ fn problems_as_problem_json(document: &mut Value) {
     }
 }
 
+/// Every response header is a string: the only kind of header the Swagger 2 document has.
+fn headers_as_strings(document: &mut Value) {
+    let responses = document
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| {
+            operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+        })
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(headers) = response.get_mut("headers").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for header in headers.values_mut() {
+            let description = header.get("description").cloned();
+            let mut fixed = serde_json::Map::new();
+            if let Some(description) = description {
+                fixed.insert("description".to_owned(), description);
+            }
+            fixed.insert("schema".to_owned(), serde_json::json!({"type": "string"}));
+            *header = Value::Object(fixed);
+        }
+    }
+}
+
 /// Looked up by pointer, which unlike indexing never adds a missing schema to the document.
 fn mark_nullable(document: &mut Value) {
     for (schema, property) in NULLABLE {
@@ -254,14 +309,17 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn problems_are_problem_json_and_nullable_properties_say_so() {
+    fn problems_are_problem_json_headers_strings_and_nullable_properties_say_so() {
         let problem = json!({"schema": {"$ref": "#/components/schemas/Problem"}});
         let page = json!({"schema": {"$ref": "#/components/schemas/HistoryPage"}});
         let converted = json!({
             "paths": {"/history": {
                 "parameters": [],
                 "get": {"responses": {
-                    "200": {"content": {"application/json": page}},
+                    "200": {
+                        "content": {"application/json": page},
+                        "headers": {"Location": {"content": {}, "description": "d", "style": "simple"}},
+                    },
                     "404": {"content": {"application/json": problem}},
                 }},
             }},
@@ -279,6 +337,10 @@ mod tests {
         assert_eq!(
             responses["200"]["content"],
             json!({"application/json": page})
+        );
+        assert_eq!(
+            responses["200"]["headers"]["Location"],
+            json!({"description": "d", "schema": {"type": "string"}})
         );
         let cursor = &served["components"]["schemas"]["HistoryPage"]["properties"]["nextCursor"];
         assert_eq!(cursor["nullable"], true);

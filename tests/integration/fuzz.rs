@@ -1,7 +1,7 @@
 //! The served OpenAPI 3 document is exact: schemathesis, a property-based API fuzzer, sends
 //! requests generated from it (valid and invalid ones, with a token) and every answer must be
 //! a documented status with a documented content type and a body matching its schema, and
-//! never a server error.
+//! never a server error. Both served documents must also be valid OpenAPI.
 
 use std::path::Path;
 use std::process::Command;
@@ -49,6 +49,7 @@ fn generated_requests_get_only_documented_answers() {
         &[("WALLET_HTTP__PREFER_WAIT_MAX_S", "1".to_owned())],
     );
     let _worker = stack.work("work-1");
+    documents_are_valid(&executable, &server.base);
     let workdir = tempfile::tempdir().expect("temp dir");
     let authorization = format!("Authorization: Bearer {secret}");
     let output = Command::new(&executable)
@@ -76,5 +77,26 @@ fn generated_requests_get_only_documented_answers() {
         output.status.success(),
         "schemathesis found answers the document does not describe (its report is above; \
          `{executable} run` with the same arguments and --seed {SEED} reproduces them)"
+    );
+}
+
+/// Both served documents validate as OpenAPI (2.0 and 3.0), as a client generator needs,
+/// with the validator installed beside `schemathesis`.
+fn documents_are_valid(schemathesis: &str, base: &str) {
+    let python = Path::new(schemathesis).with_file_name("python");
+    let check = "import json, sys, urllib.request\n\
+                 from openapi_spec_validator import validate\n\
+                 for url in sys.argv[1:]:\n    \
+                     validate(json.load(urllib.request.urlopen(url)))\n";
+    let output = Command::new(&python)
+        .args(["-c", check])
+        .arg(format!("{base}/openapi/v2.json"))
+        .arg(format!("{base}/openapi/v3.json"))
+        .output()
+        .expect("the validator runs");
+    assert!(
+        output.status.success(),
+        "a served OpenAPI document is invalid: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -29,9 +29,17 @@ pub enum Fault {
     /// The broker frozen (SIGSTOP) while requests are being produced, for up to longer than
     /// the produce deadline: acknowledgements time out and records land late.
     BrokerPause,
+    /// Redis frozen (SIGSTOP) with its connections open: requests and the worker's cache
+    /// writes time out, and what was sent meanwhile is executed late, once it resumes.
+    RedisPause,
+    /// The postmaster and every backend frozen at once, transactions and locks held: a VM
+    /// pause or a stalled disk.
+    PostgresPause,
+    /// One API process frozen with its clients' requests in flight, some already produced.
+    ServerPause,
 }
 
-const FAULTS: [Fault; 11] = [
+const FAULTS: [Fault; 14] = [
     Fault::WorkerKill,
     Fault::WorkerPause,
     Fault::ServerKill,
@@ -43,6 +51,9 @@ const FAULTS: [Fault; 11] = [
     Fault::WorkerPauseInTransaction,
     Fault::PostgresResourceError,
     Fault::BrokerPause,
+    Fault::RedisPause,
+    Fault::PostgresPause,
+    Fault::ServerPause,
 ];
 
 /// SQLSTATEs `PostgresResourceError` raises: none may turn an operation into a dead letter.
@@ -157,6 +168,28 @@ async fn inject(
             std::thread::sleep(pause);
             cluster.stack.broker.resume();
             format!("paused {pause:?}")
+        }
+        Fault::RedisPause => {
+            let pause = Duration::from_millis(rng.random_range(500..6_000));
+            cluster.stack.redis.pause();
+            std::thread::sleep(pause);
+            cluster.stack.redis.resume();
+            format!("paused {pause:?}")
+        }
+        Fault::PostgresPause => {
+            let pause = Duration::from_millis(rng.random_range(500..6_000));
+            cluster.stack.postgres.pause();
+            std::thread::sleep(pause);
+            cluster.stack.postgres.resume();
+            format!("paused {pause:?}")
+        }
+        Fault::ServerPause => {
+            let n = rng.random_range(0..cluster.servers.len());
+            let pause = Duration::from_millis(rng.random_range(500..12_000));
+            cluster.servers[n].process.send_signal(libc::SIGSTOP);
+            std::thread::sleep(pause);
+            cluster.servers[n].process.send_signal(libc::SIGCONT);
+            format!("serve {} paused {pause:?}", cluster.servers[n].port)
         }
         Fault::PostgresResourceError => {
             let sqlstate = RESOURCE_ERRORS[rng.random_range(0..RESOURCE_ERRORS.len())];

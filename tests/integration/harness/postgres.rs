@@ -152,9 +152,51 @@ impl Postgres {
             .stop_with(libc::SIGINT, Duration::from_secs(20));
     }
 
+    /// SIGSTOP to the postmaster and every backend: the whole server freezes (a VM pause, a
+    /// stalled disk) with its connections and transactions open.
+    pub fn pause(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal_all(libc::SIGCONT);
+    }
+
+    fn signal_all(&self, sig: i32) {
+        let Some(postmaster) = self.process.pid() else {
+            return;
+        };
+        for pid in std::iter::once(postmaster).chain(children(postmaster)) {
+            // SAFETY: kill(2) on the postmaster we spawned and on its children.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
     pub fn start_again(&mut self) {
         self.process.start();
         wait_for_port(self.port, "postgres", &self.process.log);
         wait_until_accepting(self.port, &self.process.log);
     }
+}
+
+/// The processes whose parent is `parent`, read from /proc.
+fn children(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The command name in parentheses may hold spaces; the parent follows it.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }

@@ -49,6 +49,16 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// SIGSTOP: Redis freezes (a VM pause, a fork on a huge dataset) with its connections
+    /// open; commands sent meanwhile are answered once it resumes.
+    pub fn pause(&self) {
+        self.process.send_signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.process.send_signal(libc::SIGCONT);
+    }
+
     pub fn restart(&mut self) {
         self.process
             .stop_with(libc::SIGTERM, Duration::from_secs(10));
