@@ -1,6 +1,6 @@
 //! Finding a wallet of the caller's tenant for a request: the cache, then this process's
-//! directory of wallets it has seen, then PostgreSQL, refilling the cache from what PostgreSQL answered. Handlers
-//! call it; none of them reads wallets another way.
+//! directory of wallets it has seen, then PostgreSQL, refilling the cache from what
+//! PostgreSQL answered. Handlers call it; none of them reads wallets another way.
 
 use std::collections::{HashMap, HashSet};
 

@@ -26,9 +26,9 @@ enum Stored {
 }
 
 /// Applies a batch in one transaction: the partition's position is checked and advanced, the
-/// operations already stored are dropped, the touched wallets are locked in (tenant, id) order (so two
-/// workers never deadlock, transfers included), the pure rules decide, and everything is
-/// written with one statement per table. When the assumption that no operation is stored yet
+/// operations already stored are dropped, the touched wallets (each in its operation's
+/// tenant) are locked in (tenant, id) order (so two workers never deadlock, transfers
+/// included), the pure rules decide, and everything is written with one statement per table. When the assumption that no operation is stored yet
 /// fails, the transaction is rolled back and the batch applied again with the stored ids
 /// looked up first; an id another batch stores between that lookup and the insert fails the
 /// batch as a conflict, to be retried.
