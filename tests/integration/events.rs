@@ -219,8 +219,8 @@ async fn a_frozen_broker_makes_the_relay_publish_each_event_once() {
         async move {
             let payload = json!({"eventId": event, "type": "Probe"}).to_string();
             db.execute(
-                "INSERT INTO outbox (wallet_ids, payloads, events, created_at)
-                 VALUES ($1, $2, 1, now())",
+                "INSERT INTO outbox (tenants, wallet_ids, payloads, events, created_at)
+                 VALUES (ARRAY['default'], $1, $2, 1, now())",
                 &[&vec![Uuid::now_v7()], &vec![payload]],
             )
             .await
