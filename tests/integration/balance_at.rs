@@ -154,7 +154,7 @@ async fn the_lookup_is_one_step_on_an_index() {
     let plan: Vec<String> = db
         .query(
             "EXPLAIN SELECT version, balance_after::text, recorded_at FROM entries
-             WHERE wallet_id = $1 AND recorded_at <= $2
+             WHERE tenant = 'default' AND wallet_id = $1 AND recorded_at <= $2
              ORDER BY recorded_at DESC, version DESC LIMIT 1",
             &[&id, &Utc::now()],
         )
@@ -165,7 +165,7 @@ async fn the_lookup_is_one_step_on_an_index() {
         .collect();
     let plan = plan.join("\n");
     assert!(
-        plan.contains("Index Scan Backward using entries_wallet_recorded"),
+        plan.contains("Index Scan Backward using entries_tenant_wallet_recorded"),
         "{plan}"
     );
     assert!(plan.starts_with("Limit"), "{plan}");
