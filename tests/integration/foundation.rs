@@ -58,7 +58,7 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
     assert_eq!(
         schema_versions(&postgres.url()).await,
-        (1..=10).collect::<Vec<i32>>()
+        (1..=11).collect::<Vec<i32>>()
     );
 
     let fresh = Postgres::start();
@@ -84,7 +84,7 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     );
     assert_eq!(
         schema_versions(&fresh.url()).await,
-        (1..=10).collect::<Vec<i32>>()
+        (1..=11).collect::<Vec<i32>>()
     );
 }
 
@@ -195,7 +195,7 @@ async fn harness_restarts_its_servers() {
     stack.postgres.start_again();
     assert_eq!(
         schema_versions(&stack.postgres.url()).await,
-        (1..=10).collect::<Vec<i32>>()
+        (1..=11).collect::<Vec<i32>>()
     );
     stack.redis.restart();
     assert!(stack.redis.process.is_running());
