@@ -104,21 +104,26 @@ async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
             "INSERT INTO entries (wallet_id, version, operation_id, delta, balance_after, tenant, recorded_at)
              VALUES ('{ORPHAN_WALLET}', 1, '{ORPHAN_OPERATION}', 0, 0, 'default', now())"
         ),
+        // Another tenant's wallet with a's id: its own, empty journal, which is consistent.
+        format!(
+            "INSERT INTO wallets (tenant, id, currency, balance, version, created_at, updated_at)
+             VALUES ('acme', '{a}', 'USD', 0, 0, now(), now())"
+        ),
     ] {
         db.execute(&statement, &[]).await.expect(&statement);
     }
     let (code, found) = report(&system, &["verify"]);
     assert_eq!(code, Some(1), "{found}");
     assert_eq!(
-        checks_of(&found, &format!("wallet {a}")),
+        checks_of(&found, &format!("wallet default/{a}")),
         vec!["balance equals the sum of its entries"]
     );
     assert_eq!(
-        checks_of(&found, &format!("wallet {b}")),
+        checks_of(&found, &format!("wallet default/{b}")),
         vec!["entry versions run 1, 2, 3, ... up to the wallet's version"]
     );
     assert_eq!(
-        checks_of(&found, &format!("wallet {c}")),
+        checks_of(&found, &format!("wallet default/{c}")),
         vec!["balance equals the sum of its entries"]
     );
     let funding_of_c = db
@@ -141,23 +146,24 @@ async fn verify_reports_each_corruption_and_lag_is_zero_when_caught_up() {
         vec!["stored position is at most the partition's end offset"]
     );
     assert_eq!(
-        checks_of(&found, &format!("entry {ORPHAN_WALLET}/1")),
+        checks_of(&found, &format!("entry default/{ORPHAN_WALLET}/1")),
         vec![
             "every entry has its operation",
             "every entry has its wallet"
         ]
     );
     assert_eq!(
-        checks_of(&found, &format!("entry {c}/1")),
+        checks_of(&found, &format!("entry default/{c}/1")),
         vec!["an entry's balance is the one before it plus its delta"]
     );
     assert_eq!(
-        checks_of(&found, &format!("entry {a}/2")),
+        checks_of(&found, &format!("entry default/{a}/2")),
         vec!["entry times follow versions"]
     );
     assert_eq!(
-        checks_of(&found, &format!("entry {b}/2")),
+        checks_of(&found, &format!("entry default/{b}/2")),
         vec!["an entry is on its operation's wallet or the one it credits"]
     );
+    assert!(checks_of(&found, &format!("wallet acme/{a}")).is_empty());
     assert_eq!(found["violationCount"], 10, "{found}");
 }
