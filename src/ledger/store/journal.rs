@@ -4,7 +4,8 @@ use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-use super::{prepared, StoreError};
+use super::wallets::wallet_settled;
+use super::{prepared, StoreError, Wallet};
 use crate::ledger::money::decimal_from_db;
 use crate::ledger::types::WalletId;
 
@@ -17,9 +18,27 @@ pub struct EntryAt {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The wallet and its last entry recorded at or before `at` (none when it had none yet), read
+/// once every batch that has locked the wallet committed: an `at` up to now is answered as it
+/// will always be answered. Another tenant's wallet is missing.
+pub async fn wallet_at(
+    client: &mut deadpool_postgres::Object,
+    wallet_id: WalletId,
+    tenant: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<(Wallet, Option<EntryAt>)>, StoreError> {
+    let transaction = client.transaction().await?;
+    let Some(wallet) = wallet_settled(&transaction, wallet_id, tenant).await? else {
+        return Ok(None);
+    };
+    let entry = entry_at(&transaction, wallet_id, at).await?;
+    transaction.commit().await?;
+    Ok(Some((wallet, entry)))
+}
+
 /// The last entry of the wallet recorded at or before `at`, or none when it had none yet: one
 /// backward step on the `(wallet_id, recorded_at, version)` index, never a scan.
-pub async fn entry_at(
+async fn entry_at(
     client: &impl GenericClient,
     wallet_id: WalletId,
     at: DateTime<Utc>,

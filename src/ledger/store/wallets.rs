@@ -134,6 +134,34 @@ pub async fn wallet(
     row.as_ref().map(wallet_from_row).transpose()
 }
 
+/// The wallet, read once no batch transaction that has locked it is still to commit: a batch
+/// records its entries at a time it reads after taking its wallets' locks, so that from here
+/// on, within `client`'s transaction, the journal up to now is final. The lock taken is the
+/// weakest that waits for a batch's `FOR UPDATE`, and it keeps later batches of the wallet
+/// waiting only until the transaction ends.
+///
+/// Only `tenant`'s wallet is read (and locked): another tenant's is missing, at the cost of a
+/// missing one.
+pub(super) async fn wallet_settled(
+    client: &impl GenericClient,
+    id: WalletId,
+    tenant: &str,
+) -> Result<Option<Wallet>, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {WALLET_COLUMNS} FROM wallets WHERE id = $1 AND tenant = $2 FOR KEY SHARE"
+                ),
+            )
+            .await?,
+            &[&id.0, &tenant],
+        )
+        .await?;
+    row.as_ref().map(wallet_from_row).transpose()
+}
+
 /// The wallets among `ids` that exist, in no particular order, in one round trip.
 pub async fn wallets(
     client: &impl GenericClient,
