@@ -189,7 +189,8 @@ pub fn money_problem(error: &MoneyError) -> Problem {
         MoneyError::Malformed(_)
         | MoneyError::NotPositive
         | MoneyError::TooLarge
-        | MoneyError::TooPrecise { .. } => invalid_amount(error.to_string()),
+        | MoneyError::TooPrecise { .. }
+        | MoneyError::TooManyDecimals(_) => invalid_amount(error.to_string()),
     }
 }
 

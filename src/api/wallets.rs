@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::web;
 use bigdecimal::{BigDecimal, Zero};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use super::{body, lookup, AppState, Problem};
 use crate::cache::CachedWallet;
 use crate::clock;
 use crate::ledger::database;
-use crate::ledger::money::{self, Currency};
+use crate::ledger::money::{self, Currency, MoneyError};
 use crate::ledger::store::{self, Created, NewWallet, Wallet};
 use crate::ledger::types::{ScopedWalletId, WalletId};
 
@@ -134,11 +134,11 @@ fn new_wallet(tenant: String, input: CreateWallet) -> Result<NewWallet, Problem>
     };
     let overdraft_limit = match input.overdraft_limit {
         Some(text) => money::overdraft_limit(&text, currency).map_err(|error| {
-            Problem::invalid(
-                "INVALID_OVERDRAFT_LIMIT",
-                "overdraftLimit",
-                format!("overdraftLimit must be zero or more: {error}"),
-            )
+            let detail = match error {
+                MoneyError::NotPositive => "overdraftLimit must be zero or more".to_owned(),
+                other => other.about("overdraftLimit"),
+            };
+            Problem::invalid("INVALID_OVERDRAFT_LIMIT", "overdraftLimit", detail)
         })?,
         None => BigDecimal::zero(),
     };
@@ -184,7 +184,8 @@ fn settled(created: Created, new: &NewWallet) -> Result<(bool, Wallet), Problem>
 /// operation applied so far; accepted operations still PENDING are not in it yet. With `at`,
 /// the balance as of that instant, from the journal: the last entry applied at or before it
 /// (version 0 and a zero balance between the wallet's creation and its first entry); an `at`
-/// before the wallet was created answers 404, one in the future 422.
+/// before the wallet was created answers 404, one in the future 422. An answer for `at` never
+/// changes later: the read waits for a batch being applied to the wallet at that moment.
 #[api_v2_operation(tags(wallets), operation_id = "getWallet")]
 pub async fn balance(
     state: web::Data<AppState>,
@@ -217,8 +218,8 @@ async fn as_of(
             "at must not be in the future: later entries may still be applied before it",
         ));
     }
-    let client = database::client(&state.pool).await?;
-    let wallet = store::wallet(&client, scoped)
+    let mut client = database::client(&state.pool).await?;
+    let (wallet, entry) = store::wallet_at(&mut client, scoped, at)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(id))?;
     if at < wallet.created_at {
@@ -226,10 +227,13 @@ async fn as_of(
             StatusCode::NOT_FOUND,
             "WALLET_NOT_FOUND",
             "Wallet not found",
-            format!("wallet {id} did not exist yet at {at}"),
+            format!(
+                "wallet {id} did not exist yet at {}",
+                at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            ),
         ));
     }
-    let then = match store::entry_at(&client, scoped, at).await? {
+    let then = match entry {
         Some(entry) => Wallet {
             balance: entry.balance_after,
             held: entry.held_after,

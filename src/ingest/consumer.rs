@@ -349,7 +349,7 @@ impl PartitionConsumer {
         loop {
             let attempt = async {
                 let mut client = database::client(&self.pool).await?;
-                store::apply_batch(&mut client, batch, clock::now()).await
+                store::apply_batch(&mut client, batch, clock::now).await
             };
             let result = tokio::select! {
                 _ = cancel.cancelled() => return Ok(Attempt::Cancelled),

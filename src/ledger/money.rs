@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for Currency {
 pub enum MoneyError {
     #[error("currency {0:?} is not supported")]
     UnsupportedCurrency(String),
-    #[error("amount is not a plain decimal number: {0}")]
+    #[error("amount is not a decimal number: {0}")]
     Malformed(&'static str),
     #[error("amount must be greater than zero")]
     NotPositive,
@@ -115,6 +115,19 @@ pub enum MoneyError {
         currency: &'static str,
         allowed: u8,
     },
+    #[error("amount has {0} decimal places; no currency allows more than {AMOUNT_SCALE_MAX}")]
+    TooManyDecimals(i64),
+}
+
+impl MoneyError {
+    /// The message about `field` (whose value was parsed as an amount) rather than `amount`.
+    pub fn about(&self, field: &str) -> String {
+        let message = self.to_string();
+        match message.strip_prefix("amount") {
+            Some(rest) => format!("{field}{rest}"),
+            None => message,
+        }
+    }
 }
 
 /// A positive amount of money with at most [`AMOUNT_DIGITS_MAX`] digits and
@@ -139,11 +152,7 @@ impl Amount {
         let (digits, exponent) = value.as_bigint_and_exponent();
         let scale = exponent.max(0);
         if scale > AMOUNT_SCALE_MAX {
-            return Err(MoneyError::TooPrecise {
-                scale,
-                currency: "any currency",
-                allowed: AMOUNT_SCALE_MAX as u8,
-            });
+            return Err(MoneyError::TooManyDecimals(scale));
         }
         // A negative exponent stands for trailing zeros: 1e40 has 41 integer digits.
         let integer_digits = (digits.to_string().len() as i64 - exponent).max(0);
@@ -214,6 +223,14 @@ pub fn decimal_from_db(text: &str) -> Result<BigDecimal, MoneyError> {
 }
 
 fn parse_decimal(text: &str) -> Result<BigDecimal, MoneyError> {
+    // A minus sign is a wish for a negative (or negative zero) amount, which the client
+    // should be told it cannot have, rather than that its digits are malformed.
+    if text.starts_with('-') {
+        return Err(MoneyError::NotPositive);
+    }
+    if text.starts_with('+') {
+        return Err(MoneyError::Malformed("a sign is not allowed"));
+    }
     let (mantissa, exponent) = match text.find(['e', 'E']) {
         Some(at) => (&text[..at], Some(&text[at + 1..])),
         None => (text, None),
@@ -314,10 +331,33 @@ mod tests {
         assert_eq!(Amount::parse("1e40"), Err(MoneyError::TooLarge));
         assert_eq!(Amount::parse("1e30"), Err(MoneyError::TooLarge));
         assert!(Amount::parse("1e29").is_ok());
-        assert!(matches!(
+        assert_eq!(
             Amount::parse("0.000000001"),
-            Err(MoneyError::TooPrecise { .. })
-        ));
+            Err(MoneyError::TooManyDecimals(9))
+        );
+    }
+
+    /// A sign or too many decimals is named for what it is, and for the field it was in.
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        for text in ["-1", "-0", "-0.00", "-1e2"] {
+            assert_eq!(Amount::parse(text), Err(MoneyError::NotPositive), "{text}");
+        }
+        assert_eq!(
+            Amount::parse("+5").map_err(|error| error.to_string()),
+            Err("amount is not a decimal number: a sign is not allowed".to_owned())
+        );
+        assert_eq!(
+            Amount::parse("1.0000000000000000000001").map_err(|error| error.to_string()),
+            Err("amount has 22 decimal places; no currency allows more than 8".to_owned())
+        );
+        assert_eq!(
+            overdraft_limit("abc", Currency::USD).map_err(|error| error.about("overdraftLimit")),
+            Err(
+                "overdraftLimit is not a decimal number: expected digits before the decimal point"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]

@@ -207,7 +207,7 @@ async fn journal_times_follow_versions_whatever_each_batch_took() {
             operations: vec![(position, operation)],
             dead_letters: Vec::new(),
         };
-        ::wallet::ledger::store::apply_batch(&mut client, &batch, took)
+        ::wallet::ledger::store::apply_batch(&mut client, &batch, || took)
             .await
             .expect("the batch commits");
     }
@@ -236,4 +236,58 @@ async fn journal_times_follow_versions_whatever_each_batch_took() {
         .expect("wallet")
         .get(0);
     assert_eq!(Some(&updated), times.last(), "the wallet's last change");
+}
+
+/// Proves an instant up to now is answered as it will always be. Asked while a batch that
+/// has locked the wallet is still to commit (held inside its entries insert), the answer
+/// waits for that batch; asked again once it committed, it is the same. Before, a batch was
+/// recorded at a time read before its transaction began, so the first answer missed an entry
+/// that the second one showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instant_is_answered_the_same_before_and_after_a_slow_batch_commits() {
+    let stack = crate::harness::Stack::start(1);
+    let server = stack.serve();
+    // A lapse long enough that the batch's statement bound (half of it) outlasts the sleep.
+    let lapse = ("WALLET_WORKER__LEASE_LAPSE_MS", "20000".to_owned());
+    let _worker = stack.spawn_wallet("work-1", &["work"], &[lapse]);
+    let api = &Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    api.fund(&wallet, "10").await;
+    let db = crate::client::database(&stack.postgres.url()).await;
+    db.batch_execute(
+        "CREATE FUNCTION slow_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+         CREATE TRIGGER slow_entries AFTER INSERT ON entries
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_entries();",
+    )
+    .await
+    .expect("slow trigger installs");
+    let accepted = api.submit(&deposit(&wallet, "5")).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    let held = crate::harness::eventually(SETTLE, || async {
+        db.query(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+            &[],
+        )
+        .await
+        .is_ok_and(|rows| !rows.is_empty())
+    })
+    .await;
+    assert!(held, "the batch never reached its entries insert");
+    let instant = Utc::now();
+    let first = at(api, &wallet, &instant.to_rfc3339()).await;
+    let committed = crate::harness::eventually(SETTLE, || async {
+        api.balance(&wallet).await.body["version"] == 2
+    })
+    .await;
+    assert!(committed, "the deposit was never applied");
+    let second = at(api, &wallet, &instant.to_rfc3339()).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(
+        (&first.body["version"], &first.body["balance"]),
+        (&second.body["version"], &second.body["balance"]),
+        "{instant}: first {:?}, then {:?}",
+        first.body,
+        second.body
+    );
 }

@@ -32,18 +32,22 @@ enum Stored {
 /// fails, the transaction is rolled back and the batch applied again with the stored ids
 /// looked up first; an id another batch stores between that lookup and the insert fails the
 /// batch as a conflict, to be retried.
+///
+/// `now` is read once the batch's wallets are locked, and the batch is recorded at that time:
+/// a reader of a wallet's past that waits for its lock (`store::wallet_settled`) then knows
+/// that no batch still to commit is recorded before the instant it asks about.
 pub async fn apply_batch(
     client: &mut deadpool_postgres::Object,
     batch: &Batch,
-    now: DateTime<Utc>,
+    now: impl Fn() -> DateTime<Utc>,
 ) -> Result<BatchReport, StoreError> {
     assert!(
         batch.next_offset >= batch.from_offset,
         "a batch never moves backwards"
     );
-    match apply_once(client, batch, now, Stored::Assumed).await {
+    match apply_once(client, batch, &now, Stored::Assumed).await {
         Err(error) if error.is_stored_operation() => {
-            apply_once(client, batch, now, Stored::LookedUp).await
+            apply_once(client, batch, &now, Stored::LookedUp).await
         }
         applied => applied,
     }
@@ -56,7 +60,7 @@ pub async fn apply_batch(
 async fn apply_once(
     client: &mut deadpool_postgres::Object,
     batch: &Batch,
-    now: DateTime<Utc>,
+    now: &impl Fn() -> DateTime<Utc>,
     stored: Stored,
 ) -> Result<BatchReport, StoreError> {
     let transaction = client.transaction().await?;
@@ -67,6 +71,7 @@ async fn apply_once(
         changed,
         mut holds,
     } = read_batch(&transaction, batch, stored).await?;
+    let now = now();
     let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, known);
     let operations: Vec<Operation> = fresh
         .iter()

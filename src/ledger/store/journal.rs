@@ -4,7 +4,8 @@ use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-use super::{prepared, StoreError};
+use super::wallets::wallet_settled;
+use super::{prepared, StoreError, Wallet};
 use crate::ledger::money::decimal_from_db;
 use crate::ledger::types::ScopedWalletId;
 
@@ -17,9 +18,26 @@ pub struct EntryAt {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The wallet and its last entry recorded at or before `at` (none when it had none yet), read
+/// once every batch that has locked the wallet committed: an `at` up to now is answered as it
+/// will always be answered.
+pub async fn wallet_at(
+    client: &mut deadpool_postgres::Object,
+    wallet: &ScopedWalletId,
+    at: DateTime<Utc>,
+) -> Result<Option<(Wallet, Option<EntryAt>)>, StoreError> {
+    let transaction = client.transaction().await?;
+    let Some(found) = wallet_settled(&transaction, wallet).await? else {
+        return Ok(None);
+    };
+    let entry = entry_at(&transaction, wallet, at).await?;
+    transaction.commit().await?;
+    Ok(Some((found, entry)))
+}
+
 /// The last entry of the wallet recorded at or before `at`, or none when it had none yet: one
 /// backward step on the `(tenant, wallet_id, recorded_at, version)` index, never a scan.
-pub async fn entry_at(
+async fn entry_at(
     client: &impl GenericClient,
     wallet: &ScopedWalletId,
     at: DateTime<Utc>,

@@ -148,6 +148,30 @@ pub async fn wallet(
     row.as_ref().map(wallet_from_row).transpose()
 }
 
+/// The wallet, read once no batch transaction that has locked it is still to commit: a batch
+/// records its entries at a time it reads after taking its wallets' locks, so that from here
+/// on, within `client`'s transaction, the journal up to now is final. The lock taken is the
+/// weakest that waits for a batch's `FOR UPDATE`, and it keeps later batches of the wallet
+/// waiting only until the transaction ends.
+pub(super) async fn wallet_settled(
+    client: &impl GenericClient,
+    id: &ScopedWalletId,
+) -> Result<Option<Wallet>, StoreError> {
+    let row = client
+        .query_opt(
+            &prepared(
+                client,
+                &format!(
+                    "SELECT {WALLET_COLUMNS} FROM wallets WHERE tenant = $1 AND id = $2 FOR KEY SHARE"
+                ),
+            )
+            .await?,
+            &[&id.tenant, &id.id.0],
+        )
+        .await?;
+    row.as_ref().map(wallet_from_row).transpose()
+}
+
 /// The wallets among `ids` that exist, in no particular order, in one round trip.
 pub async fn wallets(
     client: &impl GenericClient,

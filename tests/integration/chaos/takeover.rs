@@ -132,7 +132,7 @@ async fn cache_catches_up_with_a_batch_whose_worker_died() {
         operations,
         dead_letters: Vec::new(),
     };
-    ::wallet::ledger::store::apply_batch(&mut client, &batch, chrono::Utc::now())
+    ::wallet::ledger::store::apply_batch(&mut client, &batch, chrono::Utc::now)
         .await
         .expect("the batch commits");
     let stale = api.balance(&account).await;
