@@ -505,6 +505,69 @@ async fn a_dropped_balance_keeps_its_version_guard() {
     assert_eq!(version().await, Some(13));
 }
 
+/// Proves two tenants' wallets with the same id have a balance entry and a version guard each:
+/// a newer version of one never hides the other's, and dropping one leaves the other cached.
+#[tokio::test]
+async fn each_tenants_balance_entry_is_its_own() {
+    let redis = crate::harness::Redis::start();
+    let config = wallet::config::RedisConfig {
+        url: redis.url(),
+        ..Default::default()
+    };
+    let cache = wallet::cache::Cache::new(&config).expect("cache");
+    let id = wallet::ledger::types::WalletId(uuid::Uuid::from_u128(9));
+    let of = |tenant: &str, version: i64, balance: &str| wallet::cache::CachedWallet {
+        tenant: tenant.to_owned(),
+        ..cached_wallet(id, version, balance)
+    };
+    let scoped = |tenant: &str| wallet::ledger::types::ScopedWalletId {
+        tenant: tenant.to_owned(),
+        id,
+    };
+    let read = |tenant: &'static str| {
+        let (cache, wallet) = (cache.clone(), scoped(tenant));
+        async move {
+            cache
+                .balance(&wallet)
+                .await
+                .expect("read")
+                .map(|cached| (cached.version, cached.balance))
+        }
+    };
+    assert_eq!(
+        cache
+            .store_balances(&[of("acme", 9, "9.00"), of("globex", 2, "2.00")])
+            .await
+            .expect("stored"),
+        2,
+        "an older version of another tenant's wallet is a wallet of its own"
+    );
+    assert_eq!(read("acme").await, Some((9, "9.00".to_owned())));
+    assert_eq!(read("globex").await, Some((2, "2.00".to_owned())));
+    cache
+        .forget_balances(&[scoped("acme")])
+        .await
+        .expect("dropped");
+    assert_eq!(read("acme").await, None);
+    assert_eq!(read("globex").await, Some((2, "2.00".to_owned())));
+    assert_eq!(
+        cache
+            .store_balances(&[of("acme", 8, "8.00")])
+            .await
+            .expect("refused"),
+        0,
+        "the dropped entry keeps its own guard"
+    );
+    assert_eq!(
+        cache
+            .store_balances(&[of("globex", 3, "3.00")])
+            .await
+            .expect("stored"),
+        1
+    );
+    assert_eq!(read("globex").await, Some((3, "3.00".to_owned())));
+}
+
 /// Proves a record that cannot be decoded becomes a dead letter and an operation on a missing
 /// wallet becomes FAILED, and the partition moves on to the next record.
 #[tokio::test]
