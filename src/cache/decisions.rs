@@ -5,8 +5,9 @@
 //! A waiter registers before its operation is produced and then reads its markers once, so a
 //! decision that lands before the notification could reach it is still seen. While the
 //! subscription is down (Redis restarted, connection lost) notifications are lost: every
-//! waiter reads its markers again when the subscription is back, and once more at its
-//! deadline, so it never waits past the deadline for a notification that will not come.
+//! waiter reads its markers again when the subscription is back (and when Redis answers again
+//! after an outage, during which its reads failed at once), and once more at its deadline, so
+//! it never waits past the deadline for a notification that will not come.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +112,7 @@ impl Decisions {
             keys,
             notify,
             subscriptions: self.shared.subscriptions.subscribe(),
+            recoveries: self.cache.recoveries(),
             decisions: self.clone(),
         }
     }
@@ -123,6 +125,8 @@ pub struct Watch {
     keys: Vec<String>,
     notify: Arc<Notify>,
     subscriptions: watch::Receiver<u64>,
+    /// Redis answers again after an outage, during which reading the markers failed.
+    recoveries: watch::Receiver<u64>,
     decisions: Decisions,
 }
 
@@ -146,6 +150,7 @@ impl Watch {
                 () = self.notify.notified() => {}
                 // The subscription is new: notifications may have been lost before it.
                 Ok(()) = self.subscriptions.changed() => {}
+                Ok(()) = self.recoveries.changed() => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }

@@ -4,6 +4,7 @@
 mod balances;
 mod decisions;
 mod markers;
+mod outage;
 mod written;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use tokio::sync::OnceCell;
 pub use balances::CachedWallet;
 pub use decisions::{Decisions, Watch};
 pub use markers::{Marker, MarkerState};
+use outage::Outage;
 use written::RecentWrites;
 
 use crate::config::RedisConfig;
@@ -36,6 +38,9 @@ pub struct Cache {
     connection: Arc<OnceCell<ConnectionManager>>,
     /// Shared by every connection of the process.
     written: Arc<RecentWrites>,
+    /// Shared by every connection of the process: one that finds Redis down spares the
+    /// others their wait.
+    outage: Arc<Outage>,
     timeout: Duration,
     balance_ttl_s: u64,
     marker_ttl_s: u64,
@@ -50,6 +55,25 @@ pub enum CacheError {
     Redis(#[from] redis::RedisError),
     #[error("Redis holds an unreadable entry: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// Not asked: Redis failed moments ago, with this cause, and is tried again shortly.
+    #[error("Redis is unreachable, not asked (last failure: {0})")]
+    Unreachable(String),
+}
+
+impl CacheError {
+    /// Whether the error says Redis cannot be reached (rather than that it answered).
+    fn is_unreachable(&self) -> bool {
+        match self {
+            CacheError::Timeout(_) | CacheError::Unreachable(_) => true,
+            CacheError::Redis(error) => {
+                error.is_io_error()
+                    || error.is_connection_refusal()
+                    || error.is_connection_dropped()
+                    || error.is_timeout()
+            }
+            CacheError::Corrupt(_) => false,
+        }
+    }
 }
 
 impl Cache {
@@ -62,6 +86,7 @@ impl Cache {
             client,
             connection: Arc::new(OnceCell::new()),
             written: Arc::new(RecentWrites::new(Duration::from_secs(config.balance_ttl_s))),
+            outage: Arc::new(Outage::default()),
             timeout: Duration::from_millis(config.timeout_ms),
             balance_ttl_s: config.balance_ttl_s,
             marker_ttl_s: config.marker_ttl_s,
@@ -90,8 +115,23 @@ impl Cache {
         Ok(connection.clone())
     }
 
-    /// Runs one exchange with Redis under the configured deadline.
+    /// Runs one exchange with Redis under the configured deadline, or fails at once while
+    /// Redis is known to be down.
     async fn with_connection<T, F, Fut>(&self, exchange: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, CacheError>>,
+    {
+        self.outage.admit()?;
+        let result = self.exchange(exchange).await;
+        if let (true, Err(error)) = (self.outage.settle(&result), &result) {
+            tracing::warn!(%error, "Redis is unreachable; its calls fail at once until it answers again");
+            tokio::spawn(self.clone().probe());
+        }
+        result
+    }
+
+    async fn exchange<T, F, Fut>(&self, exchange: F) -> Result<T, CacheError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = Result<T, CacheError>>,
@@ -102,17 +142,41 @@ impl Cache {
         };
         tokio::time::timeout(self.timeout, attempt)
             .await
-            .map_err(|_| CacheError::Timeout(self.timeout))?
+            .unwrap_or(Err(CacheError::Timeout(self.timeout)))
+    }
+
+    /// Asks Redis every [`outage::PROBE_INTERVAL`] until it answers, then ends the outage.
+    async fn probe(self) {
+        loop {
+            tokio::time::sleep(outage::PROBE_INTERVAL).await;
+            match self.exchange(ping).await {
+                Ok(()) => {
+                    tracing::info!("Redis answers again");
+                    self.outage.end();
+                    return;
+                }
+                Err(error) => {
+                    self.outage.settle(&Err::<(), _>(error));
+                }
+            }
+        }
+    }
+
+    /// Changes each time Redis answers again after it could not be reached: what its calls
+    /// missed meanwhile (they failed at once) may be asked for again.
+    pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outage.endings()
     }
 
     /// Answers whether Redis is reachable now.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        self.with_connection(|mut connection| async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await?;
-            Ok(())
-        })
-        .await
+        self.with_connection(ping).await
     }
+}
+
+async fn ping(mut connection: ConnectionManager) -> Result<(), CacheError> {
+    redis::cmd("PING")
+        .query_async::<String>(&mut connection)
+        .await?;
+    Ok(())
 }

@@ -80,6 +80,43 @@ async fn redis_outage_degrades_to_postgres() {
     assert!(refreshed);
 }
 
+/// Proves a frozen Redis costs one request its deadline, not every request: once a call
+/// timed out, the others fail at once and fall back to PostgreSQL (or answer 503 where only
+/// Redis can tell), until Redis answers again, which is noticed within moments. Before, each
+/// balance read waited out the deadline twice (the cache read and its refill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_its_deadline_once_not_per_request() {
+    let stack = crate::harness::Stack::start(1);
+    let timeout = Duration::from_secs(3);
+    let server = stack.serve_with(&[("WALLET_REDIS__TIMEOUT_MS", timeout.as_millis().to_string())]);
+    let _worker = stack.work("work-1");
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    api.fund(&wallet, "3.00").await;
+    stack.redis.pause();
+    let first = api.balance(&wallet).await;
+    assert_eq!(first.body["balance"], "3.00", "{:?}", first.body);
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let read = api.balance(&wallet).await;
+        assert_eq!(read.body["balance"], "3.00", "{:?}", read.body);
+    }
+    let took = started.elapsed();
+    stack.redis.resume();
+    assert!(
+        took < timeout,
+        "10 balance reads with Redis frozen took {took:?}, a deadline being {timeout:?}"
+    );
+    let back = eventually(Duration::from_secs(10), || async {
+        api.submit_with_key(&wallet, "after-the-freeze", &deposit(&wallet, "1.00"))
+            .await
+            .status
+            == StatusCode::ACCEPTED
+    })
+    .await;
+    assert!(back, "a keyed submission was never accepted again");
+}
+
 /// Proves a SIGKILLed API process loses nothing: every keyed request is retried until
 /// accepted and each is applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
