@@ -86,6 +86,9 @@ pub struct Accepted {
     pub id: OperationId,
     pub wallet_id: WalletId,
     pub status: OperationStatus,
+    /// The fingerprint of the request answered: a decision waited for is this request's only
+    /// when it is of the same fingerprint.
+    pub fingerprint: String,
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
@@ -298,6 +301,7 @@ fn answer(operation: &Operation, produced: Result<i64, ProduceError>) -> Result<
             id: operation.id,
             wallet_id: operation.wallet_id,
             status: OperationStatus::Pending,
+            fingerprint: operation.fingerprint.clone(),
         }),
         Err(error) => Err(produce_problem(&error)),
     }
@@ -411,9 +415,7 @@ async fn retried_after_expiry(
     let id = operation.scoped_id();
     let unreadable = match state.cache.marker(&id).await {
         Ok(Some(marker)) => {
-            let same = marker.fingerprint == operation.fingerprint
-                && marker.wallet_id == operation.wallet_id;
-            return match same {
+            return match marker.is_of(operation.wallet_id, &operation.fingerprint) {
                 true => replay(state, operation).await,
                 false => Err(passed),
             };
@@ -431,6 +433,7 @@ async fn retried_after_expiry(
                 id: operation.id,
                 wallet_id: operation.wallet_id,
                 status: record.status,
+                fingerprint: operation.fingerprint,
             })
         }
         Some(_) => Err(passed),
@@ -446,7 +449,7 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
     let Some(marker) = state.cache.marker(&operation.scoped_id()).await? else {
         return Err(in_flight());
     };
-    if marker.fingerprint != operation.fingerprint || marker.wallet_id != operation.wallet_id {
+    if !marker.is_of(operation.wallet_id, &operation.fingerprint) {
         return Err(key_reused());
     }
     if let Some(status) = marker.state.status() {
@@ -454,6 +457,7 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
             id: operation.id,
             wallet_id: operation.wallet_id,
             status,
+            fingerprint: operation.fingerprint,
         });
     }
     if state.cache.still_accepting(&marker, clock::now()) {

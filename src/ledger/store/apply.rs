@@ -68,6 +68,7 @@ async fn apply_once(
         changed,
         mut holds,
     } = read_batch(&transaction, batch, stored).await?;
+    let stored_before: Vec<ScopedId> = known.keys().cloned().collect();
     let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, known);
     let operations: Vec<Operation> = fresh
         .iter()
@@ -131,6 +132,7 @@ async fn apply_once(
             .collect(),
         decided: operations.into_iter().zip(applied.outcomes).collect(),
         rejected,
+        stored_before,
         duplicates,
         processed_at: now,
     })
