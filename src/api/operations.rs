@@ -639,7 +639,10 @@ async fn stored_all(
                     let body = StatusBody::from_record(record, currency);
                     Stored::Found(body, Some(record.fingerprint.clone()))
                 }
-                (None, Some(rejected)) if rejected.wallet_id == *wallet_id => {
+                (None, Some(rejected))
+                    if rejected.wallet_id == *wallet_id
+                        || rejected.to_wallet_id == Some(*wallet_id) =>
+                {
                     Stored::Found(StatusBody::rejected(*id, rejected), None)
                 }
                 (None, Some(_)) => Stored::OtherWallet,
