@@ -399,7 +399,7 @@ pub async fn status(
         return Ok(Found(decided));
     }
     match stored(&state, &scoped, wallet_id).await? {
-        Stored::Found(body, _) => return Ok(Found(body)),
+        Stored::Found(body, _) => return Ok(Found(*body)),
         Stored::OtherWallet => return Err(not_found()),
         // Only the marker knows an operation no worker has decided yet: without it, the
         // operation may be pending, and a 404 would tell a client polling `Location` that it
@@ -417,7 +417,7 @@ pub async fn status(
         marker.filter(|marker| marker.state.status() == Some(OperationStatus::Pending))
     else {
         return match stored_once_applied(&state, &scoped, wallet_id).await? {
-            (Stored::Found(body, _), _) => Ok(Found(body)),
+            (Stored::Found(body, _), _) => Ok(Found(*body)),
             (Stored::OtherWallet, _) | (Stored::Unknown, true) => Err(not_found()),
             (Stored::Unknown, false) => Err(may_be_pending(id)),
         };
@@ -512,7 +512,7 @@ pub(super) async fn decided_all_in_postgres(
                 Stored::Found(_, Some(fingerprint)) if fingerprint != accepted.fingerprint => {
                     Some(Err(submit::key_reused()))
                 }
-                Stored::Found(body, _) => Some(Ok(body)),
+                Stored::Found(body, _) => Some(Ok(*body)),
                 Stored::OtherWallet | Stored::Unknown => None,
             })
             .collect(),
@@ -573,7 +573,7 @@ fn shown(metadata: &Metadata) -> Option<Metadata> {
 enum Stored {
     /// Decided, or refused and kept as a dead letter; with the fingerprint of the request
     /// decided, which a dead letter does not keep.
-    Found(StatusBody, Option<String>),
+    Found(Box<StatusBody>, Option<String>),
     /// It exists, but the asking wallet is neither of its wallets.
     OtherWallet,
     Unknown,
@@ -636,14 +636,14 @@ async fn stored_all(
                 }
                 (Some(record), _) => {
                     let currency = currencies.get(&record.wallet_id).copied().flatten();
-                    let body = StatusBody::from_record(record, currency);
+                    let body = Box::new(StatusBody::from_record(record, currency));
                     Stored::Found(body, Some(record.fingerprint.clone()))
                 }
                 (None, Some(rejected))
                     if rejected.wallet_id == *wallet_id
                         || rejected.to_wallet_id == Some(*wallet_id) =>
                 {
-                    Stored::Found(StatusBody::rejected(*id, rejected), None)
+                    Stored::Found(Box::new(StatusBody::rejected(*id, rejected)), None)
                 }
                 (None, Some(_)) => Stored::OtherWallet,
                 (None, None) => Stored::Unknown,
