@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::client::{deposit, System};
 use crate::harness::eventually;
-use crate::wait::submit_waiting;
+use crate::wait::{post, submit_waiting};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -77,6 +77,43 @@ async fn an_id_reused_after_its_marker_is_lost_stays_the_first_requests() {
     let status = api.status(&wallet, &id).await;
     assert_eq!(status.body["amount"], "1.00", "{:?}", status.body);
     assert_eq!(api.balance(&wallet).await.body["balance"], "1.00");
+}
+
+/// Proves a batch item that reuses an id once Redis lost its marker is refused 422
+/// IDEMPOTENCY_KEY_REUSED when the batch waits for its decisions, as a single submission
+/// is, rather than answered the first request's PROCESSED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_item_reusing_an_id_whose_marker_is_lost_is_refused() {
+    let system = System::start(1);
+    let api = &system.api;
+    let wallet = api.new_wallet().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut first = deposit(&wallet, "1.00");
+    first["operationId"] = json!(id);
+    let decided = submit_waiting(&api.base, "wait=20", &first).await;
+    assert_eq!(decided.body["status"], "PROCESSED", "{}", decided.body);
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis(&system).await)
+        .await
+        .expect("the markers are gone");
+
+    let mut second = deposit(&wallet, "2.00");
+    second["operationId"] = json!(id);
+    let answer = post(
+        &format!("{}/api/v1/operations/batch", api.base),
+        &[("Prefer", "wait=10")],
+        json!({ "operations": [second, deposit(&wallet, "3.00")] }).to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let results = &answer.body["results"];
+    assert_eq!(
+        results[0]["problem"]["code"], "IDEMPOTENCY_KEY_REUSED",
+        "{}",
+        answer.body
+    );
+    assert_eq!(results[1]["status"], "PROCESSED", "{}", answer.body);
+    assert_eq!(api.balance(&wallet).await.body["balance"], "4.00");
 }
 
 /// Proves a wait woken by the decision's announcement answers the decision at once while
