@@ -9,7 +9,9 @@
 //! passed (its record may have landed before the process died). The worker's
 //! dedupe by operation id is the backstop whatever Redis says: once a marker has expired or
 //! Redis lost it, a repeated id is accepted again but never applied twice, and one reused
-//! with other content is kept as a dead letter instead of being answered 422. The accept path
+//! with other content is kept as a dead letter instead of being answered 422 (the worker
+//! then writes the stored operation's marker back, so its retries, and a wait for it, are
+//! 422 from then on). The accept path
 //! asks PostgreSQL nothing (but for a HOLD retried after its expiry, see
 //! `retried_after_expiry`), which is what lets one wallet take thousands of operations a second.
 
