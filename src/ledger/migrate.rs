@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0009_outbox_batches.sql"),
     ),
     (10, "holds", include_str!("../../sql/0010_holds.sql")),
+    (
+        11,
+        "dead_letter_targets",
+        include_str!("../../sql/0011_dead_letter_targets.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.
