@@ -128,6 +128,25 @@ async fn wallet_creation_is_idempotent() {
         .await;
     assert_eq!(clash.status, StatusCode::CONFLICT);
     assert_eq!(clash.code(), "WALLET_EXISTS");
+
+    // An Idempotency-Key names the wallet too; it used to be ignored, and each retry made
+    // another wallet.
+    let keyed = api.create_wallet_with_key("customer-17", json!({})).await;
+    assert_eq!(keyed.status, StatusCode::CREATED, "{:?}", keyed.body);
+    let retried = api.create_wallet_with_key("customer-17", json!({})).await;
+    assert_eq!(retried.status, StatusCode::OK, "{:?}", retried.body);
+    assert_eq!(retried.body["walletId"], keyed.body["walletId"]);
+    let other = api.create_wallet_with_key("customer-18", json!({})).await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    assert_ne!(other.body["walletId"], keyed.body["walletId"]);
+    let chosen = api
+        .create_wallet_with_key("customer-17", json!({"walletId": id, "currency": "EUR"}))
+        .await;
+    assert_eq!(
+        chosen.body["walletId"],
+        id.as_str(),
+        "walletId wins over the key"
+    );
 }
 
 /// Submissions that must be refused, each with its status and problem code. `usd`, `other`,
