@@ -105,6 +105,14 @@ async fn deposit_withdraw_transfer_happy_paths() {
         .collect();
     assert_eq!(versions, vec![1]);
     assert!(rest.body["nextCursor"].is_null());
+    // A full page that ends at the first entry is the end too: no cursor to an empty page.
+    let whole = api.history(&alice, "limit=4").await;
+    assert_eq!(whole.body["items"].as_array().map(Vec::len), Some(4));
+    assert!(
+        whole.body["nextCursor"].is_null(),
+        "{:?}",
+        whole.body["nextCursor"]
+    );
 }
 
 /// Proves creating a wallet with a chosen id is idempotent and a currency clash is a 409.
