@@ -21,6 +21,18 @@ pub fn new_wallet_id() -> WalletId {
     WalletId(Uuid::now_v7())
 }
 
+/// The namespace of wallet ids derived from a creation's `Idempotency-Key`.
+const WALLET_KEY_NAMESPACE: Uuid = Uuid::from_u128(0x3c1d_9a47_2e85_4f60_b7d2_81a9_c45e_0f13);
+
+/// The wallet id a creation's `Idempotency-Key` names in its tenant: the same for the same
+/// tenant and key, another for another tenant (tenants never contain ':').
+pub fn keyed_wallet_id(tenant: &str, key: &str) -> WalletId {
+    WalletId(Uuid::new_v5(
+        &WALLET_KEY_NAMESPACE,
+        format!("{tenant}:{key}").as_bytes(),
+    ))
+}
+
 /// Names a request in logs and in the `X-Request-Id` header.
 pub fn new_request_id() -> String {
     Uuid::now_v7().to_string()
@@ -39,5 +51,13 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(super::now().nanosecond() % 1_000, 0);
         }
+    }
+
+    #[test]
+    fn a_creation_key_names_one_wallet_per_tenant() {
+        use super::keyed_wallet_id;
+        assert_eq!(keyed_wallet_id("acme", "k"), keyed_wallet_id("acme", "k"));
+        assert_ne!(keyed_wallet_id("acme", "k"), keyed_wallet_id("globex", "k"));
+        assert_ne!(keyed_wallet_id("acme", "k"), keyed_wallet_id("acme", "k2"));
     }
 }

@@ -32,7 +32,7 @@ use super::problem::Refusal;
 use super::submit::{self, Accepted, Submission};
 use super::wait::{PreferWait, Wait};
 use super::{body, openapi, reply, AppState, Problem};
-use crate::ledger::types::{OperationId, ScopedId, WalletId};
+use crate::ledger::types::{OperationId, ScopedId};
 
 pub const BATCH_PATH: &str = "/api/v1/operations/batch";
 
@@ -139,6 +139,17 @@ pub enum ItemResult {
     Accepted(AcceptedBody),
     Decided(StatusBody),
     Refused(Problem),
+}
+
+impl ItemResult {
+    /// A decision waited for: the operation's final status, or the refusal of an item whose
+    /// id was decided for another request.
+    fn decided(answer: Result<StatusBody, Problem>) -> ItemResult {
+        match answer {
+            Ok(body) => ItemResult::Decided(body),
+            Err(problem) => ItemResult::Refused(problem),
+        }
+    }
 }
 
 impl Serialize for ItemResult {
@@ -321,7 +332,7 @@ async fn decided_by(
         .await
         .into_iter();
     let mut results = Vec::with_capacity(accepted.len());
-    let mut undecided: Vec<(usize, (OperationId, WalletId))> = Vec::new();
+    let mut undecided: Vec<(usize, Accepted)> = Vec::new();
     for answer in accepted {
         let accepted = match answer {
             Ok(accepted) => accepted,
@@ -331,10 +342,10 @@ async fn decided_by(
             }
         };
         let marker = markers.next().flatten();
-        match marker.and_then(|marker| operations::decided(accepted.id, &marker)) {
-            Some(body) => results.push(ItemResult::Decided(body)),
+        match marker.and_then(|marker| operations::decided_for(&accepted, &marker)) {
+            Some(answer) => results.push(ItemResult::decided(answer)),
             None => {
-                undecided.push((results.len(), (accepted.id, accepted.wallet_id)));
+                undecided.push((results.len(), accepted.clone()));
                 results.push(ItemResult::Accepted(AcceptedBody::from(accepted)));
             }
         }
@@ -342,11 +353,11 @@ async fn decided_by(
     if undecided.is_empty() {
         return results;
     }
-    let asked: Vec<(OperationId, WalletId)> = undecided.iter().map(|(_, asked)| *asked).collect();
+    let asked: Vec<&Accepted> = undecided.iter().map(|(_, asked)| asked).collect();
     let decided = operations::decided_all_in_postgres(state, tenant, &asked).await;
-    for ((index, _), decided) in undecided.into_iter().zip(decided) {
-        if let Some(body) = decided {
-            results[index] = ItemResult::Decided(body);
+    for ((index, _), decided) in undecided.iter().zip(decided) {
+        if let Some(answer) = decided {
+            results[*index] = ItemResult::decided(answer);
         }
     }
     results

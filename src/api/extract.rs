@@ -302,6 +302,42 @@ fn is_idempotency_key(key: &str) -> bool {
 
 impl Apiv2Schema for IdempotencyKey {}
 
+/// The `Idempotency-Key` header of a wallet's creation, when the client sent one.
+pub struct CreationKey(pub Option<String>);
+
+impl FromRequest for CreationKey {
+    type Error = Problem;
+    type Future = std::future::Ready<Result<Self, Problem>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(idempotency_key(request).map(CreationKey))
+    }
+}
+
+impl Apiv2Schema for CreationKey {}
+
+impl OperationModifier for CreationKey {
+    fn update_parameter(op: &mut DefaultOperationRaw) {
+        openapi::parameter(
+            op,
+            ParameterIn::Header,
+            "Idempotency-Key",
+            "Makes retries safe: without a `walletId`, the wallet's id derives from the key (in \
+             the caller's tenant), so the same key gives the same wallet. A `walletId` in the \
+             body wins over this header",
+            false,
+            DataType::String,
+            None,
+        );
+        openapi::problem(
+            op,
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key is not 1 to 255 visible ASCII characters \
+             (`INVALID_IDEMPOTENCY_KEY`), or was sent more than once (`AMBIGUOUS_IDEMPOTENCY_KEY`)",
+        );
+    }
+}
+
 impl OperationModifier for IdempotencyKey {
     fn update_parameter(op: &mut DefaultOperationRaw) {
         openapi::parameter(

@@ -138,11 +138,7 @@ async fn accepted(
         let watch = state.decisions.watch(std::slice::from_ref(&scoped));
         (watch, wait.deadline)
     });
-    let Accepted {
-        id,
-        wallet_id,
-        status,
-    } = actix_web::rt::spawn({
+    let accepted = actix_web::rt::spawn({
         let state = state.clone();
         async move { submit::accept(&state, submission).await }
     })
@@ -154,13 +150,20 @@ async fn accepted(
     let decision = match watch {
         Some((watch, deadline)) => {
             let marker = watch.decided_by(deadline).await.pop().flatten();
-            match marker.as_ref().and_then(|marker| decided(id, marker)) {
-                Some(body) => Some(body),
-                None => decided_in_postgres(&state, &scoped, wallet_id).await,
+            match marker.and_then(|marker| decided_for(&accepted, &marker)) {
+                Some(answer) => Some(answer),
+                None => decided_in_postgres(&state, &scoped.tenant, &accepted).await,
             }
+            .transpose()?
         }
         None => None,
     };
+    let Accepted {
+        id,
+        wallet_id,
+        status,
+        ..
+    } = accepted;
     let outcome = match decision {
         Some(body) => Outcome::Decided(body),
         None => Outcome::Accepted(AcceptedBody {
@@ -397,7 +400,7 @@ pub async fn status(
         return Ok(Found(decided));
     }
     match stored(&state, &scoped, wallet_id).await? {
-        Stored::Found(body) => return Ok(Found(body)),
+        Stored::Found(body, _) => return Ok(Found(*body)),
         Stored::OtherWallet => return Err(not_found()),
         // Only the marker knows an operation no worker has decided yet: without it, the
         // operation may be pending, and a 404 would tell a client polling `Location` that it
@@ -415,7 +418,7 @@ pub async fn status(
         marker.filter(|marker| marker.state.status() == Some(OperationStatus::Pending))
     else {
         return match stored_once_applied(&state, &scoped, wallet_id).await? {
-            (Stored::Found(body), _) => Ok(Found(body)),
+            (Stored::Found(body, _), _) => Ok(Found(*body)),
             (Stored::OtherWallet, _) | (Stored::Unknown, true) => Err(not_found()),
             (Stored::Unknown, false) => Err(may_be_pending(id)),
         };
@@ -476,32 +479,41 @@ fn may_be_pending(id: OperationId) -> Problem {
     )
 }
 
-/// A decision PostgreSQL holds although no final marker announced it: a worker that committed
-/// a batch and died (or lost its connection) before writing the batch's markers leaves them
-/// `Pending`.
+/// A decision PostgreSQL holds for the `accepted` request of `tenant` although no final
+/// marker says so: a worker that committed a batch and died (or lost its connection) before
+/// writing the batch's markers leaves them `Pending`, and Redis may refuse to store them.
+/// 422 when the id was decided for another request, as [`decided_for`] answers.
 pub(super) async fn decided_in_postgres(
     state: &AppState,
-    id: &ScopedId,
-    wallet_id: WalletId,
-) -> Option<StatusBody> {
-    decided_all_in_postgres(state, &id.tenant, &[(id.id, wallet_id)])
+    tenant: &str,
+    accepted: &Accepted,
+) -> Option<Result<StatusBody, Problem>> {
+    decided_all_in_postgres(state, tenant, &[accepted])
         .await
         .pop()
         .flatten()
 }
 
-/// `decided_in_postgres` for operations of `tenant`, each asked from one of its wallets, with
-/// one read for all. Answers in the order asked.
+/// `decided_in_postgres` for requests of `tenant`, each asked from its wallet, with one read
+/// for all. Answers in the order asked.
 pub(super) async fn decided_all_in_postgres(
     state: &AppState,
     tenant: &str,
-    asked: &[(OperationId, WalletId)],
-) -> Vec<Option<StatusBody>> {
-    match stored_all(state, tenant, asked).await {
+    asked: &[&Accepted],
+) -> Vec<Option<Result<StatusBody, Problem>>> {
+    let ids: Vec<(OperationId, WalletId)> = asked
+        .iter()
+        .map(|accepted| (accepted.id, accepted.wallet_id))
+        .collect();
+    match stored_all(state, tenant, &ids).await {
         Ok(stored) => stored
             .into_iter()
-            .map(|stored| match stored {
-                Stored::Found(body) => Some(body),
+            .zip(asked)
+            .map(|(stored, accepted)| match stored {
+                Stored::Found(_, Some(fingerprint)) if fingerprint != accepted.fingerprint => {
+                    Some(Err(submit::key_reused()))
+                }
+                Stored::Found(body, _) => Some(Ok(*body)),
                 Stored::OtherWallet | Stored::Unknown => None,
             })
             .collect(),
@@ -512,6 +524,21 @@ pub(super) async fn decided_all_in_postgres(
             );
             asked.iter().map(|_| None).collect()
         }
+    }
+}
+
+/// The answer to the `accepted` request waiting for its operation's decision, from its id's
+/// final marker (None while it is not final): 422 when the id was decided for another
+/// request, which happens when Redis lost that request's marker before this one reused the
+/// id, and the worker refused this one.
+pub(super) fn decided_for(
+    accepted: &Accepted,
+    marker: &Marker,
+) -> Option<Result<StatusBody, Problem>> {
+    let body = decided(accepted.id, marker)?;
+    match marker.is_of(accepted.wallet_id, &accepted.fingerprint) {
+        true => Some(Ok(body)),
+        false => Some(Err(submit::key_reused())),
     }
 }
 
@@ -545,8 +572,9 @@ fn shown(metadata: &Metadata) -> Option<Metadata> {
 
 /// What PostgreSQL knows of an operation, asked from one of its wallets.
 enum Stored {
-    /// Decided, or refused and kept as a dead letter.
-    Found(StatusBody),
+    /// Decided, or refused and kept as a dead letter; with the fingerprint of the request
+    /// decided, which a dead letter does not keep.
+    Found(Box<StatusBody>, Option<String>),
     /// It exists, but the asking wallet is neither of its wallets.
     OtherWallet,
     Unknown,
@@ -613,10 +641,14 @@ async fn stored_all(
                 }
                 (Some(record), _) => {
                     let currency = currencies.get(&record.wallet_id).copied().flatten();
-                    Stored::Found(StatusBody::from_record(record, currency))
+                    let body = Box::new(StatusBody::from_record(record, currency));
+                    Stored::Found(body, Some(record.fingerprint.clone()))
                 }
-                (None, Some(rejected)) if rejected.wallet_id == *wallet_id => {
-                    Stored::Found(StatusBody::rejected(*id, rejected))
+                (None, Some(rejected))
+                    if rejected.wallet_id == *wallet_id
+                        || rejected.to_wallet_id == Some(*wallet_id) =>
+                {
+                    Stored::Found(Box::new(StatusBody::rejected(*id, rejected)), None)
                 }
                 (None, Some(_)) => Stored::OtherWallet,
                 (None, None) => Stored::Unknown,

@@ -9,7 +9,9 @@
 //! passed (its record may have landed before the process died). The worker's
 //! dedupe by operation id is the backstop whatever Redis says: once a marker has expired or
 //! Redis lost it, a repeated id is accepted again but never applied twice, and one reused
-//! with other content is kept as a dead letter instead of being answered 422. The accept path
+//! with other content is kept as a dead letter instead of being answered 422 (the worker
+//! then writes the stored operation's marker back, so its retries, and a wait for it, are
+//! 422 from then on). The accept path
 //! asks PostgreSQL nothing (but for a HOLD retried after its expiry, see
 //! `retried_after_expiry`), which is what lets one wallet take thousands of operations a second.
 
@@ -93,6 +95,9 @@ pub struct Accepted {
     pub id: OperationId,
     pub wallet_id: WalletId,
     pub status: OperationStatus,
+    /// The fingerprint of the request answered: a decision waited for is this request's only
+    /// when it is of the same fingerprint.
+    pub fingerprint: String,
 }
 
 pub async fn accept(state: &AppState, submission: Submission) -> Result<Accepted, Problem> {
@@ -305,6 +310,7 @@ fn answer(operation: &Operation, produced: Result<i64, ProduceError>) -> Result<
             id: operation.id,
             wallet_id: operation.wallet_id,
             status: OperationStatus::Pending,
+            fingerprint: operation.fingerprint.clone(),
         }),
         Err(error) => Err(produce_problem(&error)),
     }
@@ -419,9 +425,7 @@ async fn retried_after_expiry(
     let id = operation.scoped_id();
     let unreadable = match state.cache.marker(&id).await {
         Ok(Some(marker)) => {
-            let same = marker.fingerprint == operation.fingerprint
-                && marker.wallet_id == operation.wallet_id;
-            return match same {
+            return match marker.is_of(operation.wallet_id, &operation.fingerprint) {
                 true => replay(state, operation).await,
                 false => Err(passed),
             };
@@ -439,6 +443,7 @@ async fn retried_after_expiry(
                 id: operation.id,
                 wallet_id: operation.wallet_id,
                 status: record.status,
+                fingerprint: operation.fingerprint,
             })
         }
         Some(_) => Err(passed),
@@ -454,7 +459,7 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
     let Some(marker) = state.cache.marker(&operation.scoped_id()).await? else {
         return Err(in_flight());
     };
-    if marker.fingerprint != operation.fingerprint || marker.wallet_id != operation.wallet_id {
+    if !marker.is_of(operation.wallet_id, &operation.fingerprint) {
         return Err(key_reused());
     }
     if let Some(status) = marker.state.status() {
@@ -462,6 +467,7 @@ async fn replay(state: &AppState, operation: Operation) -> Result<Accepted, Prob
             id: operation.id,
             wallet_id: operation.wallet_id,
             status,
+            fingerprint: operation.fingerprint,
         });
     }
     if state.cache.still_accepting(&marker, clock::now()) {

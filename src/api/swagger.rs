@@ -4,29 +4,35 @@
 //! `?configUrl=` cannot make the page on this origin load a foreign document, and the script
 //! is a file rather than inline so the Content-Security-Policy can forbid inline scripts.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use swagger_ui_redist::{SwaggerUi, SwaggerUiStaticFile};
 
 use super::openapi::{SPEC_V2_PATH, SWAGGER_PATH};
 use super::Problem;
 
-const INDEX: &str = r#"<!DOCTYPE html>
+/// The page, served at `SWAGGER_PATH` itself (DESIGN: `GET /swagger` is 200) and below it, so
+/// its files are named by absolute paths, which resolve the same from either.
+fn index_page() -> String {
+    format!(
+        r#"<!DOCTYPE html>
 <html lang="en">
 <head>
     <meta charset="UTF-8">
     <title>wallet API</title>
-    <link rel="stylesheet" type="text/css" href="swagger-ui.css" />
-    <link rel="icon" type="image/png" href="favicon-32x32.png" sizes="32x32" />
-    <link rel="icon" type="image/png" href="favicon-16x16.png" sizes="16x16" />
+    <link rel="stylesheet" type="text/css" href="{SWAGGER_PATH}/swagger-ui.css" />
+    <link rel="icon" type="image/png" href="{SWAGGER_PATH}/favicon-32x32.png" sizes="32x32" />
+    <link rel="icon" type="image/png" href="{SWAGGER_PATH}/favicon-16x16.png" sizes="16x16" />
 </head>
 <body>
 <div id="swagger-ui"></div>
-<script src="swagger-ui-bundle.js" charset="UTF-8"></script>
-<script src="swagger-initializer.js" charset="UTF-8"></script>
+<script src="{SWAGGER_PATH}/swagger-ui-bundle.js" charset="UTF-8"></script>
+<script src="{SWAGGER_PATH}/swagger-initializer.js" charset="UTF-8"></script>
 </body>
 </html>
-"#;
+"#
+    )
+}
 
 /// `queryConfigEnabled` is off (the default of this release, stated so it stays off), the
 /// base layout has no box to type another document's URL into, and no validator is called.
@@ -48,8 +54,8 @@ fn initializer() -> String {
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
-        .route(SWAGGER_PATH, web::get().to(to_index))
-        .route(&format!("{SWAGGER_PATH}/"), web::get().to(to_index))
+        .route(SWAGGER_PATH, web::get().to(index))
+        .route(&format!("{SWAGGER_PATH}/"), web::get().to(index))
         .route(&format!("{SWAGGER_PATH}/index.html"), web::get().to(index))
         .route(
             &format!("{SWAGGER_PATH}/swagger-initializer.js"),
@@ -58,17 +64,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(&format!("{SWAGGER_PATH}/{{file}}"), web::get().to(file));
 }
 
-async fn to_index() -> HttpResponse {
-    HttpResponse::TemporaryRedirect()
-        .insert_header((header::LOCATION, format!("{SWAGGER_PATH}/index.html")))
-        .finish()
-}
-
 /// The same page whatever the query string says.
 async fn index() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(INDEX)
+        .body(index_page())
 }
 
 async fn script() -> HttpResponse {
@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn the_page_loads_only_its_own_files_and_our_document() {
-        assert!(!INDEX.contains("<script>"), "no inline script");
+        let page = index_page();
+        assert!(!page.contains("<script>"), "no inline script");
         for name in [
             "swagger-ui.css",
             "swagger-ui-bundle.js",
@@ -123,6 +124,10 @@ mod tests {
                     .iter()
                     .any(|(file, _)| file.file_name() == name),
                 "{name} is bundled"
+            );
+            assert!(
+                page.contains(&format!("\"/swagger/{name}\"")),
+                "{name} by its path"
             );
         }
         let script = initializer();

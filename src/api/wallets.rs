@@ -8,7 +8,7 @@ use paperclip::actix::{api_v2_operation, Apiv2Schema};
 use serde::{Deserialize, Serialize};
 
 use super::caller::Caller;
-use super::extract::{BalanceParams, JsonBody, WalletPath};
+use super::extract::{BalanceParams, CreationKey, JsonBody, WalletPath};
 use super::reply::{Found, WalletReply};
 use super::schema::{CurrencyText, UuidText};
 use super::{body, lookup, AppState, Problem};
@@ -23,9 +23,9 @@ use crate::ledger::types::{ScopedWalletId, WalletId};
 #[derive(Debug, Default, Deserialize, Apiv2Schema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateWallet {
-    /// Choose the id to make creation safe to retry; a time-ordered UUID is generated
-    /// otherwise. The id is unique within the caller's tenant: another tenant's wallet with
-    /// the same id is another wallet.
+    /// Choose the id (or send an `Idempotency-Key`) to make creation safe to retry; a
+    /// time-ordered UUID is generated otherwise. The id is unique within the caller's tenant:
+    /// another tenant's wallet with the same id is another wallet.
     wallet_id: Option<UuidText>,
     /// USD when left out.
     currency: Option<CurrencyText>,
@@ -95,14 +95,16 @@ impl From<CachedWallet> for WalletBody {
 /// Creates a wallet with a zero balance. Wallet ids belong to the caller's tenant: another
 /// tenant's wallet with the same id is another wallet, and neither tenant can tell it exists.
 /// Re-creating an existing id of the caller's tenant with the same currency and overdraft
-/// limit answers the wallet (200); with another currency or limit, a 409 problem.
+/// limit answers the wallet (200); with another currency or limit, a 409 problem. An
+/// `Idempotency-Key` without a `walletId` names the wallet as a `walletId` does.
 #[api_v2_operation(tags(wallets), operation_id = "createWallet")]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
+    key: CreationKey,
     input: JsonBody<Option<CreateWallet>>,
 ) -> Result<WalletReply<WalletBody>, Problem> {
-    let new = new_wallet(caller.0.tenant, input.0.unwrap_or_default())?;
+    let new = new_wallet(caller.0.tenant, input.0.unwrap_or_default(), key.0)?;
     let client = database::client(&state.pool).await?;
     let created = store::create_wallet(&client, &new, clock::now()).await?;
     let (created, wallet) = settled(created, &new)?;
@@ -121,10 +123,15 @@ pub async fn create(
     })
 }
 
-fn new_wallet(tenant: String, input: CreateWallet) -> Result<NewWallet, Problem> {
-    let id = match input.wallet_id {
-        Some(UuidText(text)) => WalletId(body::uuid("walletId", &text)?),
-        None => clock::new_wallet_id(),
+fn new_wallet(
+    tenant: String,
+    input: CreateWallet,
+    key: Option<String>,
+) -> Result<NewWallet, Problem> {
+    let id = match (input.wallet_id, key) {
+        (Some(UuidText(text)), _) => WalletId(body::uuid("walletId", &text)?),
+        (None, Some(key)) => clock::keyed_wallet_id(&tenant, &key),
+        (None, None) => clock::new_wallet_id(),
     };
     let currency = match input.currency {
         Some(CurrencyText(code)) => {

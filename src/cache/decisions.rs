@@ -8,8 +8,11 @@
 //! waiter reads its markers again when the subscription is back (and when Redis answers again
 //! after an outage, during which its reads failed at once), and once more at its deadline, so
 //! it never waits past the deadline for a notification that will not come.
+//! A notification ends the wait for its key even when no final marker is there to read (Redis
+//! refused to store it, as when out of memory, but published): the worker committed the
+//! decision, so PostgreSQL has it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,7 +42,29 @@ pub struct Decisions {
 }
 
 /// Marker key → the requests waiting for it, each by its waiter id.
-type Waiters = HashMap<String, Vec<(u64, Arc<Notify>)>>;
+type Waiters = HashMap<String, Vec<(u64, Arc<Waiter>)>>;
+
+/// A request waiting for decisions: woken by each notification of one of its keys, which it
+/// keeps, as the key's final marker may be missing.
+#[derive(Default)]
+struct Waiter {
+    notify: Notify,
+    announced: Mutex<HashSet<String>>,
+}
+
+impl Waiter {
+    fn announced(&self) -> MutexGuard<'_, HashSet<String>> {
+        // A panic while holding the lock leaves the set as consistent as any of its states.
+        self.announced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn announce(&self, key: &str) {
+        self.announced().insert(key.to_owned());
+        self.notify.notify_one();
+    }
+}
 
 struct Shared {
     waiters: Mutex<Waiters>,
@@ -64,8 +89,8 @@ impl Shared {
             return;
         }
         for key in payload.lines() {
-            for (_, notify) in waiters.get(key).into_iter().flatten() {
-                notify.notify_one();
+            for (_, waiter) in waiters.get(key).into_iter().flatten() {
+                waiter.announce(key);
             }
         }
     }
@@ -97,20 +122,20 @@ impl Decisions {
     /// published only once.
     pub fn watch(&self, ids: &[ScopedId]) -> Watch {
         let id = self.shared.next_waiter.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Notify::new());
+        let waiter = Arc::new(Waiter::default());
         let keys: Vec<String> = ids.iter().map(key).collect();
         let mut waiters = self.shared.waiters();
         for key in &keys {
             waiters
                 .entry(key.clone())
                 .or_default()
-                .push((id, notify.clone()));
+                .push((id, waiter.clone()));
         }
         metrics::gauge!("wallet_decision_waiters").increment(1.0);
         Watch {
             id,
             keys,
-            notify,
+            waiter,
             subscriptions: self.shared.subscriptions.subscribe(),
             recoveries: self.cache.recoveries(),
             decisions: self.clone(),
@@ -123,7 +148,7 @@ impl Decisions {
 pub struct Watch {
     id: u64,
     keys: Vec<String>,
-    notify: Arc<Notify>,
+    waiter: Arc<Waiter>,
     subscriptions: watch::Receiver<u64>,
     /// Redis answers again after an outage, during which reading the markers failed.
     recoveries: watch::Receiver<u64>,
@@ -132,28 +157,36 @@ pub struct Watch {
 
 impl Watch {
     /// Waits until every operation is decided or `deadline` passes, and returns the final
-    /// marker of each decided one, in the order they were watched. Returns at most one Redis
-    /// exchange (`redis.timeout_ms`) after the deadline.
+    /// marker of each decided one, in the order they were watched: None for one undecided,
+    /// and for one announced decided whose final marker Redis does not hold (PostgreSQL has
+    /// its decision). Returns at most one Redis exchange (`redis.timeout_ms`) after the
+    /// deadline.
     pub async fn decided_by(mut self, deadline: Instant) -> Vec<Option<Marker>> {
         let mut decided = vec![None; self.keys.len()];
         loop {
             self.read_markers(&mut decided).await;
             let draining = &self.decisions.shared.draining;
-            if decided.iter().all(Option::is_some)
-                || Instant::now() >= deadline
-                || draining.is_cancelled()
-            {
+            if self.all_decided(&decided) || Instant::now() >= deadline || draining.is_cancelled() {
                 return decided;
             }
             tokio::select! {
                 () = draining.cancelled() => {}
-                () = self.notify.notified() => {}
+                () = self.waiter.notify.notified() => {}
                 // The subscription is new: notifications may have been lost before it.
                 Ok(()) = self.subscriptions.changed() => {}
                 Ok(()) = self.recoveries.changed() => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// Whether each operation has its final marker in `decided` or was announced decided.
+    fn all_decided(&self, decided: &[Option<Marker>]) -> bool {
+        let announced = self.waiter.announced();
+        decided
+            .iter()
+            .zip(&self.keys)
+            .all(|(marker, key)| marker.is_some() || announced.contains(key))
     }
 
     /// Fills in the operations decided since the last look.
@@ -319,11 +352,12 @@ mod tests {
         assert!(decisions.shared.waiters().is_empty());
     }
 
-    /// Proves a message wakes exactly the waiters of the keys it names.
+    /// Proves a message wakes exactly the waiters of the keys it names, each knowing which
+    /// of its keys were announced.
     #[tokio::test]
     async fn a_message_wakes_the_waiters_of_its_keys() {
         let shared = shared();
-        let (first, second) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (first, second) = (Arc::new(Waiter::default()), Arc::new(Waiter::default()));
         shared
             .waiters()
             .insert("op:a:1".to_owned(), vec![(1, first.clone())]);
@@ -331,9 +365,11 @@ mod tests {
             .waiters()
             .insert("op:a:2".to_owned(), vec![(2, second.clone())]);
         shared.deliver("op:a:3\nop:a:1");
-        let woken = tokio::time::timeout(Duration::from_millis(100), first.notified()).await;
+        let woken = tokio::time::timeout(Duration::from_millis(100), first.notify.notified()).await;
         assert!(woken.is_ok(), "the waiter of op:a:1 was not woken");
-        let woken = tokio::time::timeout(Duration::from_millis(50), second.notified()).await;
+        assert!(first.announced().contains("op:a:1"));
+        let woken = tokio::time::timeout(Duration::from_millis(50), second.notify.notified()).await;
         assert!(woken.is_err(), "the waiter of op:a:2 was woken");
+        assert!(second.announced().is_empty());
     }
 }

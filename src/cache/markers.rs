@@ -94,6 +94,13 @@ impl Marker {
         self.wallet_id == wallet || self.to_wallet_id == Some(wallet)
     }
 
+    /// Whether the marker is of the request with `fingerprint` on `wallet`. Under another
+    /// request's marker the id is reused: that request is refused, and never told the
+    /// marker's status as its own.
+    pub fn is_of(&self, wallet: WalletId, fingerprint: &str) -> bool {
+        self.wallet_id == wallet && self.fingerprint == fingerprint
+    }
+
     /// The marker a request claims before producing `operation`.
     pub fn accepting(operation: &Operation) -> Marker {
         Marker {
@@ -171,7 +178,9 @@ impl Marker {
     }
 
     /// The final status of an operation as PostgreSQL stores it, for a worker that cannot
-    /// tell what its own batch decided (the answer to its commit was lost); None for a record
+    /// tell what its own batch decided (the answer to its commit was lost), or that met a
+    /// record of an id stored before (a retried produce, or an id reused once its marker was
+    /// lost, whose marker would otherwise stay the reusing request's); None for a record
     /// that is not final, which a stored one never is.
     pub fn stored(record: &OperationRecord, currency: Option<Currency>) -> Option<Marker> {
         let state = match record.status {

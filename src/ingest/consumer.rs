@@ -170,6 +170,10 @@ impl PartitionConsumer {
                     self.record_lag(&reader, position);
                     self.refresh_cache(&report, stale).await;
                     outcomes.send(final_markers(&report)).await;
+                    if !report.stored_before.is_empty() {
+                        self.send_stored(&batch, &report.stored_before, outcomes)
+                            .await;
+                    }
                     tracing::debug!(
                         records,
                         duplicates,
@@ -213,25 +217,35 @@ impl PartitionConsumer {
             .iter()
             .map(|(_, operation)| operation.scoped_id())
             .collect();
-        let read = async {
-            let client = database::client(&self.pool).await?;
-            store::decisions(&client, &ids).await
-        };
-        let decisions = match read.await {
-            Ok(decisions) => decisions,
-            Err(error) => {
-                tracing::warn!(error = %error.describe(), "cannot read the fenced batch's decisions; their statuses are read from PostgreSQL");
-                return;
-            }
-        };
+        if !self.send_stored(batch, &ids, outcomes).await {
+            return;
+        }
         stale.forget.extend(
             batch
                 .operations
                 .iter()
                 .flat_map(|(_, operation)| operation.wallets()),
         );
-        outcomes.send(stored_markers(batch, &decisions)).await;
         self.flush_stale(stale).await;
+    }
+
+    /// Sends the final status PostgreSQL holds for each of `ids`, operations of `batch`;
+    /// false when they could not be read (their statuses are then read from PostgreSQL).
+    async fn send_stored(&self, batch: &Batch, ids: &[ScopedId], outcomes: &OutcomeWriter) -> bool {
+        let read = async {
+            let client = database::client(&self.pool).await?;
+            store::decisions(&client, ids).await
+        };
+        match read.await {
+            Ok(decisions) => {
+                outcomes.send(stored_markers(batch, &decisions)).await;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(error = %error.describe(), "cannot read the stored decisions; their statuses are read from PostgreSQL");
+                false
+            }
+        }
     }
 
     /// Records not yet applied: what an operator watches to see whether workers keep up.

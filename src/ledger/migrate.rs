@@ -34,8 +34,13 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (10, "holds", include_str!("../../sql/0010_holds.sql")),
     (
         11,
+        "dead_letter_targets",
+        include_str!("../../sql/0011_dead_letter_targets.sql"),
+    ),
+    (
+        12,
         "tenant_wallets",
-        include_str!("../../sql/0011_tenant_wallets.sql"),
+        include_str!("../../sql/0012_tenant_wallets.sql"),
     ),
 ];
 

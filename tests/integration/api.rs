@@ -105,6 +105,14 @@ async fn deposit_withdraw_transfer_happy_paths() {
         .collect();
     assert_eq!(versions, vec![1]);
     assert!(rest.body["nextCursor"].is_null());
+    // A full page that ends at the first entry is the end too: no cursor to an empty page.
+    let whole = api.history(&alice, "limit=4").await;
+    assert_eq!(whole.body["items"].as_array().map(Vec::len), Some(4));
+    assert!(
+        whole.body["nextCursor"].is_null(),
+        "{:?}",
+        whole.body["nextCursor"]
+    );
 }
 
 /// Proves creating a wallet with a chosen id is idempotent and a currency clash is a 409.
@@ -128,6 +136,25 @@ async fn wallet_creation_is_idempotent() {
         .await;
     assert_eq!(clash.status, StatusCode::CONFLICT);
     assert_eq!(clash.code(), "WALLET_EXISTS");
+
+    // An Idempotency-Key names the wallet too; it used to be ignored, and each retry made
+    // another wallet.
+    let keyed = api.create_wallet_with_key("customer-17", json!({})).await;
+    assert_eq!(keyed.status, StatusCode::CREATED, "{:?}", keyed.body);
+    let retried = api.create_wallet_with_key("customer-17", json!({})).await;
+    assert_eq!(retried.status, StatusCode::OK, "{:?}", retried.body);
+    assert_eq!(retried.body["walletId"], keyed.body["walletId"]);
+    let other = api.create_wallet_with_key("customer-18", json!({})).await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    assert_ne!(other.body["walletId"], keyed.body["walletId"]);
+    let chosen = api
+        .create_wallet_with_key("customer-17", json!({"walletId": id, "currency": "EUR"}))
+        .await;
+    assert_eq!(
+        chosen.body["walletId"],
+        id.as_str(),
+        "walletId wins over the key"
+    );
 }
 
 /// Submissions that must be refused, each with its status and problem code. `usd`, `other`,

@@ -127,6 +127,16 @@ impl Api {
         .await
     }
 
+    pub async fn create_wallet_with_key(&self, key: &str, body: Value) -> Response {
+        self.send(
+            self.http
+                .post(format!("{}/api/v1/wallets", self.base))
+                .header("Idempotency-Key", key)
+                .json(&body),
+        )
+        .await
+    }
+
     pub async fn new_wallet(&self) -> String {
         let response = self.create_wallet(json!({})).await;
         assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);

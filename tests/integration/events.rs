@@ -31,6 +31,7 @@ pub async fn read_events(broker: &str, events_topic: &str) -> Vec<Value> {
         .find(|topic| topic.name == events_topic)
         .expect("events topic");
     let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for partition in topic.partitions.iter().copied() {
         let partition = client
             .partition_client(events_topic, partition, UnknownTopicHandling::Error)
@@ -52,6 +53,11 @@ pub async fn read_events(broker: &str, events_topic: &str) -> Vec<Value> {
             if offset >= high_watermark {
                 break;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a partition of {events_topic} is still short of its high watermark \
+                 {high_watermark} at offset {offset} after 60 s"
+            );
         }
     }
     events

@@ -20,6 +20,7 @@ mod history_filters;
 mod holds;
 mod hostile;
 mod lifecycle;
+mod lost_markers;
 mod metadata;
 mod operator;
 mod overdraft;

@@ -160,6 +160,59 @@ async fn a_refused_record_is_failed_not_pending() {
     );
 }
 
+/// Proves a refused TRANSFER's status is read from both of its wallets, as a processed one's
+/// is, from PostgreSQL too once its marker is gone. From the target wallet it used to be 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transfer_is_failed_from_both_wallets() {
+    let system = System::start(1);
+    let api = system.api.clone();
+    let (source, target) = (api.new_wallet().await, api.new_wallet().await);
+    api.fund(&source, "20.00").await;
+    let db = system.database().await;
+    install_fault(&db).await;
+    db.execute(
+        "INSERT INTO fault (sqlstate, amount) VALUES ('22023', 13.13)",
+        &[],
+    )
+    .await
+    .expect("fault on");
+    let refused = api
+        .submit_accepted(&crate::client::transfer(&source, &target, "13.13"))
+        .await;
+    api.settled(&source, &refused, SETTLE).await;
+    let mut redis = redis::Client::open(system.stack.redis.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    for flushed in [false, true] {
+        if flushed {
+            let () = redis::cmd("FLUSHALL")
+                .query_async(&mut redis)
+                .await
+                .expect("the markers are gone");
+        }
+        for wallet in [&source, &target] {
+            let status = api.status(wallet, &refused).await;
+            assert_eq!(
+                (
+                    status.status,
+                    &status.body["status"],
+                    &status.body["reason"]
+                ),
+                (
+                    reqwest::StatusCode::OK,
+                    &json!("FAILED"),
+                    &json!("REJECTED")
+                ),
+                "from {wallet}, markers flushed: {flushed}: {}",
+                status.body
+            );
+            assert_eq!(status.body["walletId"], source.as_str());
+        }
+    }
+}
+
 /// Operations inserted by one statement above which the slow trigger holds the insert.
 const SLOW_ABOVE: i64 = 4;
 

@@ -72,6 +72,7 @@ async fn apply_once(
         mut holds,
     } = read_batch(&transaction, batch, stored).await?;
     let now = now();
+    let stored_before: Vec<ScopedId> = known.keys().cloned().collect();
     let (fresh, mut dead_letters, duplicates) = dedupe(&batch.operations, known);
     let operations: Vec<Operation> = fresh
         .iter()
@@ -126,6 +127,7 @@ async fn apply_once(
             .collect(),
         decided: operations.into_iter().zip(applied.outcomes).collect(),
         rejected,
+        stored_before,
         duplicates,
         processed_at: now,
     })

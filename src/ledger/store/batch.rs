@@ -146,6 +146,10 @@ pub struct BatchReport {
     pub decided: Vec<(Operation, Outcome)>,
     /// Operations the database refused, kept as dead letters: they are FAILED.
     pub rejected: Vec<Operation>,
+    /// The ids of records stored by an earlier batch (a retried produce, or an id reused
+    /// once Redis lost its marker): this batch decided nothing for them, so their final
+    /// statuses are those PostgreSQL holds.
+    pub stored_before: Vec<ScopedId>,
     pub duplicates: usize,
     pub processed_at: DateTime<Utc>,
 }
@@ -157,6 +161,7 @@ impl Default for BatchReport {
             currencies: HashMap::new(),
             decided: Vec::new(),
             rejected: Vec::new(),
+            stored_before: Vec::new(),
             duplicates: 0,
             processed_at: DateTime::<Utc>::MIN_UTC,
         }
@@ -170,6 +175,7 @@ impl BatchReport {
         self.currencies.extend(later.currencies);
         self.decided.extend(later.decided);
         self.rejected.extend(later.rejected);
+        self.stored_before.extend(later.stored_before);
         self.duplicates += later.duplicates;
         self.processed_at = self.processed_at.max(later.processed_at);
     }

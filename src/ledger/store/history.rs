@@ -71,12 +71,13 @@ impl Window {
         })
     }
 
-    /// A full page goes on below its last item, as an unfiltered one always did; a short one
-    /// goes on below what it examined unless that reached `first`, so a client following the
-    /// cursors sees every match, whatever the bound cut.
+    /// A full page goes on below its last item, as an unfiltered one always did, unless that
+    /// item is `first`; a short one goes on below what it examined unless that reached
+    /// `first`, so a client following the cursors sees every match, whatever the bound cut,
+    /// and the end of the journal is a page without a cursor.
     fn next_before(self, found: usize, limit: i64, last: Option<i64>) -> Option<i64> {
         if i64::try_from(found).is_ok_and(|found| found >= limit) {
-            return last;
+            return last.filter(|&last| last > self.first);
         }
         (self.oldest > self.first).then_some(self.oldest)
     }
@@ -217,5 +218,10 @@ mod tests {
         let whole = Window::new(Some(80), Some(1), 100).expect("window");
         assert_eq!(whole.next_before(3, 5, Some(2)), None, "reached the start");
         assert_eq!(whole.next_before(5, 5, Some(2)), Some(2), "full");
+        assert_eq!(
+            whole.next_before(5, 5, Some(1)),
+            None,
+            "full, and its last item is the first match"
+        );
     }
 }

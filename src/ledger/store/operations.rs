@@ -157,6 +157,9 @@ pub async fn decisions(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedRecord {
     pub wallet_id: WalletId,
+    /// The wallet a refused TRANSFER or CAPTURE was to credit, from which its status is read
+    /// too; absent from dead letters kept before it was.
+    pub to_wallet_id: Option<WalletId>,
     pub accepted_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
 }
@@ -180,7 +183,8 @@ pub async fn rejected_operations(
         .query(
             &prepared(
                 client,
-                "SELECT DISTINCT ON (operation_id) operation_id, wallet_id, accepted_at, recorded_at
+                "SELECT DISTINCT ON (operation_id) operation_id, wallet_id, accepted_at, recorded_at,
+                        to_wallet_id
                  FROM dead_letters WHERE tenant = $1 AND operation_id = ANY($2)
                  ORDER BY operation_id, recorded_at",
             )
@@ -195,6 +199,7 @@ pub async fn rejected_operations(
                 wallet_id: WalletId(row.get(1)),
                 accepted_at: row.get(2),
                 recorded_at: row.get(3),
+                to_wallet_id: row.get::<_, Option<Uuid>>(4).map(WalletId),
             };
             (OperationId(row.get(0)), record)
         })

@@ -220,6 +220,14 @@ pub(super) async fn write_dead_letters(
         .iter()
         .map(|operation| operation.map(|operation| operation.wallet_id.0))
         .collect();
+    let targets: Vec<Option<Uuid>> = operations
+        .iter()
+        .map(|operation| {
+            operation
+                .and_then(|operation| operation.kind.target())
+                .map(|id| id.0)
+        })
+        .collect();
     let accepted: Vec<Option<DateTime<Utc>>> = operations
         .iter()
         .map(|operation| operation.map(|operation| operation.accepted_at))
@@ -227,10 +235,10 @@ pub(super) async fn write_dead_letters(
     client
         .execute(
             &prepared(client, "INSERT INTO dead_letters (topic, partition, \"offset\", reason, payload, recorded_at,
-                                       tenant, operation_id, wallet_id, accepted_at)
-             SELECT $1, $2, \"offset\", reason, payload, $6, tenant, operation_id, wallet_id, accepted_at
-             FROM unnest($3::bigint[], $4::text[], $5::bytea[], $7::text[], $8::uuid[], $9::uuid[], $10::timestamptz[])
-                  AS t(\"offset\", reason, payload, tenant, operation_id, wallet_id, accepted_at)
+                                       tenant, operation_id, wallet_id, accepted_at, to_wallet_id)
+             SELECT $1, $2, \"offset\", reason, payload, $6, tenant, operation_id, wallet_id, accepted_at, to_wallet_id
+             FROM unnest($3::bigint[], $4::text[], $5::bytea[], $7::text[], $8::uuid[], $9::uuid[], $10::timestamptz[], $11::uuid[])
+                  AS t(\"offset\", reason, payload, tenant, operation_id, wallet_id, accepted_at, to_wallet_id)
              ON CONFLICT DO NOTHING").await?,
             &[
                 &batch.topic,
@@ -243,6 +251,7 @@ pub(super) async fn write_dead_letters(
                 &ids,
                 &wallets,
                 &accepted,
+                &targets,
             ],
         )
         .await?;
