@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 use super::health::WorkerHealth;
 use super::outcomes::OutcomeWriter;
-use super::reader::PartitionReader;
+use super::reader::{OutOfRange, PartitionReader};
+use super::resume::{self, Refusal};
 use crate::cache::{self, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
@@ -104,16 +105,19 @@ impl PartitionConsumer {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;
+                    let delay = self.backoff(failures);
                     fetch_failures = match error.downcast_ref::<FetchFailed>() {
                         Some(_) => fetch_failures + 1,
                         None => 0,
                     };
-                    if fetch_failures >= FETCH_FAILURES_MAX {
+                    if let Some(refusal) = error.downcast_ref::<Refusal>() {
+                        self.refuse(refusal, delay);
+                    } else if fetch_failures >= FETCH_FAILURES_MAX {
                         tracing::warn!(error = %format!("{error:#}"), "the broker keeps refusing reads; handing the partition back for a new broker client");
                         return;
+                    } else {
+                        tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "partition consumer failed; retrying");
                     }
-                    let delay = self.backoff(failures);
-                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "partition consumer failed; retrying");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -121,6 +125,50 @@ impl PartitionConsumer {
                 }
             }
         }
+    }
+
+    /// Keeps the partition, applying nothing, until an operator moves its stored position;
+    /// it is checked again after `delay`.
+    fn refuse(&self, refusal: &Refusal, delay: Duration) {
+        let held = refusal.held();
+        tracing::error!(
+            topic = %self.topic,
+            partition = self.id(),
+            stored_position = refusal.position(),
+            log_start = held.log_start,
+            end = held.end,
+            error = %refusal,
+            recheck_in_ms = delay.as_millis() as u64,
+            "refusing to apply the partition from its stored position; see `wallet reposition`"
+        );
+        self.health.refused(self.id(), refusal.to_string());
+        self.record_refused(true);
+    }
+
+    fn record_refused(&self, refused: bool) {
+        metrics::gauge!("wallet_partition_refused", "partition" => self.id().to_string())
+            .set(if refused { 1.0 } else { 0.0 });
+    }
+
+    /// The partition's stored position, once it is checked against the broker: a refused one
+    /// is an error carrying the [`Refusal`].
+    async fn resume_position(&self) -> anyhow::Result<i64> {
+        let client = database::client(&self.pool)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.describe()))?;
+        let position = store::next_offset(&client, &self.topic, self.id()).await?;
+        let checked = resume::check(
+            &self.partition,
+            &client,
+            &self.topic,
+            position,
+            self.request_timeout,
+        )
+        .await?;
+        checked?;
+        self.health.accepted(self.id());
+        self.record_refused(false);
+        Ok(position)
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -136,17 +184,18 @@ impl PartitionConsumer {
         stale: &mut StaleCache,
         outcomes: &OutcomeWriter,
     ) -> anyhow::Result<()> {
-        let mut position = {
-            let client = self.pool.get().await?;
-            store::next_offset(&client, &self.topic, self.id()).await?
-        };
+        let mut position = self.resume_position().await?;
         tracing::info!(position, "consuming partition");
         let linger = Duration::from_millis(self.config.batch_linger_ms);
         let mut reader = self.reader(position);
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => anyhow::Context::context(next, FetchFailed)?,
+                next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => next.map_err(|error| match error.is::<OutOfRange>() {
+                    // Not the broker's fault: the position is checked again before any read.
+                    true => error,
+                    false => error.context(FetchFailed),
+                })?,
             };
             let Some(records) = next else {
                 self.record_lag(&reader, position);

@@ -26,5 +26,6 @@ mod overdraft;
 mod packaging;
 mod pipeline;
 mod refusals;
+mod resume;
 mod tenants;
 mod wait;
