@@ -12,7 +12,7 @@ use wallet::ingest::partitioner::partition_for;
 use wallet::ledger::types::WalletId;
 
 use crate::client::{deposit, Api};
-use crate::harness::{eventually, free_port, tail, Stack};
+use crate::harness::{eventually, free_port, tail, Process, Stack};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -93,12 +93,7 @@ async fn a_recreated_topic_stops_its_partition_instead_of_skipping_records() {
     let (a, b) = (0, 1);
     let on_a = wallet_on(&api, a, stack.partitions).await;
     let on_b = wallet_on(&api, b, stack.partitions).await;
-    let port = free_port();
-    let mut worker = stack.spawn_wallet(
-        "work-resume",
-        &["work"],
-        &[("WALLET_WORKER__METRICS_LISTEN", format!("127.0.0.1:{port}"))],
-    );
+    let (mut worker, port) = observed_worker(&stack);
     for _ in 0..3 {
         api.fund(&on_a, "1.00").await;
     }
@@ -116,22 +111,17 @@ async fn a_recreated_topic_stops_its_partition_instead_of_skipping_records() {
         status["status"], "PROCESSED",
         "partition b goes on: {status}"
     );
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
-    let refused = eventually(DEADLINE, || async {
-        get(&readyz).await.is_some_and(|(status, body)| {
-            let body: Value = serde_json::from_str(&body).unwrap_or_default();
-            let reason = body["checks"]["worker"]["error"]
-                .as_str()
-                .unwrap_or_default();
-            status == StatusCode::SERVICE_UNAVAILABLE
-                && body["status"] == "unavailable"
-                && reason.contains(&format!("partition {a} refused"))
-                && reason.contains("below stored position 3")
-                && reason.contains("the topic was recreated")
-        })
-    })
-    .await;
-    assert!(refused, "the worker is not ready: {:?}", get(&readyz).await);
+    assert!(
+        refused_with(
+            port,
+            &[
+                &format!("partition {a} refused"),
+                "below stored position 3",
+                "the topic was recreated",
+            ]
+        )
+        .await
+    );
     let metrics = get(&format!("http://127.0.0.1:{port}/metrics"))
         .await
         .map(|(_, text)| text)
@@ -157,19 +147,10 @@ async fn a_recreated_topic_stops_its_partition_instead_of_skipping_records() {
     let balance = api.balance(&on_a).await;
     assert_eq!(balance.body["balance"], "3.00", "{:?}", balance.body);
 
-    let output = stack
-        .wallet_command(&["reposition", "--partition", &a.to_string()])
-        .output()
-        .expect("wallet reposition runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let moved = reposition(&stack, a);
     assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("moved its stored position from 3 to 0"),
-        "{stdout}"
+        moved.contains("moved its stored position from 3 to 0"),
+        "{moved}"
     );
     for id in &new_on_a {
         let status = api.settled(&on_a, id, DEADLINE).await;
@@ -177,6 +158,7 @@ async fn a_recreated_topic_stops_its_partition_instead_of_skipping_records() {
     }
     let balance = api.balance(&on_a).await;
     assert_eq!(balance.body["balance"], "8.00", "{:?}", balance.body);
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
     let ready = eventually(DEADLINE, || async {
         get(&readyz)
             .await
@@ -192,4 +174,144 @@ async fn a_recreated_topic_stops_its_partition_instead_of_skipping_records() {
         !again.status.success(),
         "an accepted position is never moved"
     );
+}
+
+/// The stack's `wallet work`, serving `/readyz` and `/metrics` on a port of its own.
+fn observed_worker(stack: &Stack) -> (Process, u16) {
+    let port = free_port();
+    let worker = stack.spawn_wallet(
+        &format!("work-{port}"),
+        &["work"],
+        &[("WALLET_WORKER__METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    (worker, port)
+}
+
+/// Polls the worker's `/readyz` until it answers 503 with a reason holding every one of
+/// `phrases`.
+async fn refused_with(port: u16, phrases: &[&str]) -> bool {
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let refused = eventually(DEADLINE, || async {
+        get(&readyz).await.is_some_and(|(status, body)| {
+            let body: Value = serde_json::from_str(&body).unwrap_or_default();
+            let reason = body["checks"]["worker"]["error"]
+                .as_str()
+                .unwrap_or_default();
+            status == StatusCode::SERVICE_UNAVAILABLE
+                && phrases.iter().all(|phrase| reason.contains(phrase))
+        })
+    })
+    .await;
+    if !refused {
+        eprintln!("/readyz: {:?}", get(&readyz).await);
+    }
+    refused
+}
+
+fn reposition(stack: &Stack, partition: i32) -> String {
+    let output = stack
+        .wallet_command(&["reposition", "--partition", &partition.to_string()])
+        .output()
+        .expect("wallet reposition runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Proves a running consumer whose topic is recreated under it stops at a stored position
+/// beyond the new topic's end (the broker answers OFFSET_OUT_OF_RANGE), rather than waiting
+/// there for offsets the new records below it never reach. It used to log warnings, hand the
+/// partition back and take it again, forever, while `/readyz` said ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_whose_topic_is_recreated_stops_beyond_its_end() {
+    let stack = Stack::start(2);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let on_a = wallet_on(&api, 0, stack.partitions).await;
+    let on_b = wallet_on(&api, 1, stack.partitions).await;
+    let (_worker, port) = observed_worker(&stack);
+    for _ in 0..3 {
+        api.fund(&on_a, "1.00").await;
+    }
+    recreate_topic(&stack).await;
+    let lost_below = deposit_accepted(&api, &on_a).await;
+    let on_b_id = deposit_accepted(&api, &on_b).await;
+
+    let status = api.settled(&on_b, &on_b_id, DEADLINE).await;
+    assert_eq!(status["status"], "PROCESSED", "{status}");
+    assert!(
+        refused_with(
+            port,
+            &[
+                "partition 0 refused",
+                "stored position 3 is beyond the partition's end (the broker holds 0..1)"
+            ]
+        )
+        .await
+    );
+    let status = api.status(&on_a, &lost_below).await;
+    assert_eq!(status.body["status"], "PENDING", "{:?}", status.body);
+
+    let moved = reposition(&stack, 0);
+    assert!(moved.contains("from 3 to 0"), "{moved}");
+    let status = api.settled(&on_a, &lost_below, DEADLINE).await;
+    assert_eq!(status["status"], "PROCESSED", "{status}");
+}
+
+/// Proves records the broker deleted before they were applied (retention) stop their
+/// partition: the worker used to fail its fetch at the stored position over and over, and
+/// `/readyz` said ready. `wallet reposition` moves on to the log start and says which records
+/// are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_deleted_before_they_were_applied_stop_their_partition() {
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let (mut worker, port) = observed_worker(&stack);
+    for _ in 0..3 {
+        api.fund(&wallet, "1.00").await;
+    }
+    worker.kill();
+    deposit_accepted(&api, &wallet).await;
+    deposit_accepted(&api, &wallet).await;
+    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
+        .build()
+        .await
+        .expect("connects");
+    let partition = client
+        .partition_client(
+            &stack.operations_topic,
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Error,
+        )
+        .await
+        .expect("partition");
+    tokio::time::timeout(Duration::from_secs(30), partition.delete_records(5, 5_000))
+        .await
+        .expect("the delete is answered")
+        .expect("records 3 and 4 deleted");
+    let kept = deposit_accepted(&api, &wallet).await;
+    worker.start();
+
+    assert!(
+        refused_with(
+            port,
+            &["stored position 3 is below the partition's log start (the broker holds 5..6)"]
+        )
+        .await
+    );
+    let status = api.status(&wallet, &kept).await;
+    assert_eq!(status.body["status"], "PENDING", "{:?}", status.body);
+    let moved = reposition(&stack, 0);
+    assert!(
+        moved.contains("from 3 to 5") && moved.contains("records 3..5 are gone"),
+        "{moved}"
+    );
+    let status = api.settled(&wallet, &kept, DEADLINE).await;
+    assert_eq!(status["status"], "PROCESSED", "{status}");
 }
