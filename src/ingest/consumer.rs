@@ -61,11 +61,14 @@ const RETRY_STEP: Duration = Duration::from_millis(50);
 /// is late (a retry after a failed write, a write after this worker was paused or lost the
 /// partition), another worker may have written newer ones and Redis may have lost those
 /// (restart, flush): writing the old one would make reads go back in version. A late entry
-/// is dropped from Redis instead, and the next read fills it from PostgreSQL.
-#[derive(Default)]
+/// is dropped from Redis instead, and the next read fills it from PostgreSQL. While Redis
+/// stays down the wallets to drop pile up; beyond `forget_max` of them the list is given up
+/// for "every cached balance": all are dropped once Redis is back.
 struct StaleCache {
     wallets: HashMap<WalletId, CachedWallet>,
     forget: HashSet<WalletId>,
+    forget_max: usize,
+    forget_everything: bool,
 }
 
 /// Reading the partition from the broker failed. rskafka keeps the metadata it read while a
@@ -97,7 +100,7 @@ impl PartitionConsumer {
     }
 
     async fn consume_with(&self, cancel: &CancellationToken, outcomes: &OutcomeWriter) {
-        let mut stale = StaleCache::default();
+        let mut stale = StaleCache::new(self.config.balance_drops_max);
         let mut failures = 0u32;
         let mut fetch_failures = 0u32;
         while !cancel.is_cancelled() {
@@ -199,7 +202,7 @@ impl PartitionConsumer {
             };
             let Some(records) = next else {
                 self.record_lag(&reader, position);
-                if !stale.wallets.is_empty() || !stale.forget.is_empty() {
+                if !stale.is_empty() {
                     self.flush_stale(stale).await;
                 }
                 continue;
@@ -273,11 +276,9 @@ impl PartitionConsumer {
                 return;
             }
         };
-        stale
-            .forget
-            .extend(batch.operations.iter().flat_map(|(_, operation)| {
-                std::iter::once(operation.wallet_id).chain(operation.kind.target())
-            }));
+        stale.suspect(batch.operations.iter().flat_map(|(_, operation)| {
+            std::iter::once(operation.wallet_id).chain(operation.kind.target())
+        }));
         outcomes.send(stored_markers(batch, &decisions)).await;
         self.flush_stale(stale).await;
     }
@@ -452,7 +453,7 @@ impl PartitionConsumer {
         for wallet in &report.wallets {
             if late {
                 stale.wallets.remove(&wallet.id);
-                stale.forget.insert(wallet.id);
+                stale.suspect([wallet.id]);
             } else {
                 stale.forget.remove(&wallet.id);
                 stale.wallets.insert(wallet.id, CachedWallet::from(wallet));
@@ -475,6 +476,21 @@ impl PartitionConsumer {
                 stale.wallets.remove(&wallet.wallet_id);
             }
         }
+        if stale.forget_everything {
+            match self.cache.forget_all_balances().await {
+                Ok(entries) => {
+                    tracing::info!(
+                        entries,
+                        "dropped every cached balance, having lost count of those to drop"
+                    );
+                    stale.forget_everything = false;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cache invalidation of every balance failed; will retry");
+                }
+            }
+            return;
+        }
         let forget: Vec<WalletId> = stale.forget.iter().copied().collect();
         for chunk in forget.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.forget_balances(chunk).await {
@@ -489,9 +505,41 @@ impl PartitionConsumer {
 }
 
 impl StaleCache {
+    fn new(forget_max: usize) -> Self {
+        StaleCache {
+            wallets: HashMap::new(),
+            forget: HashSet::new(),
+            forget_max,
+            forget_everything: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.wallets.is_empty() && self.forget.is_empty() && !self.forget_everything
+    }
+
     /// Turns every balance waiting to be written into one waiting to be dropped: it is late.
     fn forget_balances(&mut self) {
-        self.forget.extend(self.wallets.drain().map(|(id, _)| id));
+        let late: Vec<WalletId> = self.wallets.drain().map(|(id, _)| id).collect();
+        self.suspect(late);
+    }
+
+    /// Remembers to drop the cached balances of `wallets`; once more than `forget_max` are
+    /// waiting, every cached balance is dropped instead.
+    fn suspect(&mut self, wallets: impl IntoIterator<Item = WalletId>) {
+        if self.forget_everything {
+            return;
+        }
+        self.forget.extend(wallets);
+        if self.forget.len() > self.forget_max {
+            tracing::warn!(
+                wallets = self.forget.len(),
+                max = self.forget_max,
+                "too many cached balances to drop one by one; every cached balance will be dropped once Redis answers"
+            );
+            self.forget = HashSet::new();
+            self.forget_everything = true;
+        }
     }
 }
 

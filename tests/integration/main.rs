@@ -6,6 +6,7 @@ mod balance_at;
 mod bench;
 mod broker;
 mod bulk;
+mod cache_outage;
 mod chaos;
 mod client;
 mod contract;
