@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rskafka::client::partition::PartitionClient;
 use rskafka::record::RecordAndOffset;
 use tokio_util::sync::CancellationToken;
@@ -160,8 +161,12 @@ impl PartitionConsumer {
             .await
             .map_err(|error| anyhow::anyhow!("{}", error.describe()))?;
         let position = store::next_offset(&client, &self.topic, self.id()).await?;
+        let held = resume::held(&self.partition, self.request_timeout)
+            .await
+            .context(FetchFailed)?;
         let checked = resume::check(
             &self.partition,
+            held,
             &client,
             &self.topic,
             position,

@@ -77,7 +77,7 @@ impl WorkerHealth {
     }
 
     fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Waiting>> {
-        // The map holds plain strings: a panic elsewhere cannot leave it half-written.
+        // The map holds plain values: a panic elsewhere cannot leave it half-written.
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

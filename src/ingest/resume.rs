@@ -100,17 +100,17 @@ pub async fn held(partition: &PartitionClient, deadline: Duration) -> anyhow::Re
     })
 }
 
-/// Checks the stored `position` of `partition` against the broker's range, and the record
+/// Checks the stored `position` of `partition` against what the broker `held`, and the record
 /// just below it against what PostgreSQL applied. Err when the check itself failed (broker or
 /// database unreachable); Ok(Err) when the partition must not be applied from `position`.
 pub async fn check(
     partition: &PartitionClient,
+    held: Held,
     db: &impl GenericClient,
     topic: &str,
     position: i64,
     deadline: Duration,
 ) -> anyhow::Result<Result<(), Refusal>> {
-    let held = held(partition, deadline).await?;
     if let Err(refusal) = check_range(position, held) {
         return Ok(Err(refusal));
     }
@@ -195,14 +195,9 @@ pub async fn reposition(
     let position = store::stored_position(db, &topic, partition)
         .await
         .map_err(describe)?;
-    let checked = check(
-        &partition_client,
-        db,
-        &topic,
-        position,
-        config.request_timeout(),
-    )
-    .await?;
+    let deadline = config.request_timeout();
+    let held = held(&partition_client, deadline).await?;
+    let checked = check(&partition_client, held, db, &topic, position, deadline).await?;
     let Err(refusal) = checked else {
         anyhow::bail!(
             "partition {partition} of {topic} resumes at its stored position {position}, which \
