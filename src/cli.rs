@@ -34,6 +34,11 @@ pub enum Command {
     /// Show per partition the broker's end offset, the stored position, the lag and the
     /// lease holder, and the outbox backlog.
     Lag(ReportFlags),
+    /// Move the stored position of a partition the workers refuse to apply (it lies outside
+    /// what the broker holds, or the topic was recreated) to the partition's log start, so
+    /// every record the broker holds is applied; those applied already are dropped as
+    /// duplicates. A position the workers accept is never moved.
+    Reposition(RepositionFlags),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -244,6 +249,13 @@ pub struct ReportFlags {
 }
 
 #[derive(Debug, Args)]
+pub struct RepositionFlags {
+    /// The partition of the operations topic (kafka.operations_topic)
+    #[arg(long, value_name = "N")]
+    pub partition: i32,
+}
+
+#[derive(Debug, Args)]
 pub struct MigrateFlags {
     /// Partitions of a newly created operations topic (kafka.partitions)
     #[arg(long, value_name = "N")]
@@ -288,9 +300,11 @@ impl Cli {
             Command::Serve(serve) => (Some(serve), None),
             Command::Work(work) => (None, Some(work)),
             Command::Run { serve, work } => (Some(serve), Some(work)),
-            Command::Bench(_) | Command::Token(_) | Command::Verify(_) | Command::Lag(_) => {
-                (None, None)
-            }
+            Command::Bench(_)
+            | Command::Token(_)
+            | Command::Verify(_)
+            | Command::Lag(_)
+            | Command::Reposition(_) => (None, None),
             Command::Migrate(migrate) => {
                 let partitions = migrate.partitions.map(|v| json!(v));
                 return vec![("kafka", "partitions", partitions)];

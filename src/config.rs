@@ -97,6 +97,8 @@ pub struct WorkerConfig {
     pub hold_expiry_scan_ms: u64,
     pub hold_expiry_grace_ms: u64,
     pub hold_expiry_batch_max: usize,
+    /// Most wallets whose cached balances a partition's consumer keeps a list of to drop.
+    pub balance_drops_max: usize,
     /// Where `wallet work` serves `/metrics`, `/healthz` and `/readyz`; empty serves nothing.
     pub metrics_listen: String,
 }
@@ -208,6 +210,7 @@ impl Default for WorkerConfig {
             hold_expiry_scan_ms: 1_000,
             hold_expiry_grace_ms: 10_000,
             hold_expiry_batch_max: 1_000,
+            balance_drops_max: 100_000,
             metrics_listen: String::new(),
         }
     }

@@ -29,7 +29,8 @@ fn main() -> ExitCode {
         | Command::Bench(_)
         | Command::Token(_)
         | Command::Verify(_)
-        | Command::Lag(_) => LogOutput::Immediate,
+        | Command::Lag(_)
+        | Command::Reposition(_) => LogOutput::Immediate,
     };
     // Held to the end: dropping it writes the log lines still queued.
     let _log = match wallet::telemetry::init(&config.log, output) {
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         Command::Token(command) => wallet::startup::token(config, command),
         Command::Verify(flags) => wallet::startup::verify(config, flags.json),
         Command::Lag(flags) => wallet::startup::lag(config, flags.json),
+        Command::Reposition(flags) => wallet::startup::reposition(config, flags.partition),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::ingest::broker::TopicCreation;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
-use crate::ingest::{backoff, broker, lag, worker};
+use crate::ingest::{backoff, broker, lag, resume, worker};
 use crate::ledger::metadata::MetadataLimits;
 use crate::ledger::{audit, database, migrate as schema};
 
@@ -246,6 +246,24 @@ pub fn lag(config: Config, json: bool) -> anyhow::Result<()> {
     } else {
         println!("{report}");
     }
+    Ok(())
+}
+
+/// `wallet reposition --partition N`.
+pub fn reposition(config: Config, partition: i32) -> anyhow::Result<()> {
+    let repositioned = runtime()?.block_on(async {
+        let pool = database::pool(&config.database)?;
+        let client = database::client(&pool).await.map_err(|error| {
+            anyhow::anyhow!(
+                "cannot reach PostgreSQL at {}: {}",
+                database::redact(&config.database.url),
+                error.describe()
+            )
+        })?;
+        let kafka = broker::connect(&config.kafka).await?;
+        resume::reposition(&client, &kafka, &config.kafka, partition).await
+    })?;
+    println!("{repositioned}");
     Ok(())
 }
 

@@ -119,7 +119,7 @@ pub async fn readyz(state: web::Data<AppState>) -> ReadinessReply {
     let (postgres, redis, kafka) = tokio::join!(postgres, redis, kafka);
     let mut checks = BTreeMap::from([("postgres", postgres), ("redis", redis), ("kafka", kafka)]);
     if let Some(worker) = &state.worker {
-        checks.insert("worker", worker_check(worker));
+        checks.insert("worker", worker_check(worker, false));
     }
     readiness(checks)
 }
@@ -134,8 +134,8 @@ pub struct WorkerProbe {
 }
 
 /// Readiness of a separate `wallet work` process: unavailable without PostgreSQL or the
-/// operations topic on the broker, which it cannot apply anything without; degraded while a
-/// partition retries.
+/// operations topic on the broker, which it cannot apply anything without, or while it
+/// refuses a partition's stored position; degraded while a partition retries.
 pub async fn worker_readyz(probe: web::Data<WorkerProbe>) -> ReadinessReply {
     let deadline = probe.deadline;
     let postgres = postgres_check(&probe.pool, deadline);
@@ -153,17 +153,19 @@ pub async fn worker_readyz(probe: web::Data<WorkerProbe>) -> ReadinessReply {
     readiness(BTreeMap::from([
         ("postgres", postgres),
         ("kafka", kafka),
-        ("worker", worker_check(&probe.health)),
+        ("worker", worker_check(&probe.health, true)),
     ]))
 }
 
 /// The worker keeps running while a partition waits out a database error, so it is not
-/// required: it makes the process degraded, never unavailable.
-fn worker_check(worker: &WorkerHealth) -> Check {
+/// required: it makes the process degraded. A partition refused at its stored position waits
+/// for an operator, which makes a separate worker (`refusals_required`) unavailable; the API
+/// of `wallet run` still serves every partition, so there it stays degraded.
+fn worker_check(worker: &WorkerHealth, refusals_required: bool) -> Check {
     let error = worker.degraded();
     Check {
         status: if error.is_some() { "down" } else { "up" },
-        required: false,
+        required: refusals_required && worker.any_refused(),
         latency_ms: 0,
         error,
     }

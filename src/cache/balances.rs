@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Cache, CacheError};
+use super::{Cache, CacheError, WRITE_CHUNK};
 use crate::ledger::money::Currency;
 use crate::ledger::store::Wallet;
 use crate::ledger::types::{ScopedWalletId, WalletId};
@@ -87,6 +87,9 @@ fn key(tenant: &str, id: WalletId) -> String {
     format!("wallet:{tenant}:{id}")
 }
 
+/// Matches the key of every balance entry, and of nothing else.
+const KEY_PATTERN: &str = "wallet:*";
+
 impl Cache {
     pub async fn balance(&self, id: &ScopedWalletId) -> Result<Option<CachedWallet>, CacheError> {
         let key = key(&id.tenant, id.id);
@@ -124,6 +127,49 @@ impl Cache {
             Ok(())
         })
         .await
+    }
+
+    /// Drops every cached balance, as [`forget_balances`](Self::forget_balances) does, walking
+    /// the keys with SCAN in rounds of about [`WRITE_CHUNK`] so no round holds Redis for long
+    /// and each has its own deadline. For a worker that lost track of which balances it could
+    /// not write: dropping a fresh one too costs a read from PostgreSQL, never a stale answer.
+    /// Returns how many entries it looked at.
+    pub async fn forget_all_balances(&self) -> Result<usize, CacheError> {
+        self.written.dropped_all();
+        let mut cursor = 0u64;
+        let mut seen = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .with_connection(|mut connection| async move {
+                    Ok(redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(KEY_PATTERN)
+                        .arg("COUNT")
+                        .arg(WRITE_CHUNK)
+                        .arg("TYPE")
+                        .arg("hash")
+                        .query_async(&mut connection)
+                        .await?)
+                })
+                .await?;
+            if !keys.is_empty() {
+                let mut pipeline = redis::pipe();
+                for key in &keys {
+                    pipeline.cmd("HDEL").arg(key).arg("wallet").ignore();
+                }
+                self.with_connection(|mut connection| async move {
+                    pipeline.query_async::<()>(&mut connection).await?;
+                    Ok(())
+                })
+                .await?;
+            }
+            seen += keys.len();
+            if next == 0 {
+                return Ok(seen);
+            }
+            cursor = next;
+        }
     }
 
     /// Whether this process lately wrote `version` of the wallet, or a newer one, so Redis

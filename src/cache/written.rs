@@ -69,6 +69,13 @@ impl RecentWrites {
         }
     }
 
+    /// Forgets every wallet: each entry was dropped from Redis.
+    pub fn dropped_all(&self) {
+        if let Ok(mut writes) = self.writes.lock() {
+            writes.clear();
+        }
+    }
+
     /// Forgets the wallets whose entries were dropped from Redis.
     pub fn dropped(&self, wallets: &[ScopedWalletId]) {
         if let Ok(mut writes) = self.writes.lock() {

@@ -195,4 +195,8 @@ pub(super) const CHECKS: &[Check] = &[
         |config| (1..=100_000).contains(&config.worker.hold_expiry_batch_max),
         "worker.hold_expiry_batch_max must be between 1 and 100000",
     ),
+    (
+        |config| (1..=10_000_000).contains(&config.worker.balance_drops_max),
+        "worker.balance_drops_max must be between 1 and 10000000",
+    ),
 ];

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rskafka::client::partition::PartitionClient;
 use rskafka::record::RecordAndOffset;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 use super::health::WorkerHealth;
 use super::outcomes::OutcomeWriter;
-use super::reader::PartitionReader;
+use super::reader::{OutOfRange, PartitionReader};
+use super::resume::{self, Refusal};
 use crate::cache::{self, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
@@ -60,11 +62,14 @@ const RETRY_STEP: Duration = Duration::from_millis(50);
 /// is late (a retry after a failed write, a write after this worker was paused or lost the
 /// partition), another worker may have written newer ones and Redis may have lost those
 /// (restart, flush): writing the old one would make reads go back in version. A late entry
-/// is dropped from Redis instead, and the next read fills it from PostgreSQL.
-#[derive(Default)]
+/// is dropped from Redis instead, and the next read fills it from PostgreSQL. While Redis
+/// stays down the wallets to drop pile up; beyond `forget_max` of them the list is given up
+/// for "every cached balance": all are dropped once Redis is back.
 struct StaleCache {
     wallets: HashMap<ScopedWalletId, CachedWallet>,
     forget: HashSet<ScopedWalletId>,
+    forget_max: usize,
+    forget_everything: bool,
 }
 
 /// Reading the partition from the broker failed. rskafka keeps the metadata it read while a
@@ -96,7 +101,7 @@ impl PartitionConsumer {
     }
 
     async fn consume_with(&self, cancel: &CancellationToken, outcomes: &OutcomeWriter) {
-        let mut stale = StaleCache::default();
+        let mut stale = StaleCache::new(self.config.balance_drops_max);
         let mut failures = 0u32;
         let mut fetch_failures = 0u32;
         while !cancel.is_cancelled() {
@@ -104,16 +109,19 @@ impl PartitionConsumer {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;
+                    let delay = self.backoff(failures);
                     fetch_failures = match error.downcast_ref::<FetchFailed>() {
                         Some(_) => fetch_failures + 1,
                         None => 0,
                     };
-                    if fetch_failures >= FETCH_FAILURES_MAX {
+                    if let Some(refusal) = error.downcast_ref::<Refusal>() {
+                        self.refuse(refusal, delay);
+                    } else if fetch_failures >= FETCH_FAILURES_MAX {
                         tracing::warn!(error = %format!("{error:#}"), "the broker keeps refusing reads; handing the partition back for a new broker client");
                         return;
+                    } else {
+                        tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "partition consumer failed; retrying");
                     }
-                    let delay = self.backoff(failures);
-                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = delay.as_millis() as u64, "partition consumer failed; retrying");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -121,6 +129,54 @@ impl PartitionConsumer {
                 }
             }
         }
+    }
+
+    /// Keeps the partition, applying nothing, until an operator moves its stored position;
+    /// it is checked again after `delay`.
+    fn refuse(&self, refusal: &Refusal, delay: Duration) {
+        let held = refusal.held();
+        tracing::error!(
+            topic = %self.topic,
+            partition = self.id(),
+            stored_position = refusal.position(),
+            log_start = held.log_start,
+            end = held.end,
+            error = %refusal,
+            recheck_in_ms = delay.as_millis() as u64,
+            "refusing to apply the partition from its stored position; see `wallet reposition`"
+        );
+        self.health.refused(self.id(), refusal.to_string());
+        self.record_refused(true);
+    }
+
+    fn record_refused(&self, refused: bool) {
+        metrics::gauge!("wallet_partition_refused", "partition" => self.id().to_string())
+            .set(if refused { 1.0 } else { 0.0 });
+    }
+
+    /// The partition's stored position, once it is checked against the broker: a refused one
+    /// is an error carrying the [`Refusal`].
+    async fn resume_position(&self) -> anyhow::Result<i64> {
+        let client = database::client(&self.pool)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.describe()))?;
+        let position = store::next_offset(&client, &self.topic, self.id()).await?;
+        let held = resume::held(&self.partition, self.request_timeout)
+            .await
+            .context(FetchFailed)?;
+        let checked = resume::check(
+            &self.partition,
+            held,
+            &client,
+            &self.topic,
+            position,
+            self.request_timeout,
+        )
+        .await?;
+        checked?;
+        self.health.accepted(self.id());
+        self.record_refused(false);
+        Ok(position)
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -136,21 +192,22 @@ impl PartitionConsumer {
         stale: &mut StaleCache,
         outcomes: &OutcomeWriter,
     ) -> anyhow::Result<()> {
-        let mut position = {
-            let client = self.pool.get().await?;
-            store::next_offset(&client, &self.topic, self.id()).await?
-        };
+        let mut position = self.resume_position().await?;
         tracing::info!(position, "consuming partition");
         let linger = Duration::from_millis(self.config.batch_linger_ms);
         let mut reader = self.reader(position);
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => anyhow::Context::context(next, FetchFailed)?,
+                next = reader.next_batch(self.config.batch_records_max, linger, STALE_RETRY_INTERVAL) => next.map_err(|error| match error.is::<OutOfRange>() {
+                    // Not the broker's fault: the position is checked again before any read.
+                    true => error,
+                    false => error.context(FetchFailed),
+                })?,
             };
             let Some(records) = next else {
                 self.record_lag(&reader, position);
-                if !stale.wallets.is_empty() || !stale.forget.is_empty() {
+                if !stale.is_empty() {
                     self.flush_stale(stale).await;
                 }
                 continue;
@@ -220,7 +277,7 @@ impl PartitionConsumer {
         if !self.send_stored(batch, &ids, outcomes).await {
             return;
         }
-        stale.forget.extend(
+        stale.suspect(
             batch
                 .operations
                 .iter()
@@ -419,7 +476,7 @@ impl PartitionConsumer {
             let id = wallet.scoped_id();
             if late {
                 stale.wallets.remove(&id);
-                stale.forget.insert(id);
+                stale.suspect([id]);
             } else {
                 stale.forget.remove(&id);
                 stale.wallets.insert(id, CachedWallet::from(wallet));
@@ -442,6 +499,21 @@ impl PartitionConsumer {
                 stale.wallets.remove(&wallet.scoped_id());
             }
         }
+        if stale.forget_everything {
+            match self.cache.forget_all_balances().await {
+                Ok(entries) => {
+                    tracing::info!(
+                        entries,
+                        "dropped every cached balance, having lost count of those to drop"
+                    );
+                    stale.forget_everything = false;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cache invalidation of every balance failed; will retry");
+                }
+            }
+            return;
+        }
         let forget: Vec<ScopedWalletId> = stale.forget.iter().cloned().collect();
         for chunk in forget.chunks(cache::WRITE_CHUNK) {
             if let Err(error) = self.cache.forget_balances(chunk).await {
@@ -456,9 +528,41 @@ impl PartitionConsumer {
 }
 
 impl StaleCache {
+    fn new(forget_max: usize) -> Self {
+        StaleCache {
+            wallets: HashMap::new(),
+            forget: HashSet::new(),
+            forget_max,
+            forget_everything: false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.wallets.is_empty() && self.forget.is_empty() && !self.forget_everything
+    }
+
     /// Turns every balance waiting to be written into one waiting to be dropped: it is late.
     fn forget_balances(&mut self) {
-        self.forget.extend(self.wallets.drain().map(|(id, _)| id));
+        let late: Vec<ScopedWalletId> = self.wallets.drain().map(|(id, _)| id).collect();
+        self.suspect(late);
+    }
+
+    /// Remembers to drop the cached balances of `wallets`; once more than `forget_max` are
+    /// waiting, every cached balance is dropped instead.
+    fn suspect(&mut self, wallets: impl IntoIterator<Item = ScopedWalletId>) {
+        if self.forget_everything {
+            return;
+        }
+        self.forget.extend(wallets);
+        if self.forget.len() > self.forget_max {
+            tracing::warn!(
+                wallets = self.forget.len(),
+                max = self.forget_max,
+                "too many cached balances to drop one by one; every cached balance will be dropped once Redis answers"
+            );
+            self.forget = HashSet::new();
+            self.forget_everything = true;
+        }
     }
 }
 

@@ -74,7 +74,7 @@ fn balances_are_late_after_half_the_lease_lapse() {
         !is_late(began, at(-5), lapse),
         "a clock step back is not lateness"
     );
-    let mut stale = StaleCache::default();
+    let mut stale = StaleCache::new(10);
     let wallet = ScopedWalletId {
         tenant: "acme".to_owned(),
         id: WalletId(Uuid::from_u128(4)),
@@ -97,4 +97,29 @@ fn balances_are_late_after_half_the_lease_lapse() {
     stale.forget_balances();
     assert!(stale.wallets.is_empty());
     assert!(stale.forget.contains(&wallet));
+}
+
+/// Proves the wallets whose balances wait to be dropped stay within their bound: past it the
+/// list gives way to dropping every cached balance, and more wallets add nothing.
+#[test]
+fn balances_to_drop_are_bounded() {
+    let wallet = |n| ScopedWalletId {
+        tenant: "acme".to_owned(),
+        id: WalletId(Uuid::from_u128(n)),
+    };
+    let mut stale = StaleCache::new(3);
+    stale.suspect((1..=3).map(wallet));
+    assert_eq!(stale.forget.len(), 3);
+    assert!(!stale.forget_everything);
+    stale.suspect([wallet(2)]);
+    assert!(
+        !stale.forget_everything,
+        "a wallet already listed adds nothing"
+    );
+    stale.suspect([wallet(4)]);
+    assert!(stale.forget_everything);
+    assert!(stale.forget.is_empty());
+    stale.suspect((5..=1_000).map(wallet));
+    assert!(stale.forget.is_empty());
+    assert!(!stale.is_empty(), "dropping everything is still to do");
 }

@@ -1,19 +1,54 @@
 //! What a worker's partitions are waiting for. A partition that keeps retrying a batch (the
 //! database is full, read-only, unreachable) is not dead, but an operator must know: readiness
-//! reports the worker degraded, with the cause, until the batch is applied.
+//! reports the worker degraded, with the cause, until the batch is applied. A partition the
+//! worker refuses to apply from its stored position waits for an operator: the worker is not
+//! ready until it applies again.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 #[derive(Clone, Default)]
 pub struct WorkerHealth {
-    retrying: Arc<Mutex<BTreeMap<i32, String>>>,
+    waiting: Arc<Mutex<BTreeMap<i32, Waiting>>>,
+}
+
+/// What one partition waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// Another attempt at a batch that failed with this cause.
+    Retry(String),
+    /// An operator: the stored position was refused for this reason.
+    Operator(String),
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Waiting::Retry(cause) => write!(f, "retrying: {cause}"),
+            Waiting::Operator(reason) => write!(f, "refused: {reason}"),
+        }
+    }
 }
 
 impl WorkerHealth {
     /// The partition's batch failed with `cause` and waits for another attempt.
     pub fn retrying(&self, partition: i32, cause: String) {
-        self.partitions().insert(partition, cause);
+        self.partitions().insert(partition, Waiting::Retry(cause));
+    }
+
+    /// The partition is not applied from its stored position, for `reason`.
+    pub fn refused(&self, partition: i32, reason: String) {
+        self.partitions()
+            .insert(partition, Waiting::Operator(reason));
+    }
+
+    /// The partition's stored position was accepted: a refusal of it is over.
+    pub fn accepted(&self, partition: i32) {
+        let mut partitions = self.partitions();
+        if matches!(partitions.get(&partition), Some(Waiting::Operator(_))) {
+            partitions.remove(&partition);
+        }
     }
 
     /// The partition applies again (or is no longer this worker's).
@@ -21,7 +56,7 @@ impl WorkerHealth {
         self.partitions().remove(&partition);
     }
 
-    /// None while every partition applies; otherwise what each retrying one waits for.
+    /// None while every partition applies; otherwise what each waiting one waits for.
     pub fn degraded(&self) -> Option<String> {
         let partitions = self.partitions();
         if partitions.is_empty() {
@@ -29,14 +64,21 @@ impl WorkerHealth {
         }
         let causes: Vec<String> = partitions
             .iter()
-            .map(|(partition, cause)| format!("partition {partition} retrying: {cause}"))
+            .map(|(partition, waiting)| format!("partition {partition} {waiting}"))
             .collect();
         Some(causes.join("; "))
     }
 
-    fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, String>> {
-        // The map holds plain strings: a panic elsewhere cannot leave it half-written.
-        self.retrying.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Whether some partition waits for an operator.
+    pub fn any_refused(&self) -> bool {
+        self.partitions()
+            .values()
+            .any(|waiting| matches!(waiting, Waiting::Operator(_)))
+    }
+
+    fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Waiting>> {
+        // The map holds plain values: a panic elsewhere cannot leave it half-written.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -55,7 +97,29 @@ mod tests {
             cause.contains("partition 3") && cause.contains("53100"),
             "{cause}"
         );
+        assert!(!health.any_refused());
+        health.accepted(3);
+        assert!(health.degraded().is_some(), "a retry is no refusal");
         health.recovered(3);
+        assert_eq!(health.degraded(), None);
+    }
+
+    /// Proves a refused partition is named with its reason until its position is accepted.
+    #[test]
+    fn refused_until_the_position_is_accepted() {
+        let health = WorkerHealth::default();
+        health.refused(
+            1,
+            "stored position 5 is beyond the partition's end".to_owned(),
+        );
+        assert!(health.any_refused());
+        let cause = health.degraded().expect("degraded");
+        assert!(
+            cause.contains("partition 1 refused: stored position 5"),
+            "{cause}"
+        );
+        health.accepted(1);
+        assert!(!health.any_refused());
         assert_eq!(health.degraded(), None);
     }
 }

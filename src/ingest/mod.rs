@@ -13,6 +13,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod reader;
 pub mod relay;
+pub mod resume;
 pub mod worker;
 
 use std::time::Duration;

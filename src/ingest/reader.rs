@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rskafka::client::error::{Error as RskafkaError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient};
+use rskafka::client::partition::PartitionClient;
 use rskafka::record::RecordAndOffset;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::task::JoinHandle;
@@ -142,8 +142,7 @@ async fn read(
                 records
             }
             Ok(Err(error)) => {
-                let error = explain(&partition, next, error).await;
-                let _ = sender.send(Err(error)).await;
+                let _ = sender.send(Err(fetch_error(next, error))).await;
                 return;
             }
             Err(_) => {
@@ -174,24 +173,21 @@ async fn read(
     }
 }
 
-/// Says plainly when the stored position lies outside the partition: records were deleted
-/// (retention) or the topic was recreated. The consumer never skips ahead by itself; it keeps
-/// retrying and logging until an operator decides.
-async fn explain(partition: &PartitionClient, position: i64, error: RskafkaError) -> anyhow::Error {
-    let out_of_range = matches!(
-        error,
+/// The broker answered OFFSET_OUT_OF_RANGE: the position being read lies outside the
+/// partition (records deleted, the topic recreated or truncated). The consumer checks its
+/// stored position against the broker again and never skips ahead by itself.
+#[derive(Debug, thiserror::Error)]
+#[error("the broker has no offset {position} in the partition")]
+pub struct OutOfRange {
+    pub position: i64,
+}
+
+fn fetch_error(position: i64, error: RskafkaError) -> anyhow::Error {
+    match error {
         RskafkaError::ServerError {
             protocol_error: ProtocolError::OffsetOutOfRange,
             ..
-        }
-    );
-    if !out_of_range {
-        return error.into();
+        } => OutOfRange { position }.into(),
+        other => other.into(),
     }
-    let earliest = partition.get_offset(OffsetAt::Earliest).await.ok();
-    let latest = partition.get_offset(OffsetAt::Latest).await.ok();
-    anyhow::anyhow!(
-        "stored position {position} is outside the partition (earliest {earliest:?}, latest {latest:?}): \
-         records were deleted or the topic was recreated; not skipping any record"
-    )
 }

@@ -4,6 +4,7 @@
 use deadpool_postgres::GenericClient;
 
 use super::{prepared, Batch, StoreError};
+use crate::ledger::types::ScopedId;
 
 /// The partition's stored position, 0 when no worker has started it yet.
 pub async fn stored_position(
@@ -42,6 +43,55 @@ pub async fn next_offset(
         )
         .await?;
     stored_position(client, topic, partition).await
+}
+
+/// Whether PostgreSQL holds what became of the record at `offset` of the partition: its
+/// operation `id` stored (by this record or an earlier copy of it), or the record kept as a
+/// dead letter. `id` is None for a record that could not be read as an operation.
+pub async fn record_applied(
+    client: &impl GenericClient,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    id: Option<&ScopedId>,
+) -> Result<bool, StoreError> {
+    let (tenant, uuid) = id.map(|id| (id.tenant.as_str(), id.id.0)).unzip();
+    let row = client
+        .query_one(
+            &prepared(
+                client,
+                "SELECT EXISTS (SELECT 1 FROM dead_letters
+                                WHERE topic = $1 AND partition = $2 AND \"offset\" = $3)
+                     OR EXISTS (SELECT 1 FROM operations WHERE tenant = $4 AND id = $5)",
+            )
+            .await?,
+            &[&topic, &partition, &offset, &tenant, &uuid],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Moves the partition's position from `from` to `to`; false when it was no longer at
+/// `from` (a worker applied a batch meanwhile).
+pub async fn move_position(
+    client: &impl GenericClient,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<bool, StoreError> {
+    let moved = client
+        .execute(
+            &prepared(
+                client,
+                "UPDATE consumer_offsets SET next_offset = $4
+                 WHERE topic = $1 AND partition = $2 AND next_offset = $3",
+            )
+            .await?,
+            &[&topic, &partition, &from, &to],
+        )
+        .await?;
+    Ok(moved == 1)
 }
 
 /// Locks the partition's position and checks that the batch starts there (fencing: a stale
