@@ -1,6 +1,6 @@
-//! Balance entries `wallet:{tenant}:{id}`, written only through a version guard so an older balance
-//! can never replace a newer one, whoever writes last. A dropped entry keeps its version (a
-//! hash with no `wallet` field) so the guard still holds for it.
+//! Balance entries `wallet:{tenant}:{id}`, written only through a version guard so an older
+//! balance can never replace a newer one, whoever writes last. A dropped entry keeps its
+//! version (a hash with no `wallet` field) so the guard still holds for it.
 
 use std::time::Instant;
 
