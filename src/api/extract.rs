@@ -329,13 +329,18 @@ impl OperationModifier for CreationKey {
             DataType::String,
             None,
         );
-        openapi::problem(
-            op,
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key is not 1 to 255 visible ASCII characters \
-             (`INVALID_IDEMPOTENCY_KEY`), or was sent more than once (`AMBIGUOUS_IDEMPOTENCY_KEY`)",
-        );
+        key_problems(op);
     }
+}
+
+/// The refusals of an `Idempotency-Key` header, whichever route reads it.
+fn key_problems(op: &mut DefaultOperationRaw) {
+    openapi::problem(
+        op,
+        StatusCode::BAD_REQUEST,
+        "Idempotency-Key is not 1 to 255 visible ASCII characters \
+         (`INVALID_IDEMPOTENCY_KEY`), or was sent more than once (`AMBIGUOUS_IDEMPOTENCY_KEY`)",
+    );
 }
 
 impl OperationModifier for IdempotencyKey {
@@ -350,12 +355,7 @@ impl OperationModifier for IdempotencyKey {
             DataType::String,
             None,
         );
-        openapi::problem(
-            op,
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key is not 1 to 255 visible ASCII characters \
-             (`INVALID_IDEMPOTENCY_KEY`), or was sent more than once (`AMBIGUOUS_IDEMPOTENCY_KEY`)",
-        );
+        key_problems(op);
         openapi::problem(
             op,
             StatusCode::CONFLICT,

@@ -135,17 +135,7 @@ pub async fn wallet(
     client: &impl GenericClient,
     id: &ScopedWalletId,
 ) -> Result<Option<Wallet>, StoreError> {
-    let row = client
-        .query_opt(
-            &prepared(
-                client,
-                &format!("SELECT {WALLET_COLUMNS} FROM wallets WHERE tenant = $1 AND id = $2"),
-            )
-            .await?,
-            &[&id.tenant, &id.id.0],
-        )
-        .await?;
-    row.as_ref().map(wallet_from_row).transpose()
+    read_wallet(client, id, "").await
 }
 
 /// The wallet, read once no batch transaction that has locked it is still to commit: a batch
@@ -157,12 +147,20 @@ pub(super) async fn wallet_settled(
     client: &impl GenericClient,
     id: &ScopedWalletId,
 ) -> Result<Option<Wallet>, StoreError> {
+    read_wallet(client, id, " FOR KEY SHARE").await
+}
+
+async fn read_wallet(
+    client: &impl GenericClient,
+    id: &ScopedWalletId,
+    lock: &str,
+) -> Result<Option<Wallet>, StoreError> {
     let row = client
         .query_opt(
             &prepared(
                 client,
                 &format!(
-                    "SELECT {WALLET_COLUMNS} FROM wallets WHERE tenant = $1 AND id = $2 FOR KEY SHARE"
+                    "SELECT {WALLET_COLUMNS} FROM wallets WHERE tenant = $1 AND id = $2{lock}"
                 ),
             )
             .await?,
