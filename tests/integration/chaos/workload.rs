@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::checker::Violations;
 use super::cluster::{Tenant, TENANTS};
 use super::{amount, ATTEMPT_TIMEOUT};
-use crate::client::Api;
+use crate::client::{Api, Response};
 
 /// The namespace the API derives an operation id from `tenant:walletId:Idempotency-Key`
 /// with (v5); acknowledged ids are checked against it.
@@ -202,14 +202,40 @@ impl Workload {
 }
 
 /// What an attempt was answered.
+#[derive(Debug, PartialEq)]
 enum Answer {
     Accepted(String),
-    /// Worth retrying with the same content: 409, 5xx, no answer.
+    /// Worth retrying with the same content: 408, 409, 5xx, no answer.
     Retry(String),
     /// 422 `IDEMPOTENCY_KEY_REUSED`.
     Reused,
     /// Anything else: a valid request refused.
     Refused(String),
+}
+
+impl Answer {
+    /// A `408` says the server did not take the request (RFC 9110 15.5.9), which is what a
+    /// process frozen past `http.request_timeout_ms` answers for requests waiting in its socket.
+    fn of(response: &Response, request: impl FnOnce() -> String) -> Answer {
+        match response.status {
+            StatusCode::ACCEPTED => Answer::Accepted(
+                response.body["operationId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT => {
+                Answer::Retry(format!("{} {}", response.status.as_u16(), response.code()))
+            }
+            status if status.is_server_error() => {
+                Answer::Retry(format!("{} {}", status.as_u16(), response.code()))
+            }
+            StatusCode::UNPROCESSABLE_ENTITY if response.code() == "IDEMPOTENCY_KEY_REUSED" => {
+                Answer::Reused
+            }
+            status => Answer::Refused(format!("{}: {status} {}", request(), response.body)),
+        }
+    }
 }
 
 pub struct Client {
@@ -360,27 +386,7 @@ impl Client {
             tokio::time::timeout(ATTEMPT_TIMEOUT, api.try_submit(&body)).await
         };
         match answer {
-            Ok(Some(response)) if response.status == StatusCode::ACCEPTED => Answer::Accepted(
-                response.body["operationId"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            ),
-            Ok(Some(response))
-                if response.status == StatusCode::CONFLICT || response.status.is_server_error() =>
-            {
-                Answer::Retry(format!("{} {}", response.status.as_u16(), response.code()))
-            }
-            Ok(Some(response))
-                if response.status == StatusCode::UNPROCESSABLE_ENTITY
-                    && response.code() == "IDEMPOTENCY_KEY_REUSED" =>
-            {
-                Answer::Reused
-            }
-            Ok(Some(response)) => Answer::Refused(format!(
-                "{key} {body}: {} {}",
-                response.status, response.body
-            )),
+            Ok(Some(response)) => Answer::of(&response, || format!("{key} {body}")),
             Ok(None) => Answer::Retry("transport error".to_owned()),
             Err(_) => Answer::Retry("timeout".to_owned()),
         }
@@ -553,5 +559,57 @@ impl Client {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: StatusCode, body: Value) -> Answer {
+        let response = Response {
+            status,
+            content_type: String::new(),
+            location: None,
+            retry_after: None,
+            request_id: None,
+            challenge: None,
+            body,
+        };
+        Answer::of(&response, || "request".to_owned())
+    }
+
+    #[test]
+    fn a_request_the_server_did_not_take_is_retried_not_counted_refused() {
+        let empty = Value::String(String::new());
+        assert_eq!(
+            answered(StatusCode::REQUEST_TIMEOUT, empty.clone()),
+            Answer::Retry("408 ".to_owned())
+        );
+        assert_eq!(
+            answered(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"code": "BROKER_UNAVAILABLE"})
+            ),
+            Answer::Retry("503 BROKER_UNAVAILABLE".to_owned())
+        );
+        assert_eq!(
+            answered(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"code": "IDEMPOTENCY_KEY_REUSED"})
+            ),
+            Answer::Reused
+        );
+        assert!(matches!(
+            answered(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"code": "INVALID_AMOUNT"})
+            ),
+            Answer::Refused(_)
+        ));
+        assert_eq!(
+            answered(StatusCode::ACCEPTED, json!({"operationId": "x"})),
+            Answer::Accepted("x".to_owned())
+        );
     }
 }
