@@ -427,6 +427,7 @@ async fn build_api(
             max: seconds(config.http.hold_expiry_max_s),
         },
         readiness_timeout: Duration::from_millis(config.http.readiness_timeout_ms),
+        lease_lapse: config.worker.lease_lapse(),
         tokens,
         public: config.auth.public.clone(),
         worker,

@@ -68,6 +68,8 @@ pub struct AppState {
     pub metadata_limits: MetadataLimits,
     pub hold_expiry: HoldExpiry,
     pub readiness_timeout: Duration,
+    /// The workers' lease lapse, which bounds how long a request may hold wallet locks.
+    pub lease_lapse: Duration,
     pub tokens: Arc<TokenRegistry>,
     /// Service endpoints answered without a token (`auth.public`).
     pub public: Vec<String>,

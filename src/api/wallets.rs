@@ -226,7 +226,7 @@ async fn as_of(
         ));
     }
     let mut client = database::client(&state.pool).await?;
-    let (wallet, entry) = store::wallet_at(&mut client, scoped, at)
+    let (wallet, entry) = store::wallet_at(&mut client, scoped, at, state.lease_lapse)
         .await?
         .ok_or_else(|| Problem::wallet_not_found(id))?;
     if at < wallet.created_at {

@@ -62,8 +62,7 @@ pub fn session_options(statement_timeout_ms: u64, session: Session) -> String {
         Session::Ordinary => format!("-c statement_timeout={statement_timeout_ms}"),
         Session::Migration => "-c statement_timeout=0 -c lock_timeout=0".to_owned(),
         Session::Batch { lease_lapse } => {
-            let lapse_ms = u64::try_from(lease_lapse.as_millis()).unwrap_or(u64::MAX);
-            let half_ms = (lapse_ms / 2).max(1);
+            let half_ms = lock_hold_ms(lease_lapse);
             let statement_ms = match statement_timeout_ms {
                 0 => half_ms,
                 configured => configured.min(half_ms),
@@ -73,6 +72,22 @@ pub fn session_options(statement_timeout_ms: u64, session: Session) -> String {
             )
         }
     }
+}
+
+/// The longest a session that holds wallet locks may sit idle, run a statement or wait for a
+/// lock, in milliseconds: half the lease lapse (see [`session_options`]).
+fn lock_hold_ms(lease_lapse: Duration) -> u64 {
+    let lapse_ms = u64::try_from(lease_lapse.as_millis()).unwrap_or(u64::MAX);
+    (lapse_ms / 2).max(1)
+}
+
+/// The idle bound of a batch session, for one transaction of an ordinary session that locks
+/// wallets: an API process frozen inside it keeps the wallets' batches waiting no longer than
+/// a frozen worker would. Its statements keep the session's own bounds, so a read may wait
+/// for a slow batch as long as the statement timeout allows.
+pub fn lock_holding_transaction(lease_lapse: Duration) -> String {
+    let ms = lock_hold_ms(lease_lapse);
+    format!("SET LOCAL idle_in_transaction_session_timeout = {ms}")
 }
 
 /// Builds the pool. Connections are made lazily; call [`check`] to fail fast.
@@ -332,6 +347,10 @@ mod tests {
         assert_eq!(
             session_options(1_000, batch(1)),
             "-c statement_timeout=1 -c idle_in_transaction_session_timeout=1 -c lock_timeout=1"
+        );
+        assert_eq!(
+            lock_holding_transaction(Duration::from_millis(2_500)),
+            "SET LOCAL idle_in_transaction_session_timeout = 1250"
         );
         assert_eq!(
             session_options(1_000, Session::Migration),

@@ -291,3 +291,69 @@ async fn an_instant_is_answered_the_same_before_and_after_a_slow_batch_commits()
         second.body
     );
 }
+
+/// An API process frozen inside a read at an instant, holding the wallet's lock, keeps the
+/// wallet's batches waiting no longer than a frozen worker would (half the lease lapse; 1 s
+/// in the harness), where before they waited for as long as the process stayed frozen, and
+/// with them every operation of the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_process_frozen_in_a_read_at_an_instant_does_not_hold_up_the_wallets_batches() {
+    let stack = crate::harness::Stack::start(1);
+    let frozen = stack.serve();
+    let server = stack.serve();
+    // A lapse long enough that the batch's statement bound (half of it) outlasts the sleep.
+    let lapse = ("WALLET_WORKER__LEASE_LAPSE_MS", "20000".to_owned());
+    let _worker = stack.spawn_wallet("work-1", &["work"], &[lapse]);
+    let api = &Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    api.fund(&wallet, "10").await;
+    let db = crate::client::database(&stack.postgres.url()).await;
+    db.batch_execute(
+        "CREATE TABLE slow_once (pending bool);
+         INSERT INTO slow_once VALUES (true);
+         CREATE FUNCTION slow_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN DELETE FROM slow_once; IF FOUND THEN PERFORM pg_sleep(3); END IF; RETURN NULL; END $$;
+         CREATE TRIGGER slow_entries AFTER INSERT ON entries
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_entries();",
+    )
+    .await
+    .expect("slow trigger installs");
+    let first = api.submit(&deposit(&wallet, "5")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let waits_for = |event: &'static str| {
+        let db = &db;
+        move || async move {
+            db.query(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event = $1",
+                &[&event],
+            )
+            .await
+            .is_ok_and(|rows| !rows.is_empty())
+        }
+    };
+    let held = crate::harness::eventually(SETTLE, waits_for("PgSleep")).await;
+    assert!(held, "the batch never reached its entries insert");
+    let reader = Api::new(&frozen.base);
+    let read = {
+        let wallet = wallet.clone();
+        tokio::spawn(async move { at(&reader, &wallet, &Utc::now().to_rfc3339()).await })
+    };
+    let queued = crate::harness::eventually(SETTLE, waits_for("transactionid")).await;
+    assert!(queued, "the read at an instant never waited for the batch");
+    frozen.process.send_signal(libc::SIGSTOP);
+    let second = api.submit(&deposit(&wallet, "7")).await;
+    assert_eq!(second.status, StatusCode::ACCEPTED, "{:?}", second.body);
+    let id = uuid::Uuid::parse_str(&wallet).expect("wallet id");
+    let applied = crate::harness::eventually(std::time::Duration::from_secs(12), || async {
+        db.query_one("SELECT version FROM wallets WHERE id = $1", &[&id])
+            .await
+            .is_ok_and(|row| row.get::<_, i64>(0) == 3)
+    })
+    .await;
+    frozen.process.send_signal(libc::SIGCONT);
+    read.abort();
+    assert!(
+        applied,
+        "the next deposit waited for the frozen API process's lock"
+    );
+}

@@ -3,9 +3,11 @@
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use std::time::Duration;
 
 use super::wallets::wallet_settled;
 use super::{prepared, StoreError, Wallet};
+use crate::ledger::database;
 use crate::ledger::money::decimal_from_db;
 use crate::ledger::types::ScopedWalletId;
 
@@ -20,13 +22,18 @@ pub struct EntryAt {
 
 /// The wallet and its last entry recorded at or before `at` (none when it had none yet), read
 /// once every batch that has locked the wallet committed: an `at` up to now is answered as it
-/// will always be answered.
+/// will always be answered. The wallet's lock is held under the bounds of `lease_lapse` (see
+/// [`database::lock_holding_transaction`]).
 pub async fn wallet_at(
     client: &mut deadpool_postgres::Object,
     wallet: &ScopedWalletId,
     at: DateTime<Utc>,
+    lease_lapse: Duration,
 ) -> Result<Option<(Wallet, Option<EntryAt>)>, StoreError> {
     let transaction = client.transaction().await?;
+    transaction
+        .batch_execute(&database::lock_holding_transaction(lease_lapse))
+        .await?;
     let Some(found) = wallet_settled(&transaction, wallet).await? else {
         return Ok(None);
     };

@@ -140,14 +140,16 @@ pub async fn wallet(
 
 /// The wallet, read once no batch transaction that has locked it is still to commit: a batch
 /// records its entries at a time it reads after taking its wallets' locks, so that from here
-/// on, within `client`'s transaction, the journal up to now is final. The lock taken is the
-/// weakest that waits for a batch's `FOR UPDATE`, and it keeps later batches of the wallet
-/// waiting only until the transaction ends.
+/// on, within `client`'s transaction, the journal up to now is final. The lock waits for a
+/// batch's `FOR UPDATE` and keeps later batches of the wallet waiting until the transaction
+/// ends. It conflicts with itself, so readers queue with the batches in turn: a shared lock
+/// would let a stream of overlapping readers keep a batch, and with it its whole partition,
+/// waiting for ever.
 pub(super) async fn wallet_settled(
     client: &impl GenericClient,
     id: &ScopedWalletId,
 ) -> Result<Option<Wallet>, StoreError> {
-    read_wallet(client, id, " FOR KEY SHARE").await
+    read_wallet(client, id, " FOR NO KEY UPDATE").await
 }
 
 async fn read_wallet(
