@@ -9,11 +9,13 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::SecondsFormat;
 use deadpool_postgres::GenericClient;
 use rskafka::client::partition::{OffsetAt, PartitionClient};
 use rskafka::client::Client as KafkaClient;
 
 use super::{broker, codec};
+use crate::clock;
 use crate::config::KafkaConfig;
 use crate::ledger::store;
 
@@ -57,6 +59,15 @@ impl Refusal {
             Refusal::Deleted { position, .. }
             | Refusal::BeyondEnd { position, .. }
             | Refusal::Foreign { position, .. } => *position,
+        }
+    }
+
+    /// Whether the records at the stored position may be other ones than those PostgreSQL
+    /// kept: their dead letters are then of a topic that no longer exists.
+    pub fn recreated(&self) -> bool {
+        match self {
+            Refusal::Deleted { .. } => false,
+            Refusal::BeyondEnd { .. } | Refusal::Foreign { .. } => true,
         }
     }
 
@@ -131,16 +142,21 @@ pub async fn check(
         );
         return Ok(Ok(()));
     };
-    let id = record
-        .record
-        .value
-        .as_deref()
+    let payload = record.record.value.as_deref();
+    let id = payload
         .and_then(|value| codec::decode(value).ok())
         .map(|operation| operation.scoped_id());
-    let applied = store::record_applied(db, topic, partition.partition(), offset, id.as_ref())
-        .await
-        .map_err(|error| anyhow::anyhow!("{}", error.describe()))
-        .context("looking up the record below the stored position")?;
+    let applied = store::record_applied(
+        db,
+        topic,
+        partition.partition(),
+        offset,
+        payload,
+        id.as_ref(),
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("{}", error.describe()))
+    .context("looking up the record below the stored position")?;
     Ok(match applied {
         true => Ok(()),
         false => Err(Refusal::Foreign { position, held }),
@@ -154,6 +170,8 @@ pub struct Repositioned {
     pub partition: i32,
     pub refusal: Refusal,
     pub to: i64,
+    /// The topic name the partition's dead letters of the recreated topic were moved to.
+    pub retired_as: Option<String>,
 }
 
 impl fmt::Display for Repositioned {
@@ -175,6 +193,14 @@ impl fmt::Display for Repositioned {
                 f,
                 "\nrecords {position}..{} are gone and were never applied",
                 held.log_start
+            )?;
+        }
+        if let Some(retired) = &self.retired_as {
+            write!(
+                f,
+                "\nits dead letters at offset {} and beyond are of the topic before it was \
+                 recreated; they are kept as dead letters of \"{retired}\"",
+                self.to
             )?;
         }
         Ok(())
@@ -205,7 +231,13 @@ pub async fn reposition(
         );
     };
     let to = refusal.held().log_start;
-    let moved = store::move_position(db, &topic, partition, position, to)
+    let retire_as = refusal.recreated().then(|| {
+        format!(
+            "{topic} (before reposition at {})",
+            clock::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+        )
+    });
+    let moved = store::move_position(db, &topic, partition, position, to, retire_as.as_deref())
         .await
         .map_err(describe)?;
     anyhow::ensure!(
@@ -217,6 +249,7 @@ pub async fn reposition(
         partition,
         refusal,
         to,
+        retired_as: retire_as,
     })
 }
 

@@ -315,3 +315,100 @@ async fn records_deleted_before_they_were_applied_stop_their_partition() {
     let status = api.settled(&wallet, &kept, DEADLINE).await;
     assert_eq!(status["status"], "PROCESSED", "{status}");
 }
+
+/// Produces `value` to partition 0 of the operations topic, as no API would.
+async fn produce_raw(stack: &Stack, value: &[u8]) {
+    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
+        .build()
+        .await
+        .expect("connects");
+    let partition = client
+        .partition_client(
+            &stack.operations_topic,
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Retry,
+        )
+        .await
+        .expect("partition");
+    let record = rskafka::record::Record {
+        key: None,
+        value: Some(value.to_vec()),
+        headers: Default::default(),
+        timestamp: chrono::Utc::now(),
+    };
+    partition
+        .produce(vec![record], Default::default())
+        .await
+        .expect("produced");
+}
+
+/// Proves a dead letter at the offset below the stored position vouches only for the record
+/// it kept. The old topic's offset 2 was an unreadable record, kept as a dead letter; the
+/// recreated topic holds six new records, another unreadable one at offset 2. The worker used
+/// to take the dead letter for that record, resume at 3 and skip the two deposits below it.
+/// Now it refuses the partition, and `wallet reposition` moves the old topic's dead letters
+/// aside, so the new record at offset 2 is kept as a dead letter of its own, where it used to
+/// be dropped as a copy of the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_below_the_position_vouches_only_for_its_own_record() {
+    let stack = Stack::start(1);
+    let server = stack.serve();
+    let api = Api::new(&server.base);
+    let wallet = api.new_wallet().await;
+    let (mut worker, port) = observed_worker(&stack);
+    api.fund(&wallet, "1.00").await;
+    api.fund(&wallet, "1.00").await;
+    produce_raw(&stack, b"an old unreadable record").await;
+    let db = crate::client::database(&stack.postgres.url()).await;
+    let letter_at_2 = || async {
+        db.query_opt(
+            "SELECT payload FROM dead_letters WHERE topic = $1 AND partition = 0 AND \"offset\" = 2",
+            &[&stack.operations_topic],
+        )
+        .await
+        .expect("dead letters")
+        .map(|row| row.get::<_, Vec<u8>>(0))
+    };
+    let kept = eventually(DEADLINE, || async { letter_at_2().await.is_some() }).await;
+    assert!(kept, "the old unreadable record is kept as a dead letter");
+    worker.kill();
+    recreate_topic(&stack).await;
+    let mut deposits = vec![
+        deposit_accepted(&api, &wallet).await,
+        deposit_accepted(&api, &wallet).await,
+    ];
+    produce_raw(&stack, b"a new unreadable record").await;
+    for _ in 0..3 {
+        deposits.push(deposit_accepted(&api, &wallet).await);
+    }
+    worker.start();
+
+    assert!(
+        refused_with(
+            port,
+            &[
+                "partition 0 refused",
+                "below stored position 3",
+                "the topic was recreated"
+            ]
+        )
+        .await
+    );
+    let moved = reposition(&stack, 0);
+    assert!(
+        moved.contains("moved its stored position from 3 to 0")
+            && moved.contains("dead letters of"),
+        "{moved}"
+    );
+    for id in &deposits {
+        let status = api.settled(&wallet, id, DEADLINE).await;
+        assert_eq!(status["status"], "PROCESSED", "{status}");
+    }
+    let balance = api.balance(&wallet).await;
+    assert_eq!(balance.body["balance"], "7.00", "{:?}", balance.body);
+    let new_letter = eventually(DEADLINE, || async {
+        letter_at_2().await.as_deref() == Some(b"a new unreadable record".as_slice())
+    })
+    .await;
+    assert!(new_letter, "offset 2 holds {:?}", letter_at_2().await);
+}

@@ -46,13 +46,16 @@ pub async fn next_offset(
 }
 
 /// Whether PostgreSQL holds what became of the record at `offset` of the partition: its
-/// operation `id` stored (by this record or an earlier copy of it), or the record kept as a
-/// dead letter. `id` is None for a record that could not be read as an operation.
+/// operation `id` stored (by this record or an earlier copy of it), or this very record
+/// (`payload`) kept as a dead letter there. A dead letter of another record at that offset is
+/// one of a topic that has since been recreated. `id` is None for a record that could not be
+/// read as an operation.
 pub async fn record_applied(
     client: &impl GenericClient,
     topic: &str,
     partition: i32,
     offset: i64,
+    payload: Option<&[u8]>,
     id: Option<&ScopedId>,
 ) -> Result<bool, StoreError> {
     let (tenant, uuid) = id.map(|id| (id.tenant.as_str(), id.id.0)).unzip();
@@ -61,36 +64,50 @@ pub async fn record_applied(
             &prepared(
                 client,
                 "SELECT EXISTS (SELECT 1 FROM dead_letters
-                                WHERE topic = $1 AND partition = $2 AND \"offset\" = $3)
+                                WHERE topic = $1 AND partition = $2 AND \"offset\" = $3
+                                  AND payload IS NOT DISTINCT FROM $6)
                      OR EXISTS (SELECT 1 FROM operations WHERE tenant = $4 AND id = $5)",
             )
             .await?,
-            &[&topic, &partition, &offset, &tenant, &uuid],
+            &[&topic, &partition, &offset, &tenant, &uuid, &payload],
         )
         .await?;
     Ok(row.get(0))
 }
 
 /// Moves the partition's position from `from` to `to`; false when it was no longer at
-/// `from` (a worker applied a batch meanwhile).
+/// `from` (a worker applied a batch meanwhile). With `retire_as`, the partition's dead letters
+/// at `to` and beyond are renamed to that topic in the same statement: they are of the
+/// topic before it was recreated, and the records now at their offsets may be kept as dead
+/// letters of their own.
 pub async fn move_position(
     client: &impl GenericClient,
     topic: &str,
     partition: i32,
     from: i64,
     to: i64,
+    retire_as: Option<&str>,
 ) -> Result<bool, StoreError> {
-    let moved = client
-        .execute(
+    let moved: i64 = client
+        .query_one(
             &prepared(
                 client,
-                "UPDATE consumer_offsets SET next_offset = $4
-                 WHERE topic = $1 AND partition = $2 AND next_offset = $3",
+                "WITH moved AS (
+                     UPDATE consumer_offsets SET next_offset = $4
+                     WHERE topic = $1 AND partition = $2 AND next_offset = $3
+                     RETURNING 1
+                 ), retired AS (
+                     UPDATE dead_letters SET topic = $5
+                     WHERE $5::text IS NOT NULL AND topic = $1 AND partition = $2
+                       AND \"offset\" >= $4 AND EXISTS (SELECT 1 FROM moved)
+                 )
+                 SELECT count(*) FROM moved",
             )
             .await?,
-            &[&topic, &partition, &from, &to],
+            &[&topic, &partition, &from, &to, &retire_as],
         )
-        .await?;
+        .await?
+        .get(0);
     Ok(moved == 1)
 }
 
