@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 use super::health::WorkerHealth;
 use super::outcomes::OutcomeWriter;
+use super::owed::{OwedStatuses, OWED_MAX};
 use super::reader::{OutOfRange, PartitionReader};
 use super::resume::{self, Refusal};
 use crate::cache::{self, Cache, CachedWallet, Marker};
@@ -102,10 +103,11 @@ impl PartitionConsumer {
 
     async fn consume_with(&self, cancel: &CancellationToken, outcomes: &OutcomeWriter) {
         let mut stale = StaleCache::new(self.config.balance_drops_max);
+        let mut owed = OwedStatuses::new(OWED_MAX);
         let mut failures = 0u32;
         let mut fetch_failures = 0u32;
         while !cancel.is_cancelled() {
-            match self.consume(cancel, &mut stale, outcomes).await {
+            match self.consume(cancel, &mut stale, &mut owed, outcomes).await {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;
@@ -190,6 +192,7 @@ impl PartitionConsumer {
         &self,
         cancel: &CancellationToken,
         stale: &mut StaleCache,
+        owed: &mut OwedStatuses,
         outcomes: &OutcomeWriter,
     ) -> anyhow::Result<()> {
         let mut position = self.resume_position().await?;
@@ -210,6 +213,9 @@ impl PartitionConsumer {
                 if !stale.is_empty() {
                     self.flush_stale(stale).await;
                 }
+                if !owed.is_empty() {
+                    self.send_owed(owed, outcomes).await;
+                }
                 continue;
             };
             let batch = self.batch(position, records);
@@ -227,9 +233,9 @@ impl PartitionConsumer {
                     self.record_lag(&reader, position);
                     self.refresh_cache(&report, stale).await;
                     outcomes.send(final_markers(&report)).await;
-                    if !report.stored_before.is_empty() {
-                        self.send_stored(&batch, &report.stored_before, outcomes)
-                            .await;
+                    owed.owe(stored_before(&batch, &report));
+                    if !owed.is_empty() {
+                        self.send_owed(owed, outcomes).await;
                     }
                     tracing::debug!(
                         records,
@@ -241,7 +247,8 @@ impl PartitionConsumer {
                 }
                 Ok(None) => return Ok(()),
                 Err(StoreError::Fenced { stored, .. }) => {
-                    self.finalise_fenced(&batch, stored, stale, outcomes).await;
+                    self.finalise_fenced(&batch, stored, stale, owed, outcomes)
+                        .await;
                     position = stored;
                     reader = self.reader(position);
                 }
@@ -262,6 +269,7 @@ impl PartitionConsumer {
         batch: &Batch,
         stored: i64,
         stale: &mut StaleCache,
+        owed: &mut OwedStatuses,
         outcomes: &OutcomeWriter,
     ) {
         match stored >= batch.next_offset {
@@ -269,12 +277,8 @@ impl PartitionConsumer {
             false => tracing::warn!(stored, "position moved by another worker; resuming from it"),
         }
         stale.forget_balances();
-        let ids: Vec<ScopedId> = batch
-            .operations
-            .iter()
-            .map(|(_, operation)| operation.scoped_id())
-            .collect();
-        if !self.send_stored(batch, &ids, outcomes).await {
+        owed.owe(batch.operations.iter().map(|(_, operation)| operation));
+        if !self.send_owed(owed, outcomes).await {
             return;
         }
         stale.suspect(
@@ -286,20 +290,22 @@ impl PartitionConsumer {
         self.flush_stale(stale).await;
     }
 
-    /// Sends the final status PostgreSQL holds for each of `ids`, operations of `batch`;
-    /// false when they could not be read (their statuses are then read from PostgreSQL).
-    async fn send_stored(&self, batch: &Batch, ids: &[ScopedId], outcomes: &OutcomeWriter) -> bool {
+    /// Sends the final status PostgreSQL holds for each operation whose status is `owed`;
+    /// false when they could not be read: they stay owed, for after the next batch or idle
+    /// fetch.
+    async fn send_owed(&self, owed: &mut OwedStatuses, outcomes: &OutcomeWriter) -> bool {
+        let ids = owed.ids();
         let read = async {
             let client = database::client(&self.pool).await?;
-            store::decisions(&client, ids).await
+            store::decisions(&client, &ids).await
         };
         match read.await {
             Ok(decisions) => {
-                outcomes.send(stored_markers(batch, &decisions)).await;
+                outcomes.send(owed.settle(&decisions)).await;
                 true
             }
             Err(error) => {
-                tracing::warn!(error = %error.describe(), "cannot read the stored decisions; their statuses are read from PostgreSQL");
+                tracing::warn!(error = %error.describe(), owed = ids.len(), "cannot read the stored decisions; will retry");
                 false
             }
         }
@@ -595,27 +601,15 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
     decided.chain(rejected).collect()
 }
 
-/// The final status of every operation of `batch` that PostgreSQL holds decided or kept as
-/// a dead letter; a decision wins over a dead letter of the same id (the id of a refused
-/// record is free for a retry).
-fn stored_markers(batch: &Batch, decisions: &store::Decisions) -> Vec<(ScopedId, Marker)> {
-    let operations: HashMap<ScopedId, &Operation> = batch
+/// The operations of `batch` that PostgreSQL held before it came, by the batch's report.
+fn stored_before<'a>(batch: &'a Batch, report: &BatchReport) -> Vec<&'a Operation> {
+    let stored: HashSet<&ScopedId> = report.stored_before.iter().collect();
+    batch
         .operations
         .iter()
-        .map(|(_, operation)| (operation.scoped_id(), operation))
-        .collect();
-    let mut markers: HashMap<ScopedId, Marker> = HashMap::new();
-    for (id, recorded_at) in &decisions.rejected {
-        if let Some(operation) = operations.get(id) {
-            markers.insert(id.clone(), Marker::rejected(operation, *recorded_at));
-        }
-    }
-    for (id, record, currency) in &decisions.decided {
-        if let Some(marker) = Marker::stored(record, *currency) {
-            markers.insert(id.clone(), marker);
-        }
-    }
-    markers.into_iter().collect()
+        .map(|(_, operation)| operation)
+        .filter(|operation| stored.contains(&operation.scoped_id()))
+        .collect()
 }
 
 #[cfg(test)]
