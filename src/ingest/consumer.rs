@@ -161,8 +161,10 @@ impl PartitionConsumer {
     async fn resume_position(&self) -> anyhow::Result<i64> {
         let client = database::client(&self.pool)
             .await
-            .map_err(|error| anyhow::anyhow!("{}", error.describe()))?;
-        let position = store::next_offset(&client, &self.topic, self.id()).await?;
+            .map_err(|error| self.waiting_on(&error))?;
+        let position = store::next_offset(&client, &self.topic, self.id())
+            .await
+            .map_err(|error| self.waiting_on(&error))?;
         let held = resume::held(&self.partition, self.request_timeout)
             .await
             .context(FetchFailed)?;
@@ -176,9 +178,25 @@ impl PartitionConsumer {
         )
         .await?;
         checked?;
-        self.health.accepted(self.id());
+        // The partition starts: whatever kept it from starting is over, and a batch that
+        // fails again reports itself.
+        self.health.recovered(self.id());
         self.record_refused(false);
         Ok(position)
+    }
+
+    /// `error`, which stops the partition until the consumer starts again, described with
+    /// its SQLSTATE; the partition is reported retrying meanwhile, as one whose batch fails
+    /// is, so readiness names the cause.
+    fn waiting_on(&self, error: &StoreError) -> anyhow::Error {
+        let cause = error.describe();
+        let reason = match error.remedy() {
+            Remedy::Retry(retry) => retry.as_str(),
+            Remedy::Reject => "rejected",
+        };
+        self.health
+            .retrying(self.id(), format!("{reason}: {cause}"));
+        anyhow::anyhow!("{cause}")
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -252,7 +270,7 @@ impl PartitionConsumer {
                     position = stored;
                     reader = self.reader(position);
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(self.waiting_on(&error)),
             }
         }
     }
