@@ -17,7 +17,7 @@ use super::outcomes::OutcomeWriter;
 use super::owed::{OwedStatuses, OWED_MAX};
 use super::reader::{OutOfRange, PartitionReader};
 use super::resume::{self, Refusal};
-use crate::cache::{self, Cache, CachedWallet, Marker};
+use crate::cache::{self, BalanceSweep, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
@@ -56,6 +56,10 @@ enum Blame {
 const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// The first retry of a failed batch or consumer waits twice this.
 const RETRY_STEP: Duration = Duration::from_millis(50);
+/// SCAN rounds (of about `cache::WRITE_CHUNK` keys each) that one flush of the stale cache
+/// takes the walk dropping every cached balance: with millions of keys in Redis, walking them
+/// all at once would stall the partition when its backlog is largest.
+const SWEEP_ROUNDS: usize = 20;
 
 /// Balances a failed refresh left behind, retried after the next batch.
 ///
@@ -65,12 +69,14 @@ const RETRY_STEP: Duration = Duration::from_millis(50);
 /// (restart, flush): writing the old one would make reads go back in version. A late entry
 /// is dropped from Redis instead, and the next read fills it from PostgreSQL. While Redis
 /// stays down the wallets to drop pile up; beyond `forget_max` of them the list is given up
-/// for "every cached balance": all are dropped once Redis is back.
+/// for "every cached balance": all are dropped once Redis is back, by a walk through Redis
+/// that goes `SWEEP_ROUNDS` SCAN rounds further each time the list would be flushed.
 struct StaleCache {
     wallets: HashMap<ScopedWalletId, CachedWallet>,
     forget: HashSet<ScopedWalletId>,
     forget_max: usize,
-    forget_everything: bool,
+    /// The walk dropping every cached balance, while one is to be made.
+    sweep: Option<BalanceSweep>,
 }
 
 /// Reading the partition from the broker failed. rskafka keeps the metadata it read while a
@@ -523,20 +529,21 @@ impl PartitionConsumer {
                 stale.wallets.remove(&wallet.scoped_id());
             }
         }
-        if stale.forget_everything {
-            match self.cache.forget_all_balances().await {
-                Ok(entries) => {
+        if let Some(sweep) = &mut stale.sweep {
+            match self.cache.sweep_balances(sweep, SWEEP_ROUNDS).await {
+                Ok(Some(entries)) => {
                     tracing::info!(
                         entries,
                         "dropped every cached balance, having lost count of those to drop"
                     );
-                    stale.forget_everything = false;
+                    stale.sweep = None;
                 }
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, "cache invalidation of every balance failed; will retry");
+                    return;
                 }
             }
-            return;
         }
         let forget: Vec<ScopedWalletId> = stale.forget.iter().cloned().collect();
         for chunk in forget.chunks(cache::WRITE_CHUNK) {
@@ -557,12 +564,12 @@ impl StaleCache {
             wallets: HashMap::new(),
             forget: HashSet::new(),
             forget_max,
-            forget_everything: false,
+            sweep: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.wallets.is_empty() && self.forget.is_empty() && !self.forget_everything
+        self.wallets.is_empty() && self.forget.is_empty() && self.sweep.is_none()
     }
 
     /// Turns every balance waiting to be written into one waiting to be dropped: it is late.
@@ -572,11 +579,9 @@ impl StaleCache {
     }
 
     /// Remembers to drop the cached balances of `wallets`; once more than `forget_max` are
-    /// waiting, every cached balance is dropped instead.
+    /// waiting, every cached balance is dropped instead, by a walk from the start: one under
+    /// way may have passed their entries already.
     fn suspect(&mut self, wallets: impl IntoIterator<Item = ScopedWalletId>) {
-        if self.forget_everything {
-            return;
-        }
         self.forget.extend(wallets);
         if self.forget.len() > self.forget_max {
             tracing::warn!(
@@ -585,7 +590,7 @@ impl StaleCache {
                 "too many cached balances to drop one by one; every cached balance will be dropped once Redis answers"
             );
             self.forget = HashSet::new();
-            self.forget_everything = true;
+            self.sweep = Some(BalanceSweep::default());
         }
     }
 }
