@@ -90,6 +90,21 @@ fn key(tenant: &str, id: WalletId) -> String {
 /// Matches the key of every balance entry, and of nothing else.
 const KEY_PATTERN: &str = "wallet:*";
 
+/// Where a walk dropping every cached balance stands between calls of
+/// [`Cache::sweep_balances`]. After a long Redis outage a worker may have to walk millions of
+/// keys (the idempotency markers among them), which must not stall its consumer in one go nor
+/// start over after each failed round.
+#[derive(Debug, Default)]
+pub struct BalanceSweep {
+    /// The Redis server walked, by its `run_id`: a cursor means nothing to another one (a
+    /// restarted server hashes keys with a new seed), so the walk starts over there.
+    server: Option<String>,
+    /// SCAN's cursor: where the next round starts.
+    cursor: u64,
+    /// Entries looked at so far.
+    seen: usize,
+}
+
 impl Cache {
     pub async fn balance(&self, id: &ScopedWalletId) -> Result<Option<CachedWallet>, CacheError> {
         let key = key(&id.tenant, id.id);
@@ -129,47 +144,91 @@ impl Cache {
         .await
     }
 
-    /// Drops every cached balance, as [`forget_balances`](Self::forget_balances) does, walking
-    /// the keys with SCAN in rounds of about [`WRITE_CHUNK`] so no round holds Redis for long
-    /// and each has its own deadline. For a worker that lost track of which balances it could
-    /// not write: dropping a fresh one too costs a read from PostgreSQL, never a stale answer.
-    /// Returns how many entries it looked at.
-    pub async fn forget_all_balances(&self) -> Result<usize, CacheError> {
-        self.written.dropped_all();
-        let mut cursor = 0u64;
-        let mut seen = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .with_connection(|mut connection| async move {
-                    Ok(redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(KEY_PATTERN)
-                        .arg("COUNT")
-                        .arg(WRITE_CHUNK)
-                        .arg("TYPE")
-                        .arg("hash")
-                        .query_async(&mut connection)
-                        .await?)
-                })
-                .await?;
-            if !keys.is_empty() {
-                let mut pipeline = redis::pipe();
-                for key in &keys {
-                    pipeline.cmd("HDEL").arg(key).arg("wallet").ignore();
-                }
-                self.with_connection(|mut connection| async move {
-                    pipeline.query_async::<()>(&mut connection).await?;
-                    Ok(())
-                })
-                .await?;
-            }
-            seen += keys.len();
-            if next == 0 {
-                return Ok(seen);
-            }
-            cursor = next;
+    /// Takes `sweep`, a walk dropping every cached balance as
+    /// [`forget_balances`](Self::forget_balances) does, at most `rounds` SCAN rounds of about
+    /// [`WRITE_CHUNK`] keys further, so no call holds its caller (or Redis) for long. For a
+    /// worker that lost track of which balances it could not write: dropping a fresh one too
+    /// costs a read from PostgreSQL, never a stale answer, and dropping one late is as safe.
+    /// Returns how many entries the whole walk looked at once it has ended (the sweep is then
+    /// spent), None while there is more to walk. On an error the sweep stays where its last
+    /// round that succeeded left it, and the next call goes on from there.
+    pub async fn sweep_balances(
+        &self,
+        sweep: &mut BalanceSweep,
+        rounds: usize,
+    ) -> Result<Option<usize>, CacheError> {
+        let server = self.server_id().await?;
+        if sweep.server.as_ref() != Some(&server) {
+            *sweep = BalanceSweep {
+                server: Some(server),
+                ..BalanceSweep::default()
+            };
         }
+        for _ in 0..rounds {
+            let (next, keys) = self.scan_balances(sweep.cursor).await?;
+            self.drop_entries(&keys).await?;
+            sweep.seen += keys.len();
+            if next == 0 {
+                return Ok(Some(sweep.seen));
+            }
+            sweep.cursor = next;
+        }
+        Ok(None)
+    }
+
+    /// The `run_id` of the Redis server answering: a new one each time a server starts.
+    async fn server_id(&self) -> Result<String, CacheError> {
+        let info: String = self
+            .with_connection(|mut connection| async move {
+                Ok(redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut connection)
+                    .await?)
+            })
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned())
+    }
+
+    /// One SCAN round over the balance entries from `cursor`: the next cursor and the keys.
+    async fn scan_balances(&self, cursor: u64) -> Result<(u64, Vec<String>), CacheError> {
+        self.with_connection(|mut connection| async move {
+            Ok(redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(KEY_PATTERN)
+                .arg("COUNT")
+                .arg(WRITE_CHUNK)
+                .arg("TYPE")
+                .arg("hash")
+                .query_async(&mut connection)
+                .await?)
+        })
+        .await
+    }
+
+    /// Drops the balances of the entries `keys`, each keeping its version.
+    async fn drop_entries(&self, keys: &[String]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for key in keys {
+            pipeline.cmd("HDEL").arg(key).arg("wallet").ignore();
+        }
+        self.with_connection(|mut connection| async move {
+            pipeline.query_async::<()>(&mut connection).await?;
+            Ok(())
+        })
+        .await?;
+        // What this process wrote may be among them; dropped after its write, it is no longer
+        // held, so a refresh must write it again.
+        self.written.dropped_all();
+        Ok(())
     }
 
     /// Whether this process lately wrote `version` of the wallet, or a newer one, so Redis

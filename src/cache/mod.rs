@@ -15,7 +15,7 @@ use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-pub use balances::CachedWallet;
+pub use balances::{BalanceSweep, CachedWallet};
 pub use decisions::{Decisions, Watch};
 pub use markers::{Marker, MarkerState};
 use outage::Outage;

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::codec;
 use super::health::WorkerHealth;
 use super::outcomes::OutcomeWriter;
+use super::owed::{OwedStatuses, OWED_MAX};
 use super::reader::{OutOfRange, PartitionReader};
 use super::resume::{self, Refusal};
-use crate::cache::{self, Cache, CachedWallet, Marker};
+use crate::cache::{self, BalanceSweep, Cache, CachedWallet, Marker};
 use crate::clock;
 use crate::config::WorkerConfig;
 use crate::ledger::database;
@@ -55,6 +56,10 @@ enum Blame {
 const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// The first retry of a failed batch or consumer waits twice this.
 const RETRY_STEP: Duration = Duration::from_millis(50);
+/// SCAN rounds (of about `cache::WRITE_CHUNK` keys each) that one flush of the stale cache
+/// takes the walk dropping every cached balance: with millions of keys in Redis, walking them
+/// all at once would stall the partition when its backlog is largest.
+const SWEEP_ROUNDS: usize = 20;
 
 /// Balances a failed refresh left behind, retried after the next batch.
 ///
@@ -64,12 +69,14 @@ const RETRY_STEP: Duration = Duration::from_millis(50);
 /// (restart, flush): writing the old one would make reads go back in version. A late entry
 /// is dropped from Redis instead, and the next read fills it from PostgreSQL. While Redis
 /// stays down the wallets to drop pile up; beyond `forget_max` of them the list is given up
-/// for "every cached balance": all are dropped once Redis is back.
+/// for "every cached balance": all are dropped once Redis is back, by a walk through Redis
+/// that goes `SWEEP_ROUNDS` SCAN rounds further each time the list would be flushed.
 struct StaleCache {
     wallets: HashMap<ScopedWalletId, CachedWallet>,
     forget: HashSet<ScopedWalletId>,
     forget_max: usize,
-    forget_everything: bool,
+    /// The walk dropping every cached balance, while one is to be made.
+    sweep: Option<BalanceSweep>,
 }
 
 /// Reading the partition from the broker failed. rskafka keeps the metadata it read while a
@@ -102,10 +109,11 @@ impl PartitionConsumer {
 
     async fn consume_with(&self, cancel: &CancellationToken, outcomes: &OutcomeWriter) {
         let mut stale = StaleCache::new(self.config.balance_drops_max);
+        let mut owed = OwedStatuses::new(OWED_MAX);
         let mut failures = 0u32;
         let mut fetch_failures = 0u32;
         while !cancel.is_cancelled() {
-            match self.consume(cancel, &mut stale, outcomes).await {
+            match self.consume(cancel, &mut stale, &mut owed, outcomes).await {
                 Ok(()) => return,
                 Err(error) => {
                     failures += 1;
@@ -159,8 +167,10 @@ impl PartitionConsumer {
     async fn resume_position(&self) -> anyhow::Result<i64> {
         let client = database::client(&self.pool)
             .await
-            .map_err(|error| anyhow::anyhow!("{}", error.describe()))?;
-        let position = store::next_offset(&client, &self.topic, self.id()).await?;
+            .map_err(|error| self.waiting_on(&error))?;
+        let position = store::next_offset(&client, &self.topic, self.id())
+            .await
+            .map_err(|error| self.waiting_on(&error))?;
         let held = resume::held(&self.partition, self.request_timeout)
             .await
             .context(FetchFailed)?;
@@ -174,9 +184,25 @@ impl PartitionConsumer {
         )
         .await?;
         checked?;
-        self.health.accepted(self.id());
+        // The partition starts: whatever kept it from starting is over, and a batch that
+        // fails again reports itself.
+        self.health.recovered(self.id());
         self.record_refused(false);
         Ok(position)
+    }
+
+    /// `error`, which stops the partition until the consumer starts again, described with
+    /// its SQLSTATE; the partition is reported retrying meanwhile, as one whose batch fails
+    /// is, so readiness names the cause.
+    fn waiting_on(&self, error: &StoreError) -> anyhow::Error {
+        let cause = error.describe();
+        let reason = match error.remedy() {
+            Remedy::Retry(retry) => retry.as_str(),
+            Remedy::Reject => "rejected",
+        };
+        self.health
+            .retrying(self.id(), format!("{reason}: {cause}"));
+        anyhow::anyhow!("{cause}")
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -190,6 +216,7 @@ impl PartitionConsumer {
         &self,
         cancel: &CancellationToken,
         stale: &mut StaleCache,
+        owed: &mut OwedStatuses,
         outcomes: &OutcomeWriter,
     ) -> anyhow::Result<()> {
         let mut position = self.resume_position().await?;
@@ -210,6 +237,9 @@ impl PartitionConsumer {
                 if !stale.is_empty() {
                     self.flush_stale(stale).await;
                 }
+                if !owed.is_empty() {
+                    self.send_owed(owed, outcomes).await;
+                }
                 continue;
             };
             let batch = self.batch(position, records);
@@ -227,9 +257,9 @@ impl PartitionConsumer {
                     self.record_lag(&reader, position);
                     self.refresh_cache(&report, stale).await;
                     outcomes.send(final_markers(&report)).await;
-                    if !report.stored_before.is_empty() {
-                        self.send_stored(&batch, &report.stored_before, outcomes)
-                            .await;
+                    owed.owe(stored_before(&batch, &report));
+                    if !owed.is_empty() {
+                        self.send_owed(owed, outcomes).await;
                     }
                     tracing::debug!(
                         records,
@@ -241,11 +271,12 @@ impl PartitionConsumer {
                 }
                 Ok(None) => return Ok(()),
                 Err(StoreError::Fenced { stored, .. }) => {
-                    self.finalise_fenced(&batch, stored, stale, outcomes).await;
+                    self.finalise_fenced(&batch, stored, stale, owed, outcomes)
+                        .await;
                     position = stored;
                     reader = self.reader(position);
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(self.waiting_on(&error)),
             }
         }
     }
@@ -262,6 +293,7 @@ impl PartitionConsumer {
         batch: &Batch,
         stored: i64,
         stale: &mut StaleCache,
+        owed: &mut OwedStatuses,
         outcomes: &OutcomeWriter,
     ) {
         match stored >= batch.next_offset {
@@ -269,12 +301,8 @@ impl PartitionConsumer {
             false => tracing::warn!(stored, "position moved by another worker; resuming from it"),
         }
         stale.forget_balances();
-        let ids: Vec<ScopedId> = batch
-            .operations
-            .iter()
-            .map(|(_, operation)| operation.scoped_id())
-            .collect();
-        if !self.send_stored(batch, &ids, outcomes).await {
+        owed.owe(batch.operations.iter().map(|(_, operation)| operation));
+        if !self.send_owed(owed, outcomes).await {
             return;
         }
         stale.suspect(
@@ -286,20 +314,22 @@ impl PartitionConsumer {
         self.flush_stale(stale).await;
     }
 
-    /// Sends the final status PostgreSQL holds for each of `ids`, operations of `batch`;
-    /// false when they could not be read (their statuses are then read from PostgreSQL).
-    async fn send_stored(&self, batch: &Batch, ids: &[ScopedId], outcomes: &OutcomeWriter) -> bool {
+    /// Sends the final status PostgreSQL holds for each operation whose status is `owed`;
+    /// false when they could not be read: they stay owed, for after the next batch or idle
+    /// fetch.
+    async fn send_owed(&self, owed: &mut OwedStatuses, outcomes: &OutcomeWriter) -> bool {
+        let ids = owed.ids();
         let read = async {
             let client = database::client(&self.pool).await?;
-            store::decisions(&client, ids).await
+            store::decisions(&client, &ids).await
         };
         match read.await {
             Ok(decisions) => {
-                outcomes.send(stored_markers(batch, &decisions)).await;
+                outcomes.send(owed.settle(&decisions)).await;
                 true
             }
             Err(error) => {
-                tracing::warn!(error = %error.describe(), "cannot read the stored decisions; their statuses are read from PostgreSQL");
+                tracing::warn!(error = %error.describe(), owed = ids.len(), "cannot read the stored decisions; will retry");
                 false
             }
         }
@@ -499,20 +529,21 @@ impl PartitionConsumer {
                 stale.wallets.remove(&wallet.scoped_id());
             }
         }
-        if stale.forget_everything {
-            match self.cache.forget_all_balances().await {
-                Ok(entries) => {
+        if let Some(sweep) = &mut stale.sweep {
+            match self.cache.sweep_balances(sweep, SWEEP_ROUNDS).await {
+                Ok(Some(entries)) => {
                     tracing::info!(
                         entries,
                         "dropped every cached balance, having lost count of those to drop"
                     );
-                    stale.forget_everything = false;
+                    stale.sweep = None;
                 }
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%error, "cache invalidation of every balance failed; will retry");
+                    return;
                 }
             }
-            return;
         }
         let forget: Vec<ScopedWalletId> = stale.forget.iter().cloned().collect();
         for chunk in forget.chunks(cache::WRITE_CHUNK) {
@@ -533,12 +564,12 @@ impl StaleCache {
             wallets: HashMap::new(),
             forget: HashSet::new(),
             forget_max,
-            forget_everything: false,
+            sweep: None,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.wallets.is_empty() && self.forget.is_empty() && !self.forget_everything
+        self.wallets.is_empty() && self.forget.is_empty() && self.sweep.is_none()
     }
 
     /// Turns every balance waiting to be written into one waiting to be dropped: it is late.
@@ -548,11 +579,9 @@ impl StaleCache {
     }
 
     /// Remembers to drop the cached balances of `wallets`; once more than `forget_max` are
-    /// waiting, every cached balance is dropped instead.
+    /// waiting, every cached balance is dropped instead, by a walk from the start: one under
+    /// way may have passed their entries already.
     fn suspect(&mut self, wallets: impl IntoIterator<Item = ScopedWalletId>) {
-        if self.forget_everything {
-            return;
-        }
         self.forget.extend(wallets);
         if self.forget.len() > self.forget_max {
             tracing::warn!(
@@ -561,7 +590,7 @@ impl StaleCache {
                 "too many cached balances to drop one by one; every cached balance will be dropped once Redis answers"
             );
             self.forget = HashSet::new();
-            self.forget_everything = true;
+            self.sweep = Some(BalanceSweep::default());
         }
     }
 }
@@ -595,27 +624,15 @@ fn final_markers(report: &BatchReport) -> Vec<(ScopedId, Marker)> {
     decided.chain(rejected).collect()
 }
 
-/// The final status of every operation of `batch` that PostgreSQL holds decided or kept as
-/// a dead letter; a decision wins over a dead letter of the same id (the id of a refused
-/// record is free for a retry).
-fn stored_markers(batch: &Batch, decisions: &store::Decisions) -> Vec<(ScopedId, Marker)> {
-    let operations: HashMap<ScopedId, &Operation> = batch
+/// The operations of `batch` that PostgreSQL held before it came, by the batch's report.
+fn stored_before<'a>(batch: &'a Batch, report: &BatchReport) -> Vec<&'a Operation> {
+    let stored: HashSet<&ScopedId> = report.stored_before.iter().collect();
+    batch
         .operations
         .iter()
-        .map(|(_, operation)| (operation.scoped_id(), operation))
-        .collect();
-    let mut markers: HashMap<ScopedId, Marker> = HashMap::new();
-    for (id, recorded_at) in &decisions.rejected {
-        if let Some(operation) = operations.get(id) {
-            markers.insert(id.clone(), Marker::rejected(operation, *recorded_at));
-        }
-    }
-    for (id, record, currency) in &decisions.decided {
-        if let Some(marker) = Marker::stored(record, *currency) {
-            markers.insert(id.clone(), marker);
-        }
-    }
-    markers.into_iter().collect()
+        .map(|(_, operation)| operation)
+        .filter(|operation| stored.contains(&operation.scoped_id()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! What a worker's partitions are waiting for. A partition that keeps retrying a batch (the
-//! database is full, read-only, unreachable) is not dead, but an operator must know: readiness
-//! reports the worker degraded, with the cause, until the batch is applied. A partition the
+//! What a worker's partitions are waiting for. A partition that keeps retrying a batch or its
+//! start (the database is full, read-only, unreachable) is not dead, but an operator must know:
+//! readiness reports the worker degraded, with the cause, until the batch is applied or the
+//! partition starts. A partition the
 //! worker refuses to apply from its stored position waits for an operator: the worker is not
 //! ready until it applies again.
 
@@ -32,7 +33,7 @@ impl fmt::Display for Waiting {
 }
 
 impl WorkerHealth {
-    /// The partition's batch failed with `cause` and waits for another attempt.
+    /// The partition's batch, or its start, failed with `cause` and waits for another attempt.
     pub fn retrying(&self, partition: i32, cause: String) {
         self.partitions().insert(partition, Waiting::Retry(cause));
     }
@@ -43,15 +44,7 @@ impl WorkerHealth {
             .insert(partition, Waiting::Operator(reason));
     }
 
-    /// The partition's stored position was accepted: a refusal of it is over.
-    pub fn accepted(&self, partition: i32) {
-        let mut partitions = self.partitions();
-        if matches!(partitions.get(&partition), Some(Waiting::Operator(_))) {
-            partitions.remove(&partition);
-        }
-    }
-
-    /// The partition applies again (or is no longer this worker's).
+    /// The partition starts or applies again (or is no longer this worker's).
     pub fn recovered(&self, partition: i32) {
         self.partitions().remove(&partition);
     }
@@ -98,15 +91,14 @@ mod tests {
             "{cause}"
         );
         assert!(!health.any_refused());
-        health.accepted(3);
-        assert!(health.degraded().is_some(), "a retry is no refusal");
         health.recovered(3);
         assert_eq!(health.degraded(), None);
     }
 
-    /// Proves a refused partition is named with its reason until its position is accepted.
+    /// Proves a refused partition is named with its reason until it starts from an accepted
+    /// position.
     #[test]
-    fn refused_until_the_position_is_accepted() {
+    fn refused_until_the_partition_starts() {
         let health = WorkerHealth::default();
         health.refused(
             1,
@@ -118,7 +110,7 @@ mod tests {
             cause.contains("partition 1 refused: stored position 5"),
             "{cause}"
         );
-        health.accepted(1);
+        health.recovered(1);
         assert!(!health.any_refused());
         assert_eq!(health.degraded(), None);
     }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod lag;
 pub mod lease;
 pub mod outcomes;
+pub mod owed;
 pub mod partitioner;
 pub mod producer;
 pub mod reader;

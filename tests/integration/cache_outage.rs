@@ -110,3 +110,99 @@ async fn balances_to_drop_stay_bounded_while_redis_is_frozen() {
         );
     }
 }
+
+/// Balance entries the sweep test fills Redis with: several SCAN rounds' worth.
+const ENTRIES: usize = 3_000;
+
+/// Writes a balance entry at each of `keys`.
+async fn fill(redis: &mut redis::aio::MultiplexedConnection, keys: &[String]) {
+    let mut pipeline = redis::pipe();
+    for key in keys {
+        pipeline
+            .cmd("HSET")
+            .arg(key)
+            .arg("wallet")
+            .arg("{}")
+            .arg("version")
+            .arg(1)
+            .ignore();
+    }
+    let () = pipeline.query_async(redis).await.expect("filled");
+}
+
+/// Whether each of `keys` still holds a balance (its `wallet` field).
+async fn holding(redis: &mut redis::aio::MultiplexedConnection, keys: &[String]) -> Vec<bool> {
+    let mut pipeline = redis::pipe();
+    for key in keys {
+        pipeline.cmd("HEXISTS").arg(key).arg("wallet");
+    }
+    pipeline.query_async(redis).await.expect("Redis answers")
+}
+
+/// Proves the walk dropping every cached balance goes a bounded number of SCAN rounds per
+/// call, and that one interrupted by a failure (Redis frozen) goes on from where it stood: the
+/// entries it had passed, written again since, are not dropped again, and every other one is.
+/// The walk used to be made whole, inline in the consumer, and to start over from the first
+/// key after any failed round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_of_every_balance_resumes_where_a_failure_stopped_it() {
+    let server = crate::harness::Redis::start();
+    let config = wallet::config::RedisConfig {
+        url: server.url(),
+        timeout_ms: 200,
+        ..Default::default()
+    };
+    let cache = wallet::cache::Cache::new(&config).expect("cache");
+    let mut redis = redis::Client::open(server.url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects to Redis");
+    let keys: Vec<String> = (0..ENTRIES)
+        .map(|n| format!("wallet:acme:{}", Uuid::from_u128(n as u128)))
+        .collect();
+    fill(&mut redis, &keys).await;
+
+    let mut sweep = wallet::cache::BalanceSweep::default();
+    let first = cache
+        .sweep_balances(&mut sweep, 1)
+        .await
+        .expect("one round");
+    assert_eq!(first, None, "one round does not walk {ENTRIES} keys");
+    let passed: Vec<String> = keys
+        .iter()
+        .zip(holding(&mut redis, &keys).await)
+        .filter(|(_, held)| !held)
+        .map(|(key, _)| key.clone())
+        .collect();
+    assert!(
+        !passed.is_empty() && passed.len() < ENTRIES,
+        "{} dropped",
+        passed.len()
+    );
+
+    server.process.send_signal(libc::SIGSTOP);
+    let frozen = cache.sweep_balances(&mut sweep, 1).await;
+    server.process.send_signal(libc::SIGCONT);
+    assert!(frozen.is_err(), "a frozen Redis fails the round");
+    fill(&mut redis, &passed).await;
+    let sweep = tokio::sync::Mutex::new(sweep);
+    let ended = eventually(Duration::from_secs(30), || async {
+        let mut sweep = sweep.lock().await;
+        matches!(cache.sweep_balances(&mut sweep, 1).await, Ok(Some(_)))
+    })
+    .await;
+    assert!(ended, "the walk ends once Redis answers");
+    assert!(
+        holding(&mut redis, &passed).await.iter().all(|&held| held),
+        "the entries passed before the failure are not walked again"
+    );
+    let rest: Vec<String> = keys
+        .into_iter()
+        .filter(|key| !passed.contains(key))
+        .collect();
+    assert!(
+        holding(&mut redis, &rest).await.iter().all(|&held| !held),
+        "every other entry is dropped"
+    );
+}

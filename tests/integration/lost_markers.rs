@@ -158,3 +158,75 @@ async fn a_wait_answers_when_redis_refuses_the_final_marker() {
         answer.took
     );
 }
+
+/// Proves the first request's marker is written back once the read of its stored decision,
+/// which failed when the reusing request was kept as a dead letter, succeeds again: the first
+/// request's retries then answer its status, and the second's 422. The write-back used to be
+/// tried once: the second request's `Pending` marker stayed for `redis.marker_ttl_s`, and the
+/// first's retries got 422. A wallet currency the ledger cannot read stands in for a
+/// PostgreSQL that fails that read (a pool timeout, a restart), as nothing else reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_requests_marker_is_written_back_once_its_read_recovers() {
+    let system = System::start(1);
+    let api = &system.api;
+    let (wallet, other) = (api.new_wallet().await, api.new_wallet().await);
+    let id = uuid::Uuid::new_v4().to_string();
+    let with_id = |wallet: &str, amount| {
+        let mut body = deposit(wallet, amount);
+        body["operationId"] = json!(id);
+        body
+    };
+    let (first, second) = (with_id(&wallet, "1.00"), with_id(&other, "2.00"));
+    let decided = submit_waiting(&api.base, "wait=20", &first).await;
+    assert_eq!(decided.body["status"], "PROCESSED", "{}", decided.body);
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis(&system).await)
+        .await
+        .expect("the markers are gone");
+    let db = system.database().await;
+    let set_currency = |code: String| {
+        let (db, wallet) = (&db, wallet.clone());
+        async move {
+            db.execute(
+                "UPDATE wallets SET currency = $1 WHERE id = $2::text::uuid",
+                &[&code, &wallet],
+            )
+            .await
+            .expect("the wallet's currency is set")
+        }
+    };
+    let currency: String = db
+        .query_one(
+            "SELECT currency FROM wallets WHERE id = $1::text::uuid",
+            &[&wallet],
+        )
+        .await
+        .expect("the wallet is stored")
+        .get(0);
+    assert_eq!(set_currency("X?".to_owned()).await, 1);
+
+    api.submit_accepted(&second).await;
+    let failed = eventually(SETTLE, || async {
+        std::fs::read_to_string(&system.worker.log)
+            .unwrap_or_default()
+            .contains("cannot read the stored decisions")
+    })
+    .await;
+    assert!(failed, "the read of the first request's decision fails");
+    set_currency(currency).await;
+
+    let answered_as_first = eventually(SETTLE, || async {
+        let retry = api.submit(&first).await;
+        retry.status.is_success() && retry.body["status"] == "PROCESSED"
+    })
+    .await;
+    assert!(
+        answered_as_first,
+        "a retry of the first: {}",
+        api.submit(&first).await.body
+    );
+    let retry = api.submit(&second).await;
+    assert_eq!(retry.code(), "IDEMPOTENCY_KEY_REUSED", "{}", retry.body);
+    assert_eq!(api.balance(&wallet).await.body["balance"], "1.00");
+    assert_eq!(api.balance(&other).await.body["balance"], "0.00");
+}

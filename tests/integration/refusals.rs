@@ -114,6 +114,57 @@ async fn resource_errors_are_waited_out() {
     assert_eq!(count_rows(&db, "dead_letters").await, 0);
 }
 
+/// Turns PostgreSQL read-only for every session but `db`'s, as after a failover to a server
+/// that only reads, or back.
+async fn set_read_only(db: &tokio_postgres::Client, on: bool) {
+    let setting = match on {
+        true => "ALTER SYSTEM SET default_transaction_read_only = on",
+        false => "ALTER SYSTEM RESET default_transaction_read_only",
+    };
+    for statement in [
+        "SET default_transaction_read_only = off",
+        setting,
+        "SELECT pg_reload_conf()",
+    ] {
+        db.simple_query(statement)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+}
+
+/// Proves a worker whose partition cannot start (PostgreSQL read-only, SQLSTATE 25006, when
+/// the partition's position is written) is reported degraded with the SQLSTATE until it
+/// starts, and ready once it has. Its `/readyz` used to say ready throughout, and the log
+/// named no SQLSTATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_cannot_start_is_degraded_with_its_sqlstate() {
+    let stack = Stack::start(1);
+    let db = database(&stack.postgres.url()).await;
+    set_read_only(&db, true).await;
+    let (worker, endpoints) = observed_worker(&stack, "work-1");
+    let readyz = format!("{endpoints}/readyz");
+    let degraded = eventually(SETTLE, || async {
+        let readiness: Value = serde_json::from_str(&get_text(&readyz).await).unwrap_or_default();
+        let cause = readiness["checks"]["worker"]["error"]
+            .as_str()
+            .unwrap_or_default();
+        readiness["status"] == "degraded" && cause.contains("25006") && cause.contains("read_only")
+    })
+    .await;
+    assert!(
+        degraded,
+        "{}\n{}",
+        get_text(&readyz).await,
+        crate::harness::tail(&worker.log)
+    );
+    set_read_only(&db, false).await;
+    let ready = eventually(SETTLE, || async {
+        get_text(&readyz).await.contains("\"ready\"")
+    })
+    .await;
+    assert!(ready, "readiness recovers: {}", get_text(&readyz).await);
+}
+
 /// Proves a record whose own data the database refuses becomes a dead letter whose status
 /// answers FAILED with a reason (it used to answer PENDING forever), and the partition goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
