@@ -195,14 +195,13 @@ impl PartitionConsumer {
     /// its SQLSTATE; the partition is reported retrying meanwhile, as one whose batch fails
     /// is, so readiness names the cause.
     fn waiting_on(&self, error: &StoreError) -> anyhow::Error {
-        let cause = error.describe();
         let reason = match error.remedy() {
             Remedy::Retry(retry) => retry.as_str(),
             Remedy::Reject => "rejected",
         };
         self.health
-            .retrying(self.id(), format!("{reason}: {cause}"));
-        anyhow::anyhow!("{cause}")
+            .retrying(self.id(), format!("{reason}: {}", error.summary()));
+        anyhow::anyhow!("{}", error.describe())
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -482,7 +481,7 @@ impl PartitionConsumer {
             failures += 1;
             let delay = self.backoff(failures);
             self.health
-                .retrying(self.id(), format!("{reason}: {cause}"));
+                .retrying(self.id(), format!("{reason}: {}", error.summary()));
             tracing::warn!(
                 partition = self.id(),
                 from_offset = batch.from_offset,

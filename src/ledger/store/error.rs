@@ -167,6 +167,17 @@ impl StoreError {
 
     /// The SQLSTATE and the server's own words, which `tokio_postgres` prints as `db error`.
     pub fn describe(&self) -> String {
+        self.described(true)
+    }
+
+    /// As [`describe`](Self::describe) without the server's DETAIL, which may quote row
+    /// values (a key's tenant and id): for what unauthenticated callers read, such as
+    /// `/readyz`.
+    pub fn summary(&self) -> String {
+        self.described(false)
+    }
+
+    fn described(&self, with_detail: bool) -> String {
         match self {
             StoreError::Database(error) => match error.as_db_error() {
                 Some(db) => format!(
@@ -175,6 +186,7 @@ impl StoreError {
                     db.code().code(),
                     db.message(),
                     db.detail()
+                        .filter(|_| with_detail)
                         .map(|detail| format!(" ({detail})"))
                         .unwrap_or_default()
                 ),
