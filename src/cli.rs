@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
@@ -105,7 +106,8 @@ pub struct BenchFlags {
     /// Length of the load phase, in seconds
     #[arg(long = "duration", default_value_t = 10, value_name = "SECONDS")]
     pub duration_s: u64,
-    /// Concurrent HTTP connections
+    /// Concurrent HTTP connections; an open loop (--rate) uses at least one per 10 requests a
+    /// second, so that its arrivals never wait for a connection
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub connections: usize,
     /// Operation weights, of deposit, withdraw, transfer, hold, capture and void (a capture or
@@ -153,6 +155,20 @@ const STANDARD_RATE_PER_S: u64 = 5_000;
 const STANDARD_BATCH: usize = 1_000;
 const STANDARD_BATCH_CONNECTIONS: usize = 8;
 
+/// How long an open loop's request may take before the next arrival on its connection has to
+/// wait for it: an open loop runs on at least its rate times this many connections, so its
+/// arrivals do not queue behind a slow answer on the client's side of the wire.
+const OPEN_LOOP_REQUEST_BUDGET: Duration = Duration::from_millis(100);
+
+/// The connections of a load sending `requests_per_s` (None: a closed loop) on `connections`
+/// asked for.
+fn load_connections(requests_per_s: Option<u64>, connections: usize) -> usize {
+    let needed = requests_per_s.map_or(0, |rate| {
+        (rate as f64 * OPEN_LOOP_REQUEST_BUDGET.as_secs_f64()).ceil() as usize
+    });
+    connections.max(needed).max(1)
+}
+
 impl BenchFlags {
     /// The scenarios to run: the one the flags describe, or with `--standard` the standard
     /// ones (hot wallet; 10,000 wallets with transfers; open loop at a fixed rate; hot wallet
@@ -171,7 +187,12 @@ impl BenchFlags {
             url: self.url.trim_end_matches('/').to_owned(),
             wallets: if self.hot { 1 } else { self.wallets.max(1) },
             duration_s: self.duration_s,
-            connections: self.connections.max(1),
+            connections: load_connections(
+                self.rate
+                    .filter(|rate| *rate > 0)
+                    .map(|rate| rate.div_ceil(self.batch.unwrap_or(1))),
+                self.connections,
+            ),
             mix: self.mix,
             rate: self.rate.filter(|rate| *rate > 0),
             batch: self.batch.map(|batch| batch as usize),
@@ -203,6 +224,7 @@ impl BenchFlags {
                 scenario: format!("open loop {rate}/s"),
                 wallets: 1_000,
                 rate: Some(rate),
+                connections: load_connections(Some(rate), self.connections),
                 ..base.clone()
             },
             BenchOptions {
@@ -333,5 +355,18 @@ fn set(tree: &mut Map<String, Value>, section: &str, key: &str, value: Option<Va
         if let Value::Object(section) = section {
             section.insert(key.to_owned(), value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_loop_has_a_connection_for_each_tenth_of_a_second_of_its_rate() {
+        assert_eq!(load_connections(None, 64), 64);
+        assert_eq!(load_connections(Some(5_000), 64), 500);
+        assert_eq!(load_connections(Some(100), 64), 64);
+        assert_eq!(load_connections(Some(5), 0), 1);
     }
 }
