@@ -1,9 +1,8 @@
 //! What a worker's partitions are waiting for. A partition that keeps retrying a batch or its
 //! start (the database is full, read-only, unreachable) is not dead, but an operator must know:
 //! readiness reports the worker degraded, with the cause, until the batch is applied or the
-//! partition starts. A partition the
-//! worker refuses to apply from its stored position waits for an operator: the worker is not
-//! ready until it applies again.
+//! partition starts. A partition the worker refuses to apply from its stored position waits
+//! for an operator: the worker is not ready until it applies again.
 
 use std::collections::BTreeMap;
 use std::fmt;

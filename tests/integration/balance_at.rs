@@ -238,6 +238,47 @@ async fn journal_times_follow_versions_whatever_each_batch_took() {
     assert_eq!(Some(&updated), times.last(), "the wallet's last change");
 }
 
+/// A worker whose batch statements may outlast the 3 s [`hold_a_deposit`] holds one for: its
+/// lease lapse is long enough that their bound (half of it) does.
+fn patient_worker(stack: &crate::harness::Stack) -> crate::harness::Process {
+    let lapse = ("WALLET_WORKER__LEASE_LAPSE_MS", "20000".to_owned());
+    stack.spawn_wallet("work-1", &["work"], &[lapse])
+}
+
+/// Submits a deposit of 5 to `wallet` and returns once its batch, the wallet locked, is held
+/// for 3 s inside its entries insert (the next batch's only).
+async fn hold_a_deposit(db: &tokio_postgres::Client, api: &Api, wallet: &str) {
+    db.batch_execute(
+        "CREATE TABLE slow_once (pending bool);
+         INSERT INTO slow_once VALUES (true);
+         CREATE FUNCTION slow_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN DELETE FROM slow_once; IF FOUND THEN PERFORM pg_sleep(3); END IF; RETURN NULL; END $$;
+         CREATE TRIGGER slow_entries AFTER INSERT ON entries
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_entries();",
+    )
+    .await
+    .expect("slow trigger installs");
+    let accepted = api.submit(&deposit(wallet, "5")).await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
+    assert!(
+        some_session_waits_on(db, "PgSleep").await,
+        "the batch never reached its entries insert"
+    );
+}
+
+/// Whether a session comes to wait on `event` (`pg_stat_activity.wait_event`) in time.
+async fn some_session_waits_on(db: &tokio_postgres::Client, event: &str) -> bool {
+    crate::harness::eventually(SETTLE, || async {
+        db.query(
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = $1",
+            &[&event],
+        )
+        .await
+        .is_ok_and(|rows| !rows.is_empty())
+    })
+    .await
+}
+
 /// Proves an instant up to now is answered as it will always be. Asked while a batch that
 /// has locked the wallet is still to commit (held inside its entries insert), the answer
 /// waits for that batch; asked again once it committed, it is the same. Before, a batch was
@@ -247,33 +288,12 @@ async fn journal_times_follow_versions_whatever_each_batch_took() {
 async fn an_instant_is_answered_the_same_before_and_after_a_slow_batch_commits() {
     let stack = crate::harness::Stack::start(1);
     let server = stack.serve();
-    // A lapse long enough that the batch's statement bound (half of it) outlasts the sleep.
-    let lapse = ("WALLET_WORKER__LEASE_LAPSE_MS", "20000".to_owned());
-    let _worker = stack.spawn_wallet("work-1", &["work"], &[lapse]);
+    let _worker = patient_worker(&stack);
     let api = &Api::new(&server.base);
     let wallet = api.new_wallet().await;
     api.fund(&wallet, "10").await;
     let db = crate::client::database(&stack.postgres.url()).await;
-    db.batch_execute(
-        "CREATE FUNCTION slow_entries() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
-         CREATE TRIGGER slow_entries AFTER INSERT ON entries
-             FOR EACH STATEMENT EXECUTE FUNCTION slow_entries();",
-    )
-    .await
-    .expect("slow trigger installs");
-    let accepted = api.submit(&deposit(&wallet, "5")).await;
-    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{:?}", accepted.body);
-    let held = crate::harness::eventually(SETTLE, || async {
-        db.query(
-            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
-            &[],
-        )
-        .await
-        .is_ok_and(|rows| !rows.is_empty())
-    })
-    .await;
-    assert!(held, "the batch never reached its entries insert");
+    hold_a_deposit(&db, api, &wallet).await;
     let instant = Utc::now();
     let first = at(api, &wallet, &instant.to_rfc3339()).await;
     let committed = crate::harness::eventually(SETTLE, || async {
@@ -301,45 +321,21 @@ async fn an_api_process_frozen_in_a_read_at_an_instant_does_not_hold_up_the_wall
     let stack = crate::harness::Stack::start(1);
     let frozen = stack.serve();
     let server = stack.serve();
-    // A lapse long enough that the batch's statement bound (half of it) outlasts the sleep.
-    let lapse = ("WALLET_WORKER__LEASE_LAPSE_MS", "20000".to_owned());
-    let _worker = stack.spawn_wallet("work-1", &["work"], &[lapse]);
+    let _worker = patient_worker(&stack);
     let api = &Api::new(&server.base);
     let wallet = api.new_wallet().await;
     api.fund(&wallet, "10").await;
     let db = crate::client::database(&stack.postgres.url()).await;
-    db.batch_execute(
-        "CREATE TABLE slow_once (pending bool);
-         INSERT INTO slow_once VALUES (true);
-         CREATE FUNCTION slow_entries() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN DELETE FROM slow_once; IF FOUND THEN PERFORM pg_sleep(3); END IF; RETURN NULL; END $$;
-         CREATE TRIGGER slow_entries AFTER INSERT ON entries
-             FOR EACH STATEMENT EXECUTE FUNCTION slow_entries();",
-    )
-    .await
-    .expect("slow trigger installs");
-    let first = api.submit(&deposit(&wallet, "5")).await;
-    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
-    let waits_for = |event: &'static str| {
-        let db = &db;
-        move || async move {
-            db.query(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event = $1",
-                &[&event],
-            )
-            .await
-            .is_ok_and(|rows| !rows.is_empty())
-        }
-    };
-    let held = crate::harness::eventually(SETTLE, waits_for("PgSleep")).await;
-    assert!(held, "the batch never reached its entries insert");
+    hold_a_deposit(&db, api, &wallet).await;
     let reader = Api::new(&frozen.base);
     let read = {
         let wallet = wallet.clone();
         tokio::spawn(async move { at(&reader, &wallet, &Utc::now().to_rfc3339()).await })
     };
-    let queued = crate::harness::eventually(SETTLE, waits_for("transactionid")).await;
-    assert!(queued, "the read at an instant never waited for the batch");
+    assert!(
+        some_session_waits_on(&db, "transactionid").await,
+        "the read at an instant never waited for the batch"
+    );
     frozen.process.send_signal(libc::SIGSTOP);
     let second = api.submit(&deposit(&wallet, "7")).await;
     assert_eq!(second.status, StatusCode::ACCEPTED, "{:?}", second.body);

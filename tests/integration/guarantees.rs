@@ -262,7 +262,7 @@ async fn a_stored_operation_produced_again_is_dropped_and_the_rest_applied() {
 }
 
 /// A client of the operations topic's partition 0, the only one of a one-partition system.
-async fn first_partition(stack: &Stack) -> rskafka::client::partition::PartitionClient {
+pub async fn first_partition(stack: &Stack) -> rskafka::client::partition::PartitionClient {
     rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
         .build()
         .await
@@ -293,7 +293,8 @@ async fn record_of(stack: &Stack, id: &str) -> Vec<u8> {
         .expect("the record is on the topic")
 }
 
-async fn produce_raw(stack: &Stack, values: Vec<Vec<u8>>) {
+/// Produces `values` to partition 0 of the operations topic, as no API would.
+pub async fn produce_raw(stack: &Stack, values: Vec<Vec<u8>>) {
     let partition = first_partition(stack).await;
     let records = values
         .into_iter()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::client::{deposit, System};
+use crate::client::{deposit, Api, System};
 use crate::harness::eventually;
 use crate::wait::{post, submit_waiting};
 
@@ -18,6 +18,15 @@ async fn redis(system: &System) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("connects to Redis")
+}
+
+/// Whether a retry of the `first` request comes to be answered with its status, PROCESSED.
+async fn retried_as_first(api: &Api, first: &Value) -> bool {
+    eventually(SETTLE, || async {
+        let retry = api.submit(first).await;
+        retry.status.is_success() && retry.body["status"] == "PROCESSED"
+    })
+    .await
 }
 
 /// Proves an id reused with other content once Redis lost the first request's marker
@@ -55,14 +64,8 @@ async fn an_id_reused_after_its_marker_is_lost_stays_the_first_requests() {
         "{}",
         reused.body
     );
-    let answered_as_first = |answer: &Value| answer["status"] == "PROCESSED";
-    let retried = eventually(SETTLE, || async {
-        let retry = api.submit(&first).await;
-        retry.status.is_success() && answered_as_first(&retry.body)
-    })
-    .await;
     assert!(
-        retried,
+        retried_as_first(api, &first).await,
         "a retry of the first: {}",
         api.submit(&first).await.body
     );
@@ -215,13 +218,8 @@ async fn a_first_requests_marker_is_written_back_once_its_read_recovers() {
     assert!(failed, "the read of the first request's decision fails");
     set_currency(currency).await;
 
-    let answered_as_first = eventually(SETTLE, || async {
-        let retry = api.submit(&first).await;
-        retry.status.is_success() && retry.body["status"] == "PROCESSED"
-    })
-    .await;
     assert!(
-        answered_as_first,
+        retried_as_first(api, &first).await,
         "a retry of the first: {}",
         api.submit(&first).await.body
     );

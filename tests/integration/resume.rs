@@ -12,6 +12,7 @@ use wallet::ingest::partitioner::partition_for;
 use wallet::ledger::types::WalletId;
 
 use crate::client::{deposit, Api};
+use crate::guarantees::{first_partition, produce_raw};
 use crate::harness::{eventually, free_port, tail, Process, Stack};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -279,18 +280,7 @@ async fn records_deleted_before_they_were_applied_stop_their_partition() {
     worker.kill();
     deposit_accepted(&api, &wallet).await;
     deposit_accepted(&api, &wallet).await;
-    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
-        .build()
-        .await
-        .expect("connects");
-    let partition = client
-        .partition_client(
-            &stack.operations_topic,
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Error,
-        )
-        .await
-        .expect("partition");
+    let partition = first_partition(&stack).await;
     tokio::time::timeout(Duration::from_secs(30), partition.delete_records(5, 5_000))
         .await
         .expect("the delete is answered")
@@ -316,32 +306,6 @@ async fn records_deleted_before_they_were_applied_stop_their_partition() {
     assert_eq!(status["status"], "PROCESSED", "{status}");
 }
 
-/// Produces `value` to partition 0 of the operations topic, as no API would.
-async fn produce_raw(stack: &Stack, value: &[u8]) {
-    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
-        .build()
-        .await
-        .expect("connects");
-    let partition = client
-        .partition_client(
-            &stack.operations_topic,
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Retry,
-        )
-        .await
-        .expect("partition");
-    let record = rskafka::record::Record {
-        key: None,
-        value: Some(value.to_vec()),
-        headers: Default::default(),
-        timestamp: chrono::Utc::now(),
-    };
-    partition
-        .produce(vec![record], Default::default())
-        .await
-        .expect("produced");
-}
-
 /// Proves a dead letter at the offset below the stored position vouches only for the record
 /// it kept. The old topic's offset 2 was an unreadable record, kept as a dead letter; the
 /// recreated topic holds six new records, another unreadable one at offset 2. The worker used
@@ -358,7 +322,7 @@ async fn a_dead_letter_below_the_position_vouches_only_for_its_own_record() {
     let (mut worker, port) = observed_worker(&stack);
     api.fund(&wallet, "1.00").await;
     api.fund(&wallet, "1.00").await;
-    produce_raw(&stack, b"an old unreadable record").await;
+    produce_raw(&stack, vec![b"an old unreadable record".to_vec()]).await;
     let db = crate::client::database(&stack.postgres.url()).await;
     let letter_at_2 = || async {
         db.query_opt(
@@ -377,7 +341,7 @@ async fn a_dead_letter_below_the_position_vouches_only_for_its_own_record() {
         deposit_accepted(&api, &wallet).await,
         deposit_accepted(&api, &wallet).await,
     ];
-    produce_raw(&stack, b"a new unreadable record").await;
+    produce_raw(&stack, vec![b"a new unreadable record".to_vec()]).await;
     for _ in 0..3 {
         deposits.push(deposit_accepted(&api, &wallet).await);
     }

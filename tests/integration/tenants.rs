@@ -514,18 +514,6 @@ async fn a_record_naming_another_tenants_wallet_is_failed() {
     let theirs = acme.new_wallet().await;
     let mine = globex.new_wallet().await;
     globex.fund(&mine, "5.00").await;
-    let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
-        .build()
-        .await
-        .expect("connects");
-    let partition = client
-        .partition_client(
-            &stack.operations_topic,
-            0,
-            rskafka::client::partition::UnknownTopicHandling::Error,
-        )
-        .await
-        .expect("partition");
     let (deposit, transfer) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let messages = [
         json!({
@@ -538,19 +526,11 @@ async fn a_record_naming_another_tenants_wallet_is_failed() {
             "acceptedAt": chrono::Utc::now(), "fingerprint": "g"
         }),
     ];
-    let records = messages
+    let values = messages
         .iter()
-        .map(|message| rskafka::record::Record {
-            key: None,
-            value: Some(serde_json::to_vec(message).expect("json")),
-            headers: Default::default(),
-            timestamp: chrono::Utc::now(),
-        })
+        .map(|message| serde_json::to_vec(message).expect("json"))
         .collect();
-    partition
-        .produce(records, Default::default())
-        .await
-        .expect("produced");
+    crate::guarantees::produce_raw(&stack, values).await;
     let database = crate::client::database(&stack.postgres.url()).await;
     let ids = vec![deposit, transfer];
     let decided = || async {

@@ -1,9 +1,10 @@
 //! Reading a wallet's journal at a point in time.
 
+use std::time::Duration;
+
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use std::time::Duration;
 
 use super::wallets::wallet_settled;
 use super::{prepared, StoreError, Wallet};

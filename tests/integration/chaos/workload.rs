@@ -224,10 +224,11 @@ impl Answer {
                     .unwrap_or_default()
                     .to_owned(),
             ),
-            StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT => {
-                Answer::Retry(format!("{} {}", response.status.as_u16(), response.code()))
-            }
-            status if status.is_server_error() => {
+            status
+                if status == StatusCode::REQUEST_TIMEOUT
+                    || status == StatusCode::CONFLICT
+                    || status.is_server_error() =>
+            {
                 Answer::Retry(format!("{} {}", status.as_u16(), response.code()))
             }
             StatusCode::UNPROCESSABLE_ENTITY if response.code() == "IDEMPOTENCY_KEY_REUSED" => {
