@@ -73,12 +73,23 @@ impl Connection {
         result
     }
 
-    async fn exchange(&mut self, path: &str, body: &[u8]) -> std::io::Result<u16> {
+    /// Connects now, unless connected: what the first request would otherwise do.
+    pub async fn open(&mut self) -> std::io::Result<()> {
         if self.stream.is_none() {
-            let stream = TcpStream::connect(&self.endpoint.address).await?;
+            let connect = TcpStream::connect(&self.endpoint.address);
+            let stream = tokio::time::timeout(self.endpoint.timeout, connect)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection in time")
+                })??;
             stream.set_nodelay(true)?;
             self.stream = Some(stream);
         }
+        Ok(())
+    }
+
+    async fn exchange(&mut self, path: &str, body: &[u8]) -> std::io::Result<u16> {
+        self.open().await?;
         let request = request(&self.endpoint, path, body);
         let Some(stream) = self.stream.as_mut() else {
             return Err(invalid("no connection"));
@@ -243,5 +254,35 @@ mod tests {
         );
         assert!(Endpoint::of("https://wallet", None, timeout).is_none());
         assert!(Endpoint::of("http://", None, timeout).is_none());
+    }
+
+    /// Proves a connection opened ahead connects before any request is written, and that
+    /// the first request then goes over it rather than over a connection of its own.
+    #[tokio::test]
+    async fn a_connection_opened_ahead_carries_the_first_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let endpoint = Endpoint::of(&url, None, Duration::from_secs(5)).unwrap();
+        let mut connection = Connection::new(endpoint);
+        connection.open().await.unwrap();
+        let (mut accepted, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("open connects before any request")
+            .unwrap();
+        let server = tokio::spawn(async move {
+            let mut request = Vec::new();
+            while find(&request, b"{}").is_none() {
+                let mut chunk = [0u8; 1024];
+                let read = accepted.read(&mut chunk).await.unwrap();
+                assert!(read > 0, "the request arrives on the opened connection");
+                request.extend_from_slice(&chunk[..read]);
+            }
+            accepted
+                .write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        assert_eq!(connection.post_json("/x", b"{}").await.unwrap(), 202);
+        server.await.unwrap();
     }
 }
