@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::ingest::broker::TopicCreation;
 use crate::ingest::health::WorkerHealth;
 use crate::ingest::producer::OperationProducer;
-use crate::ingest::{backoff, broker, lag, resume, worker};
+use crate::ingest::{backoff, broker, lag, layout, resume, worker};
 use crate::ledger::metadata::MetadataLimits;
 use crate::ledger::{audit, database, migrate as schema};
 
@@ -44,10 +44,14 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
                 })??;
         let applied = schema::apply(&mut client).await?;
         let kafka = &config.kafka;
-        let client = broker::connect(kafka).await?;
-        for topic in [&kafka.operations_topic, &kafka.events_topic] {
-            ready_topic(&client, kafka, topic).await?;
-        }
+        let broker = broker::connect(kafka).await?;
+        let partitions = ready_topic(&broker, kafka, &kafka.operations_topic).await?;
+        let pool = database::pool(&config.database)?;
+        let pooled = database::client(&pool)
+            .await
+            .map_err(|error| anyhow::anyhow!(error.describe()))?;
+        layout::hold(&pooled, &kafka.operations_topic, partitions).await?;
+        ready_topic(&broker, kafka, &kafka.events_topic).await?;
         tracing::info!(applied, "migrations complete");
         println!(
             "migrate: {applied} migration(s) applied; topics {} and {} ready",
@@ -59,15 +63,14 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
 
 /// Creates `topic` with `kafka.partitions` partitions and waits until the broker lists them
 /// all; a topic that exists keeps the partitions it has (see the README on changing them).
+/// Answers the topic's partition count.
 async fn ready_topic(
     client: &rskafka::client::Client,
     kafka: &crate::config::KafkaConfig,
     topic: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i32> {
     match broker::ensure_topic(client, kafka, topic, kafka.partitions).await? {
-        TopicCreation::Created => {
-            broker::await_topic(client, kafka, topic, kafka.partitions).await?;
-        }
+        TopicCreation::Created => broker::await_topic(client, kafka, topic, kafka.partitions).await,
         TopicCreation::Existed => {
             let partitions = broker::await_topic(client, kafka, topic, 1).await?;
             tracing::info!(
@@ -76,9 +79,9 @@ async fn ready_topic(
                 configured = kafka.partitions,
                 "topic exists; it keeps its partitions"
             );
+            Ok(partitions)
         }
     }
-    Ok(())
 }
 
 /// `wallet serve`: runs until SIGINT or SIGTERM, then finishes in-flight requests.
@@ -389,7 +392,12 @@ async fn build_api(
     cache: Cache,
     worker: Option<WorkerHealth>,
 ) -> anyhow::Result<Application> {
-    let producer = OperationProducer::connect(&config.kafka).await?;
+    let producer = {
+        let client = database::client(&pool)
+            .await
+            .map_err(|error| anyhow::anyhow!(error.describe()))?;
+        OperationProducer::connect(&config.kafka, &client).await?
+    };
     let tokens = Arc::new(TokenRegistry::new(&config.auth)?);
     if tokens.enabled() {
         let count = tokens

@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod expiry;
 pub mod health;
 pub mod lag;
+pub mod layout;
 pub mod lease;
 pub mod outcomes;
 pub mod owed;

@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
+use deadpool_postgres::GenericClient;
 use futures::future::join_all;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient};
 use rskafka::client::producer::aggregator::RecordAggregator;
 use rskafka::client::producer::{BatchProducer, BatchProducerBuilder};
 use rskafka::record::Record;
 
-use super::{broker, codec, partitioner};
+use super::{broker, codec, layout, partitioner};
 use crate::config::KafkaConfig;
 use crate::ledger::types::{Operation, WalletId};
 
@@ -122,10 +123,15 @@ fn record_duration(started: Instant, ok: bool) {
 
 impl OperationProducer {
     /// Opens a producer for every partition of the operations topic, which must exist; the
-    /// partition count is the topic's, whatever the configuration says.
-    pub async fn connect(config: &KafkaConfig) -> anyhow::Result<Self> {
+    /// partition count is the topic's, whatever the configuration says, and must be the one
+    /// the topic was first used with (see [`layout`]), which `database` records.
+    pub async fn connect(
+        config: &KafkaConfig,
+        database: &impl GenericClient,
+    ) -> anyhow::Result<Self> {
         let client = broker::connect(config).await?;
         let count = broker::partition_count(&client, config, &config.operations_topic).await?;
+        layout::hold(database, &config.operations_topic, count).await?;
         let mut partitions = Vec::with_capacity(count as usize);
         for partition in 0..count {
             let partition_client =

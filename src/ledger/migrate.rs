@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tenant_wallets",
         include_str!("../../sql/0012_tenant_wallets.sql"),
     ),
+    (
+        13,
+        "topic_layouts",
+        include_str!("../../sql/0013_topic_layouts.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises concurrent `wallet migrate` runs.

@@ -52,13 +52,13 @@ async fn migrate_applies_once_even_when_run_concurrently() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("12 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("13 migration(s) applied"));
     let again = run().wait_with_output().expect("second run");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
     assert_eq!(
         schema_versions(&postgres.url()).await,
-        (1..=12).collect::<Vec<i32>>()
+        (1..=13).collect::<Vec<i32>>()
     );
 
     let fresh = Postgres::start();
@@ -77,14 +77,14 @@ async fn migrate_applies_once_even_when_run_concurrently() {
     assert_eq!(
         applied
             .iter()
-            .filter(|out| out.contains("12 migration(s) applied"))
+            .filter(|out| out.contains("13 migration(s) applied"))
             .count(),
         1,
         "{applied:?}"
     );
     assert_eq!(
         schema_versions(&fresh.url()).await,
-        (1..=12).collect::<Vec<i32>>()
+        (1..=13).collect::<Vec<i32>>()
     );
 }
 
@@ -195,7 +195,7 @@ async fn harness_restarts_its_servers() {
     stack.postgres.start_again();
     assert_eq!(
         schema_versions(&stack.postgres.url()).await,
-        (1..=12).collect::<Vec<i32>>()
+        (1..=13).collect::<Vec<i32>>()
     );
     stack.redis.restart();
     assert!(stack.redis.process.is_running());
@@ -262,7 +262,7 @@ async fn migrations_upgrade_a_database_with_data() {
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
     );
-    assert!(stdout.contains("8 migration(s) applied"), "{stdout}");
+    assert!(stdout.contains("9 migration(s) applied"), "{stdout}");
     let timed: i64 = db
         .query_one(
             "SELECT count(*) FROM entries e JOIN operations o ON o.id = e.operation_id

@@ -20,6 +20,7 @@ mod harness;
 mod history_filters;
 mod holds;
 mod hostile;
+mod layout;
 mod lifecycle;
 mod lost_markers;
 mod metadata;

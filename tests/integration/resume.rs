@@ -31,6 +31,11 @@ async fn wallet_on(api: &Api, partition: i32, partitions: i32) -> String {
 /// Deletes the stack's operations topic and creates it again, empty, with as many
 /// partitions: the operator mistake (or new broker cluster) this file is about.
 async fn recreate_topic(stack: &Stack) {
+    recreate_topic_with(stack, stack.partitions).await;
+}
+
+/// Deletes the stack's operations topic and creates it again, empty, with `partitions`.
+pub async fn recreate_topic_with(stack: &Stack, partitions: i32) {
     let client = rskafka::client::ClientBuilder::new(vec![stack.broker.address()])
         .build()
         .await
@@ -46,7 +51,7 @@ async fn recreate_topic(stack: &Stack) {
     .expect("topic deleted");
     // The broker refuses the name until the deletion has finished.
     let created = eventually(DEADLINE, || async {
-        let create = controller.create_topic(&topic, stack.partitions, 1, 5_000);
+        let create = controller.create_topic(&topic, partitions, 1, 5_000);
         matches!(
             tokio::time::timeout(Duration::from_secs(10), create).await,
             Ok(Ok(()))
