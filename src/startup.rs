@@ -50,7 +50,7 @@ pub fn migrate(config: Config) -> anyhow::Result<()> {
         let pooled = database::client(&pool)
             .await
             .map_err(|error| anyhow::anyhow!(error.describe()))?;
-        layout::hold(&pooled, &kafka.operations_topic, partitions).await?;
+        layout::record(&pooled, &kafka.operations_topic, partitions).await?;
         ready_topic(&broker, kafka, &kafka.events_topic).await?;
         tracing::info!(applied, "migrations complete");
         println!(
@@ -392,12 +392,7 @@ async fn build_api(
     cache: Cache,
     worker: Option<WorkerHealth>,
 ) -> anyhow::Result<Application> {
-    let producer = {
-        let client = database::client(&pool)
-            .await
-            .map_err(|error| anyhow::anyhow!(error.describe()))?;
-        OperationProducer::connect(&config.kafka, &client).await?
-    };
+    let producer = OperationProducer::connect(&config.kafka, &pool).await?;
     let tokens = Arc::new(TokenRegistry::new(&config.auth)?);
     if tokens.enabled() {
         let count = tokens

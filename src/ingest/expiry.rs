@@ -68,13 +68,7 @@ impl HoldExpiry {
                 _ = tokio::time::sleep(interval) => {}
             }
             if producer.is_none() {
-                let connect = async {
-                    let client = database::client(&self.pool)
-                        .await
-                        .map_err(|error| anyhow::anyhow!(error.describe()))?;
-                    OperationProducer::connect(&self.kafka, &client).await
-                };
-                match connect.await {
+                match OperationProducer::connect(&self.kafka, &self.pool).await {
                     Ok(connected) => {
                         tracing::info!("scanning for expired holds");
                         producer = Some(connected);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::Pool;
 use futures::future::join_all;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient};
 use rskafka::client::producer::aggregator::RecordAggregator;
@@ -17,6 +17,7 @@ use rskafka::record::Record;
 
 use super::{broker, codec, layout, partitioner};
 use crate::config::KafkaConfig;
+use crate::ledger::database;
 use crate::ledger::types::{Operation, WalletId};
 
 /// Largest bulk produce request, in bytes of records: below the broker's default
@@ -124,14 +125,15 @@ fn record_duration(started: Instant, ok: bool) {
 impl OperationProducer {
     /// Opens a producer for every partition of the operations topic, which must exist; the
     /// partition count is the topic's, whatever the configuration says, and must be the one
-    /// the topic was first used with (see [`layout`]), which `database` records.
-    pub async fn connect(
-        config: &KafkaConfig,
-        database: &impl GenericClient,
-    ) -> anyhow::Result<Self> {
+    /// `wallet migrate` recorded in `database` (see [`layout`]).
+    pub async fn connect(config: &KafkaConfig, database: &Pool) -> anyhow::Result<Self> {
         let client = broker::connect(config).await?;
         let count = broker::partition_count(&client, config, &config.operations_topic).await?;
-        layout::hold(database, &config.operations_topic, count).await?;
+        let recorder = database::client(database)
+            .await
+            .map_err(|error| anyhow::anyhow!(error.describe()))?;
+        layout::require(&recorder, &config.operations_topic, count).await?;
+        drop(recorder);
         let mut partitions = Vec::with_capacity(count as usize);
         for partition in 0..count {
             let partition_client =

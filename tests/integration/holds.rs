@@ -768,7 +768,11 @@ async fn a_capture_accepted_in_time_wins_over_the_expiry_however_slow_its_produc
         partitions: system.stack.partitions,
         ..wallet::config::KafkaConfig::default()
     };
-    let database = crate::client::store_client(&system.stack.postgres.url()).await;
+    let database = wallet::ledger::database::pool(&wallet::config::DatabaseConfig {
+        url: system.stack.postgres.url(),
+        ..Default::default()
+    })
+    .expect("a pool");
     let producer = wallet::ingest::producer::OperationProducer::connect(&kafka, &database)
         .await
         .expect("a producer connects");

@@ -11,9 +11,9 @@ use crate::resume::recreate_topic_with;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Proves the first use records the count, and that `serve` and `migrate` then refuse a topic
-/// that has another one, naming both counts. Before, `serve` started and routed every wallet
-/// over the new count.
+/// Proves `migrate` records the count, that `serve` and `migrate` then refuse a topic that has
+/// another one, naming both counts, and that `serve` refuses a topic with no recorded count.
+/// Before, `serve` started and routed every wallet over the new count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_whose_partition_count_changed_is_refused() {
     let stack = Stack::start(2);
@@ -34,6 +34,35 @@ async fn a_topic_whose_partition_count_changed_is_refused() {
         "the broker lists the new topic's partitions"
     );
 
+    let refusal = format!(
+        "topic {} has 3 partitions, but its wallets were routed over 2",
+        stack.operations_topic
+    );
+    let stderr = refused_serve(&stack).await;
+    assert!(stderr.contains(&refusal), "{stderr}");
+
+    let migrate = stack
+        .wallet_command(&["migrate"])
+        .output()
+        .expect("wallet migrate runs");
+    let stderr = String::from_utf8_lossy(&migrate.stderr);
+    assert!(!migrate.status.success(), "migrate refused: {stderr}");
+    assert!(stderr.contains(&refusal), "{stderr}");
+
+    db.execute("DELETE FROM topic_layouts", &[])
+        .await
+        .expect("the record is gone");
+    let stderr = refused_serve(&stack).await;
+    let unrecorded = format!(
+        "no partition count is recorded for topic {}",
+        stack.operations_topic
+    );
+    assert!(stderr.contains(&unrecorded), "{stderr}");
+}
+
+/// Starts `wallet serve` and answers its stderr once it has exited unsuccessfully; fails the
+/// test when it is still running after `DEADLINE`.
+async fn refused_serve(stack: &Stack) -> String {
     let mut serve = stack
         .wallet_command(&["serve"])
         .env("WALLET_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
@@ -48,26 +77,14 @@ async fn a_topic_whose_partition_count_changed_is_refused() {
         }
         if started.elapsed() > DEADLINE {
             let _ = serve.kill();
-            panic!("wallet serve kept running on a topic whose partition count changed");
+            panic!("wallet serve kept running on a topic it must refuse");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let output = serve.wait_with_output().expect("serve's output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!status.success(), "serve refused to start: {stderr}");
-    let refusal = format!(
-        "topic {} has 3 partitions, but its wallets were routed over 2",
-        stack.operations_topic
-    );
-    assert!(stderr.contains(&refusal), "{stderr}");
-
-    let migrate = stack
-        .wallet_command(&["migrate"])
-        .output()
-        .expect("wallet migrate runs");
-    let stderr = String::from_utf8_lossy(&migrate.stderr);
-    assert!(!migrate.status.success(), "migrate refused: {stderr}");
-    assert!(stderr.contains(&refusal), "{stderr}");
+    stderr
 }
 
 /// Whether the broker lists `count` usable partitions of the stack's operations topic.

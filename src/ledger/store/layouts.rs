@@ -5,9 +5,9 @@ use deadpool_postgres::GenericClient;
 
 use super::{prepared, StoreError};
 
-/// The partition count recorded for `topic`; the first caller records `found`, the count the
-/// broker gives it now, so the answer is the same for every process from then on.
-pub async fn recorded_partitions(
+/// Records `found` as `topic`'s partition count unless one is recorded, and answers the
+/// recorded one: the same for every caller from the first on.
+pub async fn record_partitions(
     client: &impl GenericClient,
     topic: &str,
     found: i32,
@@ -24,8 +24,16 @@ pub async fn recorded_partitions(
             &[&topic, &found, &now],
         )
         .await?;
+    Ok(recorded_partitions(client, topic).await?.unwrap_or(found))
+}
+
+/// The partition count recorded for `topic`, if any.
+pub async fn recorded_partitions(
+    client: &impl GenericClient,
+    topic: &str,
+) -> Result<Option<i32>, StoreError> {
     let row = client
-        .query_one(
+        .query_opt(
             &prepared(
                 client,
                 "SELECT partitions FROM topic_layouts WHERE topic = $1",
@@ -34,5 +42,5 @@ pub async fn recorded_partitions(
             &[&topic],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(row.map(|row| row.get(0)))
 }

@@ -23,7 +23,7 @@ pub use error::{remedy_for_sqlstate, Remedy, RetryReason, StoreError};
 pub use history::{history, HistoryFilter, HistoryItem, HistoryPage, HistoryRequest};
 pub use holds::{due_holds, hold, holds, DueHold, HoldRecord, ScannedPartitions};
 pub use journal::{wallet_at, EntryAt};
-pub use layouts::recorded_partitions;
+pub use layouts::{record_partitions, recorded_partitions};
 pub use offsets::{move_position, next_offset, record_applied, stored_position};
 pub use operations::{
     decisions, operation, operations, rejected_operation, rejected_operations, Decisions,
