@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::health::WorkerHealth;
+use super::layout::LayoutError;
 use super::producer::OperationProducer;
 use crate::clock;
 use crate::config::{KafkaConfig, WorkerConfig};
@@ -53,6 +55,7 @@ pub struct HoldExpiry {
     /// How many partitions the operations topic has.
     pub partitions: i32,
     pub config: WorkerConfig,
+    pub health: WorkerHealth,
 }
 
 impl HoldExpiry {
@@ -71,10 +74,11 @@ impl HoldExpiry {
                 match OperationProducer::connect(&self.kafka, &self.pool).await {
                     Ok(connected) => {
                         tracing::info!("scanning for expired holds");
+                        self.health.expiry_resumed();
                         producer = Some(connected);
                     }
                     Err(error) => {
-                        tracing::warn!(error = %format!("{error:#}"), "cannot connect the hold expiry producer; retrying");
+                        self.unconnected(&error);
                         continue;
                     }
                 }
@@ -96,6 +100,17 @@ impl HoldExpiry {
     /// wallet's partition of the new topic like any other.
     fn orphans_from(&self, owned: &[i32]) -> Option<i32> {
         owned.contains(&0).then_some(self.partitions)
+    }
+
+    /// Logs why the producer did not connect. A refused partition count lasts until an
+    /// operator acts, so it degrades the worker and is logged once; anything else is retried.
+    fn unconnected(&self, error: &anyhow::Error) {
+        let cause = format!("{error:#}");
+        if error.downcast_ref::<LayoutError>().is_none() {
+            tracing::warn!(error = %cause, "cannot connect the hold expiry producer; retrying");
+        } else if self.health.expiry_stopped(cause.clone()) {
+            tracing::error!(error = %cause, "holds do not expire until the operations topic's partition count is dealt with");
+        }
     }
 
     /// Produces an EXPIRE for each due hold of the owned partitions, at most

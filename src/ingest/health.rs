@@ -2,7 +2,8 @@
 //! start (the database is full, read-only, unreachable) is not dead, but an operator must know:
 //! readiness reports the worker degraded, with the cause, until the batch is applied or the
 //! partition starts. A partition the worker refuses to apply from its stored position waits
-//! for an operator: the worker is not ready until it applies again.
+//! for an operator: the worker is not ready until it applies again. A hold expiry that
+//! cannot produce until an operator acts degrades the worker too.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 #[derive(Clone, Default)]
 pub struct WorkerHealth {
     waiting: Arc<Mutex<BTreeMap<i32, Waiting>>>,
+    /// Why the hold expiry produces nothing until an operator acts, while it does not.
+    expiry_stopped: Arc<Mutex<Option<String>>>,
 }
 
 /// What one partition waits for.
@@ -48,17 +51,35 @@ impl WorkerHealth {
         self.partitions().remove(&partition);
     }
 
-    /// None while every partition applies; otherwise what each waiting one waits for.
+    /// The hold expiry cannot produce for `reason`, which only an operator can end: held
+    /// funds stay held meanwhile. Answers whether the reason is new, so it is logged once.
+    pub fn expiry_stopped(&self, reason: String) -> bool {
+        let mut stopped = self.expiry();
+        let new = stopped.as_deref() != Some(reason.as_str());
+        *stopped = Some(reason);
+        new
+    }
+
+    /// The hold expiry produces again.
+    pub fn expiry_resumed(&self) {
+        *self.expiry() = None;
+    }
+
+    /// None while every partition applies and holds expire; otherwise what each waiting
+    /// partition waits for, and why holds do not expire.
     pub fn degraded(&self) -> Option<String> {
-        let partitions = self.partitions();
-        if partitions.is_empty() {
-            return None;
-        }
-        let causes: Vec<String> = partitions
+        let mut causes: Vec<String> = self
+            .partitions()
             .iter()
             .map(|(partition, waiting)| format!("partition {partition} {waiting}"))
             .collect();
-        Some(causes.join("; "))
+        if let Some(reason) = self.expiry().as_ref() {
+            causes.push(format!("hold expiry stopped: {reason}"));
+        }
+        match causes.is_empty() {
+            true => None,
+            false => Some(causes.join("; ")),
+        }
     }
 
     /// Whether some partition waits for an operator.
@@ -71,6 +92,12 @@ impl WorkerHealth {
     fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Waiting>> {
         // The map holds plain values: a panic elsewhere cannot leave it half-written.
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expiry(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.expiry_stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -111,6 +138,20 @@ mod tests {
         );
         health.recovered(1);
         assert!(!health.any_refused());
+        assert_eq!(health.degraded(), None);
+    }
+
+    /// Proves a stopped hold expiry degrades the worker, is new only once per reason, and
+    /// clears when it produces again.
+    #[test]
+    fn degraded_while_holds_cannot_expire() {
+        let health = WorkerHealth::default();
+        assert!(health.expiry_stopped("topic ops has 3 partitions".to_owned()));
+        assert!(!health.expiry_stopped("topic ops has 3 partitions".to_owned()));
+        let cause = health.degraded().expect("degraded");
+        assert!(cause.contains("hold expiry stopped: topic ops"), "{cause}");
+        assert!(!health.any_refused());
+        health.expiry_resumed();
         assert_eq!(health.degraded(), None);
     }
 }

@@ -240,6 +240,7 @@ impl Worker {
             owned: self.owned.subscribe(),
             partitions,
             config: self.config.worker.clone(),
+            health: self.health.clone(),
         };
         let cancel = self.shutdown.child_token();
         let task = tokio::spawn(expiry.run(cancel.clone()));

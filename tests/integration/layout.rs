@@ -5,15 +5,19 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::client::database;
-use crate::harness::{eventually, free_port, Stack};
+use crate::harness::{eventually, free_port, tail, Stack};
+use crate::refusals::{get_text, observed_worker};
 use crate::resume::recreate_topic_with;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Proves `migrate` records the count, that `serve` and `migrate` then refuse a topic that has
-/// another one, naming both counts, and that `serve` refuses a topic with no recorded count.
-/// Before, `serve` started and routed every wallet over the new count.
+/// another one, naming both counts, that a worker on it reports its holds cannot expire, and
+/// that `serve` refuses a topic with no recorded count. Before, `serve` started and routed
+/// every wallet over the new count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_whose_partition_count_changed_is_refused() {
     let stack = Stack::start(2);
@@ -48,6 +52,26 @@ async fn a_topic_whose_partition_count_changed_is_refused() {
     let stderr = String::from_utf8_lossy(&migrate.stderr);
     assert!(!migrate.status.success(), "migrate refused: {stderr}");
     assert!(stderr.contains(&refusal), "{stderr}");
+
+    let (worker, endpoints) = observed_worker(&stack, "work-1");
+    let readyz = format!("{endpoints}/readyz");
+    let degraded = eventually(DEADLINE, || async {
+        let readiness: Value = serde_json::from_str(&get_text(&readyz).await).unwrap_or_default();
+        let cause = readiness["checks"]["worker"]["error"]
+            .as_str()
+            .unwrap_or_default();
+        readiness["status"] == "degraded"
+            && cause.contains("hold expiry stopped")
+            && cause.contains(&refusal)
+    })
+    .await;
+    assert!(
+        degraded,
+        "a worker whose holds cannot expire says so: {}\n{}",
+        get_text(&readyz).await,
+        tail(&worker.log)
+    );
+    drop(worker);
 
     db.execute("DELETE FROM topic_layouts", &[])
         .await

@@ -30,7 +30,7 @@ async fn install_fault(db: &tokio_postgres::Client) {
 }
 
 /// A worker serving `/readyz` and `/metrics` on a port of its own.
-fn observed_worker(stack: &Stack, name: &str) -> (Process, String) {
+pub fn observed_worker(stack: &Stack, name: &str) -> (Process, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let worker = stack.spawn_wallet(
@@ -41,7 +41,7 @@ fn observed_worker(stack: &Stack, name: &str) -> (Process, String) {
     (worker, format!("http://127.0.0.1:{port}"))
 }
 
-async fn get_text(url: &str) -> String {
+pub async fn get_text(url: &str) -> String {
     match reqwest::get(url).await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
